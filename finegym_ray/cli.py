@@ -1,0 +1,150 @@
+"""``finegym-ray``: the command line. Each subcommand parses its arguments and calls one
+library function; bad input ends with one ``error:`` line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from .config import ConfigError
+from .dataset.errors import FormatError
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint", metavar="URL",
+                   help="S3-compatible endpoint for s3:// URIs (default: $AWS_ENDPOINT_URL, else AWS). "
+                        "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
+
+
+def _add_synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", help="synthetic dataset size preset: small (default) or medium")
+    p.add_argument("--videos", type=int, help="number of competition videos (overrides the preset)")
+    p.add_argument("--seed", type=int, help="random seed: the same seed gives the same files (default 0)")
+    p.add_argument("--fps", type=float, choices=[25.0, 29.97, 30.0],
+                   help="frame rate of every video (default: each video draws one of 25, 29.97, 30)")
+    p.add_argument("--config", metavar="YAML", help="synth config file (fields of SynthConfig)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field, e.g. --set noise_std=4 (repeatable)")
+
+
+def _synth_config(args: argparse.Namespace):
+    from .config import load_config
+    from .synth.config import PRESETS, SynthConfig
+
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
+    overrides = list(args.overrides)
+    for name in ("videos", "seed", "fps"):
+        if getattr(args, name) is not None:
+            overrides.append(f"{name}={getattr(args, name)}")
+    return load_config(SynthConfig, args.config, overrides, base=PRESETS[args.preset])
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    config = _synth_config(args)
+    from .synth.generate import generate
+
+    summary = generate(config, args.out, progress=_progress("synth", "videos"))
+    print(summary.describe() if hasattr(summary, "describe") else summary)
+    print(f"annotations: {os.path.join(args.out, 'annotations')}")
+    print(f"videos:      {os.path.join(args.out, 'videos')}")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from .dataset.manifest import build_manifest, format_summary, write_manifest
+
+    manifest = build_manifest(args.annotations, args.categories, args.splits, sets=args.sets)
+    written = write_manifest(manifest, args.out)
+    print(format_summary(manifest.summary))
+    for name, uri in written.items():
+        print(f"{name + ':':<16}{uri}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, synth=_synth_config(args), store=args.store, ray_address=args.address)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finegym-ray",
+        description="FineGym fine-grained gymnastics: synthetic data, manifests, preprocessing "
+                    "and training on Ray. Run 'finegym-ray demo' for the whole pipeline on synthetic data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo", help="run every stage on a generated synthetic dataset with a local Ray",
+        description="Generate the SynGym synthetic dataset (videos rendered in parallel on Ray), build its "
+                    "manifest and print a summary of where everything went. Reuses an existing synthetic "
+                    "dataset made with the same settings.")
+    p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
+    p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
+                                   "(default OUT/store)")
+    p.add_argument("--address", help="Ray cluster to use (default: start a local Ray for this command)")
+    _add_synth_options(p)
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "synth", help="generate SynGym: FineGym-format annotations and H.264 videos",
+        description="Write DIR/annotations/ (annotation JSON, set and element categories, train/val splits, "
+                    "in FineGym's exact formats) and DIR/videos/<id>.mp4, deterministic per seed.")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_synth_options(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "manifest", help="join FineGym annotations, categories and splits into Parquet tables",
+        description="Write events.parquet, subactions.parquet, categories.parquet, unmatched_keys.parquet "
+                    "and summary.json under OUT, and print counts per event, set and split. Split keys "
+                    "missing from the annotations are reported, with examples, not dropped silently.")
+    p.add_argument("--annotations", required=True, metavar="JSON",
+                   help="finegym_annotation_info_v1.0.json or v1.1.json (path or s3:// URI)")
+    p.add_argument("--categories", required=True, nargs="+", metavar="TXT",
+                   help="gym99/gym288/gym530_categories.txt; split labels index the subset named in the "
+                        "split file name (gym99_...), else the first file given")
+    p.add_argument("--sets", metavar="TXT", help="set_categories.txt (checks set ids; enables the set task)")
+    p.add_argument("--splits", required=True, nargs="+", metavar="[SPLIT=]TXT",
+                   help="split files; the split name (train/val/test) comes from the file name "
+                        "unless given as train=PATH")
+    p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_manifest)
+    return parser
+
+
+def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        end = "\n" if done >= total or not sys.stdout.isatty() else "\r"
+        print(f"[{stage}] {done}/{total} {unit}", end=end, flush=True)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "s3_endpoint", None):
+        # Both boto3 and pyarrow (and Ray workers started from here) read it.
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+    try:
+        return args.func(args)
+    except (FormatError, ConfigError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("FINEGYM_RAY_DEBUG"):
+            raise
+        if isinstance(e, FileNotFoundError):
+            print(f"finegym-ray: error: not found: {e.filename or e}", file=sys.stderr)
+        else:
+            print(f"finegym-ray: error: {e}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

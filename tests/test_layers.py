@@ -1,0 +1,22 @@
+"""The low layers (formats, storage, synthetic data) must import without ray and torch."""
+
+import subprocess
+import sys
+
+LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.storage",
+              "finegym_ray.synth.generate", "finegym_ray.config"]
+
+BLOCK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('ray', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_low_layers_import_without_ray_or_torch():
+    code = BLOCK + "".join(f"import {m}\n" for m in LOW_LAYERS)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
