@@ -17,9 +17,7 @@ import yaml
 from . import storage
 from .dataset.manifest import build_manifest, format_summary, write_manifest
 from .synth.config import SynthConfig
-from .synth.generate import generate
-
-SYNTH_CONFIG_FILE = "syngym.yaml"
+from .synth.generate import CONFIG_FILE, generate
 
 
 def ray_map(fn: Callable[..., Any], *iterables: Iterable[Any],
@@ -49,7 +47,7 @@ def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
 
 def synth_is_current(out: str, config: SynthConfig) -> bool:
     """True if ``out`` holds a complete synthetic dataset made with ``config``."""
-    path = os.path.join(out, SYNTH_CONFIG_FILE)
+    path = os.path.join(out, CONFIG_FILE)
     return os.path.exists(path) and yaml.safe_load(open(path)) == asdict(config)
 
 
@@ -64,11 +62,8 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
         if synth_is_current(data_dir, synth):
             _say("synth", f"reusing {data_dir} (same settings)")
         else:
-            t = time.time()
             summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
-            with open(os.path.join(data_dir, SYNTH_CONFIG_FILE), "w") as f:
-                yaml.safe_dump(asdict(synth), f)
-            _say("synth", f"{summary} in {time.time() - t:.1f} s")
+            _say("synth", summary.describe())
     finally:
         ray.shutdown()
 
@@ -88,5 +83,5 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
     where = {"annotations": ann, "videos": os.path.join(data_dir, "videos"), "manifest": manifest_uri}
     print(f"\ndemo finished in {time.time() - t0:.1f} s. Outputs:")
     for name, loc in {**where, **{f"  {k}": v for k, v in written.items()}}.items():
-        print(f"  {name + ':':<16}{loc}")
+        print(f"  {name + ':':<18}{loc}")
     return {**where, **written}

@@ -1,0 +1,88 @@
+"""SynGym's settings: one dataclass, loaded from YAML and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+FPS_CHOICES = (25.0, 29.97, 30.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. Times are seconds, sizes pixels."""
+
+    videos: int = 4
+    seed: int = 0
+    # None: each video draws one of FPS_CHOICES; else every video has this rate.
+    fps: float | None = None
+    width: int = 640
+    height: int = 360
+    # Routines per video and sub-actions per routine (inclusive ranges). Vault
+    # routines hold one 3-stage vault, as in FineGym.
+    events_per_video: list[int] = field(default_factory=lambda: [3, 5])
+    subactions_per_event: list[int] = field(default_factory=lambda: [4, 8])
+    # Share of routines that are men's events (annotated without sub-actions).
+    mens_event_fraction: float = 0.15
+    # Sub-action durations: log-normal with this median, clipped to the range
+    # (FineGym: mostly 0.5-3 s).
+    subaction_median_s: float = 1.3
+    subaction_range_s: list[float] = field(default_factory=lambda: [0.5, 3.5])
+    transition_range_s: list[float] = field(default_factory=lambda: [0.4, 2.0])
+    # Idle footage before, between and after routines.
+    idle_range_s: list[float] = field(default_factory=lambda: [2.0, 8.0])
+    # Long tail: element j of a set is drawn with weight (j + 1) ** -imbalance.
+    imbalance: float = 1.0
+    # Share of labelled sub-actions put in the val split (per class, at least one
+    # for classes with two or more instances).
+    val_fraction: float = 0.25
+    # Realism knobs: camera shake (pixels at 360 rows), slow zoom (relative
+    # amplitude), background clutter (shapes), sensor noise (grey levels, std).
+    camera_jitter: float = 3.0
+    zoom: float = 0.08
+    clutter: int = 30
+    noise: float = 2.0
+    # H.264 encoding: keyframe interval and x264 preset/quality. ultrafast encodes
+    # ~2x faster than veryfast here but writes no B-frames; the competition preset
+    # uses veryfast for files closer to YouTube's.
+    gop_s: float = 5.0
+    x264_preset: str = "ultrafast"
+    crf: int = 23
+
+    def validate(self) -> "SynthConfig":
+        """Return self, or raise ValueError naming the first bad field."""
+        def pair(name: str, lo: float = 0.0) -> None:
+            v = getattr(self, name)
+            if len(v) != 2 or not lo <= v[0] <= v[1]:
+                raise ValueError(f"synth config: {name} must be [min, max] with {lo} <= min <= max, got {v}")
+        if self.videos < 1:
+            raise ValueError(f"synth config: videos must be >= 1, got {self.videos}")
+        if self.fps is not None and self.fps not in FPS_CHOICES:
+            raise ValueError(f"synth config: fps must be one of {FPS_CHOICES} or null, got {self.fps}")
+        if self.width < 64 or self.height < 64 or self.width % 2 or self.height % 2:
+            raise ValueError(f"synth config: width and height must be even and >= 64, got {self.width}x{self.height}")
+        pair("events_per_video", 1)
+        pair("subactions_per_event", 1)
+        pair("subaction_range_s", 0.1)
+        pair("transition_range_s", 0.2)
+        pair("idle_range_s", 0.5)
+        if not 0 <= self.mens_event_fraction <= 1 or not 0 <= self.val_fraction < 1:
+            raise ValueError("synth config: mens_event_fraction must be in [0, 1] and val_fraction in [0, 1)")
+        return self
+
+
+PRESETS = {
+    # The demo and the tests: a few minutes of video, generated in seconds.
+    "small": SynthConfig(),
+    # Enough instances of the head classes to train on: ~1 h of 640x360 video.
+    "medium": SynthConfig(videos=24, events_per_video=[8, 12], subactions_per_event=[6, 12]),
+    # Competition-like records for benchmarks: 720p, ~20 min each, routines spread out.
+    "competition": SynthConfig(videos=2, width=1280, height=720, events_per_video=[10, 12],
+                               subactions_per_event=[6, 10], idle_range_s=[60.0, 120.0],
+                               x264_preset="veryfast"),
+}
+
+
+def preset(name: str) -> SynthConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return replace(PRESETS[name])

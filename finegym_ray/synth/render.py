@@ -1,0 +1,306 @@
+"""Draws a planned SynGym video frame by frame and encodes it as H.264 (yuv420p, MP4).
+
+Each routine is drawn on its own apparatus (the event is visible in any frame), over a
+cluttered arena backdrop, with a stick-figure gymnast posed by ``motion.py``; idle
+footage between routines shows the arena with officials walking about. A camera with
+shake and slow zoom films it all; sensor noise is added last.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import av
+import cv2
+import numpy as np
+
+from .config import SynthConfig
+from .motion import BODY, FAMILIES, LEG, TORSO, Arena, Place, Pose, arena, circle, standing
+from .schedule import EventPlan, SubActionPlan, VideoPlan
+from .taxonomy import Element, build_elements
+
+MARGIN = 0.15  # backdrop drawn this much wider than the frame on each side (of height)
+
+# Arena wall colours (BGR) per event; the apparatus drawn on top is the real cue.
+WALLS = {1: (120, 70, 40), 2: (60, 100, 60), 3: (90, 60, 110), 4: (50, 80, 120), 0: (70, 70, 70)}
+
+
+@lru_cache(maxsize=1)
+def _elements() -> dict[int, Element]:
+    return {e.glabel: e for e in build_elements()}
+
+
+@dataclass
+class _View:
+    """Camera for one frame: scene units -> frame pixels."""
+
+    scale: float  # pixels per scene unit (frame heights), zoom included
+    ox: float
+    oy: float
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        return int(round(x * self.scale + self.ox)), int(round(y * self.scale + self.oy))
+
+
+def _backdrop(event: int, width: int, height: int, clutter: int, rng: np.random.Generator) -> np.ndarray:
+    """Arena, crowd and boards (``clutter`` shapes) and the apparatus of ``event`` (0: none)."""
+    m = int(MARGIN * height)
+    canvas = np.empty((height + 2 * m, width + 2 * m, 3), np.uint8)
+    wall = np.array(WALLS.get(event, (80, 80, 90)), np.float32)
+    shade = np.linspace(0.7, 1.1, canvas.shape[0], dtype=np.float32)[:, None, None]
+    canvas[:] = np.clip(wall[None, None, :] * shade, 0, 255).astype(np.uint8)
+    h = float(height)
+    for _ in range(clutter):
+        colour = tuple(int(c) for c in rng.integers(30, 230, 3))
+        cx, cy = int(rng.uniform(0, canvas.shape[1])), int(rng.uniform(0, 0.55 * canvas.shape[0]))
+        if rng.random() < 0.5:
+            w, hh = int(rng.uniform(0.02, 0.2) * h), int(rng.uniform(0.02, 0.08) * h)
+            cv2.rectangle(canvas, (cx, cy), (cx + w, cy + hh), colour, -1)
+        else:
+            cv2.circle(canvas, (cx, cy), int(rng.uniform(0.008, 0.03) * h), colour, -1)
+    floor_y = int(0.86 * h) + m
+    canvas[floor_y:] = (95, 110, 125)
+
+    def p(x: float, y: float) -> tuple[int, int]:
+        return int(x * h) + m, int(y * h) + m
+
+    aspect = width / height
+    ar = arena(event, aspect) if event else None
+    grey, steel = (200, 200, 205), (160, 160, 170)
+    if event == 1:  # runway and vaulting table
+        cv2.rectangle(canvas, p(ar.lo, ar.floor - 0.01), p(ar.table[0], ar.floor + 0.02), (40, 60, 170), -1)
+        tx, ty = ar.table
+        cv2.rectangle(canvas, p(tx - 0.06, ty), p(tx + 0.06, ty + 0.035), (60, 60, 220), -1)
+        cv2.line(canvas, p(tx, ty + 0.035), p(tx, ar.floor), steel, max(2, int(0.02 * h)))
+        cv2.rectangle(canvas, p(ar.hi - 0.15, ar.floor - 0.02), p(ar.hi + 0.15, ar.floor + 0.02), (50, 150, 220), -1)
+    elif event == 2:  # floor carpet with its white border
+        cv2.rectangle(canvas, p(ar.lo - 0.05, ar.floor - 0.015), p(ar.hi + 0.05, 1.0 + MARGIN), (170, 90, 30), -1)
+        cv2.line(canvas, p(ar.lo - 0.05, ar.floor), p(ar.hi + 0.05, ar.floor), (250, 250, 250), max(1, int(0.006 * h)))
+    elif event == 3:  # beam on two legs
+        cv2.rectangle(canvas, p(ar.lo - 0.08, ar.surface), p(ar.hi + 0.08, ar.surface + 0.025), (120, 180, 210), -1)
+        for x in (ar.lo + 0.02, ar.hi - 0.02):
+            cv2.line(canvas, p(x, ar.surface + 0.025), p(x, ar.floor), steel, max(2, int(0.012 * h)))
+    elif event == 4:  # two bars at different heights, uprights and cables
+        for bx, by in (ar.bar, ar.bar2):
+            cv2.line(canvas, p(bx - 0.2, by), p(bx + 0.2, by), grey, max(2, int(0.01 * h)))
+            cv2.line(canvas, p(bx - 0.2, by), p(bx - 0.2, ar.floor), steel, max(2, int(0.008 * h)))
+            cv2.line(canvas, p(bx + 0.2, by), p(bx + 0.2, ar.floor), steel, max(2, int(0.008 * h)))
+            cv2.line(canvas, p(bx + 0.2, by), p(bx + 0.35, ar.floor), (90, 90, 90), 1)
+    elif event:  # men's apparatus: each its own shape around the centre
+        bx, by = ar.bar
+        kind = event % 3
+        if kind == 0:
+            cv2.line(canvas, p(bx - 0.3, by), p(bx + 0.3, by), grey, max(2, int(0.01 * h)))
+        elif kind == 1:
+            cv2.rectangle(canvas, p(bx - 0.25, by + 0.15), p(bx + 0.25, by + 0.25), (40, 90, 160), -1)
+        else:
+            for dx in (-0.08, 0.08):
+                cv2.circle(canvas, p(bx + dx, by), int(0.03 * h), grey, max(2, int(0.006 * h)))
+                cv2.line(canvas, p(bx + dx, by - 0.03), p(bx + dx, -MARGIN), (60, 60, 60), 1)
+    return canvas
+
+
+def _joints(pose: Pose) -> dict[str, tuple[float, float]]:
+    """Scene positions of the figure's joints for ``pose``."""
+    # Body frame: x forward, y up, origin at the hips.
+    ct = math.cos(pose.twist)
+    fx = 1.0 if pose.frontal else ct  # a frontal figure is not foreshortened by the twist
+    arm_len = 0.3 * BODY
+
+    def leg(angle: float, knee: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        k = (LEG * math.sin(angle), -LEG * math.cos(angle))
+        f = (k[0] + LEG * math.sin(angle - knee), k[1] - LEG * math.cos(angle - knee))
+        return k, f
+
+    k1, f1 = leg(pose.hip + pose.split / 2, pose.knee)
+    k2, f2 = leg(pose.hip - pose.split / 2, pose.knee + pose.back_knee)
+    neck = (0.0, TORSO)
+    h1 = (neck[0] + arm_len * math.sin(pose.arm + 0.15), neck[1] - arm_len * math.cos(pose.arm + 0.15))
+    back_arm = -pose.arm if pose.frontal else pose.arm - 0.15
+    h2 = (neck[0] + arm_len * math.sin(back_arm), neck[1] - arm_len * math.cos(back_arm))
+    body = {"hip": (0.0, 0.0), "neck": neck, "head": (0.0, TORSO + 0.08 * BODY),
+            "bun": (-0.06 * BODY, TORSO + 0.11 * BODY), "chest": (0.02 * BODY, 0.7 * TORSO),
+            "knee1": k1, "foot1": f1, "knee2": k2, "foot2": f2, "hand1": h1, "hand2": h2}
+    cr, sr = math.cos(pose.rotation), math.sin(pose.rotation)
+    out = {}
+    for name, (x, y) in body.items():
+        x *= fx
+        xr, yr = x * cr + y * sr, -x * sr + y * cr  # forward rotation turns the head forward
+        out[name] = (pose.x + pose.facing * xr, pose.y - yr)
+    return out
+
+
+def _draw_figure(frame: np.ndarray, pose: Pose, view: _View, colours: tuple[tuple[int, int, int], ...]) -> None:
+    front, back, skin = colours
+    j = _joints(pose)
+    thick = max(2, int(0.022 * view.scale))
+    facing_camera = pose.frontal or math.sin(pose.twist) >= 0.0
+    suit = front if facing_camera else back
+
+    def line(a: str, b: str, colour, t: int = thick) -> None:
+        cv2.line(frame, view.px(*j[a]), view.px(*j[b]), colour, t, cv2.LINE_AA)
+
+    line("hip", "knee2", back)
+    line("knee2", "foot2", back)
+    line("neck", "hand2", skin)
+    line("hip", "neck", suit, int(thick * 1.8))
+    line("hip", "knee1", suit)
+    line("knee1", "foot1", suit)
+    line("neck", "hand1", skin)
+    cv2.circle(frame, view.px(*j["head"]), max(2, int(0.065 * BODY * view.scale)), skin, -1, cv2.LINE_AA)
+    if not pose.frontal:
+        # Hair tied at the back of the head: which way she faces shows in any frame.
+        cv2.circle(frame, view.px(*j["bun"]), max(1, int(0.035 * BODY * view.scale)), (30, 40, 60), -1, cv2.LINE_AA)
+    if pose.frontal or math.sin(pose.twist) > 0.3:
+        # The emblem on the front of the leotard: seen only while she faces the camera.
+        cv2.circle(frame, view.px(*j["chest"]), max(1, thick // 2 + 1), (255, 255, 255), -1, cv2.LINE_AA)
+
+
+def _hang(bar: tuple[float, float], t: float, facing: int) -> Pose:
+    swing = 0.25 * math.sin(2.5 * t)
+    return Pose(bar[0] - facing * math.sin(swing) * 0.45 * BODY, bar[1] + 0.3 * BODY + TORSO,
+                facing, rotation=-swing, arm=math.pi)
+
+
+def _between(ev: EventPlan, ar: Arena, rel: float, prev: SubActionPlan | None, nxt: SubActionPlan | None) -> Pose:
+    """Pose between elements: walk from where the last ended to where the next starts
+    (or hang from the bar), saluting at the start and end of the routine."""
+    if ev.label == 4:
+        bar = (nxt or prev).place.bar if (nxt or prev).place.bar != (0.0, 0.0) else ar.bar
+        return _hang(bar, rel, (nxt or prev).place.facing)
+    a_end = prev.stages[-1][1] if prev else 0.0
+    b_start = nxt.stages[0][0] if nxt else ev.end_s - ev.start_s
+    g = (rel - a_end) / max(b_start - a_end, 1e-6)
+    x0 = prev.place.x1 if prev else nxt.place.x0
+    x1 = nxt.place.x0 if nxt else prev.place.x1
+    y = (prev.place.y1 if prev else nxt.place.y0) if g < 0.5 or not nxt else nxt.place.y0
+    facing = (nxt or prev).place.facing if g >= 0.5 or not prev else _end_facing(prev)
+    walk = math.sin(g * math.pi * max(1, int(abs(x1 - x0) / 0.05)))
+    salute = 2.9 if (prev is None and g < 0.4) or (nxt is None and g > 0.5) else 0.4
+    return standing(x0 + (x1 - x0) * g, y, facing, split=0.6 * walk * (abs(x1 - x0) > 0.01), arm=salute)
+
+
+def _end_facing(sub: SubActionPlan) -> int:
+    twists = _elements()[sub.glabel].attrs.get("twists", 0.0)
+    return sub.place.facing * (-1 if round(2 * twists) % 2 else 1)
+
+
+def _routine_pose(ev: EventPlan, ar: Arena, rel: float) -> Pose:
+    """The gymnast's pose ``rel`` seconds into routine ``ev``."""
+    if ev.subactions is None:  # men's events: continuous giant swings around the apparatus
+        return circle({"direction": "backward", "shape": "giant", "count": 1, "turn_after": 0.0},
+                      (rel / 1.6) % 1.0, Place(ar.bar[0], ar.bar[0], ar.floor, ar.floor, 1, bar=ar.bar))
+    prev = None
+    for sub in ev.subactions:
+        start, end = sub.stages[0][0], sub.stages[-1][1]
+        if rel < start:
+            return _between(ev, ar, rel, prev, sub)
+        if rel < end:
+            element = _elements()[sub.glabel]
+            u = (rel - start) / (end - start)
+            if element.family == "vault":
+                cuts = ((sub.stages[0][1] - start) / (end - start), (sub.stages[1][1] - start) / (end - start))
+                return FAMILIES["vault"](element.attrs, u, sub.place, cuts)
+            return FAMILIES[element.family](element.attrs, u, sub.place)
+        prev = sub
+    return _between(ev, ar, rel, prev, None)
+
+
+class _Camera:
+    """Smooth drift and zoom (sums of slow sines) plus a little per-frame shake."""
+
+    def __init__(self, rng: np.random.Generator, jitter_px: float, zoom: float):
+        self.freqs = rng.uniform(0.05, 0.4, 4)
+        self.phases = rng.uniform(0, 2 * math.pi, 4)
+        self.jitter = jitter_px
+        self.zoom = zoom
+        self.rng = rng
+
+    def at(self, t: float) -> tuple[float, float, float]:
+        s = np.sin(2 * math.pi * self.freqs * t + self.phases)
+        shake = self.rng.normal(0.0, 0.3, 2)
+        dx = self.jitter * (s[0] + shake[0])
+        dy = self.jitter * (0.6 * s[1] + shake[1])
+        z = 1.0 + self.zoom * 0.5 * (1 + s[2])
+        return dx, dy, z
+
+
+def _noise_bank(rng: np.random.Generator, height: int, width: int, std: float, n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Noise frames split into positive and negative parts for saturating uint8 adds."""
+    bank = []
+    for _ in range(n):
+        noise = rng.normal(0.0, std, (height, width, 1)).astype(np.float32)
+        noise = np.repeat(noise, 3, axis=2)
+        bank.append((np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8)))
+    return bank
+
+
+def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
+    """Render ``plan`` to an H.264 MP4 at ``path`` (written to a temporary name, then
+    renamed: a half-written video never has the final name). Returns ``path``."""
+    rng = np.random.default_rng([config.seed, plan.index, 1])
+    w, h = config.width, config.height
+    camera = _Camera(rng, config.camera_jitter * h / 360.0, config.zoom)
+    noise = _noise_bank(rng, h, w, config.noise) if config.noise > 0 else []
+    backdrops: dict[int, np.ndarray] = {}
+    idle_backdrop = _backdrop(0, w, h, config.clutter, rng)
+    people = rng.uniform(0.2, 1.6, (2, 2))  # officials walking in idle footage: start x, speed
+    colours = {i: _athlete_colours(rng) for i in range(len(plan.events))}
+    margin = int(MARGIN * h)
+    aspect = w / h
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    container = av.open(tmp, "w", format="mp4")
+    try:
+        stream = container.add_stream("libx264", rate=plan.fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1  # parallelism comes from rendering videos side by side
+        stream.codec_context.options = {"preset": config.x264_preset, "crf": str(config.crf),
+                                        "g": str(max(1, round(config.gop_s * float(plan.fps))))}
+        period = 1 / plan.fps
+        k = 0
+        for i in range(plan.num_frames):
+            t = float(i * period)
+            while k < len(plan.events) and t >= plan.events[k].end_s:
+                k += 1
+            ev = plan.events[k] if k < len(plan.events) and t >= plan.events[k].start_s else None
+            dx, dy, z = camera.at(t)
+            cx, cy = w / 2 + margin + dx, h / 2 + margin + dy
+            m = np.array([[z, 0.0, w / 2 - z * cx], [0.0, z, h / 2 - z * cy]], np.float32)
+            if ev is None:
+                frame = cv2.warpAffine(idle_backdrop, m, (w, h), flags=cv2.INTER_LINEAR)
+            else:
+                if k not in backdrops:
+                    backdrops = {k: _backdrop(ev.label, w, h, config.clutter, rng)}
+                frame = cv2.warpAffine(backdrops[k], m, (w, h), flags=cv2.INTER_LINEAR)
+            view = _View(h * z, z * (margin - cx) + w / 2, z * (margin - cy) + h / 2)
+            if ev is None:
+                for x0, speed in people:
+                    x = (x0 + 0.05 * speed * t) % (aspect + 0.4) - 0.2
+                    step = math.sin(6 * speed * t)
+                    _draw_figure(frame, standing(x, 0.86, 1, split=0.5 * step), view,
+                                 ((40, 40, 40), (30, 30, 30), (150, 170, 200)))
+            else:
+                _draw_figure(frame, _routine_pose(ev, arena(ev.label, aspect), t - ev.start_s), view, colours[k])
+            if noise:
+                pos, neg = noise[i % len(noise)]
+                cv2.add(frame, pos, dst=frame)
+                cv2.subtract(frame, neg, dst=frame)
+            vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            vf.pts = i
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode(None))
+    finally:
+        container.close()
+    os.replace(tmp, path)
+    return path
+
+
+def _athlete_colours(rng: np.random.Generator) -> tuple[tuple[int, int, int], ...]:
+    hue = int(rng.integers(0, 180))
+    hsv = np.array([[[hue, 200, 230], [hue, 200, 120]]], np.uint8)
+    front, back = (tuple(int(c) for c in px) for px in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0])
+    return front, back, (150, 180, 225)
