@@ -23,7 +23,7 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
 def _add_synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small",
                    help="size preset: small (default: 4 videos, ~4 min of 640x360, ~20 s to make on 2 cores), "
-                        "medium (24 videos, ~1 h), competition (2 videos of ~20 min at 720p, for benchmarks)")
+                        "medium (24 videos, ~1.8 h), competition (2 videos of ~20 min at 720p, for benchmarks)")
     p.add_argument("--videos", type=int, help="number of competition videos (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed: the same seed gives the same files (default 0)")
     p.add_argument("--fps", type=float, choices=[25.0, 29.97, 30.0],
