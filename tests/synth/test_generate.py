@@ -3,7 +3,6 @@ frames that match the annotations, determinism per seed."""
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import replace
 from fractions import Fraction

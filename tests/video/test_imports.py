@@ -1,16 +1,10 @@
-"""The video layer imports without ray or torch, and without decord until it is used."""
+"""The video layer loads decord only when its backend is used (ray and torch blocked too)."""
 
 import subprocess
 import sys
 
-BLOCK = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('ray', 'torch'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-"""
+from tests.test_layers import BLOCK
+
 
 
 def test_video_layer_imports_without_ray_torch_or_decord():
