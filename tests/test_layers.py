@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.storage",
-              "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.config"]
+              "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.preprocess.units",
+              "finegym_ray.config"]
 
 BLOCK = """
 import sys

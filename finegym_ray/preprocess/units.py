@@ -1,0 +1,72 @@
+"""Work units: the clips of one video, grouped so that units balance across workers.
+
+Planned on the driver from the manifest, before any video is opened. A unit's id is
+derived from the keys it holds, so the same manifest and settings give the same units
+on every run: a unit whose shard exists is done (resume = run the same command again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Window:
+    """One clip to cut: ``start_s``..``end_s`` absolute seconds in the raw video."""
+
+    key: str
+    start_s: float
+    end_s: float
+    event_id: str
+    event_label: int
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    unit_id: str
+    video_id: str
+    windows: tuple[Window, ...]
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of video the unit decodes."""
+        return sum(w.end_s - w.start_s for w in self.windows)
+
+
+def _unit_id(video_id: str, windows: Iterable[Window]) -> str:
+    digest = hashlib.sha1("\n".join(w.key for w in windows).encode()).hexdigest()[:12]
+    return f"{video_id}-{digest}"
+
+
+def subaction_windows(subactions: pa.Table) -> dict[str, list[Window]]:
+    """video id -> its sub-action windows in time order, from ``subactions.parquet``."""
+    by_video: dict[str, list[Window]] = {}
+    for r in subactions.select(["key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist():
+        by_video.setdefault(r["video_id"], []).append(
+            Window(r["key"], r["start_s"], r["end_s"], r["event_id"], r["event_label"]))
+    return {v: sorted(ws, key=lambda w: (w.start_s, w.key)) for v, ws in sorted(by_video.items())}
+
+
+def plan_units(windows_by_video: dict[str, list[Window]], seconds_per_unit: float = 60.0) -> list[WorkUnit]:
+    """Cut each video's windows, in time order, into units of about ``seconds_per_unit``
+    seconds of clips (a unit never spans two videos: a worker opens its video once).
+    Largest units first, so that long tails do not finish last."""
+    if seconds_per_unit <= 0:
+        raise ValueError(f"seconds_per_unit must be > 0, got {seconds_per_unit}")
+    units = []
+    for video_id, windows in windows_by_video.items():
+        group: list[Window] = []
+        total = 0.0
+        for w in windows:
+            if group and total + (w.end_s - w.start_s) > seconds_per_unit:
+                units.append(WorkUnit(_unit_id(video_id, group), video_id, tuple(group)))
+                group, total = [], 0.0
+            group.append(w)
+            total += w.end_s - w.start_s
+        if group:
+            units.append(WorkUnit(_unit_id(video_id, group), video_id, tuple(group)))
+    return sorted(units, key=lambda u: (-u.seconds, u.unit_id))

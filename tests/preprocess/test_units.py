@@ -1,0 +1,35 @@
+import pyarrow as pa
+import pytest
+
+from finegym_ray.preprocess.units import plan_units, subaction_windows
+
+
+def _table(rows):
+    return pa.Table.from_pylist([dict(key=k, video_id=v, event_id="E_000010_000020", event_label=2, start_s=s, end_s=e)
+                                 for k, v, s, e in rows])
+
+
+ROWS = [(f"v_{i}", "vidA" if i < 6 else "vid-B", 10.0 + 3 * i, 12.0 + 3 * i) for i in range(9)]
+
+
+def test_units_balance_never_span_videos_and_cover_every_clip_once():
+    units = plan_units(subaction_windows(_table(ROWS)), seconds_per_unit=5.0)
+    keys = [w.key for u in units for w in u.windows]
+    assert sorted(keys) == sorted(r[0] for r in ROWS)  # no clip lost, none twice
+    assert all(u.seconds <= 5.0 for u in units)
+    assert all({w.key for w in u.windows} <= {r[0] for r in ROWS if r[1] == u.video_id} for u in units)
+    assert [u.seconds for u in units] == sorted((u.seconds for u in units), reverse=True)
+
+
+def test_unit_ids_are_stable_and_distinct():
+    a = plan_units(subaction_windows(_table(ROWS)), 5.0)
+    b = plan_units(subaction_windows(_table(list(reversed(ROWS)))), 5.0)
+    assert [u.unit_id for u in a] == [u.unit_id for u in b]
+    assert len({u.unit_id for u in a}) == len(a)
+
+
+def test_a_clip_longer_than_the_target_is_its_own_unit():
+    units = plan_units(subaction_windows(_table([("k", "v", 0.0, 100.0), ("j", "v", 200.0, 201.0)])), 10.0)
+    assert sorted(len(u.windows) for u in units) == [1, 1]
+    with pytest.raises(ValueError, match="seconds_per_unit"):
+        plan_units({}, 0)
