@@ -35,15 +35,13 @@ def _add_synth_options(p: argparse.ArgumentParser) -> None:
 
 def _synth_config(args: argparse.Namespace):
     from .config import load_config
-    from .synth.config import PRESETS, SynthConfig
+    from .synth.config import SynthConfig, preset
 
-    if args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
     overrides = list(args.overrides)
     for name in ("videos", "seed", "fps"):
         if getattr(args, name) is not None:
             overrides.append(f"{name}={getattr(args, name)}")
-    return load_config(SynthConfig, args.config, overrides, base=PRESETS[args.preset])
+    return load_config(SynthConfig, args.config, overrides, base=preset(args.preset))
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..dataset.categories import ElementCategories, ElementCategory, SetCategory
+from ..dataset.categories import ElementCategories, ElementCategory, SetCategory, event_of_set
 
 # FineGym's set_categories.txt, names as in the file (the "fligh" typo included).
 SETS = (
@@ -109,7 +109,7 @@ class Element:
 
     @property
     def event(self) -> int:
-        return int(str(self.set_id)[0])
+        return event_of_set(self.set_id)
 
     @property
     def attrs(self) -> dict[str, object]:
