@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -255,8 +255,9 @@ def _frame_rate(stream: av.video.stream.VideoStream, table: np.ndarray, time_bas
 
 
 class _Backend(Protocol):
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB for sorted frame numbers ``indices``."""
+    def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 RGB frames, one per sorted frame number in ``indices``, decoded
+        in one forward pass after one seek."""
 
     def close(self) -> None: ...
 
@@ -274,9 +275,8 @@ class _PyAVBackend:
         cc.thread_count = 1
         cc.thread_type = "NONE"
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
+    def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
         want = self._index.pts[indices]  # (N,) ticks, increasing
-        width, height = self._size
         keyframes = self._index.keyframe_pts
         k = max(int(np.searchsorted(keyframes, want[0], side="right")) - 1, 0)
         tries = [int(p) for p in keyframes[max(k - _SEEK_RETRIES, 0):k + 1][::-1]]
@@ -284,19 +284,23 @@ class _PyAVBackend:
             tries.append(int(keyframes[0]))
         try:
             for seek_pts in tries:
-                frames = self._decode_from(seek_pts, want, width, height)
-                if frames is not None:
-                    return frames
+                decoded = self._decode_from(seek_pts, want)
+                first = next(decoded)
+                if first is None:
+                    continue  # the seek landed after the first wanted frame: try an earlier keyframe
+                yield first
+                yield from decoded
+                return
         except av.FFmpegError as e:
             raise VideoError(self._path, f"decoding failed near {self._seconds(int(want[0])):.3f} s "
                                          f"(corrupt data?): {e}") from e
         raise VideoError(self._path, f"cannot seek to {self._seconds(int(want[0])):.3f} s: the decoder "
                                      "starts after it even from the first keyframe")
 
-    def _decode_from(self, seek_pts: int, want: np.ndarray, width: int, height: int) -> np.ndarray | None:
-        """Frames at ticks ``want``, or None when the seek landed after ``want[0]``."""
+    def _decode_from(self, seek_pts: int, want: np.ndarray) -> Iterator[np.ndarray | None]:
+        """Frames at ticks ``want``; a single None when the seek landed after ``want[0]``."""
+        width, height = self._size
         self._container.seek(seek_pts, stream=self._stream, backward=True, any_frame=False)
-        out = np.empty((len(want), height, width, 3), dtype=np.uint8)
         j = 0
         first = True
         for packet in self._container.demux(self._stream):
@@ -304,19 +308,19 @@ class _PyAVBackend:
                 if frame.pts is None:
                     raise VideoError(self._path, "decoder returned a frame without timestamp")
                 if first and frame.pts > want[0]:
-                    return None
+                    yield None
+                    return
                 first = False
                 if frame.pts < want[j]:
                     continue  # before the window, or dropped by max_fps: decoded, never converted
                 if frame.pts > want[j]:
                     raise VideoError(self._path, f"frame at {self._seconds(int(want[j])):.3f} s is in the "
                                                  "index but the decoder skipped it (corrupt data?)")
-                rgb = frame.reformat(width=width, height=height, format="rgb24",
+                yield frame.reformat(width=width, height=height, format="rgb24",
                                      interpolation=PYAV_INTERPOLATION, threads=1).to_ndarray()
-                out[j] = rgb
                 j += 1
                 if j == len(want):
-                    return out
+                    return
         raise VideoError(self._path, f"decoder stopped before {self._seconds(int(want[j])):.3f} s, "
                                      "which the index lists (truncated or corrupt data?)")
 
@@ -357,21 +361,20 @@ class _DecordBackend:
         if count and np.max(np.abs(stamps - expected)) >= half_gap:
             raise VideoError(path, "decord's frame order disagrees with the container timestamps")
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
+    def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
         wanted = set(indices.tolist())
-        frames = []
+        first, last = int(indices[0]), int(indices[-1])
         try:
             # seek + next decodes sequentially with little memory; get_batch held far
             # more memory for no speed gain (shared/README.md).
-            self._reader.seek_accurate(int(indices[0]))
-            for i in range(int(indices[0]), int(indices[-1]) + 1):
+            self._reader.seek_accurate(first)
+            for i in range(first, last + 1):
                 frame = self._reader.next()
                 if i in wanted:
-                    frames.append(frame.asnumpy() if hasattr(frame, "asnumpy") else np.asarray(frame))
+                    yield frame.asnumpy() if hasattr(frame, "asnumpy") else np.asarray(frame)
         except Exception as e:
-            raise VideoError(self._path, f"decord failed decoding frames {indices[0]}..{indices[-1]}: "
+            raise VideoError(self._path, f"decord failed decoding frames {first}..{last}: "
                                          f"{_first_line(e)}") from e
-        return np.stack(frames)
 
     def close(self) -> None:
         self._reader = None
@@ -415,20 +418,50 @@ class WindowDecoder:
         selection is deterministic and the same whichever window contains the frames
         (after the window's first frame). Raises VideoError for a window outside the video.
         """
+        indices = self.select(start_s, end_s, max_fps=max_fps)
+        chunks = list(self._chunks(indices, max(len(indices), 1)))
+        return chunks[0] if chunks else self._frames(indices, self._empty())
+
+    def iter_decode(self, start_s: float, end_s: float, *, max_fps: float | None = None,
+                    chunk_frames: int = 128) -> Iterator[Frames]:
+        """The frames of ``decode(start_s, end_s, max_fps=...)`` in consecutive chunks of at
+        most ``chunk_frames`` frames, from one seek and one forward decoding pass: memory
+        stays bounded for long windows (a 90 s routine at 30 fps and 456x256 is 0.9 GB of
+        RGB). Yields nothing for a window that holds no frame."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        return self._chunks(self.select(start_s, end_s, max_fps=max_fps), chunk_frames)
+
+    def _empty(self, n: int = 0) -> np.ndarray:
+        width, height = self.size
+        return np.empty((n, height, width, 3), dtype=np.uint8)
+
+    def _chunks(self, indices: np.ndarray, chunk_frames: int) -> Iterator[Frames]:
         if self._decoder is None:
             raise ValueError(f"{self.path}: decoder is closed")
-        indices = self._select(start_s, end_s, max_fps)
-        width, height = self.size
         if len(indices) == 0:
-            rgb = np.empty((0, height, width, 3), dtype=np.uint8)
-        else:
-            rgb = self._decoder.read(indices)
-            if rgb.shape != (len(indices), height, width, 3) or rgb.dtype != np.uint8:
-                raise VideoError(self.path, f"{self.backend} returned frames of shape {rgb.shape} {rgb.dtype}, "
-                                            f"expected {(len(indices), height, width, 3)} uint8")
+            return
+        decoded = self._decoder.frames(indices)
+        for lo in range(0, len(indices), chunk_frames):
+            part = indices[lo:lo + chunk_frames]
+            rgb = self._empty(len(part))
+            for j in range(len(part)):
+                frame = next(decoded, None)
+                if frame is None or frame.shape != rgb.shape[1:] or frame.dtype != np.uint8:
+                    got = "no frame" if frame is None else f"a frame of shape {frame.shape} {frame.dtype}"
+                    raise VideoError(self.path, f"{self.backend} returned {got} for frame {part[j]}, "
+                                                f"expected {rgb.shape[1:]} uint8")
+                rgb[j] = frame
+            yield self._frames(part, rgb)
+
+    def _frames(self, indices: np.ndarray, rgb: np.ndarray) -> Frames:
         ticks = self._index.pts[indices] - self._index.origin
         times = np.array([float(int(t) * self._index.time_base) for t in ticks], dtype=np.float64)
         return Frames(rgb=rgb, times_s=times, indices=indices.astype(np.int64))
+
+    def select(self, start_s: float, end_s: float, *, max_fps: float | None = None) -> np.ndarray:
+        """Frame numbers (0 = first frame, presentation order) that ``decode`` would return."""
+        return self._select(start_s, end_s, max_fps)
 
     def _select(self, start_s: float, end_s: float, max_fps: float | None) -> np.ndarray:
         """Frame numbers in the window, after the max_fps thinning."""

@@ -157,6 +157,24 @@ def test_random_windows_on_one_open_decoder(cfr_clips, backend):
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("chunk_frames", [1, 7, 1000])
+def test_iter_decode_chunks_join_to_the_window(cfr_clips, vfr_clip, backend, chunk_frames):
+    """Chunked decoding (for long event windows) gives the same frames as one decode,
+    in chunks of at most chunk_frames, and then still seeks back for the next window."""
+    for clip in (cfr_clips["29.97"], vfr_clip):
+        with WindowDecoder(clip.path, short_side=None, backend=backend) as decoder:
+            for start, end in [(0.3, 2.9), (1.0, 1.01)]:
+                chunks = list(decoder.iter_decode(start, end, chunk_frames=chunk_frames))
+                assert all(0 < len(c) <= chunk_frames for c in chunks)
+                whole = decoder.decode(start, end)
+                joined = np.concatenate([c.indices for c in chunks]) if chunks else np.empty(0, np.int64)
+                assert joined.tolist() == whole.indices.tolist() == expected_frames(clip, start, end)
+                if chunks:
+                    assert read_numbers(np.concatenate([c.rgb for c in chunks])) == whole.indices.tolist()
+            assert_window(clip, decoder.decode(0.0, 0.5), 0.0, 0.5)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_resize_at_decode(cfr_clips, backend):
     clip = cfr_clips["25"]
     frames = decode_window(clip.path, 1.0, 1.5, short_side=64, backend=backend)
