@@ -73,6 +73,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .preprocess.config import PreprocessConfig
+    from .preprocess.pipeline import format_summary, run_preprocess
+
+    config = load_config(PreprocessConfig, args.config, args.overrides)
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, configure_logging=False)
+    summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
+                             say=lambda m: print(f"[preprocess] {m}", flush=True))
+    print(format_summary(summary))
+    print(f"clips:   {args.out.rstrip('/')}/clips/\nerrors:  {args.out.rstrip('/')}/errors/\n"
+          f"summary: {args.out.rstrip('/')}/summary.json")
+    return preprocess_exit_code(summary, strict=args.strict)
+
+
+def preprocess_exit_code(summary: dict, *, strict: bool) -> int:
+    """0, or 1 when every unit tried failed, or with ``strict`` when anything failed."""
+    units, clips = summary["units"], summary["clips"]
+    tried = units["done"] + units["failed"]
+    if tried and units["done"] == 0:
+        return 1
+    if strict and (units["failed"] or clips["failed"]):
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finegym-ray",
@@ -101,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_synth_options(p)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "preprocess", help="cut sub-action (and event) clips with optical flow into Parquet shards, on Ray Data",
+        description="Plan work units from the annotations, then decode each window (resized at decode), "
+                    "compute optical flow and write OUT/clips/<unit>.parquet (JPEG frames and flow per clip), "
+                    "OUT/errors/ and OUT/summary.json. Running the same command again resumes: units whose "
+                    "shard exists are skipped. Bad videos are recorded in OUT/errors/ and the job goes on.",
+        epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=pyav|decord, "
+               "max_fps=null, flow=dis|farneback|none, dis_preset=fast, flow_bound=20, jpeg_quality=90, "
+               "events=false, subactions=true, unit_seconds=60, chunk_frames=128, allow_vfr=false, "
+               "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
+               "Exit status: 0 (failures counted in the summary), 1 if every unit failed or with --strict "
+               "if anything failed, 2 for bad input.")
+    p.add_argument("--annotations", required=True, metavar="DIR_OR_JSON",
+                   help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
+    p.add_argument("--videos", required=True, metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
+    p.add_argument("--out", required=True, metavar="URI", help="output folder, local or s3://bucket/prefix")
+    p.add_argument("--config", metavar="YAML", help="preprocess config file (fields listed below)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set flow=farneback (repeatable)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any unit or clip failed")
+    p.add_argument("--prune", action="store_true",
+                   help="delete shards of an earlier plan (annotations or unit_seconds changed) instead of refusing")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser(
         "manifest", help="join FineGym annotations, categories and splits into Parquet tables",

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -308,3 +309,30 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         lines.append("unmatched split keys: 0")
     return "\n".join(lines)
+
+
+_SPLIT_FILE = re.compile(r"^gym\d+_(train|val|test)_element.*\.txt$")
+_CATEGORY_FILE = re.compile(r"^gym\d+_categories\.txt$")
+
+
+def build_manifest_from(annotations: str) -> Manifest:
+    """The manifest of a FineGym annotation folder, or of a bare annotation JSON file.
+
+    In a folder (local or ``s3://``): ``finegym_annotation_info_v1.1.json`` (else v1.0),
+    every ``gymNNN_categories.txt``, ``set_categories.txt`` when present, and every
+    ``gymNNN_{train,val,test}_element*.txt`` split file. A bare JSON gives events and
+    sub-actions without element labels (enough to preprocess).
+    """
+    if annotations.endswith(".json"):
+        return build_manifest(annotations, categories=[], splits=[])
+    names = {uri.rsplit("/", 1)[-1]: uri for uri in storage.list_uris(annotations)}
+    json_name = next((n for n in ("finegym_annotation_info_v1.1.json", "finegym_annotation_info_v1.0.json")
+                      if n in names), None)
+    if json_name is None:
+        raise FileNotFoundError(storage.join(annotations, "finegym_annotation_info_v1.1.json"))
+    return build_manifest(
+        names[json_name],
+        categories=[names[n] for n in sorted(names) if _CATEGORY_FILE.match(n)],
+        splits=[names[n] for n in sorted(names) if _SPLIT_FILE.match(n)],
+        sets=names.get("set_categories.txt"),
+    )

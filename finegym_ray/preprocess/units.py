@@ -16,13 +16,18 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class Window:
-    """One clip to cut: ``start_s``..``end_s`` absolute seconds in the raw video."""
+    """One clip to cut: ``start_s``..``end_s`` absolute seconds in the raw video.
+
+    kind: "subaction" (key is the sub-action key) or "event" (key is the event key).
+    """
 
     key: str
+    video_id: str
     start_s: float
     end_s: float
     event_id: str
     event_label: int
+    kind: str = "subaction"
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,27 @@ def _unit_id(video_id: str, windows: Iterable[Window]) -> str:
 
 def subaction_windows(subactions: pa.Table) -> dict[str, list[Window]]:
     """video id -> its sub-action windows in time order, from ``subactions.parquet``."""
+    rows = subactions.select(["key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist()
+    return _by_video(Window(r["key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"]) for r in rows)
+
+
+def event_windows(events: pa.Table) -> dict[str, list[Window]]:
+    """video id -> its whole-event (routine) windows in time order, from ``events.parquet``."""
+    rows = events.select(["event_key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist()
+    return _by_video(Window(r["event_key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"], "event")
+                     for r in rows)
+
+
+def merge_windows(*parts: dict[str, list[Window]]) -> dict[str, list[Window]]:
+    """Union of per-video window lists, each video's windows in time order."""
+    return _by_video(w for part in parts for ws in part.values() for w in ws)
+
+
+def _by_video(windows: Iterable[Window]) -> dict[str, list[Window]]:
     by_video: dict[str, list[Window]] = {}
-    for r in subactions.select(["key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist():
-        by_video.setdefault(r["video_id"], []).append(
-            Window(r["key"], r["start_s"], r["end_s"], r["event_id"], r["event_label"]))
-    return {v: sorted(ws, key=lambda w: (w.start_s, w.key)) for v, ws in sorted(by_video.items())}
+    for w in windows:
+        by_video.setdefault(w.video_id, []).append(w)
+    return {v: sorted(ws, key=lambda w: (w.start_s, w.kind, w.key)) for v, ws in sorted(by_video.items())}
 
 
 def plan_units(windows_by_video: dict[str, list[Window]], seconds_per_unit: float = 60.0) -> list[WorkUnit]:

@@ -1,7 +1,7 @@
 import pyarrow as pa
 import pytest
 
-from finegym_ray.preprocess.units import plan_units, subaction_windows
+from finegym_ray.preprocess.units import event_windows, merge_windows, plan_units, subaction_windows
 
 
 def _table(rows):
@@ -33,3 +33,13 @@ def test_a_clip_longer_than_the_target_is_its_own_unit():
     assert sorted(len(u.windows) for u in units) == [1, 1]
     with pytest.raises(ValueError, match="seconds_per_unit"):
         plan_units({}, 0)
+
+
+def test_event_windows_merge_with_subactions_in_time_order():
+    events = pa.Table.from_pylist([dict(event_key="vidA_E_000009_000040", video_id="vidA", event_id="E_000009_000040",
+                                        event_label=2, start_s=9.0, end_s=40.0)])
+    merged = merge_windows(subaction_windows(_table(ROWS)), event_windows(events))
+    assert [w.kind for w in merged["vidA"]] == ["event"] + ["subaction"] * 6
+    assert len(merged["vid-B"]) == 3
+    units = plan_units(merged, seconds_per_unit=20.0)
+    assert sorted(w.key for u in units for w in u.windows) == sorted([r[0] for r in ROWS] + ["vidA_E_000009_000040"])

@@ -1,0 +1,243 @@
+"""The preprocessing job on Ray Data: annotations + raw videos -> clip shards.
+
+    manifest ── plan units (driver) ── skip units whose shard exists
+        └─ Ray Data: from_items(units) ─ map_batches(CutUnits, actor pool)
+             each actor: local copy of the video (once per node) ─ cut_unit ─
+             write OUT/clips/<unit>.parquet atomically (or OUT/errors/<unit>.json)
+        └─ driver: progress, OUT/summary.json
+
+Output folder (local or s3://):
+    preprocess.json       settings that determine the shards, and their hash
+    manifest/             the manifest of the annotations (training joins labels from it)
+    clips/<unit>.parquet  one row per clip (columns: clips.clip_schema)
+    errors/<unit>.json    why a unit, or some of its windows, failed
+    summary.json          counts, frames, seconds, wall time, nodes of the last run
+
+Actors write their own shards, rather than returning rows to a Ray Data writer, so
+that JPEG bytes never pass through the object store and each shard is named by its unit:
+a rerun skips exactly the units whose shard exists, and a retried unit (killed worker)
+rewrites the same file atomically, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from .. import storage
+from ..dataset.manifest import build_manifest_from, write_manifest
+from ..video.decode import VideoError
+from ..video.encode import set_thread_limits
+from .clips import cut_unit
+from .config import PreprocessConfig, config_hash, output_settings
+from .local_copy import local_copy
+from .units import Window, WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+SETTINGS_FILE = "preprocess.json"
+
+
+class CutUnits:
+    """``map_batches`` callable (one actor per worker) that cuts and writes whole units.
+
+    Needs per row: ``unit_id``, ``video_id``, ``video_uri`` and ``windows`` (a JSON list
+    of Window fields, times in seconds). Writes ``OUT/clips/<unit_id>.parquet`` and, when
+    something failed, ``OUT/errors/<unit_id>.json``. Returns per row: ``unit_id``,
+    ``status`` ("done" or "failed"), ``clips``, ``failed_clips``, ``frames``,
+    ``video_seconds`` (seconds of clips), ``stage_seconds`` (JSON: open/fetch/decode/
+    flow/encode/write wall seconds) and ``node_id``.
+    """
+
+    def __init__(self, config: PreprocessConfig, out: str):
+        set_thread_limits(1)  # OpenCV: one thread per actor, the actor pool is the parallelism
+        self.config = config
+        self.out = out
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        results = [self._unit(*row) for row in zip(batch["unit_id"], batch["video_id"], batch["video_uri"],
+                                                   batch["windows"])]
+        return {k: [r[k] for r in results] for k in results[0]}
+
+    def _unit(self, unit_id: str, video_id: str, video_uri: str, windows_json: str) -> dict[str, Any]:
+        windows = [Window(**w) for w in json.loads(windows_json)]
+        result = {"unit_id": str(unit_id), "status": "failed", "clips": 0, "failed_clips": len(windows),
+                  "frames": 0, "video_seconds": 0.0, "stage_seconds": "{}", "node_id": self.node_id}
+        error_uri = storage.join(self.out, "errors", f"{unit_id}.json")
+        t0 = time.perf_counter()
+        try:
+            path = local_copy(str(video_uri), self.config.cache_dir, int(self.config.cache_gb * 2**30))
+            fetch_s = time.perf_counter() - t0
+            cut = cut_unit(path, windows, self.config)
+        except Exception as e:  # noqa: BLE001 - one bad unit must not stop a 700-hour job
+            if isinstance(e, VideoError):
+                reason = e.reason
+            elif isinstance(e, FileNotFoundError):
+                reason = f"video not found: {video_uri}"
+            else:
+                reason = f"unexpected {type(e).__name__}: {e}"
+            storage.write_text(error_uri, _error_record(unit_id, video_id, video_uri, "video", reason, windows))
+            return result
+        t1 = time.perf_counter()
+        storage.write_parquet(cut.table, storage.join(self.out, "clips", f"{unit_id}.parquet"),
+                              compression="none", use_dictionary=["key", "kind", "video_id", "event_id"])
+        if cut.errors:
+            storage.write_text(error_uri, json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri,
+                                                      "scope": "windows", "windows": cut.errors}, indent=1))
+        else:
+            storage.delete(error_uri)  # an earlier attempt's record is no longer true
+        stage = dict(cut.seconds, fetch=fetch_s, write=time.perf_counter() - t1)
+        result.update(status="done", clips=cut.table.num_rows, failed_clips=len(cut.errors), frames=cut.frames,
+                      video_seconds=cut.video_seconds, stage_seconds=json.dumps(stage))
+        return result
+
+
+def _error_record(unit_id: str, video_id: str, video_uri: str | None, scope: str, reason: str,
+                  windows: list[Window]) -> str:
+    return json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri, "scope": scope,
+                       "reason": reason, "keys": [w.key for w in windows]}, indent=1)
+
+
+def find_videos(videos: str) -> dict[str, str]:
+    """video id (file name without extension) -> URI, for every video below ``videos``."""
+    found: dict[str, str] = {}
+    for uri in storage.list_uris(videos):
+        stem, ext = os.path.splitext(uri.rsplit("/", 1)[-1])
+        if ext.lower() in VIDEO_EXTENSIONS:
+            # Prefer .mp4 when a video exists in several containers (mmaction2's downloader
+            # can leave .mkv/.webm beside it).
+            if stem not in found or ext.lower() == ".mp4":
+                found[stem] = uri
+    return found
+
+
+def plan(config: PreprocessConfig, manifest) -> list[WorkUnit]:
+    """Work units for the clips ``config`` asks for, largest first."""
+    parts = []
+    if config.subactions:
+        parts.append(subaction_windows(manifest.subactions))
+    if config.events:
+        parts.append(event_windows(manifest.events))
+    return plan_units(merge_windows(*parts), seconds_per_unit=config.unit_seconds)
+
+
+def _check_settings(config: PreprocessConfig, out: str) -> None:
+    """Refuse to add shards made with other settings to an existing output; record ours."""
+    uri = storage.join(out, SETTINGS_FILE)
+    ours = {"hash": config_hash(config), "settings": output_settings(config)}
+    if storage.exists(uri):
+        theirs = json.loads(storage.read_text(uri))
+        if theirs.get("hash") != ours["hash"]:
+            changed = sorted(k for k in ours["settings"] if theirs.get("settings", {}).get(k) != ours["settings"][k])
+            raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
+                             f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
+    storage.write_text(uri, json.dumps(ours, indent=1))
+
+
+def _existing_units(out: str) -> set[str]:
+    return {uri.rsplit("/", 1)[-1][: -len(".parquet")]
+            for uri in storage.list_uris(storage.join(out, "clips"), suffix=".parquet")}
+
+
+def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out: str, *, prune: bool = False,
+                   say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Cut every planned clip not yet in ``out``; returns the summary (also written to
+    ``out/summary.json``). Starts a local Ray unless one is initialised or reachable.
+
+    annotations: a FineGym annotation folder or JSON (local or s3://). videos: folder of
+    ``<video_id>.mp4`` files (local or s3://). prune: delete shards and error records of
+    units the current plan no longer has (otherwise they make this a ValueError).
+    """
+    t_start = time.time()
+    manifest = build_manifest_from(annotations)
+    _check_settings(config, out)
+    write_manifest(manifest, storage.join(out, "manifest"))
+    units = plan(config, manifest)
+    planned = {u.unit_id for u in units}
+    existing = _existing_units(out)
+    stale = sorted(existing - planned)
+    if stale:
+        if not prune:
+            raise ValueError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
+                             f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
+        for unit_id in stale:
+            storage.delete(storage.join(out, "clips", f"{unit_id}.parquet"))
+            storage.delete(storage.join(out, "errors", f"{unit_id}.json"))
+        say(f"pruned {len(stale)} shard(s) of an earlier plan")
+    video_uris = find_videos(videos)
+    todo = [u for u in units if u.unit_id not in existing]
+    missing = [u for u in todo if u.video_id not in video_uris]
+    for u in missing:
+        storage.write_text(storage.join(out, "errors", f"{u.unit_id}.json"),
+                           _error_record(u.unit_id, u.video_id, None, "video",
+                                         f"no video file {u.video_id}.* under {videos}", list(u.windows)))
+    runnable = [u for u in todo if u.video_id in video_uris]
+    say(f"{len(units)} units planned ({sum(len(u.windows) for u in units)} clips, "
+        f"{sum(u.seconds for u in units):.0f} s of video): {len(units) - len(todo)} already done, "
+        f"{len(missing)} without a video file, {len(runnable)} to cut")
+
+    results = _cut_on_ray(config, runnable, video_uris, out, say) if runnable else []
+    summary = _summary(config, units, todo, missing, results, time.time() - t_start)
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=1))
+    return summary
+
+
+def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dict[str, str], out: str,
+                say: Callable[[str], None]) -> list[dict[str, Any]]:
+    if not ray.is_initialized():
+        ray.init(configure_logging=False)
+    workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
+    workers = min(workers, len(units))
+    items = [{"unit_id": u.unit_id, "video_id": u.video_id, "video_uri": video_uris[u.video_id],
+              "windows": json.dumps([asdict(w) for w in u.windows])} for u in units]
+    # One block per unit, one unit per call, one call in flight per actor: units are
+    # large (about a minute of clips), so balance matters more than per-call overhead.
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        CutUnits, fn_constructor_kwargs={"config": config, "out": out}, batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        num_cpus=config.cpus_per_worker)
+    results = []
+    for row in ds.iter_rows():
+        results.append(row)
+        failed = sum(r["status"] != "done" for r in results)
+        say(f"units {len(results)}/{len(units)} ({failed} failed)")
+    return results
+
+
+def _summary(config: PreprocessConfig, units: list[WorkUnit], todo: list[WorkUnit], missing: list[WorkUnit],
+             results: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    done = [r for r in results if r["status"] == "done"]
+    stage: Counter = Counter()
+    for r in done:
+        stage.update(json.loads(r["stage_seconds"]))
+    return {
+        "config_hash": config_hash(config),
+        "units": {"planned": len(units), "skipped": len(units) - len(todo), "done": len(done),
+                  "failed": len(results) - len(done) + len(missing)},
+        "clips": {"written": sum(r["clips"] for r in done), "failed": sum(r["failed_clips"] for r in results)
+                  + sum(len(u.windows) for u in missing)},
+        "frames": sum(r["frames"] for r in done),
+        "video_seconds": round(sum(r["video_seconds"] for r in done), 3),
+        "wall_s": round(wall_s, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(stage.items())},
+        "units_per_node": dict(Counter(r["node_id"] for r in results)),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    u, c = summary["units"], summary["clips"]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items())
+    return (f"units: {u['done']} done, {u['skipped']} skipped (already done), {u['failed']} failed "
+            f"of {u['planned']}\n"
+            f"clips: {c['written']} written, {c['failed']} failed; {summary['frames']} frames, "
+            f"{summary['video_seconds']:.1f} s of video\n"
+            f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
+            f"worker seconds by stage: {stages or '-'}")
