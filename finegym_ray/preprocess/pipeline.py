@@ -202,13 +202,21 @@ def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dic
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         CutUnits, fn_constructor_kwargs={"config": config, "out": out}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        num_cpus=config.cpus_per_worker)
+        num_cpus=config.cpus_per_worker, runtime_env=_worker_env())
     results = []
     for row in ds.iter_rows():
         results.append(row)
         failed = sum(r["status"] != "done" for r in results)
         say(f"units {len(results)}/{len(units)} ({failed} failed)")
     return results
+
+
+def _worker_env() -> dict[str, Any] | None:
+    """Where S3 is, passed to the workers (``--s3-endpoint`` sets it in this process only).
+    Credentials are not passed: workers get them from their own environment or instance
+    profile, and nothing secret goes into a runtime env that Ray logs."""
+    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION") if os.environ.get(k)}
+    return {"env_vars": env} if env else None
 
 
 def _summary(config: PreprocessConfig, units: list[WorkUnit], todo: list[WorkUnit], missing: list[WorkUnit],

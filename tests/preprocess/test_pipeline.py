@@ -1,0 +1,221 @@
+"""The preprocessing job on a real Ray cluster: output, resume, kills, bad videos, S3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from finegym_ray import storage
+from finegym_ray.cli import preprocess_exit_code
+from finegym_ray.dataset.manifest import build_manifest_from
+from finegym_ray.preprocess.config import PreprocessConfig
+from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.synth.config import SynthConfig
+from finegym_ray.synth.generate import generate
+from finegym_ray.video import WindowDecoder
+
+# Many small units (about 4 s of clips each), so that kills land between units.
+CONFIG = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
+OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def tiny_gym(tmp_path_factory) -> Path:
+    """3 SynGym videos (192x108, ~2 min in all, 26 sub-actions), generated in ~2 s."""
+    out = tmp_path_factory.mktemp("tinygym")
+    generate(SynthConfig(videos=3, width=192, height=108, events_per_video=[2, 3], subactions_per_event=[3, 5],
+                         idle_range_s=[1.0, 3.0], clutter=5), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(ray_cluster, tiny_gym, tmp_path_factory) -> tuple[str, dict]:
+    """An uninterrupted run: (output folder, its summary)."""
+    out = str(tmp_path_factory.mktemp("reference"))
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
+    return out, summary
+
+
+def row_digests(table) -> dict[str, str]:
+    """key -> digest of everything the clip holds; fails on a duplicated key."""
+    digests: dict[str, str] = {}
+    for row in table.to_pylist():
+        assert row["key"] not in digests, f"clip {row['key']} written twice"
+        blob = json.dumps({k: v for k, v in row.items() if k not in ("rgb", "flow_x", "flow_y")}, sort_keys=True)
+        h = hashlib.sha1(blob.encode())
+        for name in ("rgb", "flow_x", "flow_y"):
+            for b in row.get(name) or []:
+                h.update(b)
+        digests[row["key"]] = h.hexdigest()
+    return digests
+
+
+def shards(out: str) -> list[str]:
+    return sorted(p for p in os.listdir(os.path.join(out, "clips")) if p.endswith(".parquet"))
+
+
+def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, tiny_gym):
+    out, summary = reference
+    manifest = build_manifest_from(str(tiny_gym / "annotations"))
+    table = pq.read_table(os.path.join(out, "clips"))  # a folder of shards, read as one table
+    digests = row_digests(table)
+    assert sorted(digests) == sorted(manifest.subactions.column("key").to_pylist())
+    assert summary["units"] == {"planned": len(shards(out)), "skipped": 0, "done": len(shards(out)), "failed": 0}
+    assert summary["clips"] == {"written": table.num_rows, "failed": 0}
+    assert summary["frames"] == sum(table.column("num_frames").to_pylist())
+    assert json.loads(Path(out, "summary.json").read_text()) == summary
+    assert json.loads(Path(out, "preprocess.json").read_text())["hash"] == summary["config_hash"]
+    assert Path(out, "manifest", "subactions.parquet").exists()
+    # Frame counts equal the frames whose time falls in [start, end), per the decoder's index.
+    rows = table.to_pylist()
+    for row in rows[:: max(len(rows) // 6, 1)]:
+        with WindowDecoder(tiny_gym / "videos" / f"{row['video_id']}.mp4", short_side=None) as dec:
+            assert row["num_frames"] == len(dec.select(row["start_s"], row["end_s"]))
+            assert len(row["flow_x"]) == row["num_frames"] - 1
+
+
+def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
+    out, _ = reference
+    before = {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)}
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
+    assert summary["units"]["skipped"] == len(before) and summary["units"]["done"] == 0
+    assert {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)} == before
+
+
+def test_other_settings_or_a_changed_plan_are_refused(reference, tiny_gym, tmp_path):
+    out, _ = reference
+    with pytest.raises(ValueError, match="other settings.*flow"):
+        run_preprocess(replace(CONFIG, flow="farneback"), str(tiny_gym / "annotations"), str(tiny_gym / "videos"),
+                       out, say=quiet)
+    copy = str(tmp_path / "out")
+    shutil.copytree(out, copy)
+    with pytest.raises(ValueError, match="--prune"):
+        run_preprocess(replace(CONFIG, unit_seconds=30.0), str(tiny_gym / "annotations"), str(tiny_gym / "videos"),
+                       copy, say=quiet)
+
+
+def pids_with(text: str) -> list[int]:
+    """Processes whose command line (Ray sets actors' titles) contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if text in Path("/proc", entry, "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _cli(cluster, annotations, videos, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "finegym_ray.cli", "preprocess", "--annotations", str(annotations),
+            "--videos", str(videos), "--out", str(out), "--address", cluster.address,
+            *[a for o in OVERRIDES for a in ("--set", o)], *extra]
+
+
+def _wait_for_first_shard(proc: subprocess.Popen, out: Path, timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (out / "clips").exists() and shards(str(out)):
+            return len(shards(str(out)))
+        assert proc.poll() is None, f"the job ended before writing a shard: {proc.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError("no shard written in time")
+
+
+def test_killed_driver_then_rerun_gives_the_uninterrupted_output(reference, ray_cluster, tiny_gym, tmp_path):
+    ref_out, ref_summary = reference
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(ray_cluster, tiny_gym / "annotations", tiny_gym / "videos", out),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = _wait_for_first_shard(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert written < ref_summary["units"]["planned"], "the kill came too late to test anything"
+    rerun = subprocess.run(_cli(ray_cluster, tiny_gym / "annotations", tiny_gym / "videos", out),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "skipped" in rerun.stdout
+    for name in shards(str(out)):
+        pq.read_metadata(out / "clips" / name)  # no partial file under a shard's name
+    assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
+
+
+def test_killed_worker_is_replaced_and_no_clip_is_lost(reference, ray_cluster, tiny_gym, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(ray_cluster, tiny_gym / "annotations", tiny_gym / "videos", out),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_first_shard(proc, out)
+    workers = pids_with("MapWorker(MapBatches(CutUnits))")
+    assert workers, "found no preprocessing actor to kill"
+    os.kill(workers[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-2000:]
+    assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
+
+
+def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_path):
+    videos = tmp_path / "videos"
+    shutil.copytree(tiny_gym / "videos", videos)
+    names = sorted(p.name for p in videos.iterdir())
+    data = (videos / names[0]).read_bytes()
+    (videos / names[0]).write_bytes(data[: len(data) // 3])  # truncated download
+    (videos / names[1]).unlink()  # never downloaded
+    out = tmp_path / "out"
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(videos), str(out), say=quiet)
+    records = [json.loads(p.read_text()) for p in sorted((out / "errors").iterdir())]
+    by_video = {}
+    for r in records:
+        by_video.setdefault(r["video_id"], []).append(r)
+    assert set(by_video) == {names[0][:-4], names[1][:-4]}
+    assert all("truncated" in r["reason"] or "corrupt" in r["reason"] for r in by_video[names[0][:-4]])
+    assert all("no video file" in r["reason"] for r in by_video[names[1][:-4]])
+    good = pq.read_table(out / "clips")
+    assert set(good.column("video_id").to_pylist()) == {names[2][:-4]}
+    assert summary["units"]["failed"] == len(records) and summary["units"]["done"] == len(shards(str(out)))
+    assert summary["clips"]["failed"] == sum(len(r["keys"]) for r in records)
+    assert preprocess_exit_code(summary, strict=False) == 0
+    assert preprocess_exit_code(summary, strict=True) == 1
+
+    # Every video broken: the job fails.
+    (videos / names[2]).write_bytes(b"not a video")
+    everything_bad = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(videos), str(tmp_path / "out2"),
+                                    say=quiet)
+    assert everything_bad["units"]["done"] == 0 and preprocess_exit_code(everything_bad, strict=False) == 1
+
+
+def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tiny_gym, tmp_path):
+    ref_out, _ = reference
+    for sub in ("annotations", "videos"):
+        for path in sorted((tiny_gym / sub).iterdir()):
+            storage.upload_file(path, f"{s3_prefix}/{sub}/{path.name}")
+    out = f"{s3_prefix}/out"
+    config = replace(CONFIG, cache_dir=str(tmp_path / "cache"))
+    summary = run_preprocess(config, f"{s3_prefix}/annotations", f"{s3_prefix}/videos", out, say=quiet)
+    assert summary["units"]["failed"] == 0
+    assert len(os.listdir(tmp_path / "cache")) - 1 == 3  # each video fetched once (plus the lock)
+
+    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], scheme="http",
+                           access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                           region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    table = pads.dataset(f"{out[len('s3://'):]}/clips", filesystem=fs, format="parquet").to_table()
+    assert row_digests(table) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
+    assert json.loads(storage.read_text(f"{out}/summary.json")) == summary
