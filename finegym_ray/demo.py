@@ -1,11 +1,13 @@
 """The demo job: every stage that exists, on a synthetic dataset, with Ray.
 
 Stages so far: generate SynGym (videos rendered as parallel Ray tasks), build the
-manifest into the object store, print a summary with where everything went.
+manifest into the object store, cut the clips with optical flow on Ray Data into the
+object store, print a summary with where everything went.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict
@@ -15,7 +17,10 @@ import ray
 import yaml
 
 from . import storage
-from .dataset.manifest import build_manifest, format_summary, write_manifest
+from .dataset.manifest import format_summary
+from .preprocess.config import PreprocessConfig
+from .preprocess.pipeline import format_summary as format_preprocess_summary
+from .preprocess.pipeline import run_preprocess
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 
@@ -51,7 +56,8 @@ def synth_is_current(out: str, config: SynthConfig) -> bool:
     return os.path.exists(path) and yaml.safe_load(open(path)) == asdict(config)
 
 
-def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address: str | None = None) -> dict[str, str]:
+def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address: str | None = None,
+             preprocess: PreprocessConfig | None = None) -> dict[str, str]:
     """Run the demo pipeline; returns name -> location of everything it wrote."""
     t0 = time.time()
     data_dir = os.path.join(out, "syngym")
@@ -64,24 +70,22 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
         else:
             summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
             _say("synth", summary.describe())
+            # New videos under the same ids: clips cut from the old ones are stale.
+            for uri in storage.list_uris(storage.join(store, "clips")) + storage.list_uris(storage.join(store, "errors")):
+                storage.delete(uri)
+        # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
+        cut = run_preprocess(preprocess or PreprocessConfig(), os.path.join(data_dir, "annotations"),
+                             os.path.join(data_dir, "videos"), store, say=lambda m: _say("preprocess", m))
     finally:
         ray.shutdown()
-
-    ann = os.path.join(data_dir, "annotations")
     manifest_uri = storage.join(store, "manifest")
-    manifest = build_manifest(
-        annotations=os.path.join(ann, "finegym_annotation_info_v1.1.json"),
-        categories=[os.path.join(ann, f) for f in ("gym99_categories.txt", "gym288_categories.txt",
-                                                   "gym530_categories.txt")],
-        sets=os.path.join(ann, "set_categories.txt"),
-        splits=[os.path.join(ann, f) for f in ("gym99_train_element_v1.1.txt", "gym99_val_element.txt",
-                                               "gym288_train_element_v1.1.txt", "gym288_val_element.txt")],
-    )
-    written = write_manifest(manifest, manifest_uri)
-    _say("manifest", "\n" + format_summary(manifest.summary))
+    _say("manifest", "\n" + format_summary(json.loads(storage.read_text(storage.join(manifest_uri, "summary.json")))))
+    _say("preprocess", "\n" + format_preprocess_summary(cut))
 
-    where = {"annotations": ann, "videos": os.path.join(data_dir, "videos"), "manifest": manifest_uri}
+    where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
+             "manifest": manifest_uri, "clips": storage.join(store, "clips"),
+             "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json")}
     print(f"\ndemo finished in {time.time() - t0:.1f} s. Outputs:")
-    for name, loc in {**where, **{f"  {k}": v for k, v in written.items()}}.items():
-        print(f"  {name + ':':<18}{loc}")
-    return {**where, **written}
+    for name, loc in where.items():
+        print(f"  {name + ':':<13}{loc}")
+    return where

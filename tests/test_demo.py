@@ -13,11 +13,14 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[synth] 2/2 videos" in r.stdout and "unmatched split keys: 0" in r.stdout
     manifest = tmp_path / "d" / "store" / "manifest"
-    assert str(manifest / "subactions.parquet") in r.stdout
+    assert str(manifest) in r.stdout
     rows = pq.read_table(manifest / "subactions.parquet").num_rows
     assert rows > 0
+    clips = pq.read_table(tmp_path / "d" / "store" / "clips")
+    assert clips.num_rows == rows and "units: " in r.stdout and f"clips: {rows} written" in r.stdout
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout and "[synth] 1/2" not in again.stdout
     assert pq.read_table(manifest / "subactions.parquet").num_rows == rows
+    assert "0 done" in again.stdout and pq.read_table(tmp_path / "d" / "store" / "clips").num_rows == rows

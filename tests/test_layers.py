@@ -5,6 +5,7 @@ import sys
 
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.storage",
               "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.preprocess.units",
+              "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
               "finegym_ray.config"]
 
 BLOCK = """

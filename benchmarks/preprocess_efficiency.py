@@ -1,0 +1,129 @@
+"""Pipeline efficiency, per-core throughput, decoder choice and a FineGym-scale projection.
+
+    python benchmarks/preprocess_efficiency.py [--events N] [--data DIR]
+
+On the competition preset (two ~20 min 720p records, cached), one core:
+1. Bare kernels, measured standalone on the same clips: decode each sub-action window
+   (``WindowDecoder``, resized at decode, once per decoder backend), DIS flow between
+   consecutive frames, quantization and JPEG encoding of frames and flow.
+2. The pipeline (``run_preprocess`` on a one-CPU Ray, one actor) on the same clips;
+   efficiency = kernel seconds / pipeline wall seconds (target >= 85 %).
+3. Throughput per core and the projected time for all FineGym annotated windows on
+   64 cores: 32,697 sub-actions (~13.6 h of clips) and, with events, ~43 h of women's
+   routines more. Assumes linear scaling over units (benchmarks/scale_out.py checks
+   nodes) and FineGym's videos decoding like these 720p H.264 files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import defaultdict
+
+import cv2
+import ray
+
+from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
+from preprocess_vs_baseline import filtered_annotations, pick_events
+from finegym_ray.preprocess.config import PreprocessConfig
+from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.video.decode import WindowDecoder
+from finegym_ray.video.encode import encode_jpeg, set_thread_limits
+from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
+
+FINEGYM_SUBACTION_S = 13.6 * 3600
+FINEGYM_EVENT_S = 43 * 3600
+CORES = 64
+
+
+def kernel_seconds(subs: list[dict], videos: str, config: PreprocessConfig, backend: str) -> dict[str, float]:
+    """Seconds per kernel for every clip of ``subs``, decoded with ``backend``."""
+    seconds: dict[str, float] = defaultdict(float)
+    pair_flow = FLOW_METHODS["dis"](preset=config.dis_preset)
+    by_video: dict[str, list[dict]] = defaultdict(list)
+    for s in subs:
+        by_video[s["video_id"]].append(s)
+    for video_id, clips in sorted(by_video.items()):
+        with WindowDecoder(os.path.join(videos, f"{video_id}.mp4"), config.short_side, backend=backend) as dec:
+            for s in sorted(clips, key=lambda s: s["start_s"]):
+                t0 = time.perf_counter()
+                rgb = dec.decode(s["start_s"], s["end_s"]).rgb
+                seconds["decode"] += time.perf_counter() - t0
+                seconds["frames"] += len(rgb)
+                if backend != config.decoder:
+                    continue  # the other kernels once, with the configured decoder's frames
+                t0 = time.perf_counter()
+                grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
+                flows = [pair_flow(a, b) for a, b in zip(grey[:-1], grey[1:])]
+                seconds["flow"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for f in rgb:
+                    encode_jpeg(f, config.jpeg_quality)
+                for f in flows:
+                    for q in quantize_flow(f, config.flow_bound):
+                        encode_jpeg(q, config.jpeg_quality)
+                seconds["encode"] += time.perf_counter() - t0
+    return dict(seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1000, help="routines to cut (evenly spread; default all)")
+    ap.add_argument("--data", default=DEFAULT_DIR, help=f"competition preset folder (default {DEFAULT_DIR})")
+    args = ap.parse_args()
+    annotations, videos, manifest = competition_data(args.data)
+    cpu = pin_to_one_core()
+    set_thread_limits(1)
+    config = PreprocessConfig(workers=1)
+    events = pick_events(manifest, args.events)
+    keys = {e["event_key"] for e in events}
+    subs = [s for s in manifest.subactions.to_pylist() if s["event_key"] in keys]
+    clip_s = sum(s["end_s"] - s["start_s"] for s in subs)
+    print(f"{len(subs)} sub-actions of {len(events)} routines, {clip_s:.1f} clip-seconds, 1280x720 -> short side "
+          f"{config.short_side}, DIS {config.dis_preset}; one core (CPU {cpu})\n")
+
+    print("1. bare kernels")
+    kernels = {}
+    for backend in ("pyav", "decord"):
+        kernels[backend] = kernel_seconds(subs, videos, config, backend)
+        k = kernels[backend]
+        print(f"  decode with {backend:<7}{k['decode']:7.1f} s  {k['frames'] / k['decode']:6.0f} frames/s")
+    k = kernels[config.decoder]
+    bare = k["decode"] + k["flow"] + k["encode"]
+    for name in ("flow", "encode"):
+        print(f"  {name:<19}{k[name]:7.1f} s  {k['frames'] / k[name]:6.0f} frames/s")
+    print(f"  total ({config.decoder}) {bare:7.1f} s")
+
+    with tempfile.TemporaryDirectory() as work:
+        ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
+                                   os.path.join(work, "annotations.json"))
+        ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        t0 = time.perf_counter()
+        summary = run_preprocess(config, ann, videos, os.path.join(work, "out"), say=lambda m: None)
+        wall = time.perf_counter() - t0
+        ray.shutdown()
+    assert summary["clips"]["written"] == len(subs), summary
+    print(f"\n2. pipeline: {wall:.1f} s wall on one core; efficiency {bare / wall:.1%} (target >= 85 %)")
+    stages = summary["stage_seconds"]
+    for name, v in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<19}{v:7.1f} s  {v / wall:5.1%}")
+    print(f"  {'outside the units':<19}{wall - sum(stages.values()):7.1f} s  "
+          f"{(wall - sum(stages.values())) / wall:5.1%}  (Ray start of the pool, planning, manifest)")
+
+    rate = clip_s / wall
+    top = max(("decode", "flow", "encode"), key=lambda n: stages.get(n, 0.0))
+    print(f"\n3. throughput per core: {rate:.2f} clip-seconds/s, {summary['frames'] / wall:.0f} frames/s")
+    for label, seconds in (("sub-actions (32,697, ~13.6 h)", FINEGYM_SUBACTION_S),
+                           ("sub-actions + women's routines (~56.6 h)", FINEGYM_SUBACTION_S + FINEGYM_EVENT_S)):
+        hours = seconds / rate / CORES / 3600
+        print(f"  FineGym {label} on {CORES} cores: {hours * 60:.0f} min ({seconds / rate / 3600:.1f} core-hours)")
+    print(f"  dominant stage: {top} ({stages[top] / sum(stages.values()):.0%} of the worker time)")
+    print(f"  decoder: {config.decoder} (default); decord/pyav decode time ratio "
+          f"{kernels['decord']['decode'] / kernels['pyav']['decode']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
