@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A real multi-node Ray cluster on this machine: one head node and N worker nodes, each
+# a separate `ray start` with its own CPUs, ports and a custom resource naming it.
+#
+#   cluster/local.sh up [--workers N] [--worker-cpus C] [--head-cpus C] [--port P] [--dashboard-port D]
+#   cluster/local.sh status
+#   cluster/local.sh down
+#
+# State (ports, temp dir, logs) lives in $FINEGYM_RAY_CLUSTER_DIR (default
+# /tmp/finegym_ray_cluster). `down` stops exactly the processes started here (those
+# whose command line names this cluster's temp dir), never other Rays on the host:
+# it does not call `ray stop`. Every command runs with the same RAY_AUTH_MODE
+# (default `disabled`, for a cluster reachable only on 127.0.0.1), so drivers and
+# `ray job submit` can join. The head has no CPUs by default: it runs drivers and the
+# control plane, work goes to the worker nodes, as on a real cluster.
+set -euo pipefail
+
+DIR="${FINEGYM_RAY_CLUSTER_DIR:-/tmp/finegym_ray_cluster}"
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The project's venv first (what the README sets up), else a `ray` on PATH.
+RAY="${RAY:-$( [[ -x "$ROOT/.venv/bin/ray" ]] && echo "$ROOT/.venv/bin/ray" || command -v ray )}"
+PYTHON="$(dirname "$RAY")/python"
+# Job entry points run `python ...` on the head: make that the Python Ray runs in.
+export PATH="$(dirname "$RAY"):$PATH"
+
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Ports every node would otherwise take at fixed defaults (two nodes on one host clash).
+node_ports() {
+  echo "--node-manager-port=$(free_port) --object-manager-port=$(free_port)" \
+       "--dashboard-agent-listen-port=$(free_port) --dashboard-agent-grpc-port=$(free_port)" \
+       "--runtime-env-agent-port=$(free_port) --metrics-export-port=$(free_port)"
+}
+
+our_pids() {
+  # Processes whose command line names our temp dir (GCS, raylets, dashboard, monitors)
+  # and all their descendants (workers, agents, dashboard modules).
+  "$PYTHON" - "$DIR/tmp" <<'PY'
+import os, sys
+mark = sys.argv[1].encode()
+parent, roots = {}, []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        parent[int(pid)] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        continue
+    if mark in cmdline and int(pid) != os.getpid():
+        roots.append(int(pid))
+found, todo = set(roots), list(roots)
+while todo:
+    p = todo.pop()
+    for child, ppid in parent.items():
+        if ppid == p and child not in found:
+            found.add(child)
+            todo.append(child)
+print("\n".join(map(str, sorted(found))))
+PY
+}
+
+cmd_up() {
+  local workers=2 worker_cpus=1 head_cpus=0 port="" dport=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --workers) workers="$2"; shift 2 ;;
+      --worker-cpus) worker_cpus="$2"; shift 2 ;;
+      --head-cpus) head_cpus="$2"; shift 2 ;;
+      --port) port="$2"; shift 2 ;;
+      --dashboard-port) dport="$2"; shift 2 ;;
+      -h|--help) usage ;;
+      *) echo "local.sh up: unknown option $1" >&2; usage 2 ;;
+    esac
+  done
+  if [[ -f "$DIR/address" ]] && [[ -n "$(our_pids)" ]]; then
+    echo "a cluster is already up from $DIR (address $(cat "$DIR/address")); run 'down' first" >&2; exit 1
+  fi
+  mkdir -p "$DIR/logs"
+  port="${port:-$(free_port)}"; dport="${dport:-$(free_port)}"
+  echo "starting head on 127.0.0.1:$port (dashboard http://127.0.0.1:$dport, $head_cpus CPUs)"
+  # shellcheck disable=SC2046
+  "$RAY" start --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$head_cpus" \
+    --dashboard-host=127.0.0.1 --dashboard-port="$dport" --ray-client-server-port="$(free_port)" \
+    --temp-dir="$DIR/tmp" --disable-usage-stats $(node_ports) > "$DIR/logs/head.log" 2>&1 \
+    || { cat "$DIR/logs/head.log" >&2; exit 1; }
+  echo "127.0.0.1:$port" > "$DIR/address"
+  echo "http://127.0.0.1:$dport" > "$DIR/dashboard"
+  for i in $(seq 1 "$workers"); do
+    echo "starting worker node $i ($worker_cpus CPUs, resource worker_$i)"
+    # shellcheck disable=SC2046
+    "$RAY" start --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 --num-cpus="$worker_cpus" \
+      --resources="{\"worker_$i\": 1}" --disable-usage-stats $(node_ports) > "$DIR/logs/worker_$i.log" 2>&1 \
+      || { cat "$DIR/logs/worker_$i.log" >&2; exit 1; }
+  done
+  echo "up: RAY_ADDRESS=$(cat "$DIR/address"), jobs: $(cat "$DIR/dashboard") (set RAY_AUTH_MODE=$RAY_AUTH_MODE)"
+}
+
+cmd_status() {
+  [[ -f "$DIR/address" ]] || { echo "no cluster recorded in $DIR"; exit 1; }
+  echo "address $(cat "$DIR/address"), dashboard $(cat "$DIR/dashboard"), $(our_pids | wc -l) processes"
+  "$RAY" status --address "$(cat "$DIR/address")"
+}
+
+cmd_down() {
+  local pids
+  pids="$(our_pids)"
+  if [[ -z "$pids" ]]; then echo "nothing running from $DIR"; rm -f "$DIR/address" "$DIR/dashboard"; return; fi
+  echo "stopping $(echo "$pids" | wc -l) processes"
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 50); do [[ -z "$(our_pids)" ]] && break; sleep 0.2; done
+  pids="$(our_pids)"
+  # GCS may ignore SIGTERM for a long time (shared/README.md): finish with SIGKILL.
+  # shellcheck disable=SC2086
+  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  rm -f "$DIR/address" "$DIR/dashboard"
+  echo "down"
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  status) cmd_status ;;
+  down) cmd_down ;;
+  -h|--help|help) usage ;;
+  *) usage 2 ;;
+esac
