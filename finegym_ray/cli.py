@@ -73,12 +73,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# A tiny SynGym for --smoke-test: 2 short 192x108 videos, generated in ~2 s.
+SMOKE_SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]", "subactions_per_event=[3, 4]",
+               "idle_range_s=[1.0, 2.0]"]
+
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from . import storage
+    from .config import load_config, to_yaml
     from .preprocess.config import PreprocessConfig
     from .preprocess.pipeline import format_summary, run_preprocess
 
-    config = load_config(PreprocessConfig, args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        import tempfile
+
+        from .synth.config import SynthConfig
+        from .synth.generate import generate
+
+        data = tempfile.mkdtemp(prefix="finegym_smoke_")
+        generate(load_config(SynthConfig, overrides=SMOKE_SYNTH), data)
+        args.annotations, args.videos = os.path.join(data, "annotations"), os.path.join(data, "videos")
+        args.out = args.out or os.path.join(data, "out")
+        overrides = ["short_side=64", "unit_seconds=4", *overrides]
+    missing = [f"--{n}" for n in ("annotations", "videos", "out") if not getattr(args, n)]
+    if missing:
+        raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
+    config = load_config(PreprocessConfig, args.config, overrides)
+    print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
+    storage.write_text(storage.join(args.out, "config.yaml"), to_yaml(config))
     if args.address:
         import ray
 
@@ -86,9 +109,21 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              say=lambda m: print(f"[preprocess] {m}", flush=True))
     print(format_summary(summary))
-    print(f"clips:   {args.out.rstrip('/')}/clips/\nerrors:  {args.out.rstrip('/')}/errors/\n"
-          f"summary: {args.out.rstrip('/')}/summary.json")
+    out = args.out.rstrip("/")
+    print(f"clips:   {out}/clips/\nerrors:  {out}/errors/\nsummary: {out}/summary.json\nconfig:  {out}/config.yaml")
     return preprocess_exit_code(summary, strict=args.strict)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submit import config_as_overrides, stages, submit
+
+    if args.stage not in stages():
+        raise ValueError(f"no job entry point for stage {args.stage!r}; stages: {', '.join(stages())}")
+    rest = list(args.args[1:] if args.args[:1] == ["--"] else args.args)
+    overrides = (config_as_overrides(args.config) if args.config else []) + list(args.overrides)
+    for item in overrides:
+        rest += ["--set", item]
+    return submit(args.stage, args.address, rest, wait=args.wait, submission_id=args.job_id)
 
 
 def preprocess_exit_code(summary: dict, *, strict: bool) -> int:
@@ -143,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
                "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
                "Exit status: 0 (failures counted in the summary), 1 if every unit failed or with --strict "
                "if anything failed, 2 for bad input.")
-    p.add_argument("--annotations", required=True, metavar="DIR_OR_JSON",
+    p.add_argument("--annotations", metavar="DIR_OR_JSON",
                    help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
-    p.add_argument("--videos", required=True, metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
-    p.add_argument("--out", required=True, metavar="URI", help="output folder, local or s3://bucket/prefix")
+    p.add_argument("--videos", metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
+    p.add_argument("--out", metavar="URI", help="output folder, local or s3://bucket/prefix")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="run on a tiny generated SynGym (2 videos) instead of --annotations/--videos; "
+                        "output to --out or a temp folder")
     p.add_argument("--config", metavar="YAML", help="preprocess config file (fields listed below)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set flow=farneback (repeatable)")
@@ -156,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser(
+        "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",
+        description="Submit 'python jobs/STAGE.py ARGS' through Ray's Jobs API, with this checkout as the "
+                    "working directory and the S3 endpoint/region (never credentials) in the job's environment. "
+                    "Prints the job id; with --wait follows the logs and exits with the job's status.",
+        epilog="example: finegym-ray submit preprocess --address http://127.0.0.1:8265 --wait -- "
+               "--annotations s3://b/ann --videos s3://b/videos --out s3://b/clips")
+    p.add_argument("stage", help="stage to run: a job entry point under jobs/ (preprocess, demo, ...)")
+    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
+                   help="Ray dashboard / Jobs API address (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+    p.add_argument("--config", metavar="YAML", help="stage config file on this machine (sent as --set overrides)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one stage setting (repeatable)")
+    p.add_argument("--wait", action="store_true", help="follow the job's logs and exit with its status")
+    p.add_argument("--job-id", help="submission id (default: Ray picks one); a second submit with it is refused")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="after --: the stage's own options")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser(
         "manifest", help="join FineGym annotations, categories and splits into Parquet tables",

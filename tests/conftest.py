@@ -139,6 +139,18 @@ def broken_files(video_dir) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="session")
+def tiny_gym(tmp_path_factory) -> Path:
+    """3 SynGym videos (192x108, ~2 min in all, 26 sub-actions), generated in ~2 s."""
+    from finegym_ray.synth.config import SynthConfig
+    from finegym_ray.synth.generate import generate
+
+    out = tmp_path_factory.mktemp("tinygym")
+    generate(SynthConfig(videos=3, width=192, height=108, events_per_video=[2, 3], subactions_per_event=[3, 5],
+                         idle_range_s=[1.0, 3.0], clutter=5), str(out))
+    return out
+
+
 # ----------------------------------------------------------------------------------
 # Ray: one real local cluster for the session
 # ----------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,9 +22,8 @@ from finegym_ray.cli import preprocess_exit_code
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.preprocess.pipeline import run_preprocess
-from finegym_ray.synth.config import SynthConfig
-from finegym_ray.synth.generate import generate
 from finegym_ray.video import WindowDecoder
+from tests.preprocess.checks import pids_with, row_digests, shards
 
 # Many small units (about 4 s of clips each), so that kills land between units.
 CONFIG = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
@@ -37,38 +35,11 @@ def quiet(_message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_gym(tmp_path_factory) -> Path:
-    """3 SynGym videos (192x108, ~2 min in all, 26 sub-actions), generated in ~2 s."""
-    out = tmp_path_factory.mktemp("tinygym")
-    generate(SynthConfig(videos=3, width=192, height=108, events_per_video=[2, 3], subactions_per_event=[3, 5],
-                         idle_range_s=[1.0, 3.0], clutter=5), str(out))
-    return out
-
-
-@pytest.fixture(scope="session")
 def reference(ray_cluster, tiny_gym, tmp_path_factory) -> tuple[str, dict]:
     """An uninterrupted run: (output folder, its summary)."""
     out = str(tmp_path_factory.mktemp("reference"))
     summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
     return out, summary
-
-
-def row_digests(table) -> dict[str, str]:
-    """key -> digest of everything the clip holds; fails on a duplicated key."""
-    digests: dict[str, str] = {}
-    for row in table.to_pylist():
-        assert row["key"] not in digests, f"clip {row['key']} written twice"
-        blob = json.dumps({k: v for k, v in row.items() if k not in ("rgb", "flow_x", "flow_y")}, sort_keys=True)
-        h = hashlib.sha1(blob.encode())
-        for name in ("rgb", "flow_x", "flow_y"):
-            for b in row.get(name) or []:
-                h.update(b)
-        digests[row["key"]] = h.hexdigest()
-    return digests
-
-
-def shards(out: str) -> list[str]:
-    return sorted(p for p in os.listdir(os.path.join(out, "clips")) if p.endswith(".parquet"))
 
 
 def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, tiny_gym):
@@ -109,19 +80,6 @@ def test_other_settings_or_a_changed_plan_are_refused(reference, tiny_gym, tmp_p
     with pytest.raises(ValueError, match="--prune"):
         run_preprocess(replace(CONFIG, unit_seconds=30.0), str(tiny_gym / "annotations"), str(tiny_gym / "videos"),
                        copy, say=quiet)
-
-
-def pids_with(text: str) -> list[int]:
-    """Processes whose command line (Ray sets actors' titles) contains ``text``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if text in Path("/proc", entry, "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def _cli(cluster, annotations, videos, out, *extra) -> list[str]:

@@ -1,0 +1,104 @@
+"""Submit a stage as a Ray job (Ray's JobSubmissionClient), optionally following it.
+
+The job runs ``python jobs/<stage>.py ARGS`` with this checkout as its working
+directory (uploaded by Ray, minus the virtualenv, git data and local outputs), so the
+cluster runs the code you have. Where this is an installed package rather than a
+checkout, it runs ``finegym-ray <stage> ARGS`` and the cluster's image must hold the
+package.
+
+Only non-secret settings go into the job's environment (the S3 endpoint and region):
+a runtime env is shown in Ray's dashboard and logs, so credentials must reach the
+workers from their own environment (instance profile, IRSA, a Kubernetes secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PASSED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+# Never uploaded with the working dir: environments, caches, outputs, videos.
+EXCLUDES = [".venv/", ".git/", "__pycache__/", ".pytest_cache/", ".hypothesis/", "finegym_demo/", "*.mp4",
+            "*.mkv", "*.webm", "*.parquet"]
+
+
+def project_root() -> Path | None:
+    """The checkout this package runs from (it has jobs/), or None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "jobs").is_dir() and (root / "pyproject.toml").exists() else None
+
+
+def stages() -> list[str]:
+    """Stages with a job entry point."""
+    root = project_root()
+    if root is None:
+        return ["preprocess"]
+    return sorted(p.stem for p in (root / "jobs").glob("*.py") if not p.stem.startswith("_"))
+
+
+def config_as_overrides(path: str) -> list[str]:
+    """A YAML config file as ``key=value`` overrides (dotted keys for sections), so that
+    a config on this machine reaches the job without being uploaded."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+
+    def flatten(node: dict, prefix: str) -> list[str]:
+        out = []
+        for k, v in node.items():
+            if isinstance(v, dict):
+                out.extend(flatten(v, f"{prefix}{k}."))
+            else:
+                out.append(f"{prefix}{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+        return out
+
+    return flatten(data, "")
+
+
+def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
+    """Entry point and runtime env for ``stage`` with its command-line ``args``."""
+    root = project_root()
+    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
+    quoted = " ".join(shlex.quote(a) for a in args)
+    if root is not None:
+        runtime_env.update(working_dir=str(root), excludes=EXCLUDES)
+        entrypoint = f"python jobs/{stage}.py {quoted}".strip()
+    else:
+        entrypoint = f"finegym-ray {stage} {quoted}".strip()
+    return {"entrypoint": entrypoint, "runtime_env": runtime_env}
+
+
+def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_id: str | None = None) -> int:
+    """Submit; print the job id; with ``wait`` follow the logs and return 0 only if the
+    job succeeded (1 if it failed or was stopped)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    spec = job_spec(stage, args)
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
+                               submission_id=submission_id)
+    print(f"submitted {job_id}: {spec['entrypoint']}", flush=True)
+    print(f"  logs:   ray job logs --address {address} --follow {job_id}", flush=True)
+    if not wait:
+        return 0
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    asyncio.run(follow())
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():  # the log stream can close just before the status changes
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    print(f"job {job_id}: {status.value}", flush=True)
+    return 0 if status == JobStatus.SUCCEEDED else 1

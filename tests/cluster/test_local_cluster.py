@@ -1,0 +1,105 @@
+"""A real multi-node Ray cluster on this machine (cluster/local.sh: a head without CPUs
+and two worker nodes of one CPU each): jobs submitted through the Jobs API run on both
+nodes, and a job survives losing a worker node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.preprocess.checks import pids_with, row_digests, shards
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_OPTIONS = ["--set", "short_side=64", "--set", "unit_seconds=4"]
+
+
+def local_sh(state: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FINEGYM_RAY_CLUSTER_DIR": str(state), "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run(["bash", str(ROOT / "cluster" / "local.sh"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(state folder, Jobs API address) of a running head + 2 worker nodes."""
+    state = tmp_path_factory.mktemp("cluster")
+    up = local_sh(state, "up", "--workers", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield state, (state / "dashboard").read_text().strip()
+    finally:
+        down = local_sh(state, "down")
+        assert down.returncode == 0, down.stderr
+        assert not pids_with(str(state / "tmp")), "local.sh down left processes running"
+
+
+def submit(dashboard: str, tiny_gym: Path, out: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "finegym_ray.cli", "submit", "preprocess", "--address", dashboard,
+           *(["--wait"] if wait else []), "--", "--annotations", str(tiny_gym / "annotations"),
+           "--videos", str(tiny_gym / "videos"), "--out", str(out), *STAGE_OPTIONS, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+
+
+@pytest.fixture(scope="module")
+def two_node_run(cluster, tiny_gym, tmp_path_factory) -> Path:
+    _, dashboard = cluster
+    out = tmp_path_factory.mktemp("two_nodes") / "out"
+    proc = submit(dashboard, tiny_gym, out)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert "submitted raysubmit_" in output and "SUCCEEDED" in output
+    return out
+
+
+def test_submitted_job_runs_units_on_both_worker_nodes(two_node_run):
+    summary = json.loads((two_node_run / "summary.json").read_text())
+    assert summary["units"]["failed"] == 0 and summary["units"]["done"] == summary["units"]["planned"]
+    assert len(summary["units_per_node"]) == 2, summary["units_per_node"]
+    assert (two_node_run / "config.yaml").exists()  # the job saved its resolved config
+
+
+def test_job_survives_losing_a_worker_node(cluster, two_node_run, tiny_gym, tmp_path):
+    state, dashboard = cluster
+    out = tmp_path / "out"
+    proc = submit(dashboard, tiny_gym, out)
+    deadline = time.monotonic() + 300
+    while not ((out / "clips").exists() and shards(str(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    # The node is its raylet (which names its custom resource) and everything under it.
+    raylets = [p for p in pids_with("worker_1") if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    assert len(raylets) == 1, raylets
+    victims = [raylets[0], *_descendants(raylets[0])]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(two_node_run / "clips"))
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
