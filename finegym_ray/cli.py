@@ -119,7 +119,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if args.stage not in stages():
         raise ValueError(f"no job entry point for stage {args.stage!r}; stages: {', '.join(stages())}")
-    rest = list(args.args[1:] if args.args[:1] == ["--"] else args.args)
+    rest = list(args.stage_args)
     overrides = (config_as_overrides(args.config) if args.config else []) + list(args.overrides)
     for item in overrides:
         rest += ["--set", item]
@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",
+        usage="finegym-ray submit STAGE [--address URL] [--config YAML] [--set K=V ...] [--wait] -- [STAGE OPTIONS]",
         description="Submit 'python jobs/STAGE.py ARGS' through Ray's Jobs API, with this checkout as the "
                     "working directory and the S3 endpoint/region (never credentials) in the job's environment. "
                     "Prints the job id; with --wait follows the logs and exits with the job's status.",
@@ -210,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one stage setting (repeatable)")
     p.add_argument("--wait", action="store_true", help="follow the job's logs and exit with its status")
     p.add_argument("--job-id", help="submission id (default: Ray picks one); a second submit with it is refused")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="after --: the stage's own options")
     _add_storage_options(p)
     p.set_defaults(func=cmd_submit)
 
@@ -242,7 +242,13 @@ def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" belongs to the submitted stage (argparse's subparsers cannot
+    # hold a free-form tail).
+    stage_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
+    args.stage_args = stage_args
     if getattr(args, "s3_endpoint", None):
         # Both boto3 and pyarrow (and Ray workers started from here) read it.
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint

@@ -1,0 +1,24 @@
+"""Every job entry point imports, and answers --help through the CLI it wraps."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.py"))
+
+
+def test_there_are_job_entry_points():
+    assert {p.stem for p in JOBS} >= {"demo", "preprocess"}
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
+def test_job_module_imports_and_explains_itself(path):
+    spec = importlib.util.spec_from_file_location(f"job_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the __main__ guard keeps it from running
+    assert module.__doc__ and "ray job submit" in module.__doc__
+    r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--out" in r.stdout, r.stderr
