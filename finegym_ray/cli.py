@@ -67,9 +67,17 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import to_yaml
     from .demo import run_demo
+    from .preprocess.config import PreprocessConfig
 
-    run_demo(out=args.out, synth=_synth_config(args), store=args.store, ray_address=args.address)
+    preprocess = PreprocessConfig()
+    if args.smoke_test:
+        args.overrides = SMOKE_SYNTH + list(args.overrides)
+        preprocess = PreprocessConfig(short_side=64, unit_seconds=4.0)
+    synth = _synth_config(args)
+    print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}", flush=True)
+    run_demo(out=args.out, synth=synth, store=args.store, ray_address=args.address, preprocess=preprocess)
     return 0
 
 
@@ -147,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo", help="run every stage on a generated synthetic dataset with a local Ray",
-        description="Generate the SynGym synthetic dataset (videos rendered in parallel on Ray), build its "
-                    "manifest and print a summary of where everything went. Reuses an existing synthetic "
-                    "dataset made with the same settings.")
+        description="Generate the SynGym synthetic dataset (videos rendered in parallel on Ray), preprocess "
+                    "it on Ray Data (manifest, clip shards with optical flow) and print a summary of where "
+                    "everything went. Reuses an existing synthetic dataset made with the same settings and "
+                    "skips clips already cut.")
+    p.add_argument("--smoke-test", action="store_true", help="a tiny version: 2 small videos, 64-pixel clips")
     p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
     p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
                                    "(default OUT/store)")
@@ -172,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "compute optical flow and write OUT/clips/<unit>.parquet (JPEG frames and flow per clip), "
                     "OUT/errors/ and OUT/summary.json. Running the same command again resumes: units whose "
                     "shard exists are skipped. Bad videos are recorded in OUT/errors/ and the job goes on.",
-        epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=pyav|decord, "
+        epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=decord|pyav, "
                "max_fps=null, flow=dis|farneback|none, dis_preset=fast, flow_bound=20, jpeg_quality=90, "
                "events=false, subactions=true, unit_seconds=60, chunk_frames=128, allow_vfr=false, "
                "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "

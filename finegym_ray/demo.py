@@ -62,6 +62,9 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
     t0 = time.time()
     data_dir = os.path.join(out, "syngym")
     store = store or os.path.join(out, "store")
+    preprocess = preprocess or PreprocessConfig()
+    storage.write_text(storage.join(store, "demo.yaml"),
+                       yaml.safe_dump({"synth": asdict(synth), "preprocess": asdict(preprocess)}, sort_keys=False))
     ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
     try:
         _say("ray", f"cluster resources: {ray.cluster_resources()}")
@@ -74,7 +77,7 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
             for uri in storage.list_uris(storage.join(store, "clips")) + storage.list_uris(storage.join(store, "errors")):
                 storage.delete(uri)
         # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
-        cut = run_preprocess(preprocess or PreprocessConfig(), os.path.join(data_dir, "annotations"),
+        cut = run_preprocess(preprocess, os.path.join(data_dir, "annotations"),
                              os.path.join(data_dir, "videos"), store, say=lambda m: _say("preprocess", m))
     finally:
         ray.shutdown()
@@ -84,7 +87,8 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
 
     where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
              "manifest": manifest_uri, "clips": storage.join(store, "clips"),
-             "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json")}
+             "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
+             "settings": storage.join(store, "demo.yaml")}
     print(f"\ndemo finished in {time.time() - t0:.1f} s. Outputs:")
     for name, loc in where.items():
         print(f"  {name + ':':<13}{loc}")

@@ -21,8 +21,10 @@ class PreprocessConfig:
 
     # Frames are resized at decode so their short side is this (aspect kept); 0 = native.
     short_side: int = 256
-    # Decoder: "pyav" or "decord". Both select the same frames; see benchmarks/ for speed.
-    decoder: str = "pyav"
+    # Decoder: "decord" or "pyav". Both select the same frames (from one exact PyAV index).
+    # decord decoded 720p -> 456x256 windows 7 % faster than PyAV on one core
+    # (benchmarks/preprocess_efficiency.py, README), so it is the default.
+    decoder: str = "decord"
     # Keep at most this many frames per second of video (None: every frame).
     max_fps: float | None = None
     # Optical flow between consecutive kept frames: "dis", "farneback" or "none".
