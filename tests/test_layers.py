@@ -7,6 +7,7 @@ LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "fin
               "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.preprocess.units",
               "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
               "finegym_ray.config"]
+TORCH_ONLY = ["finegym_ray.models"]
 
 BLOCK = """
 import sys
@@ -20,5 +21,11 @@ sys.meta_path.insert(0, Block())
 
 def test_low_layers_import_without_ray_or_torch():
     code = BLOCK + "".join(f"import {m}\n" for m in LOW_LAYERS)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_models_import_without_ray():
+    code = BLOCK.replace("('ray', 'torch')", "('ray',)") + "".join(f"import {m}\n" for m in TORCH_ONLY)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

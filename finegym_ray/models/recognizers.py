@@ -1,0 +1,136 @@
+"""The paper's recognition models over a ResNet, and the dict that builds them by name.
+
+Inputs (float tensors, normalised):
+- segment models (TSN, TRN, TRN-m, TSM): (B, T, C, H, W), T = ``num_segments``;
+  C = 3 for RGB, 2 * flow_pairs for flow (x/y fields of consecutive pairs stacked).
+- clip models (I3D, NL-I3D): (B, C, T, H, W), T consecutive frames.
+Output: (B, num_classes) class scores (logits).
+
+Two-stream is not a model: it averages the scores of a trained RGB and a trained flow
+run at evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .resnet import ResNet
+
+
+class SegmentConsensus(nn.Module):
+    """TSN and TSM: a 2-D backbone per segment, class scores averaged over segments."""
+
+    def __init__(self, backbone: ResNet, num_classes: int, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.out_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        feats = self.backbone(x.flatten(0, 1))  # (B*T, F); TSM's shift reads the T axis from this layout
+        scores = self.head(self.dropout(feats))  # (B*T, K)
+        return scores.view(b, t, -1).mean(1)  # (B, K)
+
+
+class RelationNet(nn.Module):
+    """TRN: relations among ordered frame tuples of the segment features.
+
+    ``scales`` lists tuple sizes: (T,) is single-scale TRN; (T, T-1, ..., 2) is TRN-multiscale.
+    For each scale, up to ``max_tuples`` ordered tuples (evenly chosen, deterministic) pass
+    through a shared-per-scale MLP g; their outputs are summed, then h maps to scores;
+    the scales' scores are added.
+    """
+
+    def __init__(self, backbone: ResNet, num_classes: int, num_segments: int, scales: tuple[int, ...],
+                 dropout: float, bottleneck: int = 256, max_tuples: int = 3):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        feat = backbone.out_features
+        self.tuples = []
+        self.g = nn.ModuleList()
+        self.h = nn.ModuleList()
+        for k in scales:
+            combos = list(itertools.combinations(range(num_segments), k))
+            step = max(len(combos) // max_tuples, 1)
+            self.tuples.append(combos[::step][:max_tuples])
+            self.g.append(nn.Sequential(nn.ReLU(), nn.Linear(k * feat, bottleneck), nn.ReLU()))
+            self.h.append(nn.Linear(bottleneck, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        feats = self.dropout(self.backbone(x.flatten(0, 1)).view(b, t, -1))  # (B, T, F)
+        out = 0
+        for tuples, g, h in zip(self.tuples, self.g, self.h):
+            rel = sum(g(feats[:, list(idx)].flatten(1)) for idx in tuples)  # (B, bottleneck)
+            out = out + h(rel)
+        return out  # (B, K)
+
+
+class ClipClassifier(nn.Module):
+    """I3D / NL-I3D: a 3-D backbone over the clip, one linear head."""
+
+    def __init__(self, backbone: ResNet, num_classes: int, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.out_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone(x)))  # (B, K)
+
+
+def _backbone(depth: int, base_width: int, blocks: tuple[int, ...] | None, in_channels: int, **kw) -> ResNet:
+    return ResNet(depth=depth, in_channels=in_channels, base_width=base_width, blocks=blocks, **kw)
+
+
+def tsn(*, num_classes: int, num_segments: int = 3, in_channels: int = 3, depth: int = 50, base_width: int = 64,
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
+    return SegmentConsensus(_backbone(depth, base_width, blocks, in_channels), num_classes, dropout)
+
+
+def tsm(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5, shift_fraction: float = 0.125) -> nn.Module:
+    backbone = _backbone(depth, base_width, blocks, in_channels, shift_segments=num_segments,
+                         shift_fraction=shift_fraction)
+    return SegmentConsensus(backbone, num_classes, dropout)
+
+
+def trn(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
+    return RelationNet(_backbone(depth, base_width, blocks, in_channels), num_classes, num_segments,
+                       (num_segments,), dropout)
+
+
+def trn_multiscale(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50,
+                   base_width: int = 64, blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
+    scales = tuple(range(num_segments, 1, -1))
+    return RelationNet(_backbone(depth, base_width, blocks, in_channels), num_classes, num_segments, scales, dropout)
+
+
+def i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_width: int = 64,
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5, num_segments: int = 0) -> nn.Module:
+    return ClipClassifier(_backbone(depth, base_width, blocks, in_channels, dims=3), num_classes, dropout)
+
+
+def nl_i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_width: int = 64,
+           blocks: tuple[int, ...] | None = None, dropout: float = 0.5, num_segments: int = 0) -> nn.Module:
+    backbone = _backbone(depth, base_width, blocks, in_channels, dims=3, nonlocal_stages=(2, 3))
+    return ClipClassifier(backbone, num_classes, dropout)
+
+
+# Name -> builder. Segment models take (B, T, C, H, W), clip models (B, C, T, H, W).
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "tsn": tsn,
+    "trn": trn,
+    "trn_multiscale": trn_multiscale,
+    "tsm": tsm,
+    "i3d": i3d,
+    "nl_i3d": nl_i3d,
+}
+CLIP_MODELS = {"i3d", "nl_i3d"}

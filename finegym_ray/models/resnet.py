@@ -1,0 +1,205 @@
+"""2-D and inflated 3-D ResNets, written here, with torchvision's parameter names.
+
+The names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``, ...)
+match torchvision's ``resnet18``/``resnet50`` so that ImageNet weights saved from
+torchvision load with ``load_state_dict`` (2-D), or through ``inflate_state_dict``
+(3-D, I3D-style: each 2-D kernel repeated over time and divided by its length).
+
+Optional parts, each a keyword argument:
+- ``shift_segments`` / ``shift_fraction`` (2-D): the temporal shift of TSM, applied to
+  the input of each residual branch (the identity path is not shifted).
+- ``nonlocal_stages`` (3-D): embedded-Gaussian non-local blocks after every other
+  block of the named stages (NL-I3D).
+- ``base_width`` and ``blocks``: smaller networks for CPU tests and the demo.
+
+No I/O, no config objects: typed keyword arguments only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DEPTHS = {  # depth -> (block kind, blocks per stage)
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+}
+
+
+def temporal_shift(x: torch.Tensor, segments: int, fraction: float) -> torch.Tensor:
+    """TSM's shift: x is (N*T, C, H, W) with ``segments`` = T; a ``fraction`` of the
+    channels takes each frame's values from the next frame, as many from the previous
+    one, the rest stay; zeros fill in at the clip's ends."""
+    nt, c, h, w = x.shape
+    x = x.view(nt // segments, segments, c, h, w)  # (N, T, C, H, W)
+    fold = int(c * fraction)
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]  # from the future
+    out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]  # from the past
+    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    return out.view(nt, c, h, w)
+
+
+def _conv(dims: int, cin: int, cout: int, kernel: int, stride: int = 1, t_kernel: int = 1,
+          t_stride: int = 1) -> nn.Module:
+    if dims == 2:
+        return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False)
+    return nn.Conv3d(cin, cout, (t_kernel, kernel, kernel), (t_stride, stride, stride),
+                     padding=(t_kernel // 2, kernel // 2, kernel // 2), bias=False)
+
+
+def _bn(dims: int, c: int) -> nn.Module:
+    return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm3d(c)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None):
+        super().__init__()
+        self.shift = shift
+        self.conv1 = _conv(dims, cin, width, 3, stride, t_kernel)
+        self.bn1 = _bn(dims, width)
+        self.conv2 = _conv(dims, width, width, 3)
+        self.bn2 = _bn(dims, width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(dims, cin, width, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = temporal_shift(x, *self.shift) if self.shift else x
+        y = self.relu(self.bn1(self.conv1(y)))
+        y = self.bn2(self.conv2(y))
+        return self.relu(y + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None):
+        super().__init__()
+        self.shift = shift
+        # Temporal kernel on the first 1x1 conv, stride on the 3x3 (torchvision's v1.5).
+        self.conv1 = _conv(dims, cin, width, 1, 1, t_kernel)
+        self.bn1 = _bn(dims, width)
+        self.conv2 = _conv(dims, width, width, 3, stride)
+        self.bn2 = _bn(dims, width)
+        self.conv3 = _conv(dims, width, width * 4, 1)
+        self.bn3 = _bn(dims, width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(dims, cin, width * 4, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = temporal_shift(x, *self.shift) if self.shift else x
+        y = self.relu(self.bn1(self.conv1(y)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + identity)
+
+
+def _downsample(dims: int, cin: int, cout: int, stride: int) -> nn.Module | None:
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout))
+
+
+class NonLocal(nn.Module):
+    """Embedded-Gaussian non-local block over (T, H, W) with a zero-initialised output
+    BN, so that inserting it leaves a pretrained network's function unchanged."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        inner = max(channels // 2, 1)
+        self.theta = nn.Conv3d(channels, inner, 1)
+        self.phi = nn.Conv3d(channels, inner, 1)
+        self.g = nn.Conv3d(channels, inner, 1)
+        self.out = nn.Conv3d(inner, channels, 1, bias=False)
+        self.bn = nn.BatchNorm3d(channels)
+        nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, t, h, w = x.shape
+        q = self.theta(x).flatten(2).transpose(1, 2)  # (N, THW, C')
+        k = self.phi(x).flatten(2)  # (N, C', THW)
+        v = self.g(x).flatten(2).transpose(1, 2)  # (N, THW, C')
+        attn = torch.softmax(q @ k, dim=-1)  # (N, THW, THW)
+        y = (attn @ v).transpose(1, 2).reshape(n, -1, t, h, w)
+        return x + self.bn(self.out(y))
+
+
+class ResNet(nn.Module):
+    """Feature extractor: (N, C, H, W) -> (N, F) for 2-D, (N, C, T, H, W) -> (N, F) for
+    3-D, F = ``out_features``. ``fc`` exists only for loading ImageNet weights by name."""
+
+    def __init__(self, *, depth: int = 50, dims: int = 2, in_channels: int = 3, base_width: int = 64,
+                 blocks: tuple[int, ...] | None = None, shift_segments: int = 0, shift_fraction: float = 0.125,
+                 nonlocal_stages: tuple[int, ...] = ()):
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+        if shift_segments and dims != 2:
+            raise ValueError("the temporal shift applies to 2-D ResNets")
+        kind, default_blocks = DEPTHS[depth]
+        blocks = tuple(blocks or default_blocks)
+        block = BasicBlock if kind == "basic" else Bottleneck
+        shift = (shift_segments, shift_fraction) if shift_segments else None
+        self.dims = dims
+        self.conv1 = _conv(dims, in_channels, base_width, 7, 2, t_kernel=5 if dims == 3 else 1)
+        self.bn1 = _bn(dims, base_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if dims == 2 else nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        cin = base_width
+        for stage, count in enumerate(blocks, start=1):
+            width = base_width * 2 ** (stage - 1)
+            layers: list[nn.Module] = []
+            for i in range(count):
+                # I3D inflates every other block's first conv over time (3x1x1).
+                t_kernel = 3 if dims == 3 and i % 2 == 0 else 1
+                layers.append(block(dims, cin, width, 2 if (i == 0 and stage > 1) else 1, t_kernel, shift))
+                cin = width * block.expansion
+                if stage in nonlocal_stages and i % 2 == 1:
+                    layers.append(NonLocal(cin))
+            setattr(self, f"layer{stage}", nn.Sequential(*layers))
+        self.num_stages = len(blocks)
+        self.out_features = cin
+        self.fc = nn.Linear(cin, 1000)  # ImageNet head: kept for weight loading, unused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{stage}")(x)
+        return x.flatten(2).mean(-1)  # global average pool: (N, F)
+
+
+def inflate_state_dict(state_2d: dict[str, torch.Tensor], model_3d: ResNet) -> dict[str, torch.Tensor]:
+    """A 2-D ResNet state dict turned into ``model_3d``'s: each conv kernel repeated over
+    the 3-D kernel's time length and divided by it, so a static clip gives the 2-D
+    network's activations. Entries the 3-D model lacks (or that are new in it, like
+    non-local blocks) are left out: load with ``strict=False`` and check the report."""
+    target = model_3d.state_dict()
+    out = {}
+    for name, value in state_2d.items():
+        if name not in target:
+            continue
+        want = target[name]
+        if value.dim() == 4 and want.dim() == 5:
+            t = want.shape[2]
+            value = value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+        if value.shape == want.shape:
+            out[name] = value
+    return out
+
+
+def adapt_input_channels(state: dict[str, torch.Tensor], in_channels: int) -> dict[str, torch.Tensor]:
+    """RGB-pretrained weights for a flow network (TSN's cross-modality initialisation):
+    ``conv1`` averaged over its 3 input channels and repeated ``in_channels`` times."""
+    state = dict(state)
+    w = state["conv1.weight"]  # (64, 3, kh, kw) or (64, 3, kt, kh, kw)
+    shape = [1] * w.dim()
+    shape[1] = in_channels
+    state["conv1.weight"] = w.mean(dim=1, keepdim=True).repeat(*shape)
+    return state

@@ -1,0 +1,96 @@
+"""Contract tests over every model builder, and the ResNet's compatibility promises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finegym_ray.models import CLIP_MODELS, MODELS, ResNet, adapt_input_channels, inflate_state_dict, temporal_shift
+
+TINY = {"depth": 10, "base_width": 8}
+
+
+def _input(name: str, batch: int, segments: int, channels: int, size: int = 32) -> torch.Tensor:
+    if name in CLIP_MODELS:
+        return torch.randn(batch, channels, segments, size, size)  # (B, C, T, H, W)
+    return torch.randn(batch, segments, channels, size, size)  # (B, T, C, H, W)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("channels", [3, 10], ids=["rgb", "flow5"])
+def test_every_model_gives_scores_and_trains_every_parameter(name, channels):
+    torch.manual_seed(0)
+    model = MODELS[name](num_classes=7, num_segments=4, in_channels=channels, dropout=0.0, **TINY)
+    scores = model(_input(name, batch=2, segments=4, channels=channels))
+    assert scores.shape == (2, 7) and torch.isfinite(scores).all()
+    scores.logsumexp(1).sum().backward()
+    # The ImageNet head `fc` exists only so torchvision weights load by name.
+    missing = [n for n, p in model.named_parameters() if p.grad is None and ".fc." not in f".{n}"]
+    assert not missing, missing
+    zero = [n for n, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+    # Non-local output BNs start at zero by design; their input convs get gradients later.
+    assert all(".bn." in n or ".theta." in n or ".phi." in n or ".g." in n for n in zero), zero
+
+
+@pytest.mark.parametrize("depth, params, keys", [(18, 11_689_512, 122), (50, 25_557_032, 320)])
+def test_full_resnets_have_torchvision_sizes_and_names(depth, params, keys):
+    # torchvision's resnet18/resnet50 (with the 1000-class fc): the same parameter
+    # count and state-dict size, so their ImageNet weights load by name.
+    model = ResNet(depth=depth)
+    assert sum(p.numel() for p in model.parameters()) == params
+    state = model.state_dict()
+    assert len(state) == keys
+    assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+            "layer4.1.bn2.num_batches_tracked", "fc.weight", "fc.bias"} <= set(state)
+
+
+def test_inflated_weights_reproduce_the_2d_network_on_a_static_clip():
+    torch.manual_seed(0)
+    net2d, net3d = ResNet(**TINY).eval(), ResNet(dims=3, **TINY).eval()
+    inflated = inflate_state_dict(net2d.state_dict(), net3d)
+    assert set(inflated) == set(net3d.state_dict())  # every 3-D entry has a 2-D source
+    net3d.load_state_dict(inflated)
+    frame = torch.randn(1, 3, 32, 32)
+    clip = frame.unsqueeze(2).repeat(1, 1, 9, 1, 1)  # (1, 3, T=9, 32, 32), static
+    with torch.no_grad():
+        a = net2d.bn1(net2d.conv1(frame))
+        b = net3d.bn1(net3d.conv1(clip))[:, :, 4]  # middle frame: no temporal padding reaches it
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_flow_input_from_rgb_weights():
+    rgb = ResNet(**TINY).state_dict()
+    flow = ResNet(in_channels=10, **TINY)
+    flow.load_state_dict(adapt_input_channels(rgb, 10))
+    expected = rgb["conv1.weight"].mean(1, keepdim=True)
+    assert torch.equal(flow.conv1.weight[:, 3:4], expected)
+
+
+def test_temporal_shift_moves_a_fraction_of_channels_one_step():
+    x = torch.arange(2 * 4 * 8, dtype=torch.float32).view(2 * 4, 8, 1, 1)  # N=2, T=4, C=8
+    y = temporal_shift(x, segments=4, fraction=0.25).view(2, 4, 8)
+    v = x.view(2, 4, 8)
+    assert torch.equal(y[:, :-1, :2], v[:, 1:, :2]) and (y[:, -1, :2] == 0).all()  # from the next frame
+    assert torch.equal(y[:, 1:, 2:4], v[:, :-1, 2:4]) and (y[:, 0, 2:4] == 0).all()  # from the previous
+    assert torch.equal(y[:, :, 4:], v[:, :, 4:])
+
+
+def test_tsm_differs_from_tsn_only_by_the_shift():
+    torch.manual_seed(0)
+    a = MODELS["tsn"](num_classes=5, num_segments=4, dropout=0.0, **TINY).eval()
+    b = MODELS["tsm"](num_classes=5, num_segments=4, dropout=0.0, **TINY).eval()
+    b.load_state_dict(a.state_dict())  # same parameters: the shift adds none
+    x = _input("tsn", 1, 4, 3)
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x))  # the shift mixes frames
+        for block in b.modules():
+            if hasattr(block, "shift"):
+                block.shift = None
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="depth"):
+        ResNet(depth=12)
+    with pytest.raises(ValueError, match="temporal shift"):
+        ResNet(dims=3, shift_segments=4)
