@@ -87,7 +87,6 @@ SMOKE_SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]",
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from . import storage
     from .config import load_config, to_yaml
     from .preprocess.config import PreprocessConfig
     from .preprocess.pipeline import format_summary, run_preprocess
@@ -109,7 +108,6 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
     config = load_config(PreprocessConfig, args.config, overrides)
     print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
-    storage.write_text(storage.join(args.out, "config.yaml"), to_yaml(config))
     if args.address:
         import ray
 
@@ -182,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "compute optical flow and write OUT/clips/<unit>.parquet (JPEG frames and flow per clip), "
                     "OUT/errors/ and OUT/summary.json. Running the same command again resumes: units whose "
                     "shard exists are skipped. Bad videos are recorded in OUT/errors/ and the job goes on.",
-        epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=decord|pyav, "
+        epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=pyav|decord, "
                "max_fps=null, flow=dis|farneback|none, dis_preset=fast, flow_bound=20, jpeg_quality=90, "
                "events=false, subactions=true, unit_seconds=60, chunk_frames=128, allow_vfr=false, "
                "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "

@@ -21,10 +21,11 @@ class PreprocessConfig:
 
     # Frames are resized at decode so their short side is this (aspect kept); 0 = native.
     short_side: int = 256
-    # Decoder: "decord" or "pyav". Both select the same frames (from one exact PyAV index).
-    # decord decoded 720p -> 456x256 windows 7 % faster than PyAV on one core
-    # (benchmarks/preprocess_efficiency.py, README), so it is the default.
-    decoder: str = "decord"
+    # Decoder: "pyav" or "decord". Both select the same frames (from one exact PyAV index).
+    # PyAV is the default: decord's decode calls look faster, but decord keeps decoding
+    # ahead in a thread of its own, and on a worker's one core the whole chain (decode,
+    # flow, JPEG) took longer with it (benchmarks/preprocess_efficiency.py, README).
+    decoder: str = "pyav"
     # Keep at most this many frames per second of video (None: every frame).
     max_fps: float | None = None
     # Optical flow between consecutive kept frames: "dis", "farneback" or "none".

@@ -8,6 +8,7 @@
 
 Output folder (local or s3://):
     preprocess.json       settings that determine the shards, and their hash
+    config.yaml           every setting of the last run
     manifest/             the manifest of the annotations (training joins labels from it)
     clips/<unit>.parquet  one row per clip (columns: clips.clip_schema)
     errors/<unit>.json    why a unit, or some of its windows, failed
@@ -32,6 +33,7 @@ from typing import Any
 import ray
 
 from .. import storage
+from ..config import to_yaml
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
@@ -158,6 +160,7 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
     t_start = time.time()
     manifest = build_manifest_from(annotations)
     _check_settings(config, out)
+    storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
     write_manifest(manifest, storage.join(out, "manifest"))
     units = plan(config, manifest)
     planned = {u.unit_id for u in units}
