@@ -77,6 +77,12 @@ cmd_up() {
   if [[ -f "$DIR/address" ]] && [[ -n "$(our_pids)" ]]; then
     echo "a cluster is already up from $DIR (address $(cat "$DIR/address")); run 'down' first" >&2; exit 1
   fi
+  # Ray puts unix sockets under $DIR/tmp/session_<date>_<pid>/sockets/; Linux caps
+  # their paths at 107 bytes.
+  if [[ ${#DIR} -gt 40 ]]; then
+    echo "state folder $DIR is too long for Ray's socket paths (max 40 characters): set FINEGYM_RAY_CLUSTER_DIR shorter" >&2
+    exit 2
+  fi
   mkdir -p "$DIR/logs"
   port="${port:-$(free_port)}"; dport="${dport:-$(free_port)}"
   echo "starting head on 127.0.0.1:$port (dashboard http://127.0.0.1:$dport, $head_cpus CPUs)"
@@ -94,6 +100,22 @@ cmd_up() {
       --resources="{\"worker_$i\": 1}" --disable-usage-stats $(node_ports) > "$DIR/logs/worker_$i.log" 2>&1 \
       || { cat "$DIR/logs/worker_$i.log" >&2; exit 1; }
   done
+  # `ray start` returns before the dashboard serves the Jobs API: wait for it.
+  if ! "$PYTHON" - "$(cat "$DIR/dashboard")" <<'PY'
+import sys, time, urllib.request
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen(sys.argv[1] + "/api/version", timeout=2)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.5)
+sys.exit(1)
+PY
+  then
+    echo "the dashboard (Jobs API) did not answer at $(cat "$DIR/dashboard") within 90 s; logs: $DIR/tmp/session_latest/logs/dashboard.log" >&2
+    exit 1
+  fi
   echo "up: RAY_ADDRESS=$(cat "$DIR/address"), jobs: $(cat "$DIR/dashboard") (set RAY_AUTH_MODE=$RAY_AUTH_MODE)"
 }
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +32,8 @@ def local_sh(state: Path, *args: str, timeout: float = 180) -> subprocess.Comple
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """(state folder, Jobs API address) of a running head + 2 worker nodes."""
-    state = tmp_path_factory.mktemp("cluster")
+    # A short path: Ray's unix sockets live below it and may not pass 107 bytes.
+    state = Path(tempfile.mkdtemp(prefix="fgc-", dir="/tmp"))
     up = local_sh(state, "up", "--workers", "2")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -39,6 +42,7 @@ def cluster(tmp_path_factory):
         down = local_sh(state, "down")
         assert down.returncode == 0, down.stderr
         assert not pids_with(str(state / "tmp")), "local.sh down left processes running"
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def submit(dashboard: str, tiny_gym: Path, out: Path, *extra: str, wait: bool = True) -> subprocess.Popen:
