@@ -23,12 +23,10 @@ import time
 from collections import defaultdict
 
 import cv2
-import ray
 
 from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
-from preprocess_vs_baseline import filtered_annotations, pick_events
+from preprocess_vs_baseline import pick_events, run_pipeline_one_core
 from finegym_ray.preprocess.config import PreprocessConfig
-from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.video.decode import WindowDecoder
 from finegym_ray.video.encode import encode_jpeg, set_thread_limits
 from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
@@ -96,14 +94,7 @@ def main() -> None:
     bare = k["decode"] + k["flow"] + k["encode"]
 
     with tempfile.TemporaryDirectory() as work:
-        ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
-                                   os.path.join(work, "annotations.json"))
-        ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        t0 = time.perf_counter()
-        summary = run_preprocess(config, ann, videos, os.path.join(work, "out"), say=lambda m: None)
-        wall = time.perf_counter() - t0
-        ray.shutdown()
+        wall, summary = run_pipeline_one_core(config, annotations, videos, events, work)
     assert summary["clips"]["written"] == len(subs), summary
     print(f"\n2. pipeline: {wall:.1f} s wall on one core; efficiency {bare / wall:.1%} (target >= 85 %)")
     stages = summary["stage_seconds"]

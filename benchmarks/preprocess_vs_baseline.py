@@ -63,6 +63,22 @@ def filtered_annotations(annotation_json: str, events: list[dict], out: str) -> 
     return out
 
 
+def run_pipeline_one_core(config: PreprocessConfig, annotations: str, videos: str, events: list[dict],
+                          work: str) -> tuple[float, dict]:
+    """(wall seconds, summary) of ``run_preprocess`` on ``events`` with a one-CPU Ray
+    (the caller pins the process to one core first); the Ray start is not timed."""
+    ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
+                               os.path.join(work, "annotations.json"))
+    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        t0 = time.perf_counter()
+        summary = run_preprocess(config, ann, videos, os.path.join(work, "ours"), say=lambda m: None)
+        return time.perf_counter() - t0, summary
+    finally:
+        ray.shutdown()
+
+
 def ffmpeg_trim(src: str, start_s: float, dur_s: float, dst: str) -> None:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-threads", "1", "-i", src, "-ss", f"{start_s:.3f}",
                     "-t", f"{dur_s:.3f}", "-c:v", "libx264", "-threads", "1", "-c:a", "copy", dst], check=True)
@@ -139,14 +155,7 @@ def main() -> None:
           f"DIS {args.dis_preset}, short side {config.short_side}")
 
     with tempfile.TemporaryDirectory() as work:
-        ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
-                                   os.path.join(work, "annotations.json"))
-        ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        t0 = time.perf_counter()
-        ours = run_preprocess(config, ann, videos, os.path.join(work, "ours"), say=lambda m: None)
-        ours_wall = time.perf_counter() - t0
-        ray.shutdown()
+        ours_wall, ours = run_pipeline_one_core(config, annotations, videos, events, work)
         assert ours["clips"]["written"] == len(subs), ours
 
         os.makedirs(os.path.join(work, "baseline"))

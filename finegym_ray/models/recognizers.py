@@ -21,16 +21,23 @@ from torch import nn
 from .resnet import ResNet
 
 
-class SegmentConsensus(nn.Module):
-    """TSN and TSM: a 2-D backbone per segment, class scores averaged over segments."""
+class LinearClassifier(nn.Module):
+    """A backbone and one linear head.
 
-    def __init__(self, backbone: ResNet, num_classes: int, dropout: float):
+    segments=True (TSN, TSM): a 2-D backbone per segment, class scores averaged over the
+    segments. segments=False (I3D, NL-I3D): a 3-D backbone over the whole clip.
+    """
+
+    def __init__(self, backbone: ResNet, num_classes: int, dropout: float, *, segments: bool):
         super().__init__()
         self.backbone = backbone
+        self.segments = segments
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.out_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.segments:
+            return self.head(self.dropout(self.backbone(x)))  # (B, K)
         b, t = x.shape[:2]
         feats = self.backbone(x.flatten(0, 1))  # (B*T, F); TSM's shift reads the T axis from this layout
         scores = self.head(self.dropout(feats))  # (B*T, K)
@@ -72,33 +79,20 @@ class RelationNet(nn.Module):
         return out  # (B, K)
 
 
-class ClipClassifier(nn.Module):
-    """I3D / NL-I3D: a 3-D backbone over the clip, one linear head."""
-
-    def __init__(self, backbone: ResNet, num_classes: int, dropout: float):
-        super().__init__()
-        self.backbone = backbone
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.out_features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x)))  # (B, K)
-
-
 def _backbone(depth: int, base_width: int, blocks: tuple[int, ...] | None, in_channels: int, **kw) -> ResNet:
     return ResNet(depth=depth, in_channels=in_channels, base_width=base_width, blocks=blocks, **kw)
 
 
 def tsn(*, num_classes: int, num_segments: int = 3, in_channels: int = 3, depth: int = 50, base_width: int = 64,
         blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
-    return SegmentConsensus(_backbone(depth, base_width, blocks, in_channels), num_classes, dropout)
+    return LinearClassifier(_backbone(depth, base_width, blocks, in_channels), num_classes, dropout, segments=True)
 
 
 def tsm(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
         blocks: tuple[int, ...] | None = None, dropout: float = 0.5, shift_fraction: float = 0.125) -> nn.Module:
     backbone = _backbone(depth, base_width, blocks, in_channels, shift_segments=num_segments,
                          shift_fraction=shift_fraction)
-    return SegmentConsensus(backbone, num_classes, dropout)
+    return LinearClassifier(backbone, num_classes, dropout, segments=True)
 
 
 def trn(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
@@ -115,13 +109,14 @@ def trn_multiscale(*, num_classes: int, num_segments: int = 8, in_channels: int 
 
 def i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_width: int = 64,
         blocks: tuple[int, ...] | None = None, dropout: float = 0.5, num_segments: int = 0) -> nn.Module:
-    return ClipClassifier(_backbone(depth, base_width, blocks, in_channels, dims=3), num_classes, dropout)
+    return LinearClassifier(_backbone(depth, base_width, blocks, in_channels, dims=3), num_classes, dropout,
+                            segments=False)
 
 
 def nl_i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_width: int = 64,
            blocks: tuple[int, ...] | None = None, dropout: float = 0.5, num_segments: int = 0) -> nn.Module:
     backbone = _backbone(depth, base_width, blocks, in_channels, dims=3, nonlocal_stages=(2, 3))
-    return ClipClassifier(backbone, num_classes, dropout)
+    return LinearClassifier(backbone, num_classes, dropout, segments=False)
 
 
 # Name -> builder. Segment models take (B, T, C, H, W), clip models (B, C, T, H, W).
