@@ -30,17 +30,31 @@ def confusion_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    scores, labels = _check(scores, labels)
-    return float(np.mean(scores.argmax(1) == labels))
+    return confusion_top1(confusion_matrix(scores, labels))
 
 
 def per_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(K,) recall per class; NaN for classes with no instance in ``labels``."""
-    cm = confusion_matrix(scores, labels)
-    counts = cm.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, np.diag(cm) / counts, np.nan)
+    return confusion_per_class(confusion_matrix(scores, labels))
 
 
 def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.nanmean(per_class_accuracy(scores, labels)))
+    return confusion_mean_class(confusion_matrix(scores, labels))
+
+
+# The same metrics from a confusion matrix, which sums across batches and workers.
+
+def confusion_top1(cm: np.ndarray) -> float:
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
+def confusion_per_class(cm: np.ndarray) -> np.ndarray:
+    counts = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.diag(cm) / np.maximum(counts, 1), np.nan)
+
+
+def confusion_mean_class(cm: np.ndarray) -> float:
+    per_class = confusion_per_class(cm)
+    return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")

@@ -1,0 +1,88 @@
+"""Which frames of a clip a model sees: segment sampling (TSN, TRN, TSM) and dense clips (I3D).
+
+Both return frame indices into a clip of ``num_items`` items (frames for RGB, flow
+fields for flow, which has one fewer than frames). Training draws with a numpy
+Generator; testing is deterministic. A clip shorter than the request repeats its last
+item rather than failing: FineGym has sub-actions of a handful of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SegmentSampler:
+    """TSN sampling: the clip is cut into ``segments`` equal parts and ``length``
+    consecutive items are taken in each (length > 1 stacks flow fields, e.g. 5 x/y pairs).
+
+    Training: a random start in each segment. Testing: view ``view`` of ``views``
+    evenly spaced positions in each segment (view 0 of 1 is the segment centre).
+    Returns (segments, length) int64 indices.
+    """
+
+    segments: int
+    length: int = 1
+
+    def __post_init__(self) -> None:
+        if self.segments < 1 or self.length < 1:
+            raise ValueError(f"segments and length must be >= 1, got {self.segments}, {self.length}")
+
+    def train(self, num_items: int, rng: np.random.Generator) -> np.ndarray:
+        starts_span = max(num_items - self.length + 1, 1)
+        edges = np.linspace(0, starts_span, self.segments + 1)
+        lo = np.floor(edges[:-1]).astype(np.int64)
+        hi = np.maximum(np.floor(edges[1:]).astype(np.int64), lo + 1)
+        starts = rng.integers(lo, hi)
+        return self._expand(starts, num_items)
+
+    def test(self, num_items: int, view: int = 0, views: int = 1) -> np.ndarray:
+        if not 0 <= view < views:
+            raise ValueError(f"view must be in [0, {views}), got {view}")
+        starts_span = max(num_items - self.length + 1, 1)
+        width = starts_span / self.segments
+        # Position (view + 0.5) / views inside each segment: one view is the centre.
+        starts = np.floor(width * (np.arange(self.segments) + (view + 0.5) / views)).astype(np.int64)
+        return self._expand(np.minimum(starts, starts_span - 1), num_items)
+
+    def _expand(self, starts: np.ndarray, num_items: int) -> np.ndarray:
+        idx = starts[:, None] + np.arange(self.length)[None, :]
+        return np.minimum(idx, max(num_items - 1, 0))
+
+
+@dataclass(frozen=True)
+class DenseSampler:
+    """I3D sampling: ``length`` items ``stride`` apart, one window of the clip.
+
+    Training: a random window start. Testing: window ``view`` of ``views`` evenly spread
+    starts. Returns (1, length) int64 indices, the same layout as SegmentSampler.
+    """
+
+    length: int
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or self.stride < 1:
+            raise ValueError(f"length and stride must be >= 1, got {self.length}, {self.stride}")
+
+    @property
+    def span(self) -> int:
+        """Items one window covers."""
+        return (self.length - 1) * self.stride + 1
+
+    def train(self, num_items: int, rng: np.random.Generator) -> np.ndarray:
+        start = int(rng.integers(0, max(num_items - self.span, 0) + 1))
+        return self._window(start, num_items)
+
+    def test(self, num_items: int, view: int = 0, views: int = 1) -> np.ndarray:
+        if not 0 <= view < views:
+            raise ValueError(f"view must be in [0, {views}), got {view}")
+        room = max(num_items - self.span, 0)
+        start = int(round(room * (view + 0.5) / views)) if views > 1 else room // 2
+        return self._window(start, num_items)
+
+    def _window(self, start: int, num_items: int) -> np.ndarray:
+        idx = start + self.stride * np.arange(self.length)
+        return np.minimum(idx, max(num_items - 1, 0))[None, :]

@@ -1,0 +1,1 @@
+"""Training: clip shards -> recognition models on Ray Train, with checkpoints and resume."""

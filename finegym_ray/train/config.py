@@ -1,0 +1,132 @@
+"""Training settings: one dataclass, loaded from YAML (``configs/``) and ``--set key=value``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dataset.labels import TASK_NAMES
+from ..models.recognizers import CLIP_MODELS, MODELS
+
+MODALITIES = ("rgb", "flow")
+CLASS_BALANCE = ("none", "loss", "resample")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Sizes in pixels, counts in frames or clips, learning rates per batch of ``batch_size``."""
+
+    # Preprocessing output (a folder or s3://): clips/ and manifest/ beneath it.
+    data: str = "./finegym_demo/store"
+    # Label view: gym99, gym288, gym530, event, set, vt, fx, fx_s1, ub_s1.
+    task: str = "gym99"
+    modality: str = "rgb"
+    train_split: str = "train"
+    val_split: str = "val"
+
+    # Model: one of models.MODELS; depth/base_width/blocks shrink it for CPUs.
+    model: str = "tsm"
+    depth: int = 50
+    base_width: int = 64
+    blocks: list[int] | None = None
+    dropout: float = 0.5
+    shift_fraction: float = 0.125
+    # torchvision-style ResNet state dict (local path or s3://) to start from; 2-D
+    # weights are inflated for I3D and their first conv adapted to flow's channels.
+    pretrained: str | None = None
+
+    # Sampling. Segment models: ``segments`` segments of ``frames_per_segment``
+    # consecutive frames (flow: stacked x/y pairs, TSN uses 5). Clip models (I3D):
+    # ``segments`` frames ``dense_stride`` apart.
+    segments: int = 8
+    frames_per_segment: int = 1
+    dense_stride: int = 2
+    # Network input side; at test frames are resized to ``test_short`` (short side)
+    # and cropped to ``crop``. Training crops are TSN's multi-scale jittered boxes.
+    crop: int = 224
+    test_short: int = 256
+    flip: bool = True
+    # Class imbalance: "loss" weights the loss by inverse class frequency; "resample"
+    # repeats each clip of a class ~median/count times per epoch.
+    class_balance: str = "none"
+
+    # Optimisation: SGD with momentum, cosine decay after a linear warm-up.
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    grad_clip: float = 20.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    # Scale: Ray Train workers (DDP), CPUs each, GPUs when the cluster has them
+    # (None: use them if present). bf16 autocast and channels-last apply on GPU only.
+    workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool | None = None
+    bf16: bool = True
+    channels_last: bool = True
+    # Rows kept in each worker's shuffle buffer (clips, after sampling).
+    shuffle_buffer: int = 64
+    # Worker failures survived by restarting from the last checkpoint.
+    max_failures: int = 2
+    # Validate every this many epochs (0: never during training; use ``evaluate``).
+    val_every: int = 1
+
+    # Where runs live (folder or s3://) and this run's name: the same name resumes.
+    runs: str = "./finegym_runs"
+    name: str = ""
+
+    # Test-time protocol of ``evaluate``: temporal views x spatial crops (1 or 3), averaged.
+    test_views: int = 2
+    test_crops: int = 3
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.modality not in MODALITIES:
+            problems.append(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.task not in TASK_NAMES:
+            problems.append(f"task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}")
+        if self.class_balance not in CLASS_BALANCE:
+            problems.append(f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {self.class_balance!r}")
+        for name in ("segments", "frames_per_segment", "dense_stride", "epochs", "batch_size", "workers",
+                     "cpus_per_worker", "test_views"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.test_crops not in (1, 3):
+            problems.append(f"test_crops must be 1 or 3, got {self.test_crops}")
+        if not 16 <= self.crop <= self.test_short:
+            problems.append(f"crop must be >= 16 and <= test_short, got crop {self.crop}, test_short {self.test_short}")
+        if self.lr <= 0 or self.warmup_epochs < 0 or self.val_every < 0 or self.max_failures < -1:
+            problems.append("lr must be > 0; warmup_epochs, val_every >= 0; max_failures >= -1")
+        if self.model in CLIP_MODELS and self.frames_per_segment != 1:
+            problems.append(f"{self.model} samples dense clips: frames_per_segment must be 1")
+        if problems:
+            raise ValueError("train config: " + "; ".join(problems))
+
+    @property
+    def clip_model(self) -> bool:
+        return self.model in CLIP_MODELS
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels per segment: 3 (RGB) or 2 (flow x, y) times stacked frames."""
+        return (3 if self.modality == "rgb" else 2) * self.frames_per_segment
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: ``name``, or model_modality_task (no timestamp, so reruns resume)."""
+        return self.name or f"{self.model}_{self.modality}_{self.task}"
+
+    def model_kwargs(self, num_classes: int) -> dict:
+        """Keyword arguments of ``MODELS[self.model]``."""
+        kw = dict(num_classes=num_classes, in_channels=self.in_channels, depth=self.depth,
+                  base_width=self.base_width, blocks=tuple(self.blocks) if self.blocks else None,
+                  dropout=self.dropout, num_segments=self.segments)
+        if self.model == "tsm":
+            kw["shift_fraction"] = self.shift_fraction
+        return kw
+
