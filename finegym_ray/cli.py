@@ -20,9 +20,10 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
                         "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
 
 
-def _add_synth_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="small",
-                   help="size preset: small (default: 4 videos, ~4 min of 640x360, ~20 s to make on 2 cores), "
+def _add_synth_options(p: argparse.ArgumentParser, default_preset: str = "small") -> None:
+    p.add_argument("--preset", default=default_preset,
+                   help=f"size preset (default {default_preset}): small (4 videos, ~4 min of 640x360, ~20 s to "
+                        "make on 2 cores), demo (16 videos, ~33 min of 320x180, ~540 sub-actions, ~45 s), "
                         "medium (24 videos, ~1.8 h), competition (2 videos of ~20 min at 720p, for benchmarks)")
     p.add_argument("--videos", type=int, help="number of competition videos (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed: the same seed gives the same files (default 0)")
@@ -67,17 +68,23 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import to_yaml
+    from .config import apply_overrides, to_yaml
     from .demo import run_demo
     from .preprocess.config import PreprocessConfig
+    from .train.config import DEMO
 
-    preprocess = PreprocessConfig()
+    # SynGym's demo preset is 320x180: clips cut at a 128-pixel short side.
+    preprocess = PreprocessConfig(short_side=128)
+    train = apply_overrides(DEMO, args.train_overrides)
     if args.smoke_test:
         args.overrides = SMOKE_SYNTH + list(args.overrides)
         preprocess = PreprocessConfig(short_side=64, unit_seconds=4.0)
+        train = apply_overrides(DEMO, SMOKE_TRAIN + list(args.train_overrides))
     synth = _synth_config(args)
-    print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}", flush=True)
-    run_demo(out=args.out, synth=synth, store=args.store, ray_address=args.address, preprocess=preprocess)
+    print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}"
+          + ("" if args.no_train else f"[demo] train settings:\n{to_yaml(train)}"), flush=True)
+    run_demo(out=args.out, synth=synth, store=args.store, ray_address=args.address, preprocess=preprocess,
+             train=None if args.no_train else train)
     return 0
 
 
@@ -120,6 +127,72 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return preprocess_exit_code(summary, strict=args.strict)
 
 
+def _smoke_store() -> str:
+    """A tiny preprocessed SynGym in a temp folder, for the train/evaluate smoke tests."""
+    import tempfile
+
+    from .config import load_config
+    from .preprocess.config import PreprocessConfig
+    from .preprocess.pipeline import run_preprocess
+    from .synth.config import SynthConfig
+    from .synth.generate import generate
+
+    data = tempfile.mkdtemp(prefix="finegym_smoke_")
+    generate(load_config(SynthConfig, overrides=SMOKE_SYNTH), data)
+    store = os.path.join(data, "store")
+    run_preprocess(PreprocessConfig(short_side=64, unit_seconds=4.0), os.path.join(data, "annotations"),
+                   os.path.join(data, "videos"), store, say=lambda m: print(f"[preprocess] {m}", flush=True))
+    return store
+
+
+# Training settings of --smoke-test: one epoch of a tiny TSM on the event task.
+SMOKE_TRAIN = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
+               "epochs=1", "batch_size=4", "test_views=1", "test_crops=1"]
+
+
+def _ray_init(address: str | None) -> None:
+    import ray
+
+    ray.init(address=address, configure_logging=False)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config, to_yaml
+    from .train.config import TrainConfig
+
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        overrides = SMOKE_TRAIN + overrides
+    for flag, key in ((args.data, "data"), (args.runs, "runs"), (args.name, "name")):
+        if flag:
+            overrides.append(f"{key}={flag}")
+    config = load_config(TrainConfig, args.config, overrides)
+    _ray_init(args.address)
+    if args.smoke_test:
+        import tempfile
+        from dataclasses import replace
+
+        store = _smoke_store()
+        config = replace(config, data=store, runs=args.runs or tempfile.mkdtemp(prefix="finegym_runs_"))
+    from .train.run import format_history, run_training
+
+    print(f"[train] settings:\n{to_yaml(config)}", flush=True)
+    result = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))
+    print(format_history(result["history"]))
+    print(f"run:        {result['run']}\ncheckpoint: {result['checkpoint']}\nconfig:     {result['run']}/config.yaml")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train.evaluate import evaluate, format_results
+
+    _ray_init(args.address)
+    results = evaluate(args.run, fuse=args.fuse, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                       say=lambda m: print(f"[evaluate] {m}", flush=True))
+    print(format_results(results))
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .submit import config_as_overrides, stages, submit
 
@@ -154,15 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="run every stage on a generated synthetic dataset with a local Ray",
         description="Generate the SynGym synthetic dataset (videos rendered in parallel on Ray), preprocess "
-                    "it on Ray Data (manifest, clip shards with optical flow) and print a summary of where "
-                    "everything went. Reuses an existing synthetic dataset made with the same settings and "
-                    "skips clips already cut.")
-    p.add_argument("--smoke-test", action="store_true", help="a tiny version: 2 small videos, 64-pixel clips")
+                    "it on Ray Data (manifest, clip shards with optical flow), train a small TSM on Ray Train "
+                    "(set task, 15 classes), evaluate it and print the metrics table and where everything "
+                    "went. Reuses an existing synthetic dataset made with the same settings, skips clips "
+                    "already cut and resumes a finished or interrupted training run.")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a tiny version: 2 small videos, 64-pixel clips, one epoch of a tiny model")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one training setting of the demo (configs/tsm_rgb_demo.yaml), e.g. epochs=3")
+    p.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
     p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
                                    "(default OUT/store)")
     p.add_argument("--address", help="Ray cluster to use (default: start a local Ray for this command)")
-    _add_synth_options(p)
+    _add_synth_options(p, default_preset="demo")
     _add_storage_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -202,6 +280,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser(
+        "train", help="train a recognition model on clip shards with Ray Train (resumes by run name)",
+        description="Train TSN/TRN/TSM/I3D on the clips preprocessing wrote (DATA/clips, labels from "
+                    "DATA/manifest) with N Ray Train workers (DDP, CPU or GPU). Checkpoints every epoch to "
+                    "RUNS/NAME; running the same command again continues after the last one, and a worker "
+                    "that dies is replaced and resumes from it.",
+        epilog="settings (--set KEY=VALUE or --config YAML, see configs/): data, task=gym99|gym288|gym530|event|"
+               "set|vt|fx|fx_s1|ub_s1, modality=rgb|flow, model=tsn|trn|trn_multiscale|tsm|i3d|nl_i3d, depth, "
+               "base_width, pretrained=URI, segments, frames_per_segment, crop, test_short, class_balance="
+               "none|loss|resample, epochs, batch_size (per worker), lr, warmup_epochs, workers, "
+               "cpus_per_worker, use_gpu, bf16, max_failures, val_every, runs, name. "
+               "Example: finegym-ray train --config configs/tsm_rgb_demo.yaml --data finegym_demo/store")
+    p.add_argument("--config", metavar="YAML", help="train config file (configs/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set epochs=5 (repeatable)")
+    p.add_argument("--data", metavar="URI", help="preprocessing output to train on (the config's data)")
+    p.add_argument("--runs", metavar="URI", help="folder or s3:// prefix holding runs (the config's runs)")
+    p.add_argument("--name", help="run name (default MODEL_MODALITY_TASK); the same name resumes")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="one epoch of a tiny model on a tiny generated and preprocessed SynGym")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score a trained run on its validation split; fuse two runs (two-stream)",
+        description="Score every validation clip with the run's test protocol (test_views temporal views x "
+                    "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
+                    "(top-1, mean class accuracy, per class), confusion.png, per_class.png. With --fuse RUN2 "
+                    "also evaluates RUN2 and writes the late fusion of both under RUN/eval/fused_<RUN2>/.")
+    p.add_argument("--run", required=True, metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
+    p.add_argument("--fuse", metavar="URI", help="a second run to fuse with (e.g. the flow run of an RGB run)")
+    p.add_argument("--workers", type=int, default=1, help="scoring actors (default 1; one GPU each if present)")
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per scoring actor")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from tests.s3server import S3ServerError, start_s3_server
+from finegym_ray.preprocess.config import PreprocessConfig
 
 # Variables that would change how clients sign or where they connect; they are
 # replaced (or removed) for the session and restored afterwards.
@@ -176,3 +177,17 @@ def ray_cluster(s3_server):
         ray.shutdown()
         cluster.shutdown()
 
+
+# Many small units (about 4 s of clips each), so that kills land between units.
+TINY_PREPROCESS = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(ray_cluster, tiny_gym, tmp_path_factory) -> tuple[str, dict]:
+    """tiny_gym preprocessed on the session cluster: (output folder, summary)."""
+    from finegym_ray.preprocess.pipeline import run_preprocess
+
+    out = str(tmp_path_factory.mktemp("tiny_store"))
+    summary = run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out,
+                             say=lambda _m: None)
+    return out, summary

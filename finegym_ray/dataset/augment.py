@@ -1,15 +1,17 @@
 """From stored JPEG frames to a model input: decode, crop, resize, flip.
 
 Frames arrive as the JPEG bytes of a clip shard (``rgb``, or grey ``flow_x`` /
-``flow_y``). A sample is ``(T, C, S, S)`` uint8: T segments (or dense frames), C = 3 x
-length for RGB and 2 x length for flow (x0, y0, x1, y1, ... pairs), S the crop side in
-pixels. It stays uint8 until the train worker, where it is scaled (and flow dequantized).
+``flow_y``). A sample is ``(T, C, H, W)`` uint8: T segments (or dense frames), C = 3 x
+length for RGB and 2 x length for flow (x0, y0, x1, y1, ... pairs), H x W the network
+input in pixels (square by default; a wider input keeps more of a 16:9 frame, where a
+gymnast crossing the floor leaves a centre square). It stays uint8 until the train
+worker, where it is scaled (and flow dequantized).
 
 Crops follow TSN: in training a box whose sides are each one of ``scales`` times the
 short side (sides at most ``max_distort`` steps apart) at a random place, resized to the
 crop; at test the frame resized to ``test_short`` pixels, centre (or left/centre/right)
-square of ``crop`` pixels. Boxes are computed on the decoded frame, so one resize per
-frame does both the scale and the crop.
+box of the input's aspect, ``crop`` pixels high. Boxes are computed on the decoded
+frame, so one resize per frame does both the scale and the crop.
 """
 
 from __future__ import annotations
@@ -48,35 +50,41 @@ def decode_jpeg(blob: bytes, *, grey: bool, reduction: int = 1) -> np.ndarray:
 
 
 def random_box(height: int, width: int, rng: np.random.Generator, scales: Sequence[float] = TSN_SCALES,
-               max_distort: int = 1) -> Box:
-    """TSN's multi-scale crop box: each side one of ``scales`` x the short side (pixels)."""
-    short = min(height, width)
-    sizes = [max(int(short * s), 1) for s in scales]
-    pairs = [(w, h) for i, w in enumerate(sizes) for j, h in enumerate(sizes) if abs(i - j) <= max_distort]
+               max_distort: int = 1, aspect: float = 1.0) -> Box:
+    """TSN's multi-scale crop box: each side one of ``scales`` x the side of the largest
+    box of ``aspect`` (width / height) that fits the frame; a square by default (pixels)."""
+    full_h = min(height, width / aspect)
+    hs = [max(int(full_h * s), 1) for s in scales]
+    ws = [min(max(int(full_h * aspect * s), 1), width) for s in scales]
+    pairs = [(ws[i], hs[j]) for i in range(len(scales)) for j in range(len(scales)) if abs(i - j) <= max_distort]
     w, h = pairs[int(rng.integers(len(pairs)))]
     x = int(rng.integers(0, width - w + 1))
     y = int(rng.integers(0, height - h + 1))
     return x, y, w, h
 
 
-def test_box(height: int, width: int, crop_fraction: float, view: int = 0, views: int = 1) -> Box:
-    """Square of ``crop_fraction`` x the short side; views > 1 spread it along the long side
-    (3 views: left / centre / right, or top / middle / bottom). View 0 of 1 is the centre."""
-    side = max(int(round(min(height, width) * crop_fraction)), 1)
+def test_box(height: int, width: int, crop_fraction: float, view: int = 0, views: int = 1,
+             aspect: float = 1.0) -> Box:
+    """``crop_fraction`` x the largest box of ``aspect`` (width / height) that fits; views >
+    1 spread it along the long side (3 views: left / centre / right, or top / middle /
+    bottom). View 0 of 1 is the centre."""
+    full_h = min(height, width / aspect)
+    h = max(int(round(full_h * crop_fraction)), 1)
+    w = min(max(int(round(full_h * aspect * crop_fraction)), 1), width)
     if views == 1:
-        return (width - side) // 2, (height - side) // 2, side, side
+        return (width - w) // 2, (height - h) // 2, w, h
     pos = view / (views - 1)
-    if width >= height:
-        return int(round((width - side) * pos)), (height - side) // 2, side, side
-    return (width - side) // 2, int(round((height - side) * pos)), side, side
+    if width - w >= height - h:
+        return int(round((width - w) * pos)), (height - h) // 2, w, h
+    return (width - w) // 2, int(round((height - h) * pos)), w, h
 
 
-def crop_resize(img: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Cut ``box`` from an (H, W[, C]) image and resize it to ``size`` x ``size`` pixels."""
+def crop_resize(img: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
+    """Cut ``box`` from an (H, W[, C]) image and resize it to ``size`` = (height, width) pixels."""
     x, y, w, h = box
     patch = img[y:y + h, x:x + w]
-    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interp)
+    interp = cv2.INTER_AREA if h > size[0] else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size[1], size[0]), interpolation=interp)
 
 
 def clip_input(frames: Sequence[bytes] | tuple[Sequence[bytes], Sequence[bytes]], indices: np.ndarray, *,
@@ -104,10 +112,10 @@ def clip_input(frames: Sequence[bytes] | tuple[Sequence[bytes], Sequence[bytes]]
             fx, fy = (crop_resize(c, box, size) for c in img)
             if flip:
                 fx, fy = 255 - fx[:, ::-1], fy[:, ::-1]
-            cropped[i] = np.stack([fx, fy])  # (2, S, S)
+            cropped[i] = np.stack([fx, fy])  # (2, H, W)
         else:
             c = crop_resize(img, box, size)
-            cropped[i] = (c[:, ::-1] if flip else c).transpose(2, 0, 1)  # (3, S, S)
+            cropped[i] = (c[:, ::-1] if flip else c).transpose(2, 0, 1)  # (3, H, W)
     t, length = indices.shape
-    out = np.stack([cropped[int(i)] for i in indices.ravel()])  # (T * L, C, S, S)
-    return np.ascontiguousarray(out.reshape(t, length * out.shape[1], size, size))
+    out = np.stack([cropped[int(i)] for i in indices.ravel()])  # (T * L, C, H, W)
+    return np.ascontiguousarray(out.reshape(t, length * out.shape[1], *size))

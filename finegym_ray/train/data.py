@@ -90,8 +90,8 @@ def read_clips(data: str, modality: str, *, shuffle: bool = False):
 class SampleClips:
     """``map_batches`` callable: labelled clips -> model samples.
 
-    Needs the columns of ``clip_columns``. Adds ``x`` (uint8; training: (T, C, S, S),
-    testing: (V, T, C, S, S) with V = test_views x test_crops), ``label`` (int64),
+    Needs the columns of ``clip_columns``. Adds ``x`` (uint8; training: (T, C, H, W),
+    testing: (V, T, C, H, W) with V = test_views x test_crops), ``label`` (int64),
     ``flow_bound`` (float32 pixels, 0 for RGB) and keeps ``key``. Rows not in
     ``labels`` are dropped; ``repeats`` emits a row several times (resampling).
     """
@@ -131,7 +131,7 @@ class SampleClips:
                 keys.append(key)
                 bounds.append(float(batch["flow_bound"][i]) if self.flow else 0.0)
         c = self.config
-        shape = (0, c.segments, c.in_channels, c.crop, c.crop)
+        shape = (0, c.segments, c.in_channels, *c.input_size)
         if not self.train:
             shape = (0, c.test_views * c.test_crops, *shape[1:])
         return {"key": np.array(keys, dtype=object),
@@ -145,21 +145,22 @@ class SampleClips:
 
     def _sample(self, frames, items: int, short: int) -> np.ndarray:
         c = self.config
+        aspect = c.input_size[1] / c.input_size[0]
         # Decode as small as the crop allows: the stored short side over the test scale.
         reduction = decode_reduction(short, int(np.ceil(short * c.crop / c.test_short)) if self.train
                                      else c.test_short)
         if self.train:
             idx = self._layout(self.sampler.train(items, self.rng))
             flip = c.flip and bool(self.rng.integers(2))
-            return clip_input(frames, idx, flow=self.flow, size=c.crop, flip=flip, reduction=reduction,
-                              box_fn=lambda h, w: random_box(h, w, self.rng))
+            return clip_input(frames, idx, flow=self.flow, size=c.input_size, flip=flip, reduction=reduction,
+                              box_fn=lambda h, w: random_box(h, w, self.rng, aspect=aspect))
         views = []
         for v in range(c.test_views):
             idx = self._layout(self.sampler.test(items, v, c.test_views))
             for k in range(c.test_crops):
-                views.append(clip_input(frames, idx, flow=self.flow, size=c.crop, flip=False, reduction=reduction,
-                                        box_fn=lambda h, w, k=k: test_box(h, w, c.crop / c.test_short, k,
-                                                                          c.test_crops)))
+                views.append(clip_input(frames, idx, flow=self.flow, size=c.input_size, flip=False,
+                                        reduction=reduction, box_fn=lambda h, w, k=k: test_box(
+                                            h, w, c.crop / c.test_short, k, c.test_crops, aspect=aspect)))
         return np.stack(views)
 
 

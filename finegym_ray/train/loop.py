@@ -64,9 +64,9 @@ def load_pretrained(model: nn.Module, config: TrainConfig) -> None:
 
 
 def model_input(x: torch.Tensor, flow_bound: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """uint8 samples (..., T, C, S, S) -> float network input: RGB scaled with ImageNet's
+    """uint8 samples (..., T, C, H, W) -> float network input: RGB scaled with ImageNet's
     mean/std; flow dequantized with each clip's bound, in pixels / FLOW_SCALE_PX. Clip
-    models get (B, C, T, S, S)."""
+    models get (B, C, T, H, W)."""
     x = x.float()
     if config.modality == "rgb":
         c = x.shape[-3]
@@ -77,7 +77,7 @@ def model_input(x: torch.Tensor, flow_bound: torch.Tensor, config: TrainConfig) 
         b = flow_bound.to(x.device).view(-1, *([1] * (x.dim() - 1)))
         x = (x * (2.0 * b / 255.0) - b) / FLOW_SCALE_PX
     if config.clip_model:
-        x = x.transpose(-4, -3)  # (B, T, C, S, S) -> (B, C, T, S, S)
+        x = x.transpose(-4, -3)  # (B, T, C, H, W) -> (B, C, T, H, W)
     return x
 
 
@@ -107,7 +107,7 @@ def train_loop_per_worker(args: dict) -> None:
     num_classes = len(class_names)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config.cpus_per_worker)
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
 
@@ -115,8 +115,11 @@ def train_loop_per_worker(args: dict) -> None:
     model = build_model(config if checkpoint is None else _without_pretrained(config), num_classes)
     if on_gpu and config.channels_last and not config.clip_model:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
     start_epoch, history = 0, []
     if checkpoint is not None:

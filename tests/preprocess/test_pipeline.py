@@ -20,13 +20,12 @@ import pytest
 from finegym_ray import storage
 from finegym_ray.cli import preprocess_exit_code
 from finegym_ray.dataset.manifest import build_manifest_from
-from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.video import WindowDecoder
 from tests.preprocess.checks import pids_with, row_digests, shards
 
-# Many small units (about 4 s of clips each), so that kills land between units.
-CONFIG = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
+from tests.conftest import TINY_PREPROCESS as CONFIG  # noqa: E402
+
 OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
 
 
@@ -35,11 +34,9 @@ def quiet(_message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def reference(ray_cluster, tiny_gym, tmp_path_factory) -> tuple[str, dict]:
+def reference(tiny_store) -> tuple[str, dict]:
     """An uninterrupted run: (output folder, its summary)."""
-    out = str(tmp_path_factory.mktemp("reference"))
-    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
-    return out, summary
+    return tiny_store
 
 
 def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, tiny_gym):

@@ -1,0 +1,47 @@
+"""The ready configs under configs/: each loads, validates and builds its model."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from finegym_ray.config import load_config
+from finegym_ray.train.config import DEMO, TrainConfig
+from finegym_ray.train.loop import build_model
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def test_every_table3_row_has_a_config():
+    names = {p.stem for p in CONFIGS}
+    for model in ("tsn", "trn", "trn_multiscale", "tsm", "i3d", "nl_i3d"):
+        for modality in ("rgb", "flow"):
+            assert f"{model}_{modality}_gym99" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_and_its_model_takes_its_input(path):
+    config = load_config(TrainConfig, path)
+    model = build_model(config, num_classes=99)
+    h, w = 32, 48  # the layout matters here, not the size
+    if config.clip_model:
+        x = torch.zeros(1, config.in_channels, 8, h, w)
+    else:
+        x = torch.zeros(1, config.segments, config.in_channels, h, w)
+    with torch.no_grad():
+        assert model.eval()(x).shape == (1, 99)
+
+
+def test_the_demo_config_file_is_the_demo_preset():
+    path = Path(__file__).parents[2] / "configs" / "tsm_rgb_demo.yaml"
+    assert replace(load_config(TrainConfig, path), data=DEMO.data, runs=DEMO.runs) == DEMO
+
+
+def test_bad_settings_name_the_field():
+    with pytest.raises(ValueError, match="model must be one of"):
+        TrainConfig(model="resnet")
+    with pytest.raises(ValueError, match="task must be one of"):
+        TrainConfig(task="gym100")
+    with pytest.raises(ValueError, match="frames_per_segment must be 1"):
+        TrainConfig(model="i3d", frames_per_segment=5)

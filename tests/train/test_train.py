@@ -1,0 +1,162 @@
+"""Training and evaluation on a real Ray cluster: 2 DDP workers, resume after a killed
+driver, recovery after a killed worker, shards and runs on S3, two-stream fusion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from finegym_ray import storage
+from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.train.config import TrainConfig
+from finegym_ray.train.data import load_split_labels
+from finegym_ray.train.evaluate import evaluate
+from finegym_ray.train.run import latest_checkpoint, run_training
+from tests.conftest import TINY_PREPROCESS
+from tests.preprocess.checks import pids_with
+
+# A tiny TSM on the event task; two workers of half a CPU leave one CPU to Ray Data.
+TINY = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
+        "batch_size=4", "workers=2", "cpus_per_worker=0.5", "test_views=1", "test_crops=1", "lr=0.05"]
+
+
+def tiny_config(data: str, runs: str, **kw) -> TrainConfig:
+    from finegym_ray.config import apply_overrides
+    return replace(apply_overrides(TrainConfig(data=data, runs=runs), TINY), **kw)
+
+
+def quiet(_m: str) -> None:
+    pass
+
+
+def _epochs(run: str) -> list[int]:
+    last = latest_checkpoint(run)
+    return [m["epoch"] for m in json.loads(storage.read_text(storage.join(last, "meta.json")))["history"]]
+
+
+def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_path):
+    data, _ = tiny_store
+    config = tiny_config(data, str(tmp_path / "runs"), epochs=2)
+    result = run_training(config, say=quiet)
+    run = Path(result["run"])
+    assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0000", "epoch_0001"]
+    history = result["history"]
+    train_clips = len(load_split_labels(data, "event", "train").labels)
+    val_clips = len(load_split_labels(data, "event", "val").labels)
+    # Each epoch saw every train clip once across the 2 shards (equal split may drop < 2).
+    assert [m["epoch"] for m in history] == [0, 1]
+    assert all(train_clips - 2 < m["train_samples"] <= train_clips for m in history)
+    assert all(m["val_samples"] == val_clips for m in history)  # validation drops nothing
+    assert all(np.isfinite(m["train_loss"]) and 0 <= m["val_top1"] <= 1 for m in history)
+    saved = (run / "epoch_0001" / "config.yaml").read_text()
+    assert "workers: 2" in saved and "model: tsm" in saved
+
+    results = evaluate(str(run), say=quiet)
+    m = results["run"]
+    assert m["clips"] == val_clips and m["epoch"] == 1 and 0 <= m["top1"] <= 1
+    present = [c for c in m["per_class"] if c["accuracy"] is not None]
+    assert abs(np.mean([c["accuracy"] for c in present]) - m["mean_class"]) < 1e-9
+    scores = pq.read_table(run / "eval" / "scores.parquet")
+    s = np.stack(scores.column("scores").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(s.sum(1), 1, rtol=1e-5)  # averaged softmax
+    for png in ("confusion.png", "per_class.png"):
+        assert cv2.imread(str(run / "eval" / png)) is not None
+
+
+def test_fusion_averages_two_runs(tiny_store, tmp_path):
+    data, _ = tiny_store
+    runs = str(tmp_path / "runs")
+    rgb = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0), say=quiet)
+    flow = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0,
+                                    modality="flow", frames_per_segment=2), say=quiet)
+    results = evaluate(rgb["run"], fuse=flow["run"], say=quiet)
+    assert set(results) == {"run", "other", "fused"} and results["other"]["modality"] == "flow"
+    fused_dir = Path(rgb["run"]) / "eval" / f"fused_{Path(flow['run']).name}"
+    a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
+               for p in (Path(rgb["run"]) / "eval", Path(flow["run"]) / "eval", fused_dir))
+    np.testing.assert_allclose(f, (a + b) / 2, rtol=1e-6)
+    assert json.loads((fused_dir / "metrics.json").read_text())["modality"] == "two-stream"
+
+
+def _train_cli(cluster, data: str, runs: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "finegym_ray.cli", "train", "--address", cluster.address, "--data", data,
+            "--runs", runs, *[a for o in TINY for a in ("--set", o)], *extra]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        assert proc.poll() is None, f"training ended early: {proc.communicate()[0][-3000:]}"
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not appear in time")
+
+
+def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
+    data, _ = tiny_store
+    runs = tmp_path / "runs"
+    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=4", "--name", "resume")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(runs / "resume" / "epoch_0000" / "meta.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((runs / "resume").glob("epoch_*/meta.json")))
+    assert done < 4, "the kill came too late to test anything"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "resuming" in rerun.stdout
+    assert _epochs(str(runs / "resume")) == [0, 1, 2, 3]  # each epoch once, in order
+
+
+def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_store, tmp_path):
+    data, _ = tiny_store
+    runs = tmp_path / "runs"
+    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--set", "max_failures=2",
+                     "--name", "killed")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(runs / "killed" / "epoch_0000" / "meta.json", proc)
+    workers = pids_with("RayTrainWorker")
+    assert workers, "found no training worker to kill"
+    os.kill(workers[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert _epochs(str(runs / "killed")) == [0, 1, 2]
+
+
+def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gym, s3_prefix):
+    data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
+    run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
+    result = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0), say=quiet)
+    assert result["run"] == storage.join(runs, "tsm_rgb_event")
+    assert result["checkpoint"] == storage.join(result["run"], "epoch_0000")
+    assert storage.exists(storage.join(result["checkpoint"], "state.pt"))
+    assert result["history"][0]["train_samples"] == len(load_split_labels(data, "event", "train").labels)
+    results = evaluate(result["run"], say=quiet)
+    assert storage.exists(storage.join(result["run"], "eval", "metrics.json"))
+    assert results["run"]["clips"] == len(load_split_labels(data, "event", "val").labels)
+
+
+def test_changed_settings_are_refused_on_resume(tiny_store, tmp_path):
+    data, _ = tiny_store
+    config = tiny_config(data, str(tmp_path / "runs"), epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
+    run_training(config, say=quiet)
+    with pytest.raises(ValueError, match="depth"):
+        run_training(replace(config, depth=18), say=quiet)
+
+
+def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
+    data, _ = tiny_store
+    with pytest.raises(ValueError, match="splits in the manifest: train, val"):
+        run_training(tiny_config(data, str(tmp_path), train_split="test"), say=quiet)
