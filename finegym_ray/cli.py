@@ -147,6 +147,7 @@ def _smoke_store() -> str:
 
 # Training settings of --smoke-test: one epoch of a tiny TSM on the event task.
 SMOKE_TRAIN = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
+               "input_width=0",
                "epochs=1", "batch_size=4", "test_views=1", "test_crops=1"]
 
 
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true",
                    help="a tiny version: 2 small videos, 64-pixel clips, one epoch of a tiny model")
     p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one training setting of the demo (configs/tsm_rgb_demo.yaml), e.g. epochs=3")
+                   help="override one training setting of the demo (configs/tsm_flow_demo.yaml), e.g. epochs=3")
     p.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
     p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
@@ -292,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                "base_width, pretrained=URI, segments, frames_per_segment, crop, test_short, class_balance="
                "none|loss|resample, epochs, batch_size (per worker), lr, warmup_epochs, workers, "
                "cpus_per_worker, use_gpu, bf16, max_failures, val_every, runs, name. "
-               "Example: finegym-ray train --config configs/tsm_rgb_demo.yaml --data finegym_demo/store")
+               "Example: finegym-ray train --config configs/tsm_flow_demo.yaml --data finegym_demo/store")
     p.add_argument("--config", metavar="YAML", help="train config file (configs/*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set epochs=5 (repeatable)")

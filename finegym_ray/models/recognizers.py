@@ -80,7 +80,11 @@ class RelationNet(nn.Module):
 
 
 def _backbone(depth: int, base_width: int, blocks: tuple[int, ...] | None, in_channels: int, **kw) -> ResNet:
-    return ResNet(depth=depth, in_channels=in_channels, base_width=base_width, blocks=blocks, **kw)
+    backbone = ResNet(depth=depth, in_channels=in_channels, base_width=base_width, blocks=blocks, **kw)
+    # The recognizers have heads of their own; an unused ImageNet fc would stall DDP,
+    # which waits for a gradient of every parameter.
+    del backbone.fc
+    return backbone
 
 
 def tsn(*, num_classes: int, num_segments: int = 3, in_channels: int = 3, depth: int = 50, base_width: int = 64,

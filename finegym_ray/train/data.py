@@ -83,8 +83,8 @@ def read_clips(data: str, modality: str, *, shuffle: bool = False):
     import ray.data
 
     fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
-    return ray.data.read_parquet(path, filesystem=fs, columns=clip_columns(modality), file_extensions=["parquet"],
-                                 shuffle="files" if shuffle else None)
+    ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=["parquet"], shuffle="files" if shuffle else None)
+    return ds.select_columns(clip_columns(modality))  # pushed down into the read
 
 
 class SampleClips:

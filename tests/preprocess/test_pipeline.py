@@ -22,9 +22,8 @@ from finegym_ray.cli import preprocess_exit_code
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.video import WindowDecoder
+from tests.conftest import TINY_PREPROCESS as CONFIG
 from tests.preprocess.checks import pids_with, row_digests, shards
-
-from tests.conftest import TINY_PREPROCESS as CONFIG  # noqa: E402
 
 OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
 

@@ -34,7 +34,7 @@ def test_config_loads_and_its_model_takes_its_input(path):
 
 
 def test_the_demo_config_file_is_the_demo_preset():
-    path = Path(__file__).parents[2] / "configs" / "tsm_rgb_demo.yaml"
+    path = Path(__file__).parents[2] / "configs" / "tsm_flow_demo.yaml"
     assert replace(load_config(TrainConfig, path), data=DEMO.data, runs=DEMO.runs) == DEMO
 
 
