@@ -151,5 +151,5 @@ class TrainConfig:
 # The demo's training run (configs/tsm_flow_demo.yaml holds the same values, and says why).
 DEMO = TrainConfig(task="set", modality="flow", model="tsm", depth=10, base_width=16, segments=4,
                    frames_per_segment=3, crop=96, input_width=160, test_short=96, dropout=0.3, optimizer="adamw",
-                   epochs=8, batch_size=8, lr=0.002, weight_decay=0.01, warmup_epochs=1, val_every=2, test_views=2,
+                   epochs=10, batch_size=8, lr=0.002, weight_decay=0.01, warmup_epochs=1, val_every=2, test_views=2,
                    test_crops=1)

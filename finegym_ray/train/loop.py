@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 
@@ -211,8 +212,10 @@ def _report(metrics: dict, history: list, model: nn.Module, optimizer, scheduler
     with tempfile.TemporaryDirectory() as d:
         checkpoint = None
         if rank == 0:
-            print(f"[train] epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))), flush=True)
+            # Not print(): Ray Train patches it to log *and* echo, which shows every line twice.
+            sys.stdout.write(f"[train] epoch {epoch + 1}/{config.epochs}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))) + "\n")
+            sys.stdout.flush()
         if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": _rng_state()},

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
-JOBS = Path(__file__).resolve().parents[2] / "jobs"
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = ROOT / "jobs"
 # Resources the code asks Ray for: num_cpus on the preprocessing actors, GPUs in training.
 KNOWN_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
@@ -89,11 +90,14 @@ def test_kuberay_rayjobs_run_existing_entry_points(name):
     job = JOBS / Path(argv[1]).name
     assert job.exists(), f"{name} runs {argv[1]}, which jobs/ does not have"
     assert name == f"rayjob-{job.stem}.yaml"
+    if "--config" in argv:  # a config file the image holds (the Dockerfile copies configs/)
+        config = argv[argv.index("--config") + 1]
+        assert config.startswith("/app/configs/") and (ROOT / config[len("/app/"):]).exists(), config
     assert isinstance(yaml.safe_load(spec["runtimeEnvYAML"]), dict)
     _check_ray_cluster_spec(spec["rayClusterSpec"])
 
 
 def test_dockerfile_copies_what_the_jobs_need():
     text = (CLUSTER / "Dockerfile").read_text()
-    for needed in ("COPY finegym_ray", "COPY jobs", "pip install --no-cache-dir -e .", "WORKDIR /app"):
+    for needed in ("COPY finegym_ray", "COPY jobs", "COPY configs", "pip install --no-cache-dir -e .", "WORKDIR /app"):
         assert needed in text

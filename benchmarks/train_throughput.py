@@ -1,0 +1,114 @@
+"""Training samples per second: Ray Train (1 worker, Ray Data input) vs a bare PyTorch loop.
+
+    python benchmarks/train_throughput.py [--data STORE] [--epochs 4] [--set KEY=VALUE ...]
+
+Both train the same model with the same batch size on the same clips, with the same
+sampling and augmentation code (``SampleClips``) producing the samples; CPU budgets
+match: Ray Train gets one worker of one CPU with Ray Data on the others, the bare loop
+trains in this process (one torch thread) with one DataLoader process decoding. The
+first epoch of each is warm-up and not counted. Prints samples/s of each and the ratio
+(target >= 0.95). ``--data`` defaults to the demo's store (``finegym-ray demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import tempfile
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+from torch import nn
+
+from finegym_ray.config import apply_overrides
+from finegym_ray.train.config import DEMO, TrainConfig
+from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
+from finegym_ray.train.loop import build_model, lr_factor, model_input
+from finegym_ray.train.run import run_training
+
+
+class ShardSamples(torch.utils.data.IterableDataset):
+    """Every labelled clip of the shards, sampled by the same code Ray Data runs."""
+
+    def __init__(self, config: TrainConfig, labels: dict[str, int]):
+        self.config, self.labels = config, labels
+        self.files = sorted(glob.glob(os.path.join(config.data, "clips", "*.parquet")))
+
+    def __iter__(self):
+        sample = SampleClips(self.config, self.labels, train=True)
+        for i in np.random.permutation(len(self.files)):
+            table = pq.read_table(self.files[i], columns=clip_columns(self.config.modality))
+            batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+            out = sample(batch)
+            for j in range(len(out["label"])):
+                yield out["x"][j], out["label"][j], out["flow_bound"][j]
+
+
+def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> list[tuple[int, float]]:
+    """(samples, seconds) per epoch of a plain PyTorch loop."""
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    torch.manual_seed(config.seed)
+    model = build_model(config, num_classes)
+    optimizer = (torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                 if config.optimizer == "adamw" else
+                 torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
+    loader = torch.utils.data.DataLoader(ShardSamples(config, labels), batch_size=config.batch_size,
+                                         num_workers=1, persistent_workers=True, prefetch_factor=4)
+    loss_fn = nn.CrossEntropyLoss()
+    epochs = []
+    for _ in range(config.epochs):
+        t0, n = time.perf_counter(), 0
+        model.train()
+        for x, y, bound in loader:
+            loss = loss_fn(model(model_input(x, bound, config)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            n += len(y)
+        scheduler.step()
+        epochs.append((n, time.perf_counter() - t0))
+    return epochs
+
+
+def rate(epochs: list[tuple[int, float]]) -> float:
+    counted = epochs[1:] or epochs  # the first epoch warms up (process start, imports, caches)
+    return sum(n for n, _ in counted) / sum(s for _, s in counted)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="finegym_demo/store", help="preprocessed store (default: the demo's)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="training setting (default: the demo preset)")
+    args = p.parse_args()
+    config = apply_overrides(replace(DEMO, data=os.path.abspath(args.data), epochs=args.epochs, val_every=0,
+                                     workers=1, cpus_per_worker=1.0), args.overrides)
+    split = load_split_labels(config.data, config.task, config.train_split)
+    print(f"{config.model} {config.modality} depth {config.depth} width {config.base_width}, "
+          f"{config.segments} x {config.frames_per_segment} frames, {config.input_size} px, batch {config.batch_size}, "
+          f"{len(split.labels)} clips, {config.epochs} epochs (first not counted)", flush=True)
+
+    bare = bare_loop(config, split.labels, split.num_classes)
+    print("bare PyTorch:  " + ", ".join(f"{s:.1f} s" for _, s in bare) + f" -> {rate(bare):.1f} samples/s", flush=True)
+
+    ray.init(configure_logging=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as runs:
+        result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
+    ray.shutdown()
+    ours = [(m["train_samples"], m["epoch_s"]) for m in result["history"]]
+    print("Ray Train:     " + ", ".join(f"{s:.1f} s" for _, s in ours) + f" -> {rate(ours):.1f} samples/s")
+    print(f"ratio Ray Train / bare: {rate(ours) / rate(bare):.2f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
