@@ -1,8 +1,8 @@
 """Training input on Ray Data: clip shards + manifest labels -> sampled, augmented uint8 clips.
 
-``read_clips`` reads the shards written by preprocessing (only the columns the modality
-needs); ``SampleClips`` (a ``map_batches`` callable on CPU tasks) keeps the clips of one
-split that the task labels, samples frames, decodes and crops them. The train workers
+``sampled_clips`` makes one Ray Data task per shard written by preprocessing: it reads
+the columns the modality needs, and ``SampleClips`` keeps the clips of one split that
+the task labels, samples frames, decodes and crops them. The train workers
 then scale the uint8 samples (``model_input``), so what crosses the object store is a
 quarter of float32.
 """
@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pyarrow as pa
 
 from .. import storage
 from ..dataset.augment import clip_input, decode_reduction, random_box, test_box
@@ -77,14 +78,22 @@ def clip_columns(modality: str) -> list[str]:
     return ["key", "kind", "num_frames", "height", "width", *frames]
 
 
-def read_clips(data: str, modality: str, *, shuffle: bool = False):
-    """The clip shards under ``data``/clips as a Ray Dataset (local folder or s3://);
-    ``shuffle``: a new file order each epoch."""
-    import ray.data
+def shards_with(data: str, labels: dict[str, int]) -> list[str]:
+    """URIs of the clip shards under ``data``/clips holding at least one of ``labels``'
+    clips (only the key column is read). Raises FileNotFoundError when there is none."""
+    import pyarrow.dataset as pads
 
     fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
-    ds = ray.data.read_parquet(path, filesystem=fs, file_extensions=["parquet"], shuffle="files" if shuffle else None)
-    return ds.select_columns(clip_columns(modality))  # pushed down into the read
+    try:
+        keys = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "__filename"])
+    except (FileNotFoundError, OSError) as e:
+        raise FileNotFoundError(storage.join(data, "clips")) from e
+    found = sorted({f for k, f in zip(keys.column("key").to_pylist(), keys.column("__filename").to_pylist())
+                    if k in labels})
+    if not found:
+        raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a clip of this split")
+    prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
+    return [prefix + f for f in found]
 
 
 class SampleClips:
@@ -164,21 +173,34 @@ class SampleClips:
         return np.stack(views)
 
 
+class SampleShards(SampleClips):
+    """``map_batches`` callable over rows ``{"shard": URI}``: reads each shard's columns
+    and returns its samples (see SampleClips)."""
+
+    def __call__(self, batch: dict) -> dict:
+        tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in batch["shard"]]
+        table = pa.concat_tables(tables)
+        return super().__call__({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
+
+
 def sampled_clips(config: TrainConfig, split: SplitLabels, *, train: bool, one_view: bool = False):
     """The Ray Dataset of samples of one split. ``one_view``: test sampling with a single
     centre view (validation during training).
 
-    Sampling runs in the read tasks themselves (Ray Data fuses the two), so JPEG bytes
-    never cross the object store; training shuffles file order per epoch and, on the
-    workers, within a local buffer.
+    One Ray Data task per shard reads it (only the modality's columns) and samples its
+    labelled clips, so JPEG bytes never cross the object store and the first batch is
+    ready after one shard. Training draws a new shard order each epoch and shuffles
+    within a buffer on the workers. (``ray.data.read_parquet`` spent seconds per epoch
+    listing and sampling files before its first block, longer than a demo epoch.)
     """
+    import ray.data
+
     if one_view:
         config = replace(config, test_views=1, test_crops=1)
     repeats = resample_repeats(split) if train and config.class_balance == "resample" else None
-    from ray.data.expressions import col
-
-    # Filtering first keeps blocks without a labelled clip away from SampleClips (an
-    # empty tensor column would fall back to pickled objects).
-    labelled = (col("kind") == "subaction") & col("key").is_in(sorted(split.labels))
-    return read_clips(config.data, config.modality, shuffle=train).filter(expr=labelled).map_batches(
-        SampleClips(config, split.labels, train=train, repeats=repeats), batch_size=8, batch_format="numpy")
+    shards = shards_with(config.data, split.labels)
+    ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=len(shards))
+    if train:
+        ds = ds.randomize_block_order()
+    return ds.map_batches(SampleShards(config, split.labels, train=train, repeats=repeats), batch_size=1,
+                          batch_format="numpy")
