@@ -149,7 +149,10 @@ def train_loop_per_worker(args: dict) -> None:
         model.train()
         conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
         loss_sum = torch.zeros(2, dtype=torch.float64)  # summed loss, samples
+        # Several batches in flight: a shard's samples arrive together, and the step
+        # should not wait for the next shard's task.
         for batch in train_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=_Collate(),
+                                                    prefetch_batches=4,
                                                     local_shuffle_buffer_size=config.shuffle_buffer or None):
             x = model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], config)
             if on_gpu and config.channels_last and not config.clip_model:
