@@ -145,10 +145,10 @@ def _smoke_store() -> str:
     return store
 
 
-# Training settings of --smoke-test: one epoch of a tiny TSM on the event task.
+# Training settings of --smoke-test: one epoch of a tiny TSM on the event task. The
+# tiny SynGym may put no clip in val: the smoke test validates on the training clips.
 SMOKE_TRAIN = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
-               "input_width=0",
-               "epochs=1", "batch_size=4", "test_views=1", "test_crops=1"]
+               "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1", "val_split=train"]
 
 
 def _ray_init(address: str | None) -> None:
@@ -188,6 +188,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.evaluate import evaluate, format_results
 
     _ray_init(args.address)
+    if args.smoke_test:
+        import tempfile
+
+        from .config import load_config
+        from .train.config import TrainConfig
+        from .train.run import run_training
+
+        config = load_config(TrainConfig, overrides=[*SMOKE_TRAIN, f"data={_smoke_store()}",
+                                                    f"runs={tempfile.mkdtemp(prefix='finegym_runs_')}"])
+        args.run = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))["run"]
+    if not args.run:
+        raise ValueError("evaluate needs --run (or --smoke-test)")
     results = evaluate(args.run, fuse=args.fuse, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                        say=lambda m: print(f"[evaluate] {m}", flush=True))
     print(format_results(results))
@@ -312,10 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
                     "(top-1, mean class accuracy, per class), confusion.png, per_class.png. With --fuse RUN2 "
                     "also evaluates RUN2 and writes the late fusion of both under RUN/eval/fused_<RUN2>/.")
-    p.add_argument("--run", required=True, metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
+    p.add_argument("--run", metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
     p.add_argument("--fuse", metavar="URI", help="a second run to fuse with (e.g. the flow run of an RGB run)")
     p.add_argument("--workers", type=int, default=1, help="scoring actors (default 1; one GPU each if present)")
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per scoring actor")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="train one epoch of a tiny model on a tiny generated SynGym, then evaluate it")
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_evaluate)

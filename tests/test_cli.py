@@ -59,10 +59,18 @@ def test_malformed_json_and_missing_file(tmp_path):
 def test_help_explains_every_command():
     r = cli("--help")
     assert r.returncode == 0
-    for name in ("demo", "synth", "manifest"):
+    for name, option in (("demo", "--out"), ("synth", "--out"), ("manifest", "--out"), ("preprocess", "--out"),
+                         ("train", "--runs"), ("evaluate", "--fuse"), ("submit", "--wait")):
         assert name in r.stdout
         sub = cli(name, "--help")
-        assert sub.returncode == 0 and "--out" in sub.stdout
+        assert sub.returncode == 0 and option in sub.stdout
+
+
+def test_bad_training_settings_exit_2_naming_the_field(tmp_path):
+    r = cli("train", "--data", tmp_path, "--set", "model=resnet")
+    assert r.returncode == 2 and "model must be one of" in r.stderr and "Traceback" not in r.stderr
+    r = cli("evaluate", "--run", tmp_path / "nothing")
+    assert r.returncode == 2 and "no checkpoint" in r.stderr
 
 
 def test_bad_override_exits_2(tmp_path):

@@ -59,7 +59,7 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
             labels[row["key"]] = y
     if not labels:
         have = sorted({s for s in subactions.column("split").to_pylist() if s})
-        raise ValueError(f"{manifest}: no sub-action of split {split!r} has a {task} label "
+        raise ValueError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
                          f"(splits in the manifest: {', '.join(have) or 'none'})")
     return SplitLabels(labels, view.class_names)
 

@@ -11,7 +11,7 @@ JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.py"))
 
 
 def test_there_are_job_entry_points():
-    assert {p.stem for p in JOBS} >= {"demo", "preprocess"}
+    assert {p.stem for p in JOBS} >= {"demo", "preprocess", "train", "evaluate"}
 
 
 @pytest.mark.parametrize("path", JOBS, ids=lambda p: p.stem)
@@ -21,4 +21,11 @@ def test_job_module_imports_and_explains_itself(path):
     spec.loader.exec_module(module)  # the __main__ guard keeps it from running
     assert module.__doc__ and "ray job submit" in module.__doc__
     r = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "--out" in r.stdout, r.stderr
+    assert r.returncode == 0 and "--smoke-test" in r.stdout, r.stderr
+
+
+def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run():
+    job = Path(__file__).resolve().parents[2] / "jobs" / "evaluate.py"
+    r = subprocess.run([sys.executable, str(job), "--smoke-test"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "[train] epoch 1/1" in r.stdout and "mean class" in r.stdout and "tsm_rgb_event" in r.stdout

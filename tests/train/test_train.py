@@ -77,7 +77,8 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
 def test_fusion_averages_two_runs(tiny_store, tmp_path):
     data, _ = tiny_store
     runs = str(tmp_path / "runs")
-    rgb = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0), say=quiet)
+    rgb_config = tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
+    rgb = run_training(rgb_config, say=quiet)
     flow = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0,
                                     modality="flow", frames_per_segment=2), say=quiet)
     results = evaluate(rgb["run"], fuse=flow["run"], say=quiet)
@@ -87,6 +88,9 @@ def test_fusion_averages_two_runs(tiny_store, tmp_path):
                for p in (Path(rgb["run"]) / "eval", Path(flow["run"]) / "eval", fused_dir))
     np.testing.assert_allclose(f, (a + b) / 2, rtol=1e-6)
     assert json.loads((fused_dir / "metrics.json").read_text())["modality"] == "two-stream"
+    # Resuming a run with settings that change the model is refused, naming them.
+    with pytest.raises(ValueError, match="depth"):
+        run_training(replace(rgb_config, depth=18), say=quiet)
 
 
 def _train_cli(cluster, data: str, runs: str, *extra: str) -> list[str]:
@@ -107,17 +111,17 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> Non
 def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
-    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=4", "--name", "resume")
+    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--name", "resume")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(runs / "resume" / "epoch_0000" / "meta.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list((runs / "resume").glob("epoch_*/meta.json")))
-    assert done < 4, "the kill came too late to test anything"
+    assert done < 3, "the kill came too late to test anything"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "resuming" in rerun.stdout
-    assert _epochs(str(runs / "resume")) == [0, 1, 2, 3]  # each epoch once, in order
+    assert _epochs(str(runs / "resume")) == [0, 1, 2]  # each epoch once, in order
 
 
 def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_store, tmp_path):
@@ -146,14 +150,6 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     results = evaluate(result["run"], say=quiet)
     assert storage.exists(storage.join(result["run"], "eval", "metrics.json"))
     assert results["run"]["clips"] == len(load_split_labels(data, "event", "val").labels)
-
-
-def test_changed_settings_are_refused_on_resume(tiny_store, tmp_path):
-    data, _ = tiny_store
-    config = tiny_config(data, str(tmp_path / "runs"), epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
-    run_training(config, say=quiet)
-    with pytest.raises(ValueError, match="depth"):
-        run_training(replace(config, depth=18), say=quiet)
 
 
 def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
