@@ -10,7 +10,7 @@ quarter of float32.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,8 @@ class SplitLabels:
 
     labels: dict[str, int]
     class_names: tuple[str, ...]
+    # For element tasks, the coarser level of each class: level -> (set or event id per class).
+    levels: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -61,7 +63,12 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
         have = sorted({s for s in subactions.column("split").to_pylist() if s})
         raise ValueError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
                          f"(splits in the manifest: {', '.join(have) or 'none'})")
-    return SplitLabels(labels, view.class_names)
+    levels = {}
+    if view.by_glabel is not None:
+        by_glabel = {c.glabel: c for cats in subsets.values() for c in cats.classes}
+        order = sorted(view.by_glabel, key=view.by_glabel.get)
+        levels = {"set": tuple(by_glabel[g].set_id for g in order), "event": tuple(by_glabel[g].event for g in order)}
+    return SplitLabels(labels, view.class_names, levels)
 
 
 def resample_repeats(split: SplitLabels) -> dict[str, int]:

@@ -17,7 +17,7 @@ import pyarrow as pa
 from .. import storage
 from ..charts import confusion_png, per_class_png
 from ..metrics import confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1
-from .data import load_split_labels, sampled_clips
+from .data import SplitLabels, load_split_labels, sampled_clips
 from .run import latest_checkpoint
 
 
@@ -49,9 +49,9 @@ class ScoreClips:
         return {"key": batch["key"], "label": batch["label"], "scores": scores.cpu().numpy()}
 
 
-def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[pa.Table, list[str], dict]:
+def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[pa.Table, SplitLabels, dict]:
     """Score the validation split of ``run``'s latest checkpoint. Returns the table
-    (key, label, scores), the class names, and what was evaluated (checkpoint, views)."""
+    (key, label, scores), the split's labels, and what was evaluated (checkpoint, views)."""
     import ray.data
 
     from ..config import from_dict
@@ -78,25 +78,39 @@ def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[
     what = {"checkpoint": checkpoint, "epoch": meta["epoch"], "task": config.task, "modality": config.modality,
             "model": config.model, "split": config.val_split, "views": config.test_views,
             "crops": config.test_crops}
-    return table, list(split.class_names), what
+    return table, split, what
 
 
-def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> tuple[dict, np.ndarray]:
-    """metrics.json content and the confusion matrix."""
+def level_metrics(scores: np.ndarray, labels: np.ndarray, coarse: tuple[int, ...]) -> dict:
+    """Top-1 and mean class accuracy one level up (set or event): an element prediction
+    counts as right when its set (event) is the true element's. ``coarse``: id per class."""
+    ids = sorted(set(coarse))
+    index = np.array([ids.index(c) for c in coarse])
+    onehot = np.eye(len(ids))[index[scores.argmax(1)]]  # the predicted coarse class, as scores
+    cm = confusion_matrix(onehot, index[labels])
+    return {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
+
+
+def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
+               levels: dict[str, tuple[int, ...]] | None = None) -> tuple[dict, np.ndarray]:
+    """metrics.json content and the confusion matrix. ``levels``: coarser levels of an
+    element task (set, event), reported under ``levels``."""
     cm = confusion_matrix(scores, labels)
     per_class = confusion_per_class(cm)
     return {"clips": int(len(labels)), "top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm),
+            "levels": {name: level_metrics(scores, labels, coarse) for name, coarse in (levels or {}).items()},
             "classes_present": int(np.isfinite(per_class).sum()), "num_classes": len(class_names),
             "per_class": [{"class": i, "name": n, "clips": int(cm[i].sum()),
                            "accuracy": None if np.isnan(a) else float(a)}
                           for i, (n, a) in enumerate(zip(class_names, per_class))]}, cm
 
 
-def write_report(out: str, scores: pa.Table, class_names: list[str], what: dict) -> dict:
+def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> dict:
     """Metrics and charts of scored clips into ``out``; returns the metrics."""
     s = np.stack(scores.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32)
     y = scores.column("label").to_numpy()
-    metrics, cm = metrics_of(s, y, class_names)
+    class_names = list(split.class_names)
+    metrics, cm = metrics_of(s, y, class_names, split.levels)
     metrics = {**what, **metrics}
     title = f"{what.get('model', '')} {what.get('modality', '')} {what.get('task', '')}: " \
             f"top-1 {metrics['top1']:.1%}, mean class {metrics['mean_class']:.1%}"
@@ -128,9 +142,9 @@ def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_wo
     for name, uri in (("run", run), ("other", fuse)):
         if uri is None:
             continue
-        table, class_names, what = score_run(uri, workers=workers, cpus_per_worker=cpus_per_worker)
+        table, split, what = score_run(uri, workers=workers, cpus_per_worker=cpus_per_worker)
         out = storage.join(uri, "eval")
-        results[name] = write_report(out, table, class_names, what)
+        results[name] = write_report(out, table, split, what)
         tables[name] = table
         say(f"{uri}: top-1 {results[name]['top1']:.1%}, mean class {results[name]['mean_class']:.1%} "
             f"({table.num_rows} clips, {what['views']} views x {what['crops']} crops) -> {out}")
@@ -139,7 +153,7 @@ def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_wo
         out = storage.join(run, "eval", "fused_" + fuse.rstrip("/").rsplit("/", 1)[-1])
         what = {"fused": [run, fuse], "task": results["run"]["task"], "modality": "two-stream",
                 "model": results["run"]["model"]}
-        results["fused"] = write_report(out, fused, class_names, what)
+        results["fused"] = write_report(out, fused, split, what)
         say(f"fused: top-1 {results['fused']['top1']:.1%}, mean class {results['fused']['mean_class']:.1%} -> {out}")
     return results
 

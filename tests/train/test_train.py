@@ -156,3 +156,11 @@ def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
     data, _ = tiny_store
     with pytest.raises(ValueError, match="splits in the manifest: train, val"):
         run_training(tiny_config(data, str(tmp_path), train_split="test"), say=quiet)
+
+
+def test_element_tasks_know_each_class_set_and_event(tiny_store):
+    data, _ = tiny_store
+    gym99 = load_split_labels(data, "gym99", "train")
+    assert len(gym99.levels["set"]) == len(gym99.levels["event"]) == gym99.num_classes == 99
+    assert gym99.levels["set"][0] == 1 and gym99.levels["event"][0] == 1  # Gym99 starts with vault
+    assert load_split_labels(data, "event", "train").levels == {}
