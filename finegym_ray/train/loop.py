@@ -35,10 +35,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FLOW_SCALE_PX = 20.0
 
 
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The model the config names, initialised from ``config.pretrained`` when given."""
+def build_model(config: TrainConfig, num_classes: int, *, pretrained: bool = True) -> nn.Module:
+    """The model the config names, initialised from ``config.pretrained`` when given and
+    ``pretrained`` (weights about to be replaced by a checkpoint's need no download)."""
     model = MODELS[config.model](**config.model_kwargs(num_classes))
-    if config.pretrained:
+    if pretrained and config.pretrained:
         load_pretrained(model, config)
     return model
 
@@ -113,7 +114,7 @@ def train_loop_per_worker(args: dict) -> None:
     on_gpu = device.type == "cuda"
 
     checkpoint = ray.train.get_checkpoint()
-    model = build_model(config if checkpoint is None else _without_pretrained(config), num_classes)
+    model = build_model(config, num_classes, pretrained=checkpoint is None)
     if on_gpu and config.channels_last and not config.clip_model:
         model = model.to(memory_format=torch.channels_last)
     if config.optimizer == "adamw":
@@ -181,12 +182,6 @@ def train_loop_per_worker(args: dict) -> None:
         metrics["epoch_s"] = round(time.time() - t0, 2)
         history.append(metrics)
         _report(metrics, history, bare, optimizer, scheduler, epoch, config, class_names, rank)
-
-
-def _without_pretrained(config: TrainConfig) -> TrainConfig:
-    # Resuming: the checkpoint's weights replace the pretrained ones anyway; skip the download.
-    from dataclasses import replace
-    return replace(config, pretrained=None)
 
 
 @torch.no_grad()

@@ -133,8 +133,7 @@ def load_checkpoint_model(checkpoint: str):
         local = os.path.join(tmp, "state.pt")
         storage.download_file(storage.join(checkpoint, "state.pt"), local)
         state = torch.load(local, map_location="cpu", weights_only=False)
-    from dataclasses import replace
-    model = build_model(replace(config, pretrained=None), len(meta["class_names"]))
+    model = build_model(config, len(meta["class_names"]), pretrained=False)
     model.load_state_dict(state["model"])
     return model.eval(), config, meta["class_names"]
 
