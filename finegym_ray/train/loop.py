@@ -148,16 +148,17 @@ def train_loop_per_worker(args: dict) -> None:
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         model.train()
-        conf = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # summed loss, samples
+        # Kept on the device (no sync per step; NCCL reduces device tensors only).
+        conf = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, samples
         # Several batches in flight: a shard's samples arrive together, and the step
         # should not wait for the next shard's task.
         for batch in train_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=_Collate(),
                                                     prefetch_batches=4,
                                                     local_shuffle_buffer_size=config.shuffle_buffer or None):
+            # With channels-last weights, convolutions produce channels-last outputs whatever
+            # the input's layout, so the input needs no conversion.
             x = model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], config)
-            if on_gpu and config.channels_last and not config.clip_model:
-                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
             y = batch["label"].to(device)
             with autocast:
                 scores = model(x)
@@ -167,13 +168,15 @@ def train_loop_per_worker(args: dict) -> None:
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
-            conf += torch.from_numpy(confusion_matrix(scores.detach().float().cpu().numpy(), y.cpu().numpy()))
+            loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), dtype=torch.float64, device=device)])
+            conf += torch.bincount(y * num_classes + scores.detach().argmax(1),
+                                   minlength=num_classes * num_classes).double()
         scheduler.step()
         if world > 1:
             torch.distributed.all_reduce(conf)
             torch.distributed.all_reduce(loss_sum)
-        conf_np = conf.numpy().astype(np.int64)
+        conf_np = conf.cpu().numpy().astype(np.int64).reshape(num_classes, num_classes)
+        loss_sum = loss_sum.cpu()
         metrics = {"epoch": epoch, "lr": config.lr * lr_factor(epoch, config),
                    "train_loss": float(loss_sum[0] / max(loss_sum[1], 1)), "train_samples": int(loss_sum[1]),
                    "train_top1": confusion_top1(conf_np), "train_mean_class": confusion_mean_class(conf_np)}
