@@ -168,7 +168,8 @@ def train_loop_per_worker(args: dict) -> None:
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            loss_sum += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), dtype=torch.float64, device=device)])
+            n = torch.tensor(len(y), dtype=torch.float64, device=device)
+            loss_sum += torch.stack([loss.detach().double() * n, n])
             conf += torch.bincount(y * num_classes + scores.detach().argmax(1),
                                    minlength=num_classes * num_classes).double()
         scheduler.step()
