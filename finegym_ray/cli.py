@@ -68,6 +68,9 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from . import storage
     from .config import apply_overrides, to_yaml
     from .demo import run_demo
     from .preprocess.config import PreprocessConfig
@@ -81,6 +84,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         preprocess = PreprocessConfig(short_side=64, unit_seconds=4.0)
         train = apply_overrides(DEMO, SMOKE_TRAIN + list(args.train_overrides))
     synth = _synth_config(args)
+    store = args.store or os.path.join(args.out, "store")
+    train = replace(train, data=store, runs=storage.join(store, "runs"))  # what run_demo trains on
     print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}"
           + ("" if args.no_train else f"[demo] train settings:\n{to_yaml(train)}"), flush=True)
     run_demo(out=args.out, synth=synth, store=args.store, ray_address=args.address, preprocess=preprocess,
