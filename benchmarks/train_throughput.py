@@ -28,7 +28,7 @@ from torch import nn
 from finegym_ray.config import apply_overrides
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
-from finegym_ray.train.loop import build_model, lr_factor, model_input
+from finegym_ray.train.loop import build_model, lr_factor, make_optimizer, model_input
 from finegym_ray.train.run import run_training
 
 
@@ -54,10 +54,7 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
     model = build_model(config, num_classes)
-    optimizer = (torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-                 if config.optimizer == "adamw" else
-                 torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                 weight_decay=config.weight_decay))
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
     loader = torch.utils.data.DataLoader(ShardSamples(config, labels), batch_size=config.batch_size,
                                          num_workers=1, persistent_workers=True, prefetch_factor=4)

@@ -83,6 +83,14 @@ def model_input(x: torch.Tensor, flow_bound: torch.Tensor, config: TrainConfig) 
     return x
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, as the config says."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
 def lr_factor(epoch: int, config: TrainConfig) -> float:
     """Learning-rate multiplier of ``epoch`` (0-based): linear warm-up, then cosine to 0."""
     if epoch < config.warmup_epochs:
@@ -117,11 +125,7 @@ def train_loop_per_worker(args: dict) -> None:
     model = build_model(config, num_classes, pretrained=checkpoint is None)
     if on_gpu and config.channels_last and not config.clip_model:
         model = model.to(memory_format=torch.channels_last)
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
     start_epoch, history = 0, []
     if checkpoint is not None:
