@@ -104,6 +104,7 @@ def main() -> None:
     ray.shutdown()
     ours = [(m["train_samples"], m["epoch_s"]) for m in result["history"]]
     print("Ray Train:     " + ", ".join(f"{s:.1f} s" for _, s in ours) + f" -> {rate(ours):.1f} samples/s")
+    print("  of which waiting for input: " + ", ".join(f"{m['data_wait_s']:.1f} s" for m in result["history"]))
     print(f"ratio Ray Train / bare: {rate(ours) / rate(bare):.2f} (target >= 0.95)")
 
 

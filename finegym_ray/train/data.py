@@ -1,10 +1,10 @@
 """Training input on Ray Data: clip shards + manifest labels -> sampled, augmented uint8 clips.
 
-``sampled_clips`` makes one Ray Data task per shard written by preprocessing: it reads
-the columns the modality needs, and ``SampleClips`` keeps the clips of one split that
-the task labels, samples frames, decodes and crops them. The train workers
-then scale the uint8 samples (``model_input``), so what crosses the object store is a
-quarter of float32.
+``train_stream`` (training) and ``sampled_clips`` (validation, testing) make one Ray
+Data task per shard written by preprocessing: it reads the columns the modality needs,
+and ``SampleClips`` keeps the clips of one split that the task labels, samples frames,
+decodes and crops them. The train workers then scale the uint8 samples
+(``model_input``), so what crosses the object store is a quarter of float32.
 """
 
 from __future__ import annotations
@@ -85,22 +85,25 @@ def clip_columns(modality: str) -> list[str]:
     return ["key", "kind", "num_frames", "height", "width", *frames]
 
 
-def shards_with(data: str, labels: dict[str, int]) -> list[str]:
-    """URIs of the clip shards under ``data``/clips holding at least one of ``labels``'
-    clips (only the key column is read). Raises FileNotFoundError when there is none."""
+def shard_keys(data: str, labels: dict[str, int]) -> dict[str, list[str]]:
+    """The clip shards under ``data``/clips holding sub-actions of ``labels``: URI -> those
+    keys, in URI order (only the key and kind columns are read). Raises FileNotFoundError
+    when there is none."""
     import pyarrow.dataset as pads
 
     fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
     try:
-        keys = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "__filename"])
+        index = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "kind", "__filename"])
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(storage.join(data, "clips")) from e
-    found = sorted({f for k, f in zip(keys.column("key").to_pylist(), keys.column("__filename").to_pylist())
-                    if k in labels})
+    prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
+    found: dict[str, list[str]] = {}
+    for key, kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename"))):
+        if kind == "subaction" and key in labels:
+            found.setdefault(prefix + f, []).append(key)
     if not found:
         raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a clip of this split")
-    prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
-    return [prefix + f for f in found]
+    return dict(sorted(found.items()))
 
 
 class SampleClips:
@@ -131,6 +134,10 @@ class SampleClips:
         # Fresh entropy per batch: the instance is pickled into every task, so a Generator
         # made in __init__ would repeat the same draws in each of them.
         self.rng = np.random.default_rng()
+        c = self.config
+        shape = (0, c.segments, c.in_channels, *c.input_size)
+        if not self.train:
+            shape = (0, c.test_views * c.test_crops, *shape[1:])
         xs, ys, keys, bounds = [], [], [], []
         for i, key in enumerate(batch["key"]):
             if batch["kind"][i] != "subaction" or key not in self.labels:
@@ -138,18 +145,15 @@ class SampleClips:
             n = int(batch["num_frames"][i])
             frames = (batch["flow_x"][i], batch["flow_y"][i]) if self.flow else batch["rgb"][i]
             items = n - 1 if self.flow else n
-            if items < 1:
-                continue
             short = min(int(batch["height"][i]), int(batch["width"][i]))
             for _ in range(self.repeats.get(key, 1)):
-                xs.append(self._sample(frames, items, short))
+                # A one-frame clip has no flow field: it enters as no motion (128 dequantizes
+                # to ~0 px), so that every labelled clip yields a sample and epochs keep
+                # the size the trainer counted.
+                xs.append(self._sample(frames, items, short) if items >= 1 else np.full(shape[1:], 128, np.uint8))
                 ys.append(self.labels[key])
                 keys.append(key)
                 bounds.append(float(batch["flow_bound"][i]) if self.flow else 0.0)
-        c = self.config
-        shape = (0, c.segments, c.in_channels, *c.input_size)
-        if not self.train:
-            shape = (0, c.test_views * c.test_crops, *shape[1:])
         return {"key": np.array(keys, dtype=object),
                 "x": np.stack(xs) if xs else np.zeros(shape, np.uint8),
                 "label": np.array(ys, dtype=np.int64),
@@ -185,29 +189,67 @@ class SampleShards(SampleClips):
     and returns its samples (see SampleClips)."""
 
     def __call__(self, batch: dict) -> dict:
-        tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in batch["shard"]]
+        return self._sample_shards(batch["shard"])
+
+    def _sample_shards(self, uris) -> dict:
+        tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in uris]
         table = pa.concat_tables(tables)
         return super().__call__({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
 
 
-def sampled_clips(config: TrainConfig, split: SplitLabels, *, train: bool, one_view: bool = False):
-    """The Ray Dataset of samples of one split. ``one_view``: test sampling with a single
-    centre view (validation during training).
+def shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which training reads the shards in ``epoch``: a permutation fixed by
+    the seed and the epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(num_shards)
 
-    One Ray Data task per shard reads it (only the modality's columns) and samples its
-    labelled clips, so JPEG bytes never cross the object store and the first batch is
-    ready after one shard. Training draws a new shard order each epoch and shuffles
-    within a buffer on the workers. (``ray.data.read_parquet`` spent seconds per epoch
-    listing and sampling files before its first block, longer than a demo epoch.)
+
+class SampleEpochShards(SampleShards):
+    """``map_batches`` callable over the rows ``{"id": i}`` of ``ray.data.range``: row i
+    is shard ``shard_order(...)[i % S]`` of epoch ``first_epoch + i // S``. Rows carry
+    numbers rather than URIs so that a plan of many epochs stays small."""
+
+    def __init__(self, config: TrainConfig, labels: dict[str, int], shards: list[str], first_epoch: int,
+                 repeats: dict[str, int] | None = None):
+        super().__init__(config, labels, train=True, repeats=repeats)
+        self.shards, self.first_epoch = shards, first_epoch
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(self.shards)
+        uris = [self.shards[shard_order(n, self.config.seed, self.first_epoch + int(i) // n)[int(i) % n]]
+                for i in batch["id"]]
+        return self._sample_shards(uris)
+
+
+def train_stream(config: TrainConfig, split: SplitLabels, first_epoch: int):
+    """The training input of epochs ``first_epoch`` .. ``config.epochs - 1`` as one Ray
+    Dataset, and the samples each epoch holds.
+
+    One stream for all epochs, rather than one execution per epoch: Ray Data then never
+    drains and restarts between epochs (a pause of about a second each time, with the
+    shuffle buffer refilling), and the train workers cut it into epochs by counting
+    samples (``EpochBatches``). One Ray Data task per shard reads the modality's columns
+    and samples its labelled clips, so JPEG bytes never cross the object store; each epoch
+    reads the shards in its own order (``shard_order``).
     """
+    import ray.data
+
+    keys = shard_keys(config.data, split.labels)
+    repeats = resample_repeats(split) if config.class_balance == "resample" else {}
+    per_epoch = sum(repeats.get(k, 1) for ks in keys.values() for k in ks)
+    rows = len(keys) * max(config.epochs - first_epoch, 0)
+    ds = ray.data.range(rows, override_num_blocks=max(rows, 1))
+    return ds.map_batches(SampleEpochShards(config, split.labels, list(keys), first_epoch, repeats=repeats),
+                          batch_size=1, batch_format="numpy"), per_epoch
+
+
+def sampled_clips(config: TrainConfig, split: SplitLabels, *, one_view: bool = False):
+    """The Ray Dataset of test samples of one split (every labelled clip once, in the
+    test views and crops). ``one_view``: a single centre view (validation during training).
+    One Ray Data task per shard, as in ``train_stream``."""
     import ray.data
 
     if one_view:
         config = replace(config, test_views=1, test_crops=1)
-    repeats = resample_repeats(split) if train and config.class_balance == "resample" else None
-    shards = shards_with(config.data, split.labels)
+    shards = list(shard_keys(config.data, split.labels))
     ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=len(shards))
-    if train:
-        ds = ds.randomize_block_order()
-    return ds.map_batches(SampleShards(config, split.labels, train=train, repeats=repeats), batch_size=1,
-                          batch_format="numpy")
+    return ds.map_batches(SampleShards(config, split.labels, train=False), batch_size=1, batch_format="numpy")

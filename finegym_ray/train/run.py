@@ -18,7 +18,7 @@ import numpy as np
 from .. import storage
 from ..config import to_yaml
 from .config import TrainConfig
-from .data import load_split_labels, sampled_clips
+from .data import load_split_labels, sampled_clips, train_stream
 
 CHECKPOINT_PREFIX = "epoch_"
 
@@ -55,20 +55,29 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     uri = run_uri(config)
     resumed = latest_checkpoint(uri)
+    first_epoch = 0
     if resumed:
-        say(f"resuming {uri} after {resumed.rsplit('/', 1)[-1]}")
         _check_same_config(uri, config)
+        first_epoch = int(resumed.rsplit("/", 1)[-1][len(CHECKPOINT_PREFIX):]) + 1
+        if first_epoch >= config.epochs:
+            say(f"{uri} has trained all {config.epochs} epochs")
+            return _result(uri, resumed)
+        say(f"resuming {uri} after {resumed.rsplit('/', 1)[-1]}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
 
-    datasets = {"train": sampled_clips(config, train, train=True)}
+    train_data, epoch_samples = train_stream(config, train, first_epoch)
+    if epoch_samples < config.workers:
+        raise ValueError(f"{config.data}: {epoch_samples} train clips cannot feed {config.workers} workers")
+    datasets = {"train": train_data}
     if val:
-        datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
+        datasets["val"] = sampled_clips(config, val, one_view=True)
     fs, path = storage.pyarrow_filesystem(config.runs)
     trainer = TorchTrainer(
         _train_fn,
         train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None},
+                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
+                           "epoch_samples": epoch_samples},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
@@ -85,8 +94,12 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     last = latest_checkpoint(uri)
     if last is None:
         raise RuntimeError(f"training {uri} finished without a checkpoint")
-    meta = json.loads(storage.read_text(storage.join(last, "meta.json")))
-    return {"run": uri, "checkpoint": last, "history": meta["history"], "class_names": meta["class_names"]}
+    return _result(uri, last)
+
+
+def _result(uri: str, checkpoint: str) -> dict:
+    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
+    return {"run": uri, "checkpoint": checkpoint, "history": meta["history"], "class_names": meta["class_names"]}
 
 
 def _train_fn(args: dict) -> None:
@@ -142,7 +155,8 @@ def format_history(history: list[dict]) -> str:
     """The metrics of each epoch as a table (accuracies in percent)."""
     cols = [("epoch", "epoch", "{:d}"), ("train_loss", "loss", "{:.3f}"), ("train_top1", "train top1", "{:.1%}"),
             ("train_mean_class", "train mean", "{:.1%}"), ("val_top1", "val top1", "{:.1%}"),
-            ("val_mean_class", "val mean", "{:.1%}"), ("epoch_s", "s", "{:.1f}")]
+            ("val_mean_class", "val mean", "{:.1%}"), ("epoch_s", "s", "{:.1f}"),
+            ("data_wait_s", "wait s", "{:.1f}")]
     lines = ["  ".join(f"{title:>10}" for _, title, _ in cols)]
     for m in history:
         lines.append("  ".join(f"{(fmt.format(m[k]) if m.get(k) is not None else '-'):>10}" for k, _, fmt in cols))

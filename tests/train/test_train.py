@@ -61,6 +61,9 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
     assert all(np.isfinite(m["train_loss"]) and 0 <= m["val_top1"] <= 1 for m in history)
     saved = (run / "epoch_0001" / "config.yaml").read_text()
     assert "workers: 2" in saved and "model: tsm" in saved
+    # The same command on a finished run trains nothing more and returns its result.
+    again = run_training(config, say=quiet)
+    assert again["checkpoint"] == result["checkpoint"] and again["history"] == history
 
     results = evaluate(str(run), say=quiet)
     m = results["run"]
