@@ -1,6 +1,6 @@
 """Training samples per second: Ray Train (1 worker, Ray Data input) vs a bare PyTorch loop.
 
-    python benchmarks/train_throughput.py [--data STORE] [--epochs 4] [--set KEY=VALUE ...]
+    python benchmarks/train_throughput.py [--data STORE] [--epochs 6] [--set KEY=VALUE ...]
 
 Both train the same model with the same batch size on the same clips, with the same
 sampling and augmentation code (``SampleClips``) producing the samples; CPU budgets
@@ -84,7 +84,7 @@ def rate(epochs: list[tuple[int, float]]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="finegym_demo/store", help="preprocessed store (default: the demo's)")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting (default: the demo preset)")
     args = p.parse_args()

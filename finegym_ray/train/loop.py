@@ -130,6 +130,25 @@ class EpochBatches:
             yield batch
 
 
+def train_step(model: nn.Module, batch: dict, y: torch.Tensor, optimizer: torch.optim.Optimizer, criterion,
+               config: TrainConfig, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on ``batch`` (uint8 ``x``, ``flow_bound``) with labels ``y``
+    on the model's device, inside ``autocast`` (bf16 on GPU). Returns (scores, loss)."""
+    device = y.device
+    # With channels-last weights, convolutions produce channels-last outputs whatever
+    # the input's layout, so the input needs no conversion.
+    x = model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], config)
+    with autocast:
+        scores = model(x)
+        loss = criterion(scores.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return scores, loss
+
+
 def train_loop_per_worker(args: dict) -> None:
     """Ray Train entry point. ``args``: ``config`` (TrainConfig as a dict), ``class_names``,
     ``class_weights`` (list or None), ``epoch_samples`` (train samples per epoch, all
@@ -192,18 +211,8 @@ def train_loop_per_worker(args: dict) -> None:
             data_wait += time.time() - t_wait
             if batch is None:
                 break
-            # With channels-last weights, convolutions produce channels-last outputs whatever
-            # the input's layout, so the input needs no conversion.
-            x = model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], config)
             y = batch["label"].to(device)
-            with autocast:
-                scores = model(x)
-                loss = criterion(scores.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scores, loss = train_step(model, batch, y, optimizer, criterion, config, autocast)
             n = torch.tensor(len(y), dtype=torch.float64, device=device)
             loss_sum += torch.stack([loss.detach().double() * n, n])
             conf += torch.bincount(y * num_classes + scores.detach().argmax(1),
