@@ -7,11 +7,7 @@ On the competition preset (two ~20 min 720p records, cached), one core:
    decode each sub-action window (``WindowDecoder``, resized at decode), DIS flow
    between consecutive frames, quantization and JPEG encoding of frames and flow.
 2. The pipeline (``run_preprocess`` on a one-CPU Ray, one actor) on the same clips;
-   efficiency = kernel seconds / pipeline wall seconds (target >= 85 %), twice:
-   a. everything on one core: the worker, the driver and Ray's control plane;
-   b. the worker on a one-CPU worker node of a core of its own (CPU 1), the head node,
-      its control plane and the driver on CPU 0 (cluster/local.sh --pin), as a cluster
-      runs; the kernels measured again on CPU 1.
+   efficiency = kernel seconds / pipeline wall seconds (target >= 85 %).
 3. Throughput per core and the projected time for all FineGym annotated windows on
    64 cores: 32,697 sub-actions (~13.6 h of clips) and, with events, ~43 h of women's
    routines more. Assumes linear scaling over units (benchmarks/scale_out.py checks
@@ -29,8 +25,7 @@ from collections import defaultdict
 import cv2
 
 from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
-from preprocess_vs_baseline import filtered_annotations, pick_events, run_pipeline_one_core
-from scale_out import run_on_nodes
+from preprocess_vs_baseline import pick_events, run_pipeline_one_core
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.video.decode import WindowDecoder
 from finegym_ray.video.encode import encode_jpeg, set_thread_limits
@@ -75,7 +70,6 @@ def main() -> None:
     ap.add_argument("--data", default=DEFAULT_DIR, help=f"competition preset folder (default {DEFAULT_DIR})")
     args = ap.parse_args()
     annotations, videos, manifest = competition_data(args.data)
-    cpus = os.sched_getaffinity(0)
     cpu = pin_to_one_core()
     set_thread_limits(1)
     config = PreprocessConfig(workers=1)
@@ -102,28 +96,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         wall, summary = run_pipeline_one_core(config, annotations, videos, events, work)
     assert summary["clips"]["written"] == len(subs), summary
-    print(f"\n2a. pipeline, everything on one core: {wall:.1f} s wall; efficiency {bare / wall:.1%} "
-          f"(target >= 85 %)")
+    print(f"\n2. pipeline: {wall:.1f} s wall on one core; efficiency {bare / wall:.1%} (target >= 85 %)")
     stages = summary["stage_seconds"]
     for name, v in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<19}{v:7.1f} s  {v / wall:5.1%}")
     print(f"  {'outside the units':<19}{wall - sum(stages.values()):7.1f} s  "
           f"{(wall - sum(stages.values())) / wall:5.1%}  (Ray start of the pool, planning, manifest)")
-
-    if {0, 1} <= cpus:
-        os.sched_setaffinity(0, {1})
-        k1 = kernel_seconds(subs, videos, config, config.decoder)
-        bare1 = k1["decode"] + k1["flow"] + k1["encode"]
-        os.sched_setaffinity(0, {0})
-        with tempfile.TemporaryDirectory() as work:
-            ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
-                                       os.path.join(work, "annotations.json"))
-            wall1, summary1 = run_on_nodes(1, ann, videos, config, pin=True)
-        assert summary1["clips"]["written"] == len(subs), summary1
-        print(f"2b. pipeline on a worker node of one core (CPU 1; head and driver on CPU 0): {wall1:.1f} s wall, "
-              f"kernels {bare1:.1f} s on CPU 1; efficiency {bare1 / wall1:.1%} (target >= 85 %)")
-    else:
-        print("2b. skipped: needs CPUs 0 and 1")
 
     rate = clip_s / wall
     top = max(("decode", "flow", "encode"), key=lambda n: stages.get(n, 0.0))

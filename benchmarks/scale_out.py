@@ -31,22 +31,17 @@ from finegym_ray.synth.generate import generate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_on_nodes(workers: int, annotations: str, videos: str, config: PreprocessConfig, *,
-                 pin: bool = False) -> tuple[float, dict]:
-    """(wall seconds, summary) of ``run_preprocess`` from a driver in this process on a
-    fresh local cluster of ``workers`` one-CPU worker nodes (``pin``: nodes on cores of
-    their own, see cluster/local.sh)."""
+def run_on_nodes(workers: int, data: str, config: PreprocessConfig) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FINEGYM_RAY_CLUSTER_DIR": f"{tmp}/cluster", "RAY_AUTH_MODE": "disabled"}
         local_sh = ["bash", str(ROOT / "cluster" / "local.sh")]
-        subprocess.run([*local_sh, "up", "--workers", str(workers), *(["--pin"] if pin else [])], env=env,
-                       check=True, capture_output=True)
+        subprocess.run([*local_sh, "up", "--workers", str(workers)], env=env, check=True, capture_output=True)
         try:
             ray.init(address=Path(tmp, "cluster", "address").read_text().strip(), configure_logging=False,
                      log_to_driver=False)
             ray.data.DataContext.get_current().enable_progress_bars = False
             t0 = time.perf_counter()
-            summary = run_preprocess(config, annotations, videos, f"{tmp}/out", say=lambda m: None)
+            summary = run_preprocess(config, f"{data}/annotations", f"{data}/videos", f"{tmp}/out", say=lambda m: None)
             wall = time.perf_counter() - t0
         finally:
             ray.shutdown()
@@ -68,7 +63,7 @@ def main() -> None:
     config = PreprocessConfig(unit_seconds=10.0)
     walls = {}
     for workers in (1, 2):
-        wall, summary = run_on_nodes(workers, f"{args.data}/annotations", f"{args.data}/videos", config)
+        wall, summary = run_on_nodes(workers, args.data, config)
         walls[workers] = wall
         print(f"{workers} worker node(s): {wall:6.1f} s, {summary['units']['done']} units on "
               f"{len(summary['units_per_node'])} node(s), {summary['frames']} frames, "

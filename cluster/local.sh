@@ -2,7 +2,7 @@
 # A real multi-node Ray cluster on this machine: one head node and N worker nodes, each
 # a separate `ray start` with its own CPUs, ports and a custom resource naming it.
 #
-#   cluster/local.sh up [--workers N] [--worker-cpus C] [--head-cpus C] [--port P] [--dashboard-port D] [--pin]
+#   cluster/local.sh up [--workers N] [--worker-cpus C] [--head-cpus C] [--port P] [--dashboard-port D]
 #   cluster/local.sh status
 #   cluster/local.sh down
 #
@@ -12,9 +12,7 @@
 # it does not call `ray stop`. Every command runs with the same RAY_AUTH_MODE
 # (default `disabled`, for a cluster reachable only on 127.0.0.1), so drivers and
 # `ray job submit` can join. The head has no CPUs by default: it runs drivers and the
-# control plane, work goes to the worker nodes, as on a real cluster. --pin (for
-# benchmarks) gives each node cores of its own, as separate machines would have: the
-# head CPU 0, worker node i the next `--worker-cpus` CPUs (wrapping around).
+# control plane, work goes to the worker nodes, as on a real cluster.
 set -euo pipefail
 
 DIR="${FINEGYM_RAY_CLUSTER_DIR:-/tmp/finegym_ray_cluster}"
@@ -27,17 +25,6 @@ PYTHON="$(dirname "$RAY")/python"
 export PATH="$(dirname "$RAY"):$PATH"
 
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-
-# `taskset -c LIST` for node i (0 = head) under --pin, else nothing.
-pin_cmd() {
-  [[ "$pin" == 1 ]] || return 0
-  local n i=$1 cpus=()
-  n=$(nproc)
-  if [[ $i == 0 ]]; then cpus=(0); else
-    for c in $(seq 1 "$worker_cpus"); do cpus+=($(( (1 + (i - 1) * worker_cpus + c - 1) % n ))); done
-  fi
-  echo "taskset -c $(IFS=,; echo "${cpus[*]}")"
-}
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -76,10 +63,8 @@ PY
 
 cmd_up() {
   local workers=2 worker_cpus=1 head_cpus=0 port="" dport=""
-  pin=0
   while [[ $# -gt 0 ]]; do
     case "$1" in
-      --pin) pin=1; shift ;;
       --workers) workers="$2"; shift 2 ;;
       --worker-cpus) worker_cpus="$2"; shift 2 ;;
       --head-cpus) head_cpus="$2"; shift 2 ;;
@@ -102,7 +87,7 @@ cmd_up() {
   port="${port:-$(free_port)}"; dport="${dport:-$(free_port)}"
   echo "starting head on 127.0.0.1:$port (dashboard http://127.0.0.1:$dport, $head_cpus CPUs)"
   # shellcheck disable=SC2046
-  $(pin_cmd 0) "$RAY" start --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$head_cpus" \
+  "$RAY" start --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$head_cpus" \
     --dashboard-host=127.0.0.1 --dashboard-port="$dport" --ray-client-server-port="$(free_port)" \
     --temp-dir="$DIR/tmp" --disable-usage-stats $(node_ports) > "$DIR/logs/head.log" 2>&1 \
     || { cat "$DIR/logs/head.log" >&2; exit 1; }
@@ -111,7 +96,7 @@ cmd_up() {
   for i in $(seq 1 "$workers"); do
     echo "starting worker node $i ($worker_cpus CPUs, resource worker_$i)"
     # shellcheck disable=SC2046
-    $(pin_cmd "$i") "$RAY" start --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 --num-cpus="$worker_cpus" \
+    "$RAY" start --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 --num-cpus="$worker_cpus" \
       --resources="{\"worker_$i\": 1}" --disable-usage-stats $(node_ports) > "$DIR/logs/worker_$i.log" 2>&1 \
       || { cat "$DIR/logs/worker_$i.log" >&2; exit 1; }
   done

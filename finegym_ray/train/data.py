@@ -1,10 +1,10 @@
 """Training input on Ray Data: clip shards + manifest labels -> sampled, augmented uint8 clips.
 
-``train_stream`` (training) and ``sampled_clips`` (validation, testing) make one Ray
-Data task per shard written by preprocessing: it reads the columns the modality needs,
-and ``SampleClips`` keeps the clips of one split that the task labels, samples frames,
-decodes and crops them. The train workers then scale the uint8 samples
-(``model_input``), so what crosses the object store is a quarter of float32.
+``sampled_clips`` makes one Ray Data task per shard written by preprocessing: it reads
+the columns the modality needs, and ``SampleClips`` keeps the clips of one split that
+the task labels, samples frames, decodes and crops them. The train workers then scale
+the uint8 samples (``model_input``), so what crosses the object store is a quarter of
+float32.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ class SampleClips:
             short = min(int(batch["height"][i]), int(batch["width"][i]))
             for _ in range(self.repeats.get(key, 1)):
                 # A one-frame clip has no flow field: it enters as no motion (128 dequantizes
-                # to ~0 px), so that every labelled clip yields a sample and epochs keep
-                # the size the trainer counted.
+                # to ~0 px), so that every labelled clip yields a sample (evaluation
+                # scores every one).
                 xs.append(self._sample(frames, items, short) if items >= 1 else np.full(shape[1:], 128, np.uint8))
                 ys.append(self.labels[key])
                 keys.append(key)
@@ -197,59 +197,24 @@ class SampleShards(SampleClips):
         return super().__call__({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
 
 
-def shard_order(num_shards: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which training reads the shards in ``epoch``: a permutation fixed by
-    the seed and the epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(num_shards)
+def sampled_clips(config: TrainConfig, split: SplitLabels, *, train: bool, one_view: bool = False):
+    """The Ray Dataset of samples of one split. ``one_view``: test sampling with a single
+    centre view (validation during training).
 
-
-class SampleEpochShards(SampleShards):
-    """``map_batches`` callable over the rows ``{"id": i}`` of ``ray.data.range``: row i
-    is shard ``shard_order(...)[i % S]`` of epoch ``first_epoch + i // S``. Rows carry
-    numbers rather than URIs so that a plan of many epochs stays small."""
-
-    def __init__(self, config: TrainConfig, labels: dict[str, int], shards: list[str], first_epoch: int,
-                 repeats: dict[str, int] | None = None):
-        super().__init__(config, labels, train=True, repeats=repeats)
-        self.shards, self.first_epoch = shards, first_epoch
-
-    def __call__(self, batch: dict) -> dict:
-        n = len(self.shards)
-        uris = [self.shards[shard_order(n, self.config.seed, self.first_epoch + int(i) // n)[int(i) % n]]
-                for i in batch["id"]]
-        return self._sample_shards(uris)
-
-
-def train_stream(config: TrainConfig, split: SplitLabels, first_epoch: int):
-    """The training input of epochs ``first_epoch`` .. ``config.epochs - 1`` as one Ray
-    Dataset, and the samples each epoch holds.
-
-    One stream for all epochs, rather than one execution per epoch: Ray Data then never
-    drains and restarts between epochs (a pause of about a second each time, with the
-    shuffle buffer refilling), and the train workers cut it into epochs by counting
-    samples (``EpochBatches``). One Ray Data task per shard reads the modality's columns
-    and samples its labelled clips, so JPEG bytes never cross the object store; each epoch
-    reads the shards in its own order (``shard_order``).
+    One Ray Data task per shard reads it (only the modality's columns) and samples its
+    labelled clips, so JPEG bytes never cross the object store and the first batch is
+    ready after one shard. Training draws a new shard order each epoch and shuffles
+    within a buffer on the workers. (``ray.data.read_parquet`` spent seconds per epoch
+    listing and sampling files before its first block, longer than a demo epoch.)
     """
-    import ray.data
-
-    keys = shard_keys(config.data, split.labels)
-    repeats = resample_repeats(split) if config.class_balance == "resample" else {}
-    per_epoch = sum(repeats.get(k, 1) for ks in keys.values() for k in ks)
-    rows = len(keys) * max(config.epochs - first_epoch, 0)
-    ds = ray.data.range(rows, override_num_blocks=max(rows, 1))
-    return ds.map_batches(SampleEpochShards(config, split.labels, list(keys), first_epoch, repeats=repeats),
-                          batch_size=1, batch_format="numpy"), per_epoch
-
-
-def sampled_clips(config: TrainConfig, split: SplitLabels, *, one_view: bool = False):
-    """The Ray Dataset of test samples of one split (every labelled clip once, in the
-    test views and crops). ``one_view``: a single centre view (validation during training).
-    One Ray Data task per shard, as in ``train_stream``."""
     import ray.data
 
     if one_view:
         config = replace(config, test_views=1, test_crops=1)
+    repeats = resample_repeats(split) if train and config.class_balance == "resample" else None
     shards = list(shard_keys(config.data, split.labels))
     ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=len(shards))
-    return ds.map_batches(SampleShards(config, split.labels, train=False), batch_size=1, batch_format="numpy")
+    if train:
+        ds = ds.randomize_block_order()
+    return ds.map_batches(SampleShards(config, split.labels, train=train, repeats=repeats), batch_size=1,
+                          batch_format="numpy")

@@ -64,7 +64,7 @@ def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[
     config = from_dict(TrainConfig, yaml.safe_load(storage.read_text(storage.join(checkpoint, "config.yaml"))))
     split = load_split_labels(config.data, config.task, config.val_split)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    scored = sampled_clips(config, split).map_batches(
+    scored = sampled_clips(config, split, train=False).map_batches(
         ScoreClips, fn_constructor_kwargs=dict(checkpoint=checkpoint, threads=cpus_per_worker),
         batch_size=config.batch_size, batch_format="numpy", num_cpus=cpus_per_worker, num_gpus=gpus,
         compute=ray.data.ActorPoolStrategy(size=workers))

@@ -106,30 +106,6 @@ class _Collate(NumpyBatchCollateFn):
         return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in ("x", "label", "flow_bound")}
 
 
-class EpochBatches:
-    """Cuts one stream of batches into epochs of ``rows`` samples: a batch that straddles
-    two epochs is split and its tail opens the next. The train shards of an equal split
-    hold the same number of samples, so every worker takes the same steps in each epoch,
-    as DDP needs."""
-
-    def __init__(self, batches, rows: int):
-        self._batches, self._rows, self._carry = batches, rows, None
-
-    def next_epoch(self):
-        """Generator of the next epoch's batches (fewer rows only where the stream ends)."""
-        left = self._rows
-        while left > 0:
-            batch, self._carry = self._carry or next(self._batches, None), None
-            if batch is None:
-                return
-            n = len(batch["label"])
-            if n > left:
-                self._carry = {k: v[left:] for k, v in batch.items()}
-                batch = {k: v[:left] for k, v in batch.items()}
-            left -= len(batch["label"])
-            yield batch
-
-
 def train_step(model: nn.Module, batch: dict, y: torch.Tensor, optimizer: torch.optim.Optimizer, criterion,
                config: TrainConfig, autocast) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on ``batch`` (uint8 ``x``, ``flow_bound``) with labels ``y``
@@ -151,8 +127,7 @@ def train_step(model: nn.Module, batch: dict, y: torch.Tensor, optimizer: torch.
 
 def train_loop_per_worker(args: dict) -> None:
     """Ray Train entry point. ``args``: ``config`` (TrainConfig as a dict), ``class_names``,
-    ``class_weights`` (list or None), ``epoch_samples`` (train samples per epoch, all
-    workers together)."""
+    ``class_weights`` (list or None)."""
     import ray.train
     import ray.train.torch
 
@@ -189,11 +164,7 @@ def train_loop_per_worker(args: dict) -> None:
     weights = args.get("class_weights")
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None,
                                     label_smoothing=config.label_smoothing)
-    # One iterator for the whole run (see data.train_stream). Several batches in flight:
-    # a shard's samples arrive together, and the step should not wait for the next shard's task.
-    batches = EpochBatches(iter(ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config.batch_size, collate_fn=_Collate(), prefetch_batches=4,
-        local_shuffle_buffer_size=config.shuffle_buffer or None)), args["epoch_samples"] // world)
+    train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val") if rank == 0 and config.val_every else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and config.bf16)
 
@@ -203,11 +174,15 @@ def train_loop_per_worker(args: dict) -> None:
         # Kept on the device (no sync per step; NCCL reduces device tensors only).
         conf = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, samples
+        # Several batches in flight: a shard's samples arrive together, and the step
+        # should not wait for the next shard's task.
+        batches = iter(train_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=_Collate(),
+                                                      prefetch_batches=4,
+                                                      local_shuffle_buffer_size=config.shuffle_buffer or None))
         data_wait = 0.0
-        epoch_batches = batches.next_epoch()
         while True:
             t_wait = time.time()
-            batch = next(epoch_batches, None)
+            batch = next(batches, None)
             data_wait += time.time() - t_wait
             if batch is None:
                 break

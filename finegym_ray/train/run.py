@@ -18,7 +18,7 @@ import numpy as np
 from .. import storage
 from ..config import to_yaml
 from .config import TrainConfig
-from .data import load_split_labels, sampled_clips, train_stream
+from .data import load_split_labels, sampled_clips
 
 CHECKPOINT_PREFIX = "epoch_"
 
@@ -55,29 +55,23 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     uri = run_uri(config)
     resumed = latest_checkpoint(uri)
-    first_epoch = 0
     if resumed:
         _check_same_config(uri, config)
-        first_epoch = int(resumed.rsplit("/", 1)[-1][len(CHECKPOINT_PREFIX):]) + 1
-        if first_epoch >= config.epochs:
+        if int(resumed.rsplit("/", 1)[-1][len(CHECKPOINT_PREFIX):]) + 1 >= config.epochs:
             say(f"{uri} has trained all {config.epochs} epochs")
             return _result(uri, resumed)
         say(f"resuming {uri} after {resumed.rsplit('/', 1)[-1]}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
 
-    train_data, epoch_samples = train_stream(config, train, first_epoch)
-    if epoch_samples < config.workers:
-        raise ValueError(f"{config.data}: {epoch_samples} train clips cannot feed {config.workers} workers")
-    datasets = {"train": train_data}
+    datasets = {"train": sampled_clips(config, train, train=True)}
     if val:
-        datasets["val"] = sampled_clips(config, val, one_view=True)
+        datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
     fs, path = storage.pyarrow_filesystem(config.runs)
     trainer = TorchTrainer(
         _train_fn,
         train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
-                           "epoch_samples": epoch_samples},
+                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,

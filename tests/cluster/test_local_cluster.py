@@ -1,6 +1,6 @@
 """A real multi-node Ray cluster on this machine (cluster/local.sh: a head without CPUs
 and two worker nodes of one CPU each): jobs submitted through the Jobs API run on both
-nodes, a job survives losing a worker node, and --pin gives nodes cores of their own."""
+nodes, and a job survives losing a worker node."""
 
 from __future__ import annotations
 
@@ -107,21 +107,3 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin puts the head and a worker node on 2 CPUs")
-def test_pin_gives_the_head_and_each_worker_node_cores_of_their_own():
-    state = Path(tempfile.mkdtemp(prefix="fgp-", dir="/tmp"))
-    try:
-        up = local_sh(state, "up", "--workers", "1", "--pin")
-        assert up.returncode == 0, up.stdout + up.stderr
-        ours = pids_with(str(state / "tmp"))
-        cmdlines = {p: Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in ours}
-        gcs = [p for p, c in cmdlines.items() if "gcs_server" in c]
-        worker_raylet = [p for p, c in cmdlines.items() if "raylet" in c and "worker_1" in c]
-        assert gcs and worker_raylet, cmdlines
-        assert os.sched_getaffinity(gcs[0]) == {0}
-        assert os.sched_getaffinity(worker_raylet[0]) == {1}
-    finally:
-        local_sh(state, "down")
-        shutil.rmtree(state, ignore_errors=True)

@@ -1,5 +1,4 @@
-"""Training input without Ray: class-imbalance options, sampling of shard rows, the
-shard order of each epoch, and cutting one stream of batches into epochs."""
+"""Training input without Ray: class-imbalance options and the sampling of shard rows."""
 
 from dataclasses import replace
 
@@ -53,34 +52,3 @@ def test_one_frame_flow_clip_enters_as_no_motion():
     config = TrainConfig(modality="flow", segments=2, frames_per_segment=2, crop=32, test_short=36)
     out = SampleClips(config, {"a": 0}, train=True)(batch)
     assert out["x"].shape == (1, 2, 4, 32, 32) and (out["x"] == 128).all()
-
-
-def test_epoch_batches_cut_one_stream_into_equal_epochs():
-    from finegym_ray.train.loop import EpochBatches
-
-    stream = iter([{"label": np.arange(i, min(i + 4, 23))} for i in range(0, 23, 4)])  # 23 rows, batches of 4
-    epochs = EpochBatches(stream, rows=7)
-    got = [[b["label"].tolist() for b in epochs.next_epoch()] for _ in range(4)]
-    assert got[0] == [[0, 1, 2, 3], [4, 5, 6]]  # the batch straddling epochs is split...
-    assert got[1] == [[7], [8, 9, 10, 11], [12, 13]]  # ...and its tail opens the next epoch
-    assert got[2] == [[14, 15], [16, 17, 18, 19], [20]]
-    assert got[3] == [[21, 22]]  # the stream ended: a short last epoch
-
-
-def test_each_epoch_of_the_stream_reads_every_shard_once_in_its_own_order():
-    from finegym_ray.train.config import TrainConfig
-    from finegym_ray.train.data import SampleEpochShards, shard_order
-
-    class Echo(SampleEpochShards):
-        def _sample_shards(self, uris):
-            return list(uris)
-
-    shards = [f"s{i}" for i in range(5)]
-    sample = Echo(TrainConfig(seed=3), {}, shards, first_epoch=2)
-    read = [sample({"id": np.array([i])})[0] for i in range(15)]  # epochs 2, 3, 4
-    for e in range(3):
-        assert sorted(read[5 * e:5 * e + 5]) == shards
-        assert read[5 * e:5 * e + 5] == [shards[j] for j in shard_order(5, 3, 2 + e)]
-    assert read[0:5] != read[5:10] or read[5:10] != read[10:15]
-    # The order depends on the seed and epoch only: a resumed run reads what it would have.
-    assert shard_order(5, 3, 4).tolist() == shard_order(5, 3, 4).tolist()
