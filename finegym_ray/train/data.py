@@ -2,9 +2,9 @@
 
 ``sampled_clips`` makes one Ray Data task per shard written by preprocessing: it reads
 the columns the modality needs, and ``SampleClips`` keeps the clips of one split that
-the task labels, samples frames, decodes and crops them. The train workers then scale
-the uint8 samples (``model_input``), so what crosses the object store is a quarter of
-float32.
+the task labels, samples frames, decodes and crops them. The train workers
+then scale the uint8 samples (``model_input``), so what crosses the object store is a
+quarter of float32.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ def clip_columns(modality: str) -> list[str]:
     return ["key", "kind", "num_frames", "height", "width", *frames]
 
 
-def shard_keys(data: str, labels: dict[str, int]) -> dict[str, list[str]]:
-    """The clip shards under ``data``/clips holding sub-actions of ``labels``: URI -> those
-    keys, in URI order (only the key and kind columns are read). Raises FileNotFoundError
-    when there is none."""
+def shards_with(data: str, labels: dict[str, int]) -> list[str]:
+    """URIs of the clip shards under ``data``/clips holding at least one sub-action of
+    ``labels`` (only the key and kind columns are read). Raises FileNotFoundError when
+    there is none."""
     import pyarrow.dataset as pads
 
     fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
@@ -96,14 +96,12 @@ def shard_keys(data: str, labels: dict[str, int]) -> dict[str, list[str]]:
         index = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "kind", "__filename"])
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(storage.join(data, "clips")) from e
-    prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
-    found: dict[str, list[str]] = {}
-    for key, kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename"))):
-        if kind == "subaction" and key in labels:
-            found.setdefault(prefix + f, []).append(key)
+    found = sorted({f for k, kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
+                    if kind == "subaction" and k in labels})
     if not found:
         raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a clip of this split")
-    return dict(sorted(found.items()))
+    prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
+    return [prefix + f for f in found]
 
 
 class SampleClips:
@@ -189,10 +187,7 @@ class SampleShards(SampleClips):
     and returns its samples (see SampleClips)."""
 
     def __call__(self, batch: dict) -> dict:
-        return self._sample_shards(batch["shard"])
-
-    def _sample_shards(self, uris) -> dict:
-        tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in uris]
+        tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in batch["shard"]]
         table = pa.concat_tables(tables)
         return super().__call__({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
 
@@ -212,7 +207,7 @@ def sampled_clips(config: TrainConfig, split: SplitLabels, *, train: bool, one_v
     if one_view:
         config = replace(config, test_views=1, test_crops=1)
     repeats = resample_repeats(split) if train and config.class_balance == "resample" else None
-    shards = list(shard_keys(config.data, split.labels))
+    shards = shards_with(config.data, split.labels)
     ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=len(shards))
     if train:
         ds = ds.randomize_block_order()
