@@ -29,4 +29,4 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     assert "reusing" in again.stdout and "[synth] 1/2" not in again.stdout
     assert pq.read_table(manifest / "subactions.parquet").num_rows == rows
     assert "0 done" in again.stdout and pq.read_table(tmp_path / "d" / "store" / "clips").num_rows == rows
-    assert "resuming" in again.stdout and not (run / "epoch_0001").exists()
+    assert "has trained all 1 epochs" in again.stdout and not (run / "epoch_0001").exists()
