@@ -57,9 +57,10 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     resumed = latest_checkpoint(uri)
     if resumed:
         _check_same_config(uri, config)
-        if int(resumed.rsplit("/", 1)[-1][len(CHECKPOINT_PREFIX):]) + 1 >= config.epochs:
+        done = _result(uri, resumed)
+        if done["history"][-1]["epoch"] + 1 >= config.epochs:
             say(f"{uri} has trained all {config.epochs} epochs")
-            return _result(uri, resumed)
+            return done
         say(f"resuming {uri} after {resumed.rsplit('/', 1)[-1]}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
