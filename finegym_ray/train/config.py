@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..dataset.labels import TASK_NAMES
-from ..models.recognizers import CLIP_MODELS, MODELS
 
+# The keys of models.MODELS and its clip models, spelled out because importing the
+# models imports torch, which Ray Data's sampling workers never use: it cost seconds in
+# every worker process they start. tests/train/test_configs.py checks that both agree.
+MODELS = ("tsn", "trn", "trn_multiscale", "tsm", "i3d", "nl_i3d")
+CLIP_MODELS = ("i3d", "nl_i3d")
 MODALITIES = ("rgb", "flow")
 CLASS_BALANCE = ("none", "loss", "resample")
 OPTIMIZERS = ("sgd", "adamw")

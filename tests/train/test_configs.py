@@ -3,10 +3,15 @@
 from dataclasses import replace
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from finegym_ray import models
 from finegym_ray.config import load_config
+from finegym_ray.train import config as train_config
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.loop import build_model
 
@@ -31,6 +36,18 @@ def test_config_loads_and_its_model_takes_its_input(path):
         x = torch.zeros(1, config.segments, config.in_channels, h, w)
     with torch.no_grad():
         assert model.eval()(x).shape == (1, 99)
+
+
+def test_config_names_the_models_there_are():
+    assert set(train_config.MODELS) == set(models.MODELS)
+    assert set(train_config.CLIP_MODELS) == set(models.CLIP_MODELS)
+
+
+def test_sampling_code_does_not_import_torch():
+    # Ray Data's sampling workers import this module: torch would add seconds to each.
+    code = "import sys, finegym_ray.train.data; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_the_demo_config_file_is_the_demo_preset():
