@@ -42,6 +42,7 @@ from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
 from finegym_ray import storage
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.ray_connect import init_ray
 from finegym_ray.video.decode import resized_size
 from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
 
@@ -69,7 +70,7 @@ def run_pipeline_one_core(config: PreprocessConfig, annotations: str, videos: st
     (the caller pins the process to one core first); the Ray start is not timed."""
     ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
                                os.path.join(work, "annotations.json"))
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    init_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         t0 = time.perf_counter()

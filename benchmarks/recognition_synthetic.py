@@ -20,6 +20,7 @@ import ray
 
 from finegym_ray import storage
 from finegym_ray.config import apply_overrides
+from finegym_ray.ray_connect import init_ray
 from finegym_ray.train.config import DEMO
 from finegym_ray.train.evaluate import evaluate, format_results
 from finegym_ray.train.run import run_training
@@ -36,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     data = os.path.abspath(args.data)
     base = apply_overrides(replace(DEMO, data=data, runs=storage.join(data, "benchmark_runs")), args.overrides)
-    ray.init(configure_logging=False, log_to_driver=False)
+    init_ray(log_to_driver=False)
     runs, results = {}, {}
     for model, modality, frames in ROWS:
         config = replace(base, model=model, modality=modality, frames_per_segment=frames)

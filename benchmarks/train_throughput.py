@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from finegym_ray.config import apply_overrides
+from finegym_ray.ray_connect import init_ray
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
 from finegym_ray.train.loop import build_model, lr_factor, make_optimizer, model_input
@@ -98,7 +99,7 @@ def main() -> None:
     bare = bare_loop(config, split.labels, split.num_classes)
     print("bare PyTorch:  " + ", ".join(f"{s:.1f} s" for _, s in bare) + f" -> {rate(bare):.1f} samples/s", flush=True)
 
-    ray.init(configure_logging=False, log_to_driver=False)
+    init_ray(log_to_driver=False)
     with tempfile.TemporaryDirectory() as runs:
         result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
     ray.shutdown()

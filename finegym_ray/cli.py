@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from .config import ConfigError
 from .dataset.errors import FormatError
+from .ray_connect import init_ray
 
 EXIT_BAD_INPUT = 2
 
@@ -121,9 +122,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     config = load_config(PreprocessConfig, args.config, overrides)
     print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
     if args.address:
-        import ray
-
-        ray.init(address=args.address, configure_logging=False)
+        init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              say=lambda m: print(f"[preprocess] {m}", flush=True))
     print(format_summary(summary))
@@ -156,12 +155,6 @@ SMOKE_TRAIN = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=
                "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1", "val_split=train"]
 
 
-def _ray_init(address: str | None) -> None:
-    import ray
-
-    ray.init(address=address, configure_logging=False)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config, to_yaml
     from .train.config import TrainConfig
@@ -173,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if flag:
             overrides.append(f"{key}={flag}")
     config = load_config(TrainConfig, args.config, overrides)
-    _ray_init(args.address)
+    init_ray(args.address)
     if args.smoke_test:
         import tempfile
         from dataclasses import replace
@@ -192,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.evaluate import evaluate, format_results
 
-    _ray_init(args.address)
+    init_ray(args.address)
     if args.smoke_test:
         import tempfile
 

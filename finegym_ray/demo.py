@@ -22,6 +22,7 @@ from .dataset.manifest import format_summary
 from .preprocess.config import PreprocessConfig
 from .preprocess.pipeline import format_summary as format_preprocess_summary
 from .preprocess.pipeline import run_preprocess
+from .ray_connect import init_ray
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 from .train.config import TrainConfig
@@ -79,7 +80,7 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
              "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
              "settings": storage.join(store, "demo.yaml")}
     # Worker output reaches the terminal: the training workers print one line per epoch.
-    ray.init(address=ray_address, configure_logging=False)
+    init_ray(ray_address)
     try:
         _say("ray", f"cluster resources: {ray.cluster_resources()}")
         if synth_is_current(data_dir, synth):

@@ -35,6 +35,7 @@ import ray
 from .. import storage
 from ..config import to_yaml
 from ..dataset.manifest import build_manifest_from, write_manifest
+from ..ray_connect import init_ray
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
 from .clips import cut_unit
@@ -195,7 +196,7 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
 def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dict[str, str], out: str,
                 say: Callable[[str], None]) -> list[dict[str, Any]]:
     if not ray.is_initialized():
-        ray.init(configure_logging=False)
+        init_ray()
     workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
     workers = min(workers, len(units))
     items = [{"unit_id": u.unit_id, "video_id": u.video_id, "video_uri": video_uris[u.video_id],
