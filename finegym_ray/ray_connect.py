@@ -13,10 +13,10 @@ IDLE_WORKER_MS = 60_000
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
-    """``ray.init(address, configure_logging=False, **kwargs)``. A Ray started here (no
-    ``address`` and none in ``RAY_ADDRESS``) keeps idle worker processes for 60 s, unless
-    ``RAY_idle_worker_killing_time_threshold_ms`` is already set (milliseconds). A cluster
-    joined at an address keeps its own settings."""
+    """``ray.init(address, configure_logging=False, **kwargs)``. A Ray that this starts
+    (``address`` None and no Ray running on this machine, or "local") keeps idle worker
+    processes for 60 s, unless ``RAY_idle_worker_killing_time_threshold_ms`` is already
+    set (milliseconds). A running cluster that this joins keeps its own settings."""
     import ray
 
     os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_MS))

@@ -11,7 +11,8 @@ from finegym_ray.ray_connect import IDLE_WORKER_ENV, IDLE_WORKER_MS
 CODE = """
 import os, ray
 from finegym_ray.ray_connect import init_ray
-init_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)
+# "local": a Ray of its own, whatever else runs on this machine (the tests' cluster).
+init_ray("local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 # Worker processes inherit the raylet's environment: what it was started with.
 print(ray.get(ray.remote(lambda: os.environ.get({env!r})).remote()))
 """

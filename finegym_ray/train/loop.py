@@ -27,6 +27,7 @@ from ..config import from_dict, to_yaml
 from ..metrics import confusion_matrix, confusion_mean_class, confusion_top1
 from ..models.recognizers import MODELS
 from ..models.resnet import adapt_input_channels, inflate_state_dict
+from .batches import EpochBatches
 from .config import TrainConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,7 +165,8 @@ def train_loop_per_worker(args: dict) -> None:
     weights = args.get("class_weights")
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None,
                                     label_smoothing=config.label_smoothing)
-    train_shard = ray.train.get_dataset_shard("train")
+    train_batches = EpochBatches(ray.train.get_dataset_shard("train"), batch_size=config.batch_size,
+                                 buffer_rows=config.shuffle_buffer, collate_fn=_Collate(), seed=config.seed)
     val_data = ray.train.get_dataset_shard("val") if rank == 0 and config.val_every else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and config.bf16)
 
@@ -174,11 +176,7 @@ def train_loop_per_worker(args: dict) -> None:
         # Kept on the device (no sync per step; NCCL reduces device tensors only).
         conf = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, samples
-        # Several batches in flight: a shard's samples arrive together, and the step
-        # should not wait for the next shard's task.
-        batches = iter(train_shard.iter_torch_batches(batch_size=config.batch_size, collate_fn=_Collate(),
-                                                      prefetch_batches=4,
-                                                      local_shuffle_buffer_size=config.shuffle_buffer or None))
+        batches = train_batches.epoch(epoch, start_next=epoch + 1 < config.epochs)
         data_wait = 0.0
         while True:
             t_wait = time.time()
