@@ -7,7 +7,7 @@ import os
 # Ray ends an idle worker process after 1 s once a node has more worker processes than
 # CPUs. On a small machine Ray Train's and Ray Data's actors alone pass that, so every
 # switch between the training and validation datasets started a fresh sampling process
-# (~3 s of imports on 2 cores, paid by the waiting trainer). Kept for a minute instead.
+# (3 to 4 s to its first result on 2 cores, while the trainer waited). Kept a minute.
 IDLE_WORKER_ENV = "RAY_idle_worker_killing_time_threshold_ms"
 IDLE_WORKER_MS = 60_000
 

@@ -120,8 +120,7 @@ class SampleClips:
         self.train = train
         self.repeats = repeats or {}
         self.flow = config.modality == "flow"
-        self.dense = config.clip_model
-        if self.dense:
+        if config.clip_model:
             self.sampler = DenseSampler(config.segments, config.dense_stride)
         else:
             self.sampler = SegmentSampler(config.segments, config.frames_per_segment)
@@ -160,7 +159,7 @@ class SampleClips:
 
     def _layout(self, idx: np.ndarray) -> np.ndarray:
         # Dense clips come as (1, length): one frame per time step, like segments of length 1.
-        return idx.reshape(-1, 1) if self.dense else idx
+        return idx.reshape(-1, 1) if self.config.clip_model else idx
 
     def _sample(self, frames, items: int, short: int) -> np.ndarray:
         c = self.config
