@@ -11,7 +11,7 @@ from finegym_ray.train.batches import EpochBatches
 
 
 def tensors(batch: dict) -> dict:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}  # a writable copy
 
 
 def stamped(batch: dict) -> dict:
