@@ -6,8 +6,11 @@ Both train the same model with the same batch size on the same clips, with the s
 sampling and augmentation code (``SampleClips``) producing the samples; CPU budgets
 match: Ray Train gets one worker of one CPU with Ray Data on the others, the bare loop
 trains in this process (one torch thread) with one DataLoader process decoding. The
-first epoch of each is warm-up and not counted. Prints samples/s of each and the ratio
-(target >= 0.95). ``--data`` defaults to the demo's store (``finegym-ray demo``).
+first epoch of each is warm-up and not counted. Prints samples/s of each, the ratio
+(target >= 0.95) and the seconds each loop waited for input per epoch: the part of the
+difference that comes from the input pipelines rather than from the compute's speed,
+which on a small shared machine drifts by 10-30 % from one minute to the next.
+``--data`` defaults to the demo's store (``finegym-ray demo``).
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ class ShardSamples(torch.utils.data.IterableDataset):
                 yield out["x"][j], out["label"][j], out["flow_bound"][j]
 
 
-def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> list[tuple[int, float]]:
-    """(samples, seconds) per epoch of a plain PyTorch loop."""
+def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> list[tuple[int, float, float]]:
+    """(samples, seconds, seconds waiting for input) per epoch of a plain PyTorch loop."""
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
     model = build_model(config, num_classes)
@@ -62,9 +65,16 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
     loss_fn = nn.CrossEntropyLoss()
     epochs = []
     for _ in range(config.epochs):
-        t0, n = time.perf_counter(), 0
+        t0, n, wait = time.perf_counter(), 0, 0.0
         model.train()
-        for x, y, bound in loader:
+        batches = iter(loader)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            wait += time.perf_counter() - t_wait
+            if batch is None:
+                break
+            x, y, bound = batch
             loss = loss_fn(model(model_input(x, bound, config)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -73,13 +83,17 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
             optimizer.step()
             n += len(y)
         scheduler.step()
-        epochs.append((n, time.perf_counter() - t0))
+        epochs.append((n, time.perf_counter() - t0, wait))
     return epochs
 
 
-def rate(epochs: list[tuple[int, float]]) -> float:
+def rate(epochs: list[tuple[int, float, float]]) -> float:
     counted = epochs[1:] or epochs  # the first epoch warms up (process start, imports, caches)
-    return sum(n for n, _ in counted) / sum(s for _, s in counted)
+    return sum(e[0] for e in counted) / sum(e[1] for e in counted)
+
+
+def waits(epochs: list[tuple[int, float, float]]) -> str:
+    return ", ".join(f"{w:.1f} s" for _, _, w in epochs)
 
 
 def main() -> None:
@@ -97,15 +111,16 @@ def main() -> None:
           f"{len(split.labels)} clips, {config.epochs} epochs (first not counted)", flush=True)
 
     bare = bare_loop(config, split.labels, split.num_classes)
-    print("bare PyTorch:  " + ", ".join(f"{s:.1f} s" for _, s in bare) + f" -> {rate(bare):.1f} samples/s", flush=True)
+    print("bare PyTorch:  " + ", ".join(f"{e[1]:.1f} s" for e in bare) + f" -> {rate(bare):.1f} samples/s", flush=True)
+    print("  of which waiting for input: " + waits(bare), flush=True)
 
     init_ray(log_to_driver=False)
     with tempfile.TemporaryDirectory() as runs:
         result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
     ray.shutdown()
-    ours = [(m["train_samples"], m["epoch_s"]) for m in result["history"]]
-    print("Ray Train:     " + ", ".join(f"{s:.1f} s" for _, s in ours) + f" -> {rate(ours):.1f} samples/s")
-    print("  of which waiting for input: " + ", ".join(f"{m['data_wait_s']:.1f} s" for m in result["history"]))
+    ours = [(m["train_samples"], m["epoch_s"], m["data_wait_s"]) for m in result["history"]]
+    print("Ray Train:     " + ", ".join(f"{e[1]:.1f} s" for e in ours) + f" -> {rate(ours):.1f} samples/s")
+    print("  of which waiting for input: " + waits(ours))
     print(f"ratio Ray Train / bare: {rate(ours) / rate(bare):.2f} (target >= 0.95)")
 
 
