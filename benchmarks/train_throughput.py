@@ -30,6 +30,7 @@ from torch import nn
 
 from finegym_ray.config import apply_overrides
 from finegym_ray.ray_connect import init_ray
+from finegym_ray.train.batches import InputTimer
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
 from finegym_ray.train.loop import build_model, lr_factor, make_optimizer, model_input
@@ -65,16 +66,10 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
     loss_fn = nn.CrossEntropyLoss()
     epochs = []
     for _ in range(config.epochs):
-        t0, n, wait = time.perf_counter(), 0, 0.0
+        t0, n = time.perf_counter(), 0
         model.train()
-        batches = iter(loader)
-        while True:
-            t_wait = time.perf_counter()
-            batch = next(batches, None)
-            wait += time.perf_counter() - t_wait
-            if batch is None:
-                break
-            x, y, bound = batch
+        batches = InputTimer(loader)
+        for x, y, bound in batches:
             loss = loss_fn(model(model_input(x, bound, config)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -83,7 +78,7 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
             optimizer.step()
             n += len(y)
         scheduler.step()
-        epochs.append((n, time.perf_counter() - t0, wait))
+        epochs.append((n, time.perf_counter() - t0, batches.waited))
     return epochs
 
 

@@ -11,6 +11,7 @@ next epoch's input starts then, while the buffer drains into the last steps.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -83,3 +84,21 @@ def _draw(rows: list[dict[str, Any]], n: int, rng: np.random.Generator) -> dict[
         rows[i], rows[-1] = rows[-1], rows[i]
         picked.append(rows.pop())
     return {k: torch.stack([r[k] for r in picked]) for k in picked[0]}
+
+
+class InputTimer:
+    """Iterates ``items``, adding to ``waited`` the seconds spent waiting for each next one
+    (the time a training loop is blocked on its input)."""
+
+    def __init__(self, items):
+        self._items, self.waited = iter(items), 0.0
+
+    def __iter__(self) -> InputTimer:
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.waited += time.perf_counter() - t0

@@ -27,7 +27,7 @@ from ..config import from_dict, to_yaml
 from ..metrics import confusion_matrix, confusion_mean_class, confusion_top1
 from ..models.recognizers import MODELS
 from ..models.resnet import adapt_input_channels, inflate_state_dict
-from .batches import EpochBatches
+from .batches import EpochBatches, InputTimer
 from .config import TrainConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -176,14 +176,8 @@ def train_loop_per_worker(args: dict) -> None:
         # Kept on the device (no sync per step; NCCL reduces device tensors only).
         conf = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, samples
-        batches = train_batches.epoch(epoch, start_next=epoch + 1 < config.epochs)
-        data_wait = 0.0
-        while True:
-            t_wait = time.time()
-            batch = next(batches, None)
-            data_wait += time.time() - t_wait
-            if batch is None:
-                break
+        batches = InputTimer(train_batches.epoch(epoch, start_next=epoch + 1 < config.epochs))
+        for batch in batches:
             y = batch["label"].to(device)
             scores, loss = train_step(model, batch, y, optimizer, criterion, config, autocast)
             n = torch.tensor(len(y), dtype=torch.float64, device=device)
@@ -202,7 +196,7 @@ def train_loop_per_worker(args: dict) -> None:
         if val_data is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             metrics.update(_validate(bare, val_data, config, num_classes, device, autocast))
         metrics["epoch_s"] = round(time.time() - t0, 2)
-        metrics["data_wait_s"] = round(data_wait, 2)  # blocked on input: near 0 when data keeps up
+        metrics["data_wait_s"] = round(batches.waited, 2)  # blocked on input: near 0 when data keeps up
         history.append(metrics)
         _report(metrics, history, bare, optimizer, scheduler, epoch, config, class_names, rank)
 

@@ -47,6 +47,9 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     from ray.train.torch import TorchTrainer
 
     train = load_split_labels(config.data, config.task, config.train_split)
+    if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
+        raise ValueError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
+                         f"cannot feed {config.workers} workers")
     val = load_split_labels(config.data, config.task, config.val_split) if config.val_every else None
     counts = train.counts()
     say(f"task {config.task}: {train.num_classes} classes, {len(train.labels)} train clips "

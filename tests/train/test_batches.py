@@ -1,5 +1,6 @@
 """EpochBatches on real Ray Data datasets: every row once per epoch, shuffled across the
-buffer, the next epoch's input started before this epoch's last step, errors raised."""
+buffer, the next epoch's input started before this epoch's last step, errors raised.
+InputTimer: the time spent waiting for input, and only that."""
 
 import time
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finegym_ray.train.batches import EpochBatches
+from finegym_ray.train.batches import EpochBatches, InputTimer
 
 
 def tensors(batch: dict) -> dict:
@@ -57,3 +58,16 @@ def test_an_input_error_reaches_the_training_loop(ray_cluster):
     data = ray.data.range(8).map_batches(broken)
     with pytest.raises(Exception, match="shard 7 is unreadable"):
         list(EpochBatches(data, batch_size=4, buffer_rows=0, collate_fn=tensors).epoch(0, start_next=False))
+
+
+def test_input_timer_counts_the_waits_not_the_work():
+    def slow(n):
+        for i in range(n):
+            time.sleep(0.05)
+            yield i
+
+    items = InputTimer(slow(4))
+    for _ in items:
+        time.sleep(0.1)  # the loop's own work: not waiting
+    assert items.waited >= 0.2
+    assert items.waited < 0.4  # with the 0.4 s of work counted it would pass 0.6

@@ -161,6 +161,14 @@ def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
         run_training(tiny_config(data, str(tmp_path), train_split="test"), say=quiet)
 
 
+def test_more_workers_than_clips_is_a_clear_error(tiny_store, tmp_path):
+    data, _ = tiny_store
+    clips = len(load_split_labels(data, "event", "train").labels)
+    with pytest.raises(ValueError, match=f"{clips} train clips of task event cannot feed {clips + 1} workers"):
+        run_training(tiny_config(data, str(tmp_path), workers=clips + 1), say=quiet)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_element_tasks_know_each_class_set_and_event(tiny_store):
     data, _ = tiny_store
     gym99 = load_split_labels(data, "gym99", "train")
