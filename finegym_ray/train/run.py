@@ -83,8 +83,10 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
                              checkpoint_config=CheckpointConfig(num_to_keep=None)),
         datasets=datasets,
         # Only train is split: validation runs whole on rank 0 so that no clip is dropped
-        # to even out the shards.
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # to even out the shards. One worker needs no split: without it the train input
+        # runs in the worker, as validation does, instead of in a coordinator actor that
+        # took 0.2-0.4 of a core on 2 cores.
+        dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
     )
     result = trainer.fit()
     if result.error:
