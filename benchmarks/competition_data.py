@@ -8,7 +8,9 @@ the start of the file).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 from finegym_ray.dataset.manifest import Manifest, build_manifest_from
 from finegym_ray.demo import synth_is_current
@@ -35,3 +37,35 @@ def pin_to_one_core() -> int:
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     return cpu
+
+
+@contextlib.contextmanager
+def keep_on_cpu(prefix: str, cpu: int, poll_s: float = 0.02):
+    """While the block runs, move every process whose command line starts with
+    ``prefix`` (all its threads) to CPU ``cpu`` as soon as it appears (within ``poll_s``
+    seconds). Used to give a Ray worker a core of its own while Ray's services, started
+    from a process pinned elsewhere, stay on the other cores."""
+    done = threading.Event()
+    pinned: set[int] = set()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if not f.read().startswith(prefix.encode()):
+                            continue
+                    for tid in os.listdir(f"/proc/{pid}/task"):  # threads keep their own CPU set
+                        if int(tid) not in pinned:
+                            os.sched_setaffinity(int(tid), {cpu})
+                            pinned.add(int(tid))
+                except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
+                    continue
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -64,10 +64,11 @@ def filtered_annotations(annotation_json: str, events: list[dict], out: str) -> 
     return out
 
 
-def run_pipeline_one_core(config: PreprocessConfig, annotations: str, videos: str, events: list[dict],
-                          work: str) -> tuple[float, dict]:
-    """(wall seconds, summary) of ``run_preprocess`` on ``events`` with a one-CPU Ray
-    (the caller pins the process to one core first); the Ray start is not timed."""
+def run_pipeline_one_worker(config: PreprocessConfig, annotations: str, videos: str, events: list[dict],
+                            work: str) -> tuple[float, dict]:
+    """(wall seconds, summary) of ``run_preprocess`` on ``events`` with a one-CPU Ray (an
+    actor pool of one) started from this process, which the caller pins to the cores
+    Ray's processes may use; the Ray start is not timed."""
     ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
                                os.path.join(work, "annotations.json"))
     init_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)
@@ -156,7 +157,7 @@ def main() -> None:
           f"DIS {args.dis_preset}, short side {config.short_side}")
 
     with tempfile.TemporaryDirectory() as work:
-        ours_wall, ours = run_pipeline_one_core(config, annotations, videos, events, work)
+        ours_wall, ours = run_pipeline_one_worker(config, annotations, videos, events, work)
         assert ours["clips"]["written"] == len(subs), ours
 
         os.makedirs(os.path.join(work, "baseline"))
