@@ -173,3 +173,35 @@ def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tin
     table = pads.dataset(f"{out[len('s3://'):]}/clips", filesystem=fs, format="parquet").to_table()
     assert row_digests(table) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
     assert json.loads(storage.read_text(f"{out}/summary.json")) == summary
+
+
+class _HeldBack:
+    """Map callable: row 1 waits (up to ``hold_s`` seconds) for the file ``gate``."""
+
+    def __init__(self, gate: str, hold_s: float):
+        self.gate, self.hold_s = gate, hold_s
+
+    def __call__(self, batch: dict) -> dict:
+        deadline = time.monotonic() + self.hold_s
+        while batch["i"][0] == 1 and not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return batch
+
+
+def test_each_result_arrives_while_the_next_unit_still_runs(ray_cluster, tmp_path):
+    import ray
+
+    from finegym_ray.preprocess.pipeline import rows_as_done
+
+    gate, hold_s = tmp_path / "gate", 60.0
+    ds = ray.data.from_items([{"i": 0}, {"i": 1}], override_num_blocks=2).map_batches(
+        _HeldBack, fn_constructor_kwargs={"gate": str(gate), "hold_s": hold_s}, batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=1))
+    rows = rows_as_done(ds)
+    t0 = time.monotonic()
+    first = next(rows)
+    waited = time.monotonic() - t0
+    gate.touch()  # lets row 1 finish
+    # iter_rows would hand over row 0 only once row 1 is done, i.e. after hold_s.
+    assert first == {"i": 0} and waited < hold_s / 2, waited
+    assert list(rows) == [{"i": 1}]
