@@ -45,9 +45,12 @@ parent, roots = {}, []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
         cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-        parent[int(pid)] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        state, ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[:2]
     except OSError:
         continue
+    if state == "Z":  # already dead, waiting for its parent to collect it
+        continue
+    parent[int(pid)] = int(ppid)
     if mark in cmdline and int(pid) != os.getpid():
         roots.append(int(pid))
 found, todo = set(roots), list(roots)
@@ -133,10 +136,21 @@ cmd_down() {
   # shellcheck disable=SC2086
   kill -TERM $pids 2>/dev/null || true
   for _ in $(seq 1 50); do [[ -z "$(our_pids)" ]] && break; sleep 0.2; done
+  # GCS may ignore SIGTERM for a long time (shared/README.md): finish with SIGKILL, also
+  # of processes started meanwhile, and return only once none is left (a killed process
+  # can still be listed for a moment).
+  for _ in $(seq 1 50); do
+    pids="$(our_pids)"
+    [[ -z "$pids" ]] && break
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.2
+  done
   pids="$(our_pids)"
-  # GCS may ignore SIGTERM for a long time (shared/README.md): finish with SIGKILL.
-  # shellcheck disable=SC2086
-  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  if [[ -n "$pids" ]]; then
+    echo "could not stop processes of $DIR: $(echo $pids)" >&2
+    exit 1
+  fi
   rm -f "$DIR/address" "$DIR/dashboard"
   echo "down"
 }

@@ -20,7 +20,7 @@ import pytest
 from finegym_ray import storage
 from finegym_ray.cli import preprocess_exit_code
 from finegym_ray.dataset.manifest import build_manifest_from
-from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.preprocess.pipeline import rows_as_done, run_preprocess
 from finegym_ray.video import WindowDecoder
 from tests.conftest import TINY_PREPROCESS as CONFIG
 from tests.preprocess.checks import pids_with, row_digests, shards
@@ -190,8 +190,6 @@ class _HeldBack:
 
 def test_each_result_arrives_while_the_next_unit_still_runs(ray_cluster, tmp_path):
     import ray
-
-    from finegym_ray.preprocess.pipeline import rows_as_done
 
     gate, hold_s = tmp_path / "gate", 60.0
     ds = ray.data.from_items([{"i": 0}, {"i": 1}], override_num_blocks=2).map_batches(
