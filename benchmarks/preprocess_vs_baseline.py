@@ -64,16 +64,27 @@ def filtered_annotations(annotation_json: str, events: list[dict], out: str) -> 
     return out
 
 
+class _PassRows:
+    def __call__(self, batch: dict) -> dict:
+        return batch
+
+
 def run_pipeline_one_worker(config: PreprocessConfig, annotations: str, videos: str, events: list[dict],
-                            work: str) -> tuple[float, dict]:
+                            work: str, *, later_job: bool = False) -> tuple[float, dict]:
     """(wall seconds, summary) of ``run_preprocess`` on ``events`` with a one-CPU Ray (an
     actor pool of one) started from this process, which the caller pins to the cores
-    Ray's processes may use; the Ray start is not timed."""
+    Ray's processes may use; the Ray start is not timed. ``later_job``: run a one-row
+    Ray Data job on an actor pool first (not timed), as on a cluster where a Ray Data job
+    has run before: Ray Data's cluster-wide actors (autoscaling coordinator, stats,
+    actor locations) are then up, and the timed job does not start them."""
     ann = filtered_annotations(os.path.join(annotations, "finegym_annotation_info_v1.1.json"), events,
                                os.path.join(work, "annotations.json"))
     init_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
+        if later_job:  # from_items: a read task would wait forever for the CPU the actor holds
+            ray.data.from_items([{"x": 0}]).map_batches(
+                _PassRows, compute=ray.data.ActorPoolStrategy(size=1)).materialize()
         t0 = time.perf_counter()
         summary = run_preprocess(config, ann, videos, os.path.join(work, "ours"), say=lambda m: None)
         return time.perf_counter() - t0, summary

@@ -1,6 +1,6 @@
 """Training samples per second: Ray Train (1 worker, Ray Data input) vs a bare PyTorch loop.
 
-    python benchmarks/train_throughput.py [--data STORE] [--epochs 6] [--set KEY=VALUE ...]
+    python benchmarks/train_throughput.py [--data STORE] [--epochs 6] [--pairs 4] [--set KEY=VALUE ...]
 
 Both train the same model with the same batch size on the same clips, with the same
 sampling and augmentation code (``SampleClips``) producing the samples; CPU budgets
@@ -8,8 +8,12 @@ match: Ray Train gets one worker of one CPU with Ray Data on the others, the bar
 trains in this process (one torch thread) with one DataLoader process decoding. The
 first epoch of each is warm-up and not counted. Prints samples/s of each, the ratio
 (target >= 0.95) and the seconds each loop waited for input per epoch: the part of the
-difference that comes from the input pipelines rather than from the compute's speed,
-which on a small shared machine drifts by 10-30 % from one minute to the next.
+difference that comes from the input pipelines rather than from the compute's speed.
+
+On a small shared machine that speed drifts by 10-30 % from one minute to the next, so
+one bare run and one Ray Train run can differ by the drift alone. The script runs
+``--pairs`` of them, alternating which goes first (in one run the second of each pair
+was the slower one every time), and reports every pair's ratio and their median.
 ``--data`` defaults to the demo's store (``finegym-ray demo``).
 """
 
@@ -91,10 +95,34 @@ def waits(epochs: list[tuple[int, float, float]]) -> str:
     return ", ".join(f"{w:.1f} s" for _, _, w in epochs)
 
 
+def bare_run(config: TrainConfig, labels: dict[str, int], num_classes: int) -> float:
+    """Samples per second of the bare loop (first epoch not counted), printed with its epochs."""
+    epochs = bare_loop(config, labels, num_classes)
+    print("  bare PyTorch: " + ", ".join(f"{e[1]:.1f} s" for e in epochs) + f" -> {rate(epochs):.1f} samples/s; "
+          f"waiting for input: {waits(epochs)}", flush=True)
+    return rate(epochs)
+
+
+def ray_run(config: TrainConfig) -> float:
+    """Samples per second of Ray Train on a Ray started for it (first epoch not counted)."""
+    init_ray(log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as runs:
+            result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
+    finally:
+        ray.shutdown()
+    epochs = [(m["train_samples"], m["epoch_s"], m["data_wait_s"]) for m in result["history"]]
+    print("  Ray Train:    " + ", ".join(f"{e[1]:.1f} s" for e in epochs) + f" -> {rate(epochs):.1f} samples/s; "
+          f"waiting for input: {waits(epochs)}", flush=True)
+    return rate(epochs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="finegym_demo/store", help="preprocessed store (default: the demo's)")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=4,
+                   help="bare and Ray Train runs, in alternating order (default 4: as many with each first)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training setting (default: the demo preset)")
     args = p.parse_args()
@@ -103,20 +131,21 @@ def main() -> None:
     split = load_split_labels(config.data, config.task, config.train_split)
     print(f"{config.model} {config.modality} depth {config.depth} width {config.base_width}, "
           f"{config.segments} x {config.frames_per_segment} frames, {config.input_size} px, batch {config.batch_size}, "
-          f"{len(split.labels)} clips, {config.epochs} epochs (first not counted)", flush=True)
+          f"{len(split.labels)} clips, {config.epochs} epochs (first not counted), {args.pairs} pair(s)", flush=True)
 
-    bare = bare_loop(config, split.labels, split.num_classes)
-    print("bare PyTorch:  " + ", ".join(f"{e[1]:.1f} s" for e in bare) + f" -> {rate(bare):.1f} samples/s", flush=True)
-    print("  of which waiting for input: " + waits(bare), flush=True)
-
-    init_ray(log_to_driver=False)
-    with tempfile.TemporaryDirectory() as runs:
-        result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
-    ray.shutdown()
-    ours = [(m["train_samples"], m["epoch_s"], m["data_wait_s"]) for m in result["history"]]
-    print("Ray Train:     " + ", ".join(f"{e[1]:.1f} s" for e in ours) + f" -> {rate(ours):.1f} samples/s")
-    print("  of which waiting for input: " + waits(ours))
-    print(f"ratio Ray Train / bare: {rate(ours) / rate(bare):.2f} (target >= 0.95)")
+    ratios = []
+    for i in range(args.pairs):
+        print(f"pair {i + 1}:", flush=True)
+        if i % 2 == 0:  # alternate the order, so that a steady drift favours neither
+            bare = bare_run(config, split.labels, split.num_classes)
+            ours = ray_run(config)
+        else:
+            ours = ray_run(config)
+            bare = bare_run(config, split.labels, split.num_classes)
+        ratios.append(ours / bare)
+        print(f"  ratio Ray Train / bare: {ratios[-1]:.2f}", flush=True)
+    print(f"ratios: {', '.join(f'{r:.2f}' for r in ratios)}; median {float(np.median(ratios)):.2f} "
+          f"(target >= 0.95)")
 
 
 if __name__ == "__main__":
