@@ -42,6 +42,7 @@ from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
 FINEGYM_SUBACTION_S = 13.6 * 3600
 FINEGYM_EVENT_S = 43 * 3600
 CORES = 64
+KERNELS = ("decode", "flow", "encode")
 
 
 def kernel_seconds(subs: list[dict], videos: str, config: PreprocessConfig, backend: str) -> dict[str, float]:
@@ -70,6 +71,11 @@ def kernel_seconds(subs: list[dict], videos: str, config: PreprocessConfig, back
                         encode_jpeg(q, config.jpeg_quality)
                 seconds["encode"] += time.perf_counter() - t0
     return dict(seconds)
+
+
+def kernel_total(seconds: dict[str, float]) -> float:
+    """Seconds of decode, flow and encode together."""
+    return sum(seconds[n] for n in KERNELS)
 
 
 def print_stages(stages: dict[str, float], wall: float) -> None:
@@ -104,7 +110,7 @@ def main() -> None:
     kernels = {}
     for backend in ("pyav", "decord"):
         k = kernels[backend] = kernel_seconds(subs, videos, config, backend)
-        total = k["decode"] + k["flow"] + k["encode"]
+        total = kernel_total(k)
         print(f"  {backend:<7} decode {k['decode']:6.1f} ({k['frames'] / k['decode']:4.0f}), flow {k['flow']:6.1f} "
               f"({k['frames'] / k['flow']:4.0f}), encode {k['encode']:5.1f} ({k['frames'] / k['encode']:4.0f}); "
               f"total {total:6.1f} s")
@@ -120,10 +126,8 @@ def main() -> None:
         os.sched_setaffinity(0, {cpu})
     for _, summary in runs.values():
         assert summary["clips"]["written"] == len(subs), summary
-    again = kernel_seconds(subs, videos, config, config.decoder)
-    before = sum(kernels[config.decoder][n] for n in ("decode", "flow", "encode"))
-    after = again["decode"] + again["flow"] + again["encode"]
-    bare = (before + after) / 2
+    after = kernel_total(kernel_seconds(subs, videos, config, config.decoder))
+    bare = (kernel_total(kernels[config.decoder]) + after) / 2
     print(f"\n   {config.decoder} kernels again after the pipelines: {after:.1f} s; mean of both {bare:.1f} s")
 
     titles = {"a": "(a) all of Ray on the worker's core, the first Ray Data job of a fresh Ray",
@@ -139,14 +143,14 @@ def main() -> None:
     wall, summary = runs["a"]
     rate = clip_s / wall
     stages = summary["stage_seconds"]
-    top = max(("decode", "flow", "encode"), key=lambda n: stages.get(n, 0.0))
+    top = max(KERNELS, key=lambda n: stages.get(n, 0.0))
     print(f"\n3. throughput per core: {rate:.2f} clip-seconds/s, {summary['frames'] / wall:.0f} frames/s")
     for label, seconds in (("sub-actions (32,697, ~13.6 h)", FINEGYM_SUBACTION_S),
                            ("sub-actions + women's routines (~56.6 h)", FINEGYM_SUBACTION_S + FINEGYM_EVENT_S)):
         hours = seconds / rate / CORES / 3600
         print(f"  FineGym {label} on {CORES} cores: {hours * 60:.0f} min ({seconds / rate / 3600:.1f} core-hours)")
     print(f"  dominant stage: {top} ({stages[top] / sum(stages.values()):.0%} of the worker time)")
-    totals = {b: v["decode"] + v["flow"] + v["encode"] for b, v in kernels.items()}
+    totals = {b: kernel_total(v) for b, v in kernels.items()}
     print(f"  decoder: {config.decoder} (default); kernel time decord / pyav: {totals['decord'] / totals['pyav']:.2f}")
 
 

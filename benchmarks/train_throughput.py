@@ -91,16 +91,17 @@ def rate(epochs: list[tuple[int, float, float]]) -> float:
     return sum(e[0] for e in counted) / sum(e[1] for e in counted)
 
 
-def waits(epochs: list[tuple[int, float, float]]) -> str:
-    return ", ".join(f"{w:.1f} s" for _, _, w in epochs)
+def reported(label: str, epochs: list[tuple[int, float, float]]) -> float:
+    """``rate(epochs)``, after printing each epoch's seconds and input wait."""
+    r = rate(epochs)
+    print(f"  {label + ':':<14}" + ", ".join(f"{e[1]:.1f} s" for e in epochs) + f" -> {r:.1f} samples/s; "
+          "waiting for input: " + ", ".join(f"{e[2]:.1f} s" for e in epochs), flush=True)
+    return r
 
 
 def bare_run(config: TrainConfig, labels: dict[str, int], num_classes: int) -> float:
     """Samples per second of the bare loop (first epoch not counted), printed with its epochs."""
-    epochs = bare_loop(config, labels, num_classes)
-    print("  bare PyTorch: " + ", ".join(f"{e[1]:.1f} s" for e in epochs) + f" -> {rate(epochs):.1f} samples/s; "
-          f"waiting for input: {waits(epochs)}", flush=True)
-    return rate(epochs)
+    return reported("bare PyTorch", bare_loop(config, labels, num_classes))
 
 
 def ray_run(config: TrainConfig) -> float:
@@ -111,10 +112,7 @@ def ray_run(config: TrainConfig) -> float:
             result = run_training(replace(config, runs=runs, name="throughput"), say=lambda m: None)
     finally:
         ray.shutdown()
-    epochs = [(m["train_samples"], m["epoch_s"], m["data_wait_s"]) for m in result["history"]]
-    print("  Ray Train:    " + ", ".join(f"{e[1]:.1f} s" for e in epochs) + f" -> {rate(epochs):.1f} samples/s; "
-          f"waiting for input: {waits(epochs)}", flush=True)
-    return rate(epochs)
+    return reported("Ray Train", [(m["train_samples"], m["epoch_s"], m["data_wait_s"]) for m in result["history"]])
 
 
 def main() -> None:

@@ -207,10 +207,10 @@ def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dic
         CutUnits, fn_constructor_kwargs={"config": config, "out": out}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
         num_cpus=config.cpus_per_worker, runtime_env=_worker_env())
-    results = []
+    results, failed = [], 0
     for row in rows_as_done(ds):
         results.append(row)
-        failed = sum(r["status"] != "done" for r in results)
+        failed += row["status"] != "done"
         say(f"units {len(results)}/{len(units)} ({failed} failed)")
     return results
 
