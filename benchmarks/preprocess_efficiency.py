@@ -115,20 +115,24 @@ def main() -> None:
               f"({k['frames'] / k['flow']:4.0f}), encode {k['encode']:5.1f} ({k['frames'] / k['encode']:4.0f}); "
               f"total {total:6.1f} s")
     runs = {}
-    with tempfile.TemporaryDirectory() as work:
-        runs["a"] = run_pipeline_one_worker(config, annotations, videos, events, work)
-    with tempfile.TemporaryDirectory() as work:
-        runs["a'"] = run_pipeline_one_worker(config, annotations, videos, events, work, later_job=True)
+
+    def timed_run(name: str, **kwargs) -> None:
+        with tempfile.TemporaryDirectory() as work:
+            runs[name] = run_pipeline_one_worker(config, annotations, videos, events, work, **kwargs)
+        assert runs[name][1]["clips"]["written"] == len(subs), runs[name][1]
+        print(f"  pipeline ({name}): {runs[name][0]:.1f} s wall", flush=True)
+
+    print("\nrunning the pipeline three ways, then the kernels again (minutes) ...", flush=True)
+    timed_run("a")
+    timed_run("a'", later_job=True)
     if others:
         os.sched_setaffinity(0, others)  # the driver and every Ray process it starts
-        with tempfile.TemporaryDirectory() as work, keep_on_cpu("ray::MapWorker", cpu):
-            runs["b"] = run_pipeline_one_worker(config, annotations, videos, events, work)
+        with keep_on_cpu("ray::MapWorker", cpu):
+            timed_run("b")
         os.sched_setaffinity(0, {cpu})
-    for _, summary in runs.values():
-        assert summary["clips"]["written"] == len(subs), summary
     after = kernel_total(kernel_seconds(subs, videos, config, config.decoder))
     bare = (kernel_total(kernels[config.decoder]) + after) / 2
-    print(f"\n   {config.decoder} kernels again after the pipelines: {after:.1f} s; mean of both {bare:.1f} s")
+    print(f"  {config.decoder} kernels again after the pipelines: {after:.1f} s; mean of both {bare:.1f} s")
 
     titles = {"a": "(a) all of Ray on the worker's core, the first Ray Data job of a fresh Ray",
               "a'": "(a') the same, a later job: Ray Data's cluster-wide actors already up",
