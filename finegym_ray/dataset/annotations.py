@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import FormatError
-from .keys import EVENT_ID_RE, SUBACTION_ID_RE, event_key, instance_key
+from .keys import EVENT_ID_RE, SUBACTION_ID_RE, check_video_id, event_key, instance_key
 
 # Women's events carry sets and elements; the other ids are the men's events.
 EVENT_NAMES = {1: "VT", 2: "FX", 3: "BB", 4: "UB"}
@@ -115,7 +115,13 @@ def parse_annotations(text: str, path: str = "<annotations>") -> list[Event]:
 
     events: list[Event] = []
     for video_id, video_events in data.items():
-        if not video_id or not isinstance(video_events, dict):
+        try:
+            # Video ids become file names (videos/<id>.mp4, clips/<id>-<hash>.parquet):
+            # one outside the grammar, such as ../../x, could name a path elsewhere.
+            check_video_id(video_id)
+        except ValueError as e:
+            raise FormatError(path, _line_of(text, json.dumps(video_id)), str(e)) from None
+        if not isinstance(video_events, dict):
             raise FormatError(path, _line_of(text, json.dumps(video_id)),
                               f"video {video_id!r}: expected an object of events")
         for ev_id, ev in video_events.items():

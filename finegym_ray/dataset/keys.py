@@ -7,6 +7,13 @@ exactly as the dataset does.
   whole seconds (truncated) relative to the event start, 4 digits.
 - instance key ``{youtube_id}_E_XXXXXX_YYYYYY_A_ZZZZ_WWWW``. YouTube ids may contain
   ``_`` and ``-``, so keys are parsed from the right.
+- video id: FineGym's are 11-character YouTube ids of ``[A-Za-z0-9_-]``. Accepted is
+  the wider grammar ``[A-Za-z0-9_-]{1,64}`` (YouTube's alphabet, 1 to 64 characters,
+  ``-`` or ``_`` first allowed as in YouTube), so that other video collections keep
+  their own names. It has no ``/``, ``\\``, ``.`` or NUL: a video id is always one
+  plain file name, never ``..`` or an absolute path.
+
+Every file name built from a video id or a unit id goes through :func:`safe_name`.
 """
 
 from __future__ import annotations
@@ -17,8 +24,36 @@ from typing import Sequence
 
 EVENT_ID_RE = re.compile(r"E_(\d{6})_(\d{6})")
 SUBACTION_ID_RE = re.compile(r"A_(\d{4})_(\d{4})")
-_KEY_RE = re.compile(r"(?P<video>.+)_(?P<event>E_\d{6}_\d{6})_(?P<sub>A_\d{4}_\d{4})")
-_EVENT_KEY_RE = re.compile(r"(?P<video>.+)_(?P<event>E_\d{6}_\d{6})")
+_VIDEO_ID = r"[A-Za-z0-9_-]{1,64}"
+VIDEO_ID_RE = re.compile(_VIDEO_ID)
+_KEY_RE = re.compile(rf"(?P<video>{_VIDEO_ID})_(?P<event>E_\d{{6}}_\d{{6}})_(?P<sub>A_\d{{4}}_\d{{4}})")
+_EVENT_KEY_RE = re.compile(rf"(?P<video>{_VIDEO_ID})_(?P<event>E_\d{{6}}_\d{{6}})")
+
+
+def check_video_id(video_id: object) -> str:
+    """Return ``video_id`` if it fits the video id grammar (see the module docstring),
+    else raise ValueError saying why."""
+    if not isinstance(video_id, str) or VIDEO_ID_RE.fullmatch(video_id) is None:
+        raise ValueError(f"video id {video_id!r} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-' "
+                         "(FineGym: 11-character YouTube ids)")
+    return video_id
+
+
+def safe_name(folder: str, name: str, suffix: str = "") -> str:
+    """``folder/<name><suffix>``: a file directly inside ``folder`` (a path or URI).
+
+    Raises ValueError when the file name could leave the folder or does not name a file:
+    empty, holding ``/``, ``\\``, ``..`` or NUL (so also never absolute). ``folder`` is
+    trusted (it comes from the user's command line); the name is data.
+    """
+    file_name = f"{name}{suffix}" if isinstance(name, str) and isinstance(suffix, str) else None
+    if (not file_name or not name or file_name == "." or "/" in file_name or "\\" in file_name
+            or ".." in file_name or "\x00" in file_name):
+        raise ValueError(f"unsafe file name {file_name if file_name is not None else name!r} in {folder}: "
+                         "it must be one plain name, without '/', '\\', '..' or NUL")
+    if not folder:
+        raise ValueError(f"no folder given for {file_name!r}")  # "" + "/" + name would be absolute
+    return f"{folder.rstrip('/')}/{file_name}"
 
 
 def _whole_seconds(t: float, digits: int) -> str:

@@ -34,6 +34,7 @@ import ray
 
 from .. import storage
 from ..config import to_yaml
+from ..dataset.keys import safe_name
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..ray_connect import init_ray
 from ..video.decode import VideoError
@@ -45,6 +46,16 @@ from .units import Window, WorkUnit, event_windows, merge_windows, plan_units, s
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 SETTINGS_FILE = "preprocess.json"
+
+
+def shard_uri(out: str, unit_id: str) -> str:
+    """``OUT/clips/<unit_id>.parquet``; ValueError for a unit id that would name a path elsewhere."""
+    return safe_name(storage.join(out, "clips"), unit_id, ".parquet")
+
+
+def error_uri(out: str, unit_id: str) -> str:
+    """``OUT/errors/<unit_id>.json``; ValueError for a unit id that would name a path elsewhere."""
+    return safe_name(storage.join(out, "errors"), unit_id, ".json")
 
 
 class CutUnits:
@@ -73,7 +84,7 @@ class CutUnits:
         windows = [Window(**w) for w in json.loads(windows_json)]
         result = {"unit_id": str(unit_id), "status": "failed", "clips": 0, "failed_clips": len(windows),
                   "frames": 0, "video_seconds": 0.0, "stage_seconds": "{}", "node_id": self.node_id}
-        error_uri = storage.join(self.out, "errors", f"{unit_id}.json")
+        record_uri = error_uri(self.out, unit_id)
         t0 = time.perf_counter()
         try:
             path = local_copy(str(video_uri), self.config.cache_dir, int(self.config.cache_gb * 2**30))
@@ -86,16 +97,16 @@ class CutUnits:
                 reason = f"video not found: {video_uri}"
             else:
                 reason = f"unexpected {type(e).__name__}: {e}"
-            storage.write_text(error_uri, _error_record(unit_id, video_id, video_uri, "video", reason, windows))
+            storage.write_text(record_uri, _error_record(unit_id, video_id, video_uri, "video", reason, windows))
             return result
         t1 = time.perf_counter()
-        storage.write_parquet(cut.table, storage.join(self.out, "clips", f"{unit_id}.parquet"),
+        storage.write_parquet(cut.table, shard_uri(self.out, unit_id),
                               compression="none", use_dictionary=["key", "kind", "video_id", "event_id"])
         if cut.errors:
-            storage.write_text(error_uri, json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri,
+            storage.write_text(record_uri, json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri,
                                                       "scope": "windows", "windows": cut.errors}, indent=1))
         else:
-            storage.delete(error_uri)  # an earlier attempt's record is no longer true
+            storage.delete(record_uri)  # an earlier attempt's record is no longer true
         stage = dict(cut.seconds, fetch=fetch_s, write=time.perf_counter() - t1)
         result.update(status="done", clips=cut.table.num_rows, failed_clips=len(cut.errors), frames=cut.frames,
                       video_seconds=cut.video_seconds, stage_seconds=json.dumps(stage))
@@ -144,6 +155,14 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
     storage.write_text(uri, json.dumps(ours, indent=1))
 
 
+def settings_hash(out: str) -> str | None:
+    """The settings hash recorded in preprocessing output ``out``, None if it has none."""
+    try:
+        return json.loads(storage.read_text(storage.join(out, SETTINGS_FILE))).get("hash")
+    except FileNotFoundError:
+        return None
+
+
 def _existing_units(out: str) -> set[str]:
     return {uri.rsplit("/", 1)[-1][: -len(".parquet")]
             for uri in storage.list_uris(storage.join(out, "clips"), suffix=".parquet")}
@@ -172,14 +191,14 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
             raise ValueError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
                              f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
         for unit_id in stale:
-            storage.delete(storage.join(out, "clips", f"{unit_id}.parquet"))
-            storage.delete(storage.join(out, "errors", f"{unit_id}.json"))
+            storage.delete(shard_uri(out, unit_id))
+            storage.delete(error_uri(out, unit_id))
         say(f"pruned {len(stale)} shard(s) of an earlier plan")
     video_uris = find_videos(videos)
     todo = [u for u in units if u.unit_id not in existing]
     missing = [u for u in todo if u.video_id not in video_uris]
     for u in missing:
-        storage.write_text(storage.join(out, "errors", f"{u.unit_id}.json"),
+        storage.write_text(error_uri(out, u.unit_id),
                            _error_record(u.unit_id, u.video_id, None, "video",
                                          f"no video file {u.video_id}.* under {videos}", list(u.windows)))
     runnable = [u for u in todo if u.video_id in video_uris]

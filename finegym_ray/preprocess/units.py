@@ -13,6 +13,8 @@ from typing import Iterable
 
 import pyarrow as pa
 
+from ..dataset.keys import check_video_id
+
 
 @dataclass(frozen=True)
 class Window:
@@ -43,6 +45,9 @@ class WorkUnit:
 
 
 def _unit_id(video_id: str, windows: Iterable[Window]) -> str:
+    # The unit id names the unit's shard and error record: checked here too, since a
+    # manifest need not come from the annotation parser that checks video ids.
+    check_video_id(video_id)
     digest = hashlib.sha1("\n".join(w.key for w in windows).encode()).hexdigest()[:12]
     return f"{video_id}-{digest}"
 

@@ -67,3 +67,14 @@ def test_records_are_plain_values():
     s = SubAction("v", "E_000001_000002", "A_0000_0001", 1.0, ((0.0, 0.5),))
     ev = Event("v", "E_000001_000002", 2, 1.0, 2.0, (s,))
     assert ev.key == "v_E_000001_000002" and ev.name == "FX"
+
+
+@pytest.mark.parametrize("video_id", ["../../escaped/evil", "/etc/evil", "a.b", "", "a\\b", "a\x00b"])
+def test_a_video_id_outside_the_grammar_is_a_format_error_naming_file_and_key(video_id):
+    text = json.dumps({"A0xAXXysHUo": {}, video_id: {
+        "E_000001_000002": {"event": 1, "timestamps": [[1.0, 2.0]], "segments": None}}}, indent=1)
+    with pytest.raises(FormatError, match="video id") as e:
+        parse_annotations(text, "ann.json")
+    assert e.value.path == "ann.json"
+    assert e.value.line == 3  # the line of the bad key
+    assert repr(video_id) in str(e.value)

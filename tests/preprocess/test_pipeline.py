@@ -19,6 +19,7 @@ import pytest
 
 from finegym_ray import storage
 from finegym_ray.cli import preprocess_exit_code
+from finegym_ray.dataset.errors import FormatError
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.preprocess.pipeline import rows_as_done, run_preprocess
 from finegym_ray.video import WindowDecoder
@@ -36,6 +37,42 @@ def quiet(_message: str) -> None:
 def reference(tiny_store) -> tuple[str, dict]:
     """An uninterrupted run: (output folder, its summary)."""
     return tiny_store
+
+
+def test_a_video_id_that_is_a_path_writes_nothing_outside_out(tmp_path):
+    """Issue 15's reproduction: an error record for video ``../../escaped/evil`` landed
+    outside --out. Now the annotations are refused before anything is written."""
+    ann = tmp_path / "in" / "ann.json"
+    ann.parent.mkdir()
+    event = {"event": 2, "timestamps": [[10.0, 20.0]],
+             "segments": {"A_0001_0002": {"stages": 1, "timestamps": [[1.0, 2.5]]}}}
+    ann.write_text(json.dumps({"A0xAXXysHUo": {"E_000010_000020": event},
+                               "../../escaped/evil": {"E_000010_000020": event}}, indent=1))
+    videos = tmp_path / "in" / "videos"
+    videos.mkdir()
+    out = tmp_path / "jobs" / "out"
+    refused = None
+    try:
+        run_preprocess(CONFIG, str(ann), str(videos), str(out), say=quiet)
+    except FormatError as e:
+        refused = e
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents and p != ann]
+    assert outside == []
+    assert refused is not None and refused.path == str(ann) and "'../../escaped/evil'" in str(refused)
+    assert not out.exists()  # refused before the first write
+
+
+def test_shard_and_error_names_cannot_leave_their_folders(tmp_path):
+    from finegym_ray.preprocess.pipeline import error_uri, shard_uri
+
+    out = str(tmp_path / "out")
+    assert error_uri(out, "A0xAXXysHUo-0123456789ab") == f"{out}/errors/A0xAXXysHUo-0123456789ab.json"
+    assert shard_uri(out, "A0xAXXysHUo-0123456789ab") == f"{out}/clips/A0xAXXysHUo-0123456789ab.parquet"
+    for hostile in ("../../escaped/evil-0123456789ab", "/abs", "..", ""):
+        with pytest.raises(ValueError):
+            error_uri(out, hostile)
+        with pytest.raises(ValueError):
+            shard_uri(out, hostile)
 
 
 def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, tiny_gym):

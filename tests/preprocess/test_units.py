@@ -43,3 +43,11 @@ def test_event_windows_merge_with_subactions_in_time_order():
     assert len(merged["vid-B"]) == 3
     units = plan_units(merged, seconds_per_unit=20.0)
     assert sorted(w.key for u in units for w in u.windows) == sorted([r[0] for r in ROWS] + ["vidA_E_000009_000040"])
+
+
+@pytest.mark.parametrize("video_id", ["../../escaped/evil", "a/b", "..", "a.b"])
+def test_a_video_id_that_could_name_a_path_plans_no_unit(video_id):
+    # A manifest written by hand or by an older version never went through the
+    # annotation parser's check: the unit id, a file name, is checked again.
+    with pytest.raises(ValueError, match="video id"):
+        plan_units(subaction_windows(_table([("k", video_id, 1.0, 2.0)])), 5.0)
