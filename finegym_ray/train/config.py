@@ -81,6 +81,10 @@ class TrainConfig:
     shuffle_buffer: int = 64
     # Worker failures survived by restarting from the last checkpoint.
     max_failures: int = 2
+    # Checkpoints kept: the newest ``keep_checkpoints`` (0: every epoch's) and, with
+    # ``keep_best``, the one of the best validation mean class accuracy.
+    keep_checkpoints: int = 2
+    keep_best: bool = True
     # Validate every this many epochs (0: never during training; use ``evaluate``).
     val_every: int = 1
 
@@ -108,6 +112,8 @@ class TrainConfig:
                      "test_views"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keep_checkpoints < 0:
+            problems.append(f"keep_checkpoints must be >= 0 (0: keep all), got {self.keep_checkpoints}")
         if self.cpus_per_worker <= 0:
             problems.append(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.test_crops not in (1, 3):

@@ -17,15 +17,16 @@ import pyarrow as pa
 from .. import storage
 from ..charts import confusion_png, per_class_png
 from ..metrics import confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1
+from . import checkpoint as checkpoints
 from .data import SplitLabels, load_split_labels, sampled_clips
-from .run import latest_checkpoint
+from .run import checkpoint_config
 
 
 class ScoreClips:
     """``map_batches`` actor: samples with views (``x``: (N, V, T, C, H, W)) -> ``scores``
     (N, K) float32, softmax averaged over the V views. Keeps ``key`` and ``label``."""
 
-    def __init__(self, checkpoint: str, threads: int):
+    def __init__(self, checkpoint: checkpoints.Checkpoint, threads: int):
         import torch
 
         from .run import load_checkpoint_model
@@ -49,19 +50,17 @@ class ScoreClips:
         return {"key": batch["key"], "label": batch["label"], "scores": scores.cpu().numpy()}
 
 
-def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[pa.Table, SplitLabels, dict]:
-    """Score the validation split of ``run``'s latest checkpoint. Returns the table
-    (key, label, scores), the split's labels, and what was evaluated (checkpoint, views)."""
+def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1,
+              say: Callable[[str], None] | None = None) -> tuple[pa.Table, SplitLabels, dict]:
+    """Score the validation split of ``run``'s newest complete checkpoint (``say`` hears
+    of newer ones passed over). Returns the table (key, label, scores), the split's
+    labels, and what was evaluated (checkpoint, views)."""
     import ray.data
 
-    from ..config import from_dict
-    from .config import TrainConfig
-    import yaml
-
-    checkpoint = latest_checkpoint(run)
+    checkpoint = checkpoints.find_latest(run, say=say, verify_state=True)
     if checkpoint is None:
-        raise FileNotFoundError(f"{run}: no checkpoint (train the run first)")
-    config = from_dict(TrainConfig, yaml.safe_load(storage.read_text(storage.join(checkpoint, "config.yaml"))))
+        raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
+    config = checkpoint_config(checkpoint)
     split = load_split_labels(config.data, config.task, config.val_split)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     scored = sampled_clips(config, split, train=False).map_batches(
@@ -74,8 +73,7 @@ def score_run(run: str, *, workers: int = 1, cpus_per_worker: int = 1) -> tuple[
         missing = len(split.labels) - table.num_rows
         raise RuntimeError(f"{run}: {missing} of {len(split.labels)} labelled {config.val_split} clips "
                            f"have no shard (see the preprocessing errors/)")
-    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
-    what = {"checkpoint": checkpoint, "epoch": meta["epoch"], "task": config.task, "modality": config.modality,
+    what = {"checkpoint": checkpoint.uri, "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
             "model": config.model, "split": config.val_split, "views": config.test_views,
             "crops": config.test_crops}
     return table, split, what
@@ -142,7 +140,7 @@ def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_wo
     for name, uri in (("run", run), ("other", fuse)):
         if uri is None:
             continue
-        table, split, what = score_run(uri, workers=workers, cpus_per_worker=cpus_per_worker)
+        table, split, what = score_run(uri, workers=workers, cpus_per_worker=cpus_per_worker, say=say)
         out = storage.join(uri, "eval")
         results[name] = write_report(out, table, split, what)
         tables[name] = table

@@ -1,17 +1,16 @@
-"""What each Ray Train worker runs: build the model, resume from the last checkpoint,
-train an epoch over its shard, validate, and report metrics with a checkpoint.
+"""What each Ray Train worker runs: build the model, resume from the newest complete
+checkpoint, train an epoch over its shard, validate, write a checkpoint (rank 0) and
+report the metrics.
 
-A checkpoint (``epoch_NNNN/``) holds ``state.pt`` (model, optimizer, scheduler, epoch,
-RNG states), ``config.yaml`` (the resolved TrainConfig) and ``meta.json`` (classes and
-the metrics of every epoch so far): enough to resume, evaluate, or read the history.
+Checkpoints are written by ``checkpoint.py`` straight into the run folder rather than
+handed to Ray Train: Ray's upload is not atomic and its own bookkeeping cannot tell a
+complete checkpoint from a half-uploaded one, while ours writes a manifest last.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from ..config import from_dict, to_yaml
 from ..metrics import confusion_matrix, confusion_mean_class, confusion_top1
 from ..models.recognizers import MODELS
 from ..models.resnet import adapt_input_channels, inflate_state_dict
+from . import checkpoint as checkpoints
 from .batches import EpochBatches, InputTimer
 from .config import TrainConfig
 
@@ -128,7 +128,8 @@ def train_step(model: nn.Module, batch: dict, y: torch.Tensor, optimizer: torch.
 
 def train_loop_per_worker(args: dict) -> None:
     """Ray Train entry point. ``args``: ``config`` (TrainConfig as a dict), ``class_names``,
-    ``class_weights`` (list or None)."""
+    ``class_weights`` (list or None), ``run`` (the run's URI), ``data_hash`` (the
+    preprocessing settings hash of the clips, recorded in every checkpoint)."""
     import ray.train
     import ray.train.torch
 
@@ -141,22 +142,26 @@ def train_loop_per_worker(args: dict) -> None:
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
 
-    checkpoint = ray.train.get_checkpoint()
-    model = build_model(config, num_classes, pretrained=checkpoint is None)
+    run = args["run"]
+    # Every worker, after a restart too, resumes from what storage holds, not from Ray's
+    # record of reported checkpoints (see the module docstring).
+    resumed = checkpoints.load_latest(run, say=_say if rank == 0 else None)
+    model = build_model(config, num_classes, pretrained=resumed is None)
     if on_gpu and config.channels_last and not config.clip_model:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
     start_epoch, history = 0, []
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
-            history = json.load(open(os.path.join(d, "meta.json")))["history"]
+    if resumed is not None:
+        found, state = resumed
+        history = found.meta["history"]
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start_epoch = state["epoch"] + 1
+        checkpoints.set_rng_state(state["rng"])
+        start_epoch = found.epoch + 1
+        if rank == 0:
+            _say(f"resuming after {found.uri} (epoch {start_epoch} of {config.epochs})")
     else:
         torch.manual_seed(config.seed)  # the same initial weights on every worker and every fresh run
     model = ray.train.torch.prepare_model(model)
@@ -198,7 +203,23 @@ def train_loop_per_worker(args: dict) -> None:
         metrics["epoch_s"] = round(time.time() - t0, 2)
         metrics["data_wait_s"] = round(batches.waited, 2)  # blocked on input: near 0 when data keeps up
         history.append(metrics)
-        _report(metrics, history, bare, optimizer, scheduler, epoch, config, class_names, rank)
+        if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
+            _say(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))))
+            checkpoints.write(run, epoch, config_yaml=to_yaml(config),
+                              state={"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                     "rng": checkpoints.rng_state()},
+                              meta={"class_names": class_names, "data_hash": args.get("data_hash"),
+                                    "history": history})
+            checkpoints.prune(run, keep_last=config.keep_checkpoints, keep_best=config.keep_best)
+        ray.train.report(metrics)
+
+
+def _say(message: str) -> None:
+    # Not print(): Ray Train patches it to log *and* echo, which shows every line twice.
+    sys.stdout.write(f"[train] {message}\n")
+    sys.stdout.flush()
 
 
 @torch.no_grad()
@@ -218,42 +239,3 @@ def _validate(model: nn.Module, data, config: TrainConfig, num_classes: int, dev
         conf += confusion_matrix(scores.detach().float().cpu().numpy(), y.cpu().numpy())
     return {"val_loss": loss_sum / max(n, 1), "val_samples": n, "val_top1": confusion_top1(conf),
             "val_mean_class": confusion_mean_class(conf)}
-
-
-def _report(metrics: dict, history: list, model: nn.Module, optimizer, scheduler, epoch: int,
-            config: TrainConfig, class_names: list[str], rank: int) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            # Not print(): Ray Train patches it to log *and* echo, which shows every line twice.
-            sys.stdout.write(f"[train] epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))) + "\n")
-            sys.stdout.flush()
-        if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": _rng_state()},
-                       os.path.join(d, "state.pt"))
-            open(os.path.join(d, "config.yaml"), "w").write(to_yaml(config))
-            json.dump({"epoch": epoch, "class_names": class_names, "history": history},
-                      open(os.path.join(d, "meta.json"), "w"), indent=1)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(epoch))
-
-
-def checkpoint_dir_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}"
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

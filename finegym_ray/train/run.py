@@ -1,15 +1,13 @@
 """The training job: labels from the manifest, Ray Data input, a TorchTrainer, resume by name.
 
-Runs live at ``config.runs``/``run_name`` (local or s3://): Ray Train's checkpoints
-(``epoch_NNNN/``) and our ``config.yaml``. Running the same config again continues
-after the last checkpoint; a worker that dies is replaced and restarts from it.
+Runs live at ``config.runs``/``run_name`` (local or s3://): the checkpoints
+(``epoch_NNNN/``, format in ``checkpoint.py``), our ``config.yaml`` and Ray Train's own
+run state. Running the same config again continues after the newest complete
+checkpoint; a worker that dies is replaced and restarts from it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict
 from typing import Callable
 
@@ -17,10 +15,9 @@ import numpy as np
 
 from .. import storage
 from ..config import to_yaml
+from . import checkpoint as checkpoints
 from .config import TrainConfig
 from .data import load_split_labels, sampled_clips
-
-CHECKPOINT_PREFIX = "epoch_"
 
 
 def run_uri(config: TrainConfig) -> str:
@@ -38,13 +35,16 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     """Train (or resume) the run of ``config`` on the current Ray cluster.
 
     Returns ``run`` (its URI), ``checkpoint`` (the last one's URI), ``history`` (metrics
-    per epoch). Raises ValueError for data that cannot train this task, RuntimeError
-    when training fails past ``max_failures``.
+    per epoch). Raises ValueError for data that cannot train this task or a run that
+    cannot resume with these settings or this data, RuntimeError when training fails
+    past ``max_failures``.
     """
     import ray
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from ..preprocess.pipeline import settings_hash
 
     train = load_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
@@ -57,14 +57,15 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
         + (f", {len(val.labels)} val clips" if val else ""))
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     uri = run_uri(config)
-    resumed = latest_checkpoint(uri)
+    data_hash = settings_hash(config.data)
+    resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
     if resumed:
         _check_same_config(uri, config)
-        done = _result(uri, resumed)
-        if done["history"][-1]["epoch"] + 1 >= config.epochs:
+        _check_same_data(resumed, config.data, data_hash)
+        if resumed.epoch + 1 >= config.epochs:
             say(f"{uri} has trained all {config.epochs} epochs")
-            return done
-        say(f"resuming {uri} after {resumed.rsplit('/', 1)[-1]}")
+            return _result(uri, resumed)
+        say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
 
@@ -75,11 +76,13 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     trainer = TorchTrainer(
         _train_fn,
         train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None},
+                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
+                           "run": uri, "data_hash": data_hash},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=config.max_failures),
+                             # Our checkpoints are not reported to Ray (see loop.py).
                              checkpoint_config=CheckpointConfig(num_to_keep=None)),
         datasets=datasets,
         # Only train is split: validation runs whole on rank 0 so that no clip is dropped
@@ -91,15 +94,15 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
     result = trainer.fit()
     if result.error:
         raise RuntimeError(f"training {uri} failed: {result.error}")
-    last = latest_checkpoint(uri)
-    if last is None:
-        raise RuntimeError(f"training {uri} finished without a checkpoint")
+    last = checkpoints.find_latest(uri, say=say)
+    if last is None or last.epoch + 1 < config.epochs:
+        raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
     return _result(uri, last)
 
 
-def _result(uri: str, checkpoint: str) -> dict:
-    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
-    return {"run": uri, "checkpoint": checkpoint, "history": meta["history"], "class_names": meta["class_names"]}
+def _result(uri: str, checkpoint: checkpoints.Checkpoint) -> dict:
+    return {"run": uri, "checkpoint": checkpoint.uri, "history": checkpoint.meta["history"],
+            "class_names": checkpoint.meta["class_names"]}
 
 
 def _train_fn(args: dict) -> None:
@@ -108,47 +111,47 @@ def _train_fn(args: dict) -> None:
     train_loop_per_worker(args)
 
 
-def latest_checkpoint(run: str) -> str | None:
-    """URI of the run's newest complete checkpoint (highest epoch holding meta.json), or None."""
-    epochs = set()
-    for uri in storage.list_uris(run):
-        rel = uri[len(run.rstrip("/")) + 1:]
-        head, _, tail = rel.partition("/")
-        if head.startswith(CHECKPOINT_PREFIX) and tail == "meta.json":
-            epochs.add(head)
-    return storage.join(run, max(epochs)) if epochs else None
-
-
 def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
     import yaml
 
     saved = yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml")))
-    mutable = {"epochs", "workers", "cpus_per_worker", "use_gpu", "max_failures", "val_every", "runs",
-               "test_views", "test_crops", "shuffle_buffer", "data"}
+    # epochs is not among them: the cosine schedule spans the run's epochs, so a resume
+    # with another number would continue on a schedule the run never had.
+    mutable = {"workers", "cpus_per_worker", "use_gpu", "max_failures", "val_every", "runs",
+               "test_views", "test_crops", "shuffle_buffer", "data", "keep_checkpoints", "keep_best"}
     changed = sorted(k for k, v in asdict(config).items() if k not in mutable and saved.get(k) != v)
     if changed:
-        raise ValueError(f"{uri} was trained with other settings ({', '.join(changed)}): "
-                         f"use another name, or the same settings to resume")
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+        raise ValueError(f"{uri} was trained with other settings ({was}): use another name, "
+                         f"or the same settings to resume")
 
 
-def load_checkpoint_model(checkpoint: str):
-    """(model on CPU in eval mode, TrainConfig, class names) from a checkpoint URI."""
-    import torch
+def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: str | None) -> None:
+    """Refuse to resume on clips cut with other preprocessing settings than the run's."""
+    theirs = checkpoint.meta.get("data_hash")
+    if theirs != data_hash:
+        raise ValueError(f"{checkpoint.uri} was trained on clips with preprocessing settings hash {theirs}, "
+                         f"but {data} holds hash {data_hash}: resume on the same clips, or use another name")
+
+
+def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with."""
     import yaml
 
     from ..config import from_dict
+
+    return from_dict(TrainConfig, yaml.safe_load(checkpoint.config_yaml), f"{checkpoint.uri}/config.yaml")
+
+
+def load_checkpoint_model(checkpoint: checkpoints.Checkpoint):
+    """(model on CPU in eval mode, TrainConfig, class names) from a verified checkpoint."""
     from .loop import build_model
 
-    config = from_dict(TrainConfig, yaml.safe_load(storage.read_text(storage.join(checkpoint, "config.yaml"))))
-    meta = json.loads(storage.read_text(storage.join(checkpoint, "meta.json")))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "state.pt")
-        storage.download_file(storage.join(checkpoint, "state.pt"), local)
-        state = torch.load(local, map_location="cpu", weights_only=False)
-    model = build_model(config, len(meta["class_names"]), pretrained=False)
-    model.load_state_dict(state["model"])
-    return model.eval(), config, meta["class_names"]
+    config = checkpoint_config(checkpoint)
+    model = build_model(config, len(checkpoint.meta["class_names"]), pretrained=False)
+    model.load_state_dict(checkpoint.load_state()["model"])
+    return model.eval(), config, checkpoint.meta["class_names"]
 
 
 def format_history(history: list[dict]) -> str:

@@ -22,7 +22,8 @@ from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.data import load_split_labels
 from finegym_ray.train.evaluate import evaluate
-from finegym_ray.train.run import latest_checkpoint, run_training
+from finegym_ray.train import checkpoint as ckpt
+from finegym_ray.train.run import run_training
 from tests.conftest import TINY_PREPROCESS
 from tests.preprocess.checks import pids_with
 
@@ -41,8 +42,7 @@ def quiet(_m: str) -> None:
 
 
 def _epochs(run: str) -> list[int]:
-    last = latest_checkpoint(run)
-    return [m["epoch"] for m in json.loads(storage.read_text(storage.join(last, "meta.json")))["history"]]
+    return [m["epoch"] for m in ckpt.find_latest(run).meta["history"]]
 
 
 def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_path):
@@ -96,6 +96,33 @@ def test_fusion_averages_two_runs(tiny_store, tmp_path):
         run_training(replace(rgb_config, depth=18), say=quiet)
 
 
+def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_epochs(tiny_store, tmp_path):
+    data, _ = tiny_store
+    config = tiny_config(data, str(tmp_path / "runs"), epochs=2, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
+    run = Path(run_training(config, say=quiet)["run"])
+    first = {p.name: p.read_bytes() for p in (run / "epoch_0000").iterdir()}
+    # What a write cut short leaves: the newest folder has everything but state.pt.
+    (run / "epoch_0001" / "state.pt").unlink()
+    said = []
+    result = run_training(config, say=said.append)
+    assert any("skipping" in m and "epoch_0001" in m and "state.pt" in m for m in said), said
+    assert any("resuming" in m and "after epoch_0000" in m for m in said), said
+    assert [m["epoch"] for m in result["history"]] == [0, 1]  # epoch 1 trained again, epoch 0 not
+    assert {p.name: p.read_bytes() for p in (run / "epoch_0000").iterdir()} == first
+    assert ckpt.find_latest(str(run), verify_state=True).epoch == 1
+    assert evaluate(str(run), say=quiet)["run"]["epoch"] == 1
+
+    # The cosine schedule spans the run's epochs: another number is refused, not reshaped.
+    with pytest.raises(ValueError, match="epochs=2"):
+        run_training(replace(config, epochs=3), say=quiet)
+    # Clips cut with other preprocessing settings than the run's are refused.
+    last = ckpt.find_latest(str(run))
+    ckpt.write(str(run), 1, state=last.load_state(), config_yaml=last.config_yaml,
+               meta={**last.meta, "data_hash": "0123456789ab"})
+    with pytest.raises(ValueError, match="preprocessing settings hash 0123456789ab"):
+        run_training(config, say=quiet)
+
+
 def _train_cli(cluster, data: str, runs: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "finegym_ray.cli", "train", "--address", cluster.address, "--data", data,
             "--runs", runs, *[a for o in TINY for a in ("--set", o)], *extra]
@@ -116,10 +143,10 @@ def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tm
     runs = tmp_path / "runs"
     cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--name", "resume")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(runs / "resume" / "epoch_0000" / "meta.json", proc)
+    _wait_for(runs / "resume" / "epoch_0000" / "manifest.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list((runs / "resume").glob("epoch_*/meta.json")))
+    done = len(list((runs / "resume").glob("epoch_*/manifest.json")))
     assert done < 3, "the kill came too late to test anything"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -133,7 +160,7 @@ def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_stor
     cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--set", "max_failures=2",
                      "--name", "killed")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(runs / "killed" / "epoch_0000" / "meta.json", proc)
+    _wait_for(runs / "killed" / "epoch_0000" / "manifest.json", proc)
     workers = pids_with("RayTrainWorker")
     assert workers, "found no training worker to kill"
     os.kill(workers[0], signal.SIGKILL)

@@ -1,0 +1,254 @@
+"""A run's checkpoints: the one module that writes, finds, verifies, loads and prunes
+``RUN/epoch_NNNN/`` (local folder or s3://). No Ray here: the worker loop, resume,
+evaluation and (later) Tune trials all come through these functions.
+
+    RUN/epoch_NNNN/     NNNN: the epoch it ends, counted from 0
+        state.pt        model, optimizer, scheduler, epoch, RNG states: tensors and
+                        plain Python values only, so ``torch.load(weights_only=True)``
+                        reads it and a checkpoint from a shared bucket cannot run code
+        config.yaml     the resolved TrainConfig
+        meta.json       epoch, class names, data settings hash, metrics of every epoch
+        manifest.json   written last: format, epoch, size and sha256 of each file above
+
+A checkpoint is complete when its manifest exists and every file it lists is there with
+that size and hash. The manifest goes last, and an earlier manifest is removed before a
+folder is rewritten, so a writer killed at any point leaves a folder that is not taken
+for complete. Readers take the newest complete checkpoint and say which newer folders
+they passed over and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import storage
+
+FORMAT = 1
+PREFIX = "epoch_"
+MANIFEST = "manifest.json"
+FILES = ("state.pt", "config.yaml", "meta.json")
+_DIR_RE = re.compile(r"epoch_(\d{4,})")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, corrupt or holds something other than plain state."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A state.pt that would need arbitrary Python objects (code) to load."""
+
+
+def dir_name(epoch: int) -> str:
+    """Folder name of the checkpoint written after ``epoch`` (0-based)."""
+    return f"{PREFIX}{epoch:04d}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(run: str, epoch: int, *, state: dict, config_yaml: str, meta: dict) -> str:
+    """Write the checkpoint of ``epoch`` under ``run``; returns its URI.
+
+    ``state``: tensors and plain values (see :func:`rng_state` for the RNG part).
+    ``meta`` gets ``epoch`` and ``format`` added.
+    """
+    import torch
+
+    uri = storage.join(run, dir_name(epoch))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    blobs = {"state.pt": buffer.getvalue(), "config.yaml": config_yaml.encode(),
+             "meta.json": (json.dumps({**meta, "epoch": epoch, "format": FORMAT}, indent=1) + "\n").encode()}
+    # A manifest left from an earlier write of this epoch must not vouch for new files.
+    storage.delete(storage.join(uri, MANIFEST))
+    for name, data in blobs.items():
+        storage.write_bytes(storage.join(uri, name), data)
+    manifest = {"format": FORMAT, "epoch": epoch,
+                "files": {name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in blobs.items()}}
+    storage.write_text(storage.join(uri, MANIFEST), json.dumps(manifest, indent=1) + "\n")
+    return uri
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint folder seen in a listing: its epoch, URI and the files present."""
+
+    epoch: int
+    uri: str
+    names: frozenset[str]
+
+
+def listing(run: str) -> list[Found]:
+    """Every ``epoch_NNNN/`` folder under ``run``, oldest first, complete or not."""
+    base = run.rstrip("/")
+    names: dict[str, set[str]] = {}
+    for uri in storage.list_uris(run):
+        head, _, tail = uri[len(base) + 1:].partition("/")
+        if _DIR_RE.fullmatch(head) and tail and "/" not in tail:
+            names.setdefault(head, set()).add(tail)
+    return sorted((Found(int(d[len(PREFIX):]), storage.join(run, d), frozenset(n)) for d, n in names.items()),
+                  key=lambda f: f.epoch)
+
+
+def _manifest(found: Found) -> dict:
+    if MANIFEST not in found.names:
+        raise CheckpointError(f"{found.uri}: no {MANIFEST} (the write did not finish)")
+    try:
+        manifest = json.loads(storage.read_text(storage.join(found.uri, MANIFEST)))
+        files = manifest["files"]
+        if manifest.get("format") != FORMAT or manifest.get("epoch") != found.epoch or set(files) != set(FILES):
+            raise ValueError("unexpected format, epoch or file list")
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{found.uri}: unreadable {MANIFEST} ({e})") from None
+    missing = sorted(set(files) - found.names)
+    if missing:
+        raise CheckpointError(f"{found.uri}: {', '.join(missing)} missing")
+    return manifest
+
+
+def _read_verified(found: Found, manifest: dict, name: str) -> bytes:
+    data = storage.read_bytes(storage.join(found.uri, name))
+    want = manifest["files"][name]
+    if len(data) != want["bytes"] or _sha256(data) != want["sha256"]:
+        raise CheckpointError(f"{found.uri}: {name} is {len(data)} bytes and does not match its manifest "
+                              f"({want['bytes']} bytes)")
+    return data
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint: URI, epoch, its meta.json and config.yaml contents."""
+
+    uri: str
+    epoch: int
+    meta: dict
+    config_yaml: str
+    manifest: dict
+
+    def load_state(self) -> dict:
+        """state.pt, verified against the manifest and loaded with ``weights_only=True``
+        on CPU. Raises CheckpointError when it does not match or holds objects other
+        than tensors and plain values (UnsafeCheckpointError: it is never unpickled with
+        arbitrary globals)."""
+        import pickle
+
+        import torch
+
+        data = _read_verified(Found(self.epoch, self.uri, frozenset(FILES)), self.manifest, "state.pt")
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise UnsafeCheckpointError(f"{self.uri}/state.pt refused: it holds objects other than tensors and plain "
+                                  f"values, which could run code when loaded ({first})") from None
+
+
+def _open(found: Found) -> Checkpoint:
+    manifest = _manifest(found)
+    meta_bytes = _read_verified(found, manifest, "meta.json")
+    config_yaml = _read_verified(found, manifest, "config.yaml").decode()
+    return Checkpoint(found.uri, found.epoch, json.loads(meta_bytes), config_yaml, manifest)
+
+
+def find_latest(run: str, *, say: Callable[[str], None] | None = None,
+                verify_state: bool = False) -> Checkpoint | None:
+    """The newest complete checkpoint of ``run``, or None when it has none.
+
+    Newer folders that are incomplete or corrupt are passed over, and ``say`` is told
+    which and why. ``verify_state`` also reads state.pt and checks its hash (a reader
+    that loads it anyway, such as :func:`load_latest`, need not)."""
+    for found in reversed(listing(run)):
+        try:
+            checkpoint = _open(found)
+            if verify_state:
+                _read_verified(found, checkpoint.manifest, "state.pt")
+            return checkpoint
+        except CheckpointError as e:
+            if say:
+                say(f"skipping {e}")
+    return None
+
+
+def load_latest(run: str, *, say: Callable[[str], None] | None = None) -> tuple[Checkpoint, dict] | None:
+    """(checkpoint, its loaded state) of the newest checkpoint that is complete and whose
+    state verifies, falling back to older ones (and saying so); None when there is none.
+    A state refused as unsafe stops the search (UnsafeCheckpointError): someone wrote
+    it on purpose, and training on from an older checkpoint would hide that."""
+    for found in reversed(listing(run)):
+        try:
+            checkpoint = _open(found)
+            return checkpoint, checkpoint.load_state()
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as e:
+            if say:
+                say(f"skipping {e}")
+    return None
+
+
+def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_class") -> list[str]:
+    """Delete complete checkpoints other than the newest ``keep_last`` (0: keep all) and,
+    with ``keep_best``, the one with the highest ``metric`` in the newest one's history.
+    Folders that are not complete are left alone (they are rewritten when their epoch
+    comes round again). Returns the deleted checkpoint URIs."""
+    if keep_last <= 0:
+        return []
+    complete = []
+    for found in listing(run):
+        try:
+            _manifest(found)
+            complete.append(found)
+        except CheckpointError:
+            pass
+    if len(complete) <= keep_last:
+        return []
+    keep = {f.epoch for f in complete[-keep_last:]}
+    if keep_best:
+        history = _open(complete[-1]).meta.get("history", [])
+        scored = {m["epoch"]: m[metric] for m in history if m.get(metric) is not None}
+        present = [f.epoch for f in complete if f.epoch in scored]
+        if present:
+            keep.add(max(present, key=lambda e: (scored[e], e)))
+    deleted = []
+    for found in complete:
+        if found.epoch in keep:
+            continue
+        # The manifest first: a prune cut short leaves an incomplete folder, never a
+        # "complete" one with files gone.
+        for name in [MANIFEST, *sorted(found.names - {MANIFEST})]:
+            storage.delete(storage.join(found.uri, name))
+        deleted.append(found.uri)
+    return deleted
+
+
+def rng_state() -> dict:
+    """This process's RNG states (torch, CUDA, numpy, Python) as tensors and plain values."""
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])

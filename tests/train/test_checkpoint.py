@@ -1,0 +1,157 @@
+"""The checkpoint format (train/checkpoint.py), without Ray: complete only when verified,
+fallback to the newest complete one, no code run from a checkpoint, retention."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from finegym_ray import storage
+from finegym_ray.train import checkpoint as ckpt
+
+
+def _write(run: str, epoch: int, val: float | None = None, history: list | None = None) -> str:
+    metrics = {"epoch": epoch, "val_mean_class": val}
+    state = {"model": {"w": torch.full((3,), float(epoch))}, "epoch": epoch, "rng": ckpt.rng_state()}
+    return ckpt.write(run, epoch, state=state, config_yaml=f"epochs: {epoch + 1}\n",
+                      meta={"class_names": ["a", "b"], "data_hash": "h", "history": (history or []) + [metrics]})
+
+
+def test_write_then_find_and_load_round_trip(tmp_path):
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    _write(run, 1)
+    found = ckpt.find_latest(run, verify_state=True)
+    assert found.epoch == 1 and found.uri == storage.join(run, "epoch_0001")
+    assert found.meta["class_names"] == ["a", "b"] and found.meta["epoch"] == 1
+    assert found.config_yaml == "epochs: 2\n"
+    assert torch.equal(found.load_state()["model"]["w"], torch.full((3,), 1.0))
+    manifest = json.loads((tmp_path / "run" / "epoch_0001" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"state.pt", "config.yaml", "meta.json"}
+
+
+@pytest.mark.parametrize("damage", ["state.pt missing", "manifest missing", "state.pt truncated",
+                                    "meta.json edited"])
+def test_a_damaged_newest_checkpoint_is_passed_over_and_named(tmp_path, damage):
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    _write(run, 1)
+    folder = tmp_path / "run" / "epoch_0001"
+    if damage == "state.pt missing":  # what a non-atomic upload cut short leaves
+        (folder / "state.pt").unlink()
+    elif damage == "manifest missing":
+        (folder / "manifest.json").unlink()
+    elif damage == "state.pt truncated":
+        data = (folder / "state.pt").read_bytes()
+        (folder / "state.pt").write_bytes(data[: len(data) // 2])
+    else:
+        (folder / "meta.json").write_text((folder / "meta.json").read_text().replace('"h"', '"x"'))
+    said = []
+    found = ckpt.find_latest(run, say=said.append, verify_state=True)
+    assert found.epoch == 0
+    assert len(said) == 1 and "epoch_0001" in said[0]
+    loaded, state = ckpt.load_latest(run, say=said.append)
+    assert loaded.epoch == 0 and torch.equal(state["model"]["w"], torch.zeros(3))
+
+
+def test_no_complete_checkpoint_is_none(tmp_path):
+    run = str(tmp_path / "run")
+    assert ckpt.find_latest(run) is None and ckpt.load_latest(run) is None
+    _write(run, 0)
+    (tmp_path / "run" / "epoch_0000" / "manifest.json").unlink()
+    assert ckpt.find_latest(run) is None
+
+
+class _WritesMarker:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    from finegym_ray.train.run import load_checkpoint_model
+
+    run = str(tmp_path / "run")
+    marker = tmp_path / "marker"
+    _write(run, 0)
+    # A hostile state.pt with a manifest that vouches for it, as anyone with write
+    # access to a shared bucket could make.
+    folder = tmp_path / "run" / "epoch_0000"
+    torch.save({"model": _WritesMarker(str(marker))}, folder / "state.pt")
+    data = (folder / "state.pt").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = {"bytes": len(data), "sha256": ckpt._sha256(data)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    found = ckpt.find_latest(run, verify_state=True)
+    with pytest.raises(ckpt.UnsafeCheckpointError, match="refused"):
+        found.load_state()
+    with pytest.raises(ckpt.UnsafeCheckpointError):
+        ckpt.load_latest(run)
+    with pytest.raises(ckpt.UnsafeCheckpointError):
+        load_checkpoint_model(found)
+    assert not marker.exists()
+    assert pickle.dumps(_WritesMarker("x"))  # the object itself pickles: the refusal is the loader's
+
+
+def test_rng_states_load_with_weights_only_and_restore_every_generator(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    state = ckpt.rng_state()
+    path = tmp_path / "rng.pt"
+    torch.save(state, path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt.set_rng_state(torch.load(path, weights_only=True))
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_prune_keeps_the_newest_k_and_the_best(tmp_path):
+    run = str(tmp_path / "run")
+    vals = [0.2, 0.9, 0.4, None, 0.5]  # epoch 3 not validated
+    history = []
+    for epoch, v in enumerate(vals):
+        _write(run, epoch, v, history)
+        history.append({"epoch": epoch, "val_mean_class": v})
+        ckpt.prune(run, keep_last=2, keep_best=True)
+    assert [f.epoch for f in ckpt.listing(run)] == [1, 3, 4]
+    ckpt.prune(run, keep_last=1, keep_best=False)
+    assert [f.epoch for f in ckpt.listing(run)] == [4]
+    assert ckpt.find_latest(run, verify_state=True).epoch == 4
+
+
+def test_prune_leaves_incomplete_folders_and_keep_zero_keeps_all(tmp_path):
+    run = str(tmp_path / "run")
+    for epoch in range(4):
+        _write(run, epoch)
+    (tmp_path / "run" / "epoch_0000" / "manifest.json").unlink()
+    assert ckpt.prune(run, keep_last=0, keep_best=True) == []
+    deleted = ckpt.prune(run, keep_last=1, keep_best=False)
+    assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0002")]
+    assert [f.epoch for f in ckpt.listing(run)] == [0, 3]
+
+
+def test_rewriting_an_epoch_never_leaves_a_stale_manifest_vouching(tmp_path):
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    folder = tmp_path / "run" / "epoch_0000"
+    old_manifest = (folder / "manifest.json").read_text()
+    _write(run, 0, val=0.7)
+    assert (folder / "manifest.json").read_text() != old_manifest
+    assert ckpt.find_latest(run, verify_state=True).meta["history"][-1]["val_mean_class"] == 0.7
+
+
+def test_checkpoints_on_s3(s3_prefix):
+    run = storage.join(s3_prefix, "run")
+    _write(run, 0)
+    _write(run, 1)
+    storage.delete(storage.join(run, "epoch_0001", "state.pt"))
+    loaded, state = ckpt.load_latest(run)
+    assert loaded.epoch == 0 and torch.equal(state["model"]["w"], torch.zeros(3))
