@@ -4,6 +4,11 @@ Stages: generate SynGym (videos rendered as parallel Ray tasks), build the manif
 into the object store, cut the clips with optical flow on Ray Data into the object
 store, train a small TSM on Ray Train, evaluate it with the test protocol, and print the
 metrics table and where everything went.
+
+The store is the demo's own: ``STORE/demo.yaml`` marks it and records the settings and
+the runs the demo made. The demo refuses a non-empty store without that mark, and when
+its settings change it replaces only what it made (and says what and why): a user's
+own runs and files in a demo store are never touched.
 """
 
 from __future__ import annotations
@@ -55,6 +60,68 @@ def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
     return lambda done, total: _say(stage, f"{done}/{total} {unit}")
 
 
+MARKER = "demo.yaml"
+MADE_BY = "finegym-ray demo"
+# What the demo's preprocessing writes at the top of its store (its runs are recorded by name).
+PREPROCESS_OUTPUTS = ("clips", "errors", "manifest", "summary.json", "preprocess.json", "config.yaml")
+
+
+def read_demo_record(store: str) -> dict | None:
+    """The demo's record of ``store`` (settings and run names), None if the demo did not
+    make it. Raises ValueError for a non-empty store the demo did not make."""
+    try:
+        record = yaml.safe_load(storage.read_text(storage.join(store, MARKER)))
+    except FileNotFoundError:
+        record = None
+    if isinstance(record, dict) and {"synth", "preprocess", "train"} <= set(record):
+        if "runs" not in record:  # written before the demo recorded its runs: its one run
+            train = record.get("train") or {}
+            record["runs"] = [train.get("name") or f"{train['model']}_{train['modality']}_{train['task']}"] \
+                if train else []
+        return record
+    if storage.list_uris(store):
+        raise ValueError(f"{store} is not empty and was not made by the demo (no {MARKER} of the demo): "
+                         f"give the demo an empty or new --store")
+    return None
+
+
+def _changed(old: dict | None, new: dict | None) -> list[str]:
+    old, new = old or {}, new or {}
+    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None]) -> list[str]:
+    """Delete what the demo made in ``store`` that ``settings`` (synth, preprocess,
+    train) no longer produce, saying what and why; returns the run names the store
+    keeps. Only the demo's own outputs and recorded runs are deleted."""
+    if record is None:
+        return []
+    runs = list(record["runs"])
+    data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
+    doomed = []
+    if data_change:
+        doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS] + [storage.join(store, "runs", r)
+                                                                              for r in runs]
+        say(f"settings changed ({'; '.join(data_change)}): replacing the clips and runs the demo made "
+            f"from the old data: {', '.join(doomed)}")
+        runs = []
+    elif settings["train"] and _changed(record["train"], settings["train"]):
+        run = storage.join(store, "runs", _run_name(settings["train"]))
+        if _run_name(settings["train"]) in runs:
+            say(f"train settings changed ({'; '.join(_changed(record['train'], settings['train']))}): "
+                f"replacing the demo's run {run}")
+            doomed = [run]
+            runs.remove(_run_name(settings["train"]))
+    for uri in doomed:
+        for item in storage.list_uris(uri):
+            storage.delete(item)
+    return runs
+
+
+def _run_name(train: dict) -> str:
+    return train["name"] or f"{train['model']}_{train['modality']}_{train['task']}"
+
+
 def synth_is_current(out: str, config: SynthConfig) -> bool:
     """True if ``out`` holds a complete synthetic dataset made with ``config``."""
     path = os.path.join(out, CONFIG_FILE)
@@ -72,9 +139,18 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
     data_dir = os.path.join(out, "syngym")
     store = store or os.path.join(out, "store")
     preprocess = preprocess or PreprocessConfig()
-    storage.write_text(storage.join(store, "demo.yaml"), yaml.safe_dump(
-        {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None},
-        sort_keys=False))
+    if train is not None:
+        train = replace(train, data=store, runs=storage.join(store, "runs"))
+    # Before anything starts: a store the demo did not make is refused, untouched.
+    record = read_demo_record(store)
+    settings = {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None}
+    runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m))
+    if train is not None and train.run_name not in runs:
+        runs.append(train.run_name)
+    if record is not None and settings["train"] is None:
+        settings["train"] = record["train"]  # --no-train leaves the recorded run's settings as they were
+    storage.write_text(storage.join(store, MARKER), yaml.safe_dump(
+        {"made_by": MADE_BY, **settings, "runs": runs}, sort_keys=False))
     where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
              "manifest": storage.join(store, "manifest"), "clips": storage.join(store, "clips"),
              "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
@@ -86,21 +162,18 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
         if synth_is_current(data_dir, synth):
             _say("synth", f"reusing {data_dir} (same settings)")
         else:
+            # The same settings make the same videos (SynGym is deterministic per seed):
+            # clips the store holds from them stay valid.
             summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
             _say("synth", summary.describe())
-            # New videos under the same ids: clips cut from the old ones are stale, and
-            # so are models trained on them.
-            for folder in ("clips", "errors", "runs"):
-                for uri in storage.list_uris(storage.join(store, folder)):
-                    storage.delete(uri)
         # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
-        cut = run_preprocess(preprocess, where["annotations"], where["videos"], store,
+        # prune: shards of an earlier plan in the demo's own store are the demo's.
+        cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,
                              say=lambda m: _say("preprocess", m))
         _say("manifest", "\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
                                                                                          "summary.json")))))
         _say("preprocess", "\n" + format_preprocess_summary(cut))
         if train is not None:
-            train = replace(train, data=store, runs=storage.join(store, "runs"))
             trained = run_training(train, say=lambda m: _say("train", m))
             _say("train", "\n" + format_history(trained["history"]))
             results = evaluate(trained["run"], say=lambda m: _say("evaluate", m))

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 
 def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
@@ -30,3 +32,49 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     assert pq.read_table(manifest / "subactions.parquet").num_rows == rows
     assert "0 done" in again.stdout and pq.read_table(tmp_path / "d" / "store" / "clips").num_rows == rows
     assert "has trained all 1 epochs" in again.stdout and not (run / "epoch_0001").exists()
+
+
+def _demo_cli(tmp_path, store, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "finegym_ray.cli", "demo", "--smoke-test", "--no-train", "--out",
+            str(tmp_path / "d"), "--store", str(store), *extra]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_refuses_a_store_it_did_not_make_and_touches_nothing(tmp_path):
+    store = tmp_path / "store"
+    for name in ("clips/real-unit.parquet", "runs/x/epoch_0049/state.pt"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"the user's own data")
+    before = _tree(store)
+    r = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and str(store) in errors[0] and "not made by the demo" in errors[0], r.stderr
+    assert _tree(store) == before
+
+
+def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
+    store = tmp_path / "store"
+    first = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # The demo's run (as a training would leave it) and a user's own run beside it.
+    for name in ("runs/tsm_flow_set/epoch_0000/state.pt", "runs/mine/epoch_0003/state.pt"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"weights")
+    marker = yaml.safe_load((store / "demo.yaml").read_text())
+    marker["runs"] = ["tsm_flow_set"]
+    (store / "demo.yaml").write_text(yaml.safe_dump(marker))
+    mine = _tree(store / "runs" / "mine")
+
+    again = subprocess.run(_demo_cli(tmp_path, store, "--set", "noise=3"), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = [line for line in again.stdout.splitlines() if "settings changed" in line]
+    assert len(said) == 1 and "noise 2.0 -> 3.0" in said[0] and "tsm_flow_set" in said[0], again.stdout[-3000:]
+    assert _tree(store / "runs" / "mine") == mine
+    assert not list((store / "runs").glob("tsm_flow_set/**/*.pt"))
+    assert pq.read_table(store / "clips").num_rows > 0  # cut again from the new videos
+    assert yaml.safe_load((store / "demo.yaml").read_text())["synth"]["noise"] == 3.0
