@@ -217,12 +217,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def preprocess_exit_code(summary: dict, *, strict: bool) -> int:
-    """0, or 1 when every unit tried failed, or with ``strict`` when anything failed."""
-    units, clips = summary["units"], summary["clips"]
-    tried = units["done"] + units["failed"]
-    if tried and units["done"] == 0:
+    """The state of the output over the whole plan, not of this run's attempts (so the
+    same command on the same inputs always exits the same): 1 when no planned unit has
+    clips, or with ``strict`` when any planned unit has an error record; else 0."""
+    state = summary["output"]
+    if state["planned"] and state["with_clips"] == 0:
         return 1
-    if strict and (units["failed"] or clips["failed"]):
+    if strict and state["with_errors"]:
         return 1
     return 0
 
@@ -273,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                "max_fps=null, flow=dis|farneback|none, dis_preset=fast, flow_bound=20, jpeg_quality=90, "
                "events=false, subactions=true, unit_seconds=60, chunk_frames=128, allow_vfr=false, "
                "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
-               "Exit status: 0 (failures counted in the summary), 1 if every unit failed or with --strict "
-               "if anything failed, 2 for bad input.")
+               "Exit status, over the whole plan (a rerun that only retries failures exits the same): 0 "
+               "(failures counted in the summary), 1 if no unit has clips or, with --strict, if any unit or "
+               "clip failed, 2 for bad input.")
     p.add_argument("--annotations", metavar="DIR_OR_JSON",
                    help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
     p.add_argument("--videos", metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="preprocess config file (fields listed below)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set flow=farneback (repeatable)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any unit or clip failed")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any planned unit or clip has failed")
     p.add_argument("--prune", action="store_true",
                    help="delete shards of an earlier plan (annotations or unit_seconds changed) instead of refusing")
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")

@@ -639,6 +639,25 @@ def upload_fileobj(fileobj: IO[bytes], uri: str | os.PathLike[str], *, options: 
         _atomic_write_local(loc.key, lambda f: shutil.copyfileobj(fileobj, f, 4 * MiB))
         return
     opts = _opts(options)
+def remove_abandoned_temp_files(folder_uri: str | os.PathLike[str], *, older_than_s: float) -> list[str]:
+    """Delete this module's temp files directly in a local folder that were last written
+    more than ``older_than_s`` seconds ago (left by a writer that was killed before its
+    rename); returns their paths. Younger ones may belong to a writer still at work. On
+    S3 there are none: a PUT appears whole or not at all."""
+    loc = parse_uri(folder_uri)
+    if loc.is_s3 or not os.path.isdir(loc.key):
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for entry in os.scandir(loc.key):
+        if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
     client = s3_client(opts)
     config = _transfer_config(opts)
     try:

@@ -43,6 +43,28 @@ _FLOW_FIELDS = [
 ]
 
 
+# Parquet key-value metadata of each shard: the fingerprint of the unit it holds
+# (units.WorkUnit.fingerprint), read back from the footer alone when a run resumes.
+FINGERPRINT_KEY = b"finegym_ray.unit_fingerprint"
+
+
+def with_fingerprint(table: pa.Table, fingerprint: str) -> pa.Table:
+    """``table`` with the unit's fingerprint in its schema metadata (written to the footer)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
+
+
+def shard_fingerprint(filesystem, path: str) -> str | None:
+    """The fingerprint in the footer of the shard at ``path`` on a pyarrow filesystem
+    (on S3: ranged reads of the footer only), None if it has none. A file that is not
+    complete Parquet raises OSError or pyarrow.ArrowInvalid."""
+    import pyarrow.parquet as pq
+
+    with filesystem.open_input_file(path) as f:
+        metadata = pq.read_metadata(f).metadata or {}
+    value = metadata.get(FINGERPRINT_KEY)
+    return value.decode() if value is not None else None
+
+
 def clip_schema(with_flow: bool) -> pa.Schema:
     """Columns of a clip shard; the flow columns are absent when flow is ``none``."""
     return pa.schema(_BASE_FIELDS + (_FLOW_FIELDS if with_flow else []))

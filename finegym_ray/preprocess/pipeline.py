@@ -39,12 +39,15 @@ from ..dataset.manifest import build_manifest_from, write_manifest
 from ..ray_connect import init_ray
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
-from .clips import cut_unit
+from .clips import cut_unit, shard_fingerprint, with_fingerprint
 from .config import PreprocessConfig, config_hash, output_settings
 from .local_copy import local_copy
 from .units import Window, WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+# A shard write takes seconds; a temp file this old belongs to a writer that was killed,
+# not to one still writing (another job on the same output, say).
+ABANDONED_TEMP_S = 600.0
 SETTINGS_FILE = "preprocess.json"
 
 
@@ -61,8 +64,9 @@ def error_uri(out: str, unit_id: str) -> str:
 class CutUnits:
     """``map_batches`` callable (one actor per worker) that cuts and writes whole units.
 
-    Needs per row: ``unit_id``, ``video_id``, ``video_uri`` and ``windows`` (a JSON list
-    of Window fields, times in seconds). Writes ``OUT/clips/<unit_id>.parquet`` and, when
+    Needs per row: ``unit_id``, ``video_id``, ``video_uri``, ``windows`` (a JSON list
+    of Window fields, times in seconds) and ``fingerprint`` (stored in the shard's
+    footer). Writes ``OUT/clips/<unit_id>.parquet`` and, when
     something failed, ``OUT/errors/<unit_id>.json``. Returns per row: ``unit_id``,
     ``status`` ("done" or "failed"), ``clips``, ``failed_clips``, ``frames``,
     ``video_seconds`` (seconds of clips), ``stage_seconds`` (JSON: open/fetch/decode/
@@ -77,10 +81,11 @@ class CutUnits:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         results = [self._unit(*row) for row in zip(batch["unit_id"], batch["video_id"], batch["video_uri"],
-                                                   batch["windows"])]
+                                                   batch["windows"], batch["fingerprint"])]
         return {k: [r[k] for r in results] for k in results[0]}
 
-    def _unit(self, unit_id: str, video_id: str, video_uri: str, windows_json: str) -> dict[str, Any]:
+    def _unit(self, unit_id: str, video_id: str, video_uri: str, windows_json: str,
+              fingerprint: str) -> dict[str, Any]:
         windows = [Window(**w) for w in json.loads(windows_json)]
         result = {"unit_id": str(unit_id), "status": "failed", "clips": 0, "failed_clips": len(windows),
                   "frames": 0, "video_seconds": 0.0, "stage_seconds": "{}", "node_id": self.node_id}
@@ -100,7 +105,7 @@ class CutUnits:
             storage.write_text(record_uri, _error_record(unit_id, video_id, video_uri, "video", reason, windows))
             return result
         t1 = time.perf_counter()
-        storage.write_parquet(cut.table, shard_uri(self.out, unit_id),
+        storage.write_parquet(with_fingerprint(cut.table, str(fingerprint)), shard_uri(self.out, unit_id),
                               compression="none", use_dictionary=["key", "kind", "video_id", "event_id"])
         if cut.errors:
             storage.write_text(record_uri, json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri,
@@ -168,6 +173,48 @@ def _existing_units(out: str) -> set[str]:
             for uri in storage.list_uris(storage.join(out, "clips"), suffix=".parquet")}
 
 
+def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *,
+                  threads: int = 16) -> tuple[set[str], dict[str, list[str]]]:
+    """Which of ``units`` (each with a shard under ``out``/clips) are done: their shard's
+    footer is readable and holds the unit's fingerprint. Returns (done unit ids, reason
+    -> unit ids to cut again). Reads footers only, ``threads`` at a time (S3 latency)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    fs, root = storage.pyarrow_filesystem(out)
+
+    def check(unit: WorkUnit) -> str | None:
+        shard_uri(out, unit.unit_id)  # refuses an id that would name a path elsewhere
+        path = f"{root}/clips/{unit.unit_id}.parquet"
+        try:
+            found = shard_fingerprint(fs, path)
+        except (OSError, pa.ArrowInvalid):
+            return "unreadable (not complete Parquet)"
+        if found != unit.fingerprint(settings_hash):
+            return "made for other windows or settings" if found else "without a fingerprint (an older version)"
+        return None
+
+    done, redo = set(), {}
+    with ThreadPoolExecutor(max(1, min(threads, len(units)))) as pool:
+        for unit, reason in zip(units, pool.map(check, units)):
+            if reason is None:
+                done.add(unit.unit_id)
+            else:
+                redo.setdefault(reason, []).append(unit.unit_id)
+    return done, redo
+
+
+def output_state(out: str, planned: set[str]) -> dict[str, int]:
+    """The output's state over the whole plan, whatever this run did: planned units,
+    units whose shard exists, units without one, units with an error record."""
+    with_clips = _existing_units(out) & planned
+    errors = {uri.rsplit("/", 1)[-1][: -len(".json")]
+              for uri in storage.list_uris(storage.join(out, "errors"), suffix=".json")} & planned
+    return {"planned": len(planned), "with_clips": len(with_clips), "without_clips": len(planned - with_clips),
+            "with_errors": len(errors)}
+
+
 def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out: str, *, prune: bool = False,
                    say: Callable[[str], None] = print) -> dict[str, Any]:
     """Cut every planned clip not yet in ``out``; returns the summary (also written to
@@ -184,6 +231,9 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
     write_manifest(manifest, storage.join(out, "manifest"))
     units = plan(config, manifest)
     planned = {u.unit_id for u in units}
+    removed = storage.remove_abandoned_temp_files(storage.join(out, "clips"), older_than_s=ABANDONED_TEMP_S)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) left by a killed writer")
     existing = _existing_units(out)
     stale = sorted(existing - planned)
     if stale:
@@ -194,6 +244,10 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
             storage.delete(shard_uri(out, unit_id))
             storage.delete(error_uri(out, unit_id))
         say(f"pruned {len(stale)} shard(s) of an earlier plan")
+    settings = config_hash(config)
+    existing, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings)
+    for reason, ids in sorted(redo.items()):
+        say(f"cutting {len(ids)} unit(s) again whose shard is {reason}, e.g. {ids[0]}")
     video_uris = find_videos(videos)
     todo = [u for u in units if u.unit_id not in existing]
     missing = [u for u in todo if u.video_id not in video_uris]
@@ -208,6 +262,8 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
 
     results = _cut_on_ray(config, runnable, video_uris, out, say) if runnable else []
     summary = _summary(config, units, todo, missing, results, time.time() - t_start)
+    summary["recut"] = {reason: len(ids) for reason, ids in sorted(redo.items())}
+    summary["output"] = output_state(out, planned)
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=1))
     return summary
 
@@ -218,8 +274,10 @@ def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dic
         init_ray()
     workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
     workers = min(workers, len(units))
+    settings = config_hash(config)
     items = [{"unit_id": u.unit_id, "video_id": u.video_id, "video_uri": video_uris[u.video_id],
-              "windows": json.dumps([asdict(w) for w in u.windows])} for u in units]
+              "windows": json.dumps([asdict(w) for w in u.windows]), "fingerprint": u.fingerprint(settings)}
+             for u in units]
     # One block per unit, one unit per call, one call in flight per actor: units are
     # large (about a minute of clips), so balance matters more than per-call overhead.
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -279,4 +337,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"clips: {c['written']} written, {c['failed']} failed; {summary['frames']} frames, "
             f"{summary['video_seconds']:.1f} s of video\n"
             f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
-            f"worker seconds by stage: {stages or '-'}")
+            f"worker seconds by stage: {stages or '-'}"
+            + (f"\noutput: {summary['output']['with_clips']} of {summary['output']['planned']} units have clips, "
+               f"{summary['output']['with_errors']} have error records" if "output" in summary else ""))

@@ -1,13 +1,16 @@
 """Work units: the clips of one video, grouped so that units balance across workers.
 
 Planned on the driver from the manifest, before any video is opened. A unit's id is
-derived from the keys it holds, so the same manifest and settings give the same units
-on every run: a unit whose shard exists is done (resume = run the same command again).
+derived from the keys and window times it holds, so the same manifest and settings give
+the same units on every run, and a corrected annotation gives a new unit. A unit is
+done when its shard is complete and carries the unit's fingerprint (``fingerprint``:
+its windows and the settings hash), which resume checks from the shard's footer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -43,12 +46,25 @@ class WorkUnit:
         """Seconds of video the unit decodes."""
         return sum(w.end_s - w.start_s for w in self.windows)
 
+    def fingerprint(self, settings_hash: str) -> str:
+        """64 hex digits naming exactly what this unit's shard holds: its id, every
+        window (key, kind, start and end seconds, label) and the preprocessing settings."""
+        blob = json.dumps({"unit": self.unit_id, "settings": settings_hash,
+                           "windows": [_window_identity(w) for w in self.windows]}).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _window_identity(w: Window) -> list:
+    # repr() keeps every digit of the float seconds: annotations corrected by a
+    # millisecond give another identity.
+    return [w.key, w.kind, repr(float(w.start_s)), repr(float(w.end_s)), w.event_id, int(w.event_label)]
+
 
 def _unit_id(video_id: str, windows: Iterable[Window]) -> str:
     # The unit id names the unit's shard and error record: checked here too, since a
     # manifest need not come from the annotation parser that checks video ids.
     check_video_id(video_id)
-    digest = hashlib.sha1("\n".join(w.key for w in windows).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(json.dumps([_window_identity(w)[:4] for w in windows]).encode()).hexdigest()[:12]
     return f"{video_id}-{digest}"
 
 

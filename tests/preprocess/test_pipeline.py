@@ -103,6 +103,46 @@ def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
     assert {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)} == before
 
 
+def test_damaged_or_stale_shards_and_abandoned_temp_files_are_cut_again(reference, tiny_gym, tmp_path):
+    ref_out, ref_summary = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    names = shards(str(out))
+    truncated, stale, foreign = (out / "clips" / n for n in names[:3])
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    # A complete shard that holds something other than its unit: the fingerprint says so.
+    table = pq.read_table(stale)
+    pq.write_table(table.replace_schema_metadata({b"finegym_ray.unit_fingerprint": b"0" * 64}), stale)
+    pq.write_table(table.replace_schema_metadata({}), foreign)  # no fingerprint at all
+    old_temp, young_temp = (out / "clips" / f".{n}.tmp-{'0' * 31}{i}" for i, n in enumerate(names[3:5]))
+    for temp in (old_temp, young_temp):
+        temp.write_bytes(b"half a shard")
+    os.utime(old_temp, (time.time() - 3600, time.time() - 3600))
+    said = []
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out),
+                             say=said.append)
+    assert summary["units"]["done"] == 3 and summary["units"]["skipped"] == ref_summary["units"]["planned"] - 3
+    assert summary["recut"] == {"unreadable (not complete Parquet)": 1, "made for other windows or settings": 1,
+                                "without a fingerprint (an older version)": 1}
+    assert sum("cutting 1 unit(s) again" in m for m in said) == 3, said
+    assert any("removed 1 temporary file" in m for m in said), said
+    assert not old_temp.exists() and young_temp.exists()  # a young one may be another writer's
+    assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
+
+
+def test_planning_reads_only_footers(reference, tiny_gym):
+    from finegym_ray.preprocess.pipeline import plan, verify_shards
+    from finegym_ray.preprocess.config import config_hash
+
+    out, _ = reference
+    units = plan(CONFIG, build_manifest_from(str(tiny_gym / "annotations")))
+    done, redo = verify_shards(out, units, config_hash(CONFIG))
+    assert done == {u.unit_id for u in units} and redo == {}
+    done, redo = verify_shards(out, units, config_hash(replace(CONFIG, jpeg_quality=50)))
+    assert done == set() and sum(len(v) for v in redo.values()) == len(units)
+
+
 def test_other_settings_or_a_changed_plan_are_refused(reference, tiny_gym, tmp_path):
     out, _ = reference
     with pytest.raises(ValueError, match="other settings.*flow"):
@@ -185,6 +225,12 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_
     assert summary["clips"]["failed"] == sum(len(r["keys"]) for r in records)
     assert preprocess_exit_code(summary, strict=False) == 0
     assert preprocess_exit_code(summary, strict=True) == 1
+    # The same command again retries only the two failed units, and fails them again: the
+    # exit code describes the output over the whole plan, so it does not change.
+    again = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(videos), str(out), say=quiet)
+    assert again["units"]["done"] == 0 and again["units"]["skipped"] == summary["units"]["done"]
+    assert preprocess_exit_code(again, strict=False) == 0
+    assert preprocess_exit_code(again, strict=True) == 1
 
     # Every video broken: the job fails.
     (videos / names[2]).write_bytes(b"not a video")

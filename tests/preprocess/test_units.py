@@ -28,6 +28,17 @@ def test_unit_ids_are_stable_and_distinct():
     assert len({u.unit_id for u in a}) == len(a)
 
 
+def test_a_corrected_window_time_gives_another_unit_and_fingerprint():
+    units = plan_units(subaction_windows(_table(ROWS)), 5.0)
+    moved = [(k, v, s + 0.001 if k == "v_0" else s, e) for k, v, s, e in ROWS]  # same second, same key
+    again = plan_units(subaction_windows(_table(moved)), 5.0)
+    gone = [u for u in units if u.unit_id not in {b.unit_id for b in again}]
+    assert len(gone) == 1 and "v_0" in {w.key for w in gone[0].windows}
+    kept = next(u for u in units if u.unit_id != gone[0].unit_id)
+    twin = next(b for b in again if b.unit_id == kept.unit_id)
+    assert kept.fingerprint("abc") == twin.fingerprint("abc") != kept.fingerprint("abd")
+
+
 def test_a_clip_longer_than_the_target_is_its_own_unit():
     units = plan_units(subaction_windows(_table([("k", "v", 0.0, 100.0), ("j", "v", 200.0, 201.0)])), 10.0)
     assert sorted(len(u.windows) for u in units) == [1, 1]
