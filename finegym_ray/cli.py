@@ -15,9 +15,20 @@ from .ray_connect import init_ray
 EXIT_BAD_INPUT = 2
 
 
+def _endpoint_url(text: str) -> str:
+    from .storage import StorageOptions
+
+    try:
+        StorageOptions(endpoint_url=text)
+    except ValueError as e:  # argparse turns this into one usage line and exit code 2
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _add_storage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--s3-endpoint", metavar="URL",
-                   help="S3-compatible endpoint for s3:// URIs (default: $AWS_ENDPOINT_URL, else AWS). "
+    p.add_argument("--s3-endpoint", metavar="URL", type=_endpoint_url,
+                   help="S3-compatible endpoint for s3:// URIs, here and on every Ray worker; it wins over "
+                        "$AWS_ENDPOINT_URL_S3 and $AWS_ENDPOINT_URL (the default, else AWS). "
                         "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
 
 
@@ -389,8 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.stage_args = stage_args
     if getattr(args, "s3_endpoint", None):
-        # Both boto3 and pyarrow (and Ray workers started from here) read it.
-        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+        from .storage import use_endpoint
+
+        # Both variable names, so that a stale AWS_ENDPOINT_URL_S3 cannot win; init_ray
+        # hands them to the Ray workers.
+        use_endpoint(args.s3_endpoint)
     try:
         return args.func(args)
     except (FormatError, ConfigError, FileNotFoundError, ValueError) as e:

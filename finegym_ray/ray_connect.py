@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # Ray ends an idle worker process after 1 s once a node has more worker processes than
@@ -10,14 +11,58 @@ import os
 # (3 to 4 s to its first result on 2 cores, while the trainer waited). Kept a minute.
 IDLE_WORKER_ENV = "RAY_idle_worker_killing_time_threshold_ms"
 IDLE_WORKER_MS = 60_000
+# Set by Ray's job manager in a submitted job's driver: the job's runtime env.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
     """``ray.init(address, configure_logging=False, **kwargs)``. A Ray that this starts
     (``address`` None and no Ray running on this machine, or "local") keeps idle worker
     processes for 60 s, unless ``RAY_idle_worker_killing_time_threshold_ms`` is already
-    set (milliseconds). A running cluster that this joins keeps its own settings."""
+    set (milliseconds). A running cluster that this joins keeps its own settings.
+
+    Every task and actor of the job (Ray Data stages, Ray Train's controller and workers)
+    gets this process's S3 endpoint and region (``storage.worker_env``) in its
+    environment, so that all of them reach the bucket the driver reaches, whatever the
+    nodes were started with. A ``runtime_env`` passed in keeps its own values."""
     import ray
 
+    from .storage import worker_env
+
     os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_MS))
-    ray.init(address=address, configure_logging=False, **kwargs)
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    env = {**worker_env(), **(runtime_env.get("env_vars") or {})}
+    job_env = _submitted_job_env_vars()
+    # Ray refuses a driver env var that the submitted job's runtime env also sets, even
+    # to the same value: leave those out. One set differently (``--s3-endpoint`` given
+    # to the job itself) must win, which only Ray's override switch allows.
+    env = {k: v for k, v in env.items() if job_env.get(k) != v}
+    override = any(k in job_env for k in env)
+    if env:
+        runtime_env["env_vars"] = env
+    else:
+        runtime_env.pop("env_vars", None)
+    saved = os.environ.get(OVERRIDE_JOB_ENV)
+    if override:
+        os.environ[OVERRIDE_JOB_ENV] = "1"
+    try:
+        ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
+    finally:
+        if override:
+            if saved is None:
+                os.environ.pop(OVERRIDE_JOB_ENV, None)
+            else:
+                os.environ[OVERRIDE_JOB_ENV] = saved
+
+
+def _submitted_job_env_vars() -> dict[str, str]:
+    """The env_vars of the runtime env this driver was submitted with ({} outside a job)."""
+    text = os.environ.get(JOB_CONFIG_ENV)
+    if not text:
+        return {}
+    try:
+        runtime_env = json.loads(text).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return dict(runtime_env.get("env_vars") or {})

@@ -12,9 +12,10 @@ folder to an object store by changing a URI. Contracts that callers can rely on:
   ``PermissionError`` for both schemes, with the URI in the message; other S3 failures
   (after retries) are ``StorageError``. All are ``OSError``.
 - S3 endpoint: ``StorageOptions(endpoint_url=...)``, else ``AWS_ENDPOINT_URL_S3`` /
-  ``AWS_ENDPOINT_URL``, else AWS itself. Credentials come only from the standard AWS
-  chain (env vars, profile, instance role): this module never accepts, stores, logs
-  or prints them.
+  ``AWS_ENDPOINT_URL``, else AWS itself. ``use_endpoint`` sets both variables for this
+  process; ``worker_env`` is what to hand Ray workers so that they resolve the same.
+  Credentials come only from the standard AWS chain (env vars, profile, instance
+  role): this module never accepts, stores, logs or prints them.
 - Clients are created lazily per process and cached; ``StorageOptions`` is a plain
   frozen dataclass, so it pickles into Ray workers, which build their own clients.
 
@@ -69,6 +70,8 @@ __all__ = [
     "s3_client",
     "upload_file",
     "upload_fileobj",
+    "use_endpoint",
+    "worker_env",
     "write_bytes",
     "write_parquet",
     "write_text",
@@ -382,6 +385,37 @@ def clear_client_cache() -> None:
         _CLIENTS.clear()
 
 
+# Both names boto3 reads, the S3-specific one first; pyarrow reads the general one.
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def use_endpoint(endpoint_url: str) -> None:
+    """Make ``endpoint_url`` the S3 endpoint of this process and of every process it starts.
+
+    Sets both AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL: setting only the general name
+    would lose to a stale S3-specific one, which boto3 (and ``resolved_endpoint``) prefer.
+    A URL without http(s):// is a ValueError, raised before anything changes.
+    """
+    StorageOptions(endpoint_url=endpoint_url)  # validates
+    for name in ENDPOINT_ENV:
+        os.environ[name] = endpoint_url
+    clear_client_cache()
+
+
+def worker_env() -> dict[str, str]:
+    """The S3 settings of this process for a Ray ``runtime_env``'s ``env_vars``: the
+    resolved endpoint under both names (so that it also beats an S3-specific variable on
+    a worker node) and the region variables that are set. Never credentials: a runtime
+    env is shown in Ray's dashboard and logs, so workers take keys from their own
+    environment or instance role."""
+    env = {name: os.environ[name] for name in REGION_ENV if os.environ.get(name)}
+    endpoint = _DEFAULT_OPTIONS.resolved_endpoint()
+    if endpoint:
+        env.update(dict.fromkeys(ENDPOINT_ENV, endpoint))
+    return env
+
+
 def _transfer_config(opts: StorageOptions) -> Any:
     from boto3.s3.transfer import TransferConfig
 
@@ -605,6 +639,25 @@ def list_uris(
     return sorted(found)
 
 
+def remove_abandoned_temp_files(folder_uri: str | os.PathLike[str], *, older_than_s: float) -> list[str]:
+    """Delete this module's temp files directly in a local folder that were last written
+    more than ``older_than_s`` seconds ago (left by a writer that was killed before its
+    rename); returns their paths. Younger ones may belong to a writer still at work. On
+    S3 there are none: a PUT appears whole or not at all."""
+    loc = parse_uri(folder_uri)
+    if loc.is_s3 or not os.path.isdir(loc.key):
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for entry in os.scandir(loc.key):
+        if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
 def delete(uri: str | os.PathLike[str], *, options: StorageOptions | None = None) -> None:
     """Remove one object if it exists; a missing object is not an error (S3 cannot tell cheaply)."""
     loc = parse_uri(uri)
@@ -639,25 +692,6 @@ def upload_fileobj(fileobj: IO[bytes], uri: str | os.PathLike[str], *, options: 
         _atomic_write_local(loc.key, lambda f: shutil.copyfileobj(fileobj, f, 4 * MiB))
         return
     opts = _opts(options)
-def remove_abandoned_temp_files(folder_uri: str | os.PathLike[str], *, older_than_s: float) -> list[str]:
-    """Delete this module's temp files directly in a local folder that were last written
-    more than ``older_than_s`` seconds ago (left by a writer that was killed before its
-    rename); returns their paths. Younger ones may belong to a writer still at work. On
-    S3 there are none: a PUT appears whole or not at all."""
-    loc = parse_uri(folder_uri)
-    if loc.is_s3 or not os.path.isdir(loc.key):
-        return []
-    cutoff = time.time() - older_than_s
-    removed = []
-    for entry in os.scandir(loc.key):
-        if _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.remove(entry.path)
-                    removed.append(entry.path)
-    return removed
-
-
     client = s3_client(opts)
     config = _transfer_config(opts)
     try:

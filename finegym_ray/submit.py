@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-PASSED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
 # Never uploaded with the working dir: environments, caches, outputs, videos.
 EXCLUDES = [".venv/", ".git/", "__pycache__/", ".pytest_cache/", ".hypothesis/", "finegym_demo/", "*.mp4",
             "*.mkv", "*.webm", "*.parquet"]
@@ -65,7 +64,9 @@ def config_as_overrides(path: str) -> list[str]:
 def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
     """Entry point and runtime env for ``stage`` with its command-line ``args``."""
     root = project_root()
-    env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    from .storage import worker_env
+
+    env = worker_env()
     runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
     quoted = " ".join(shlex.quote(a) for a in args)
     if root is not None:

@@ -27,3 +27,36 @@ def test_a_local_ray_keeps_idle_workers_unless_told_otherwise(preset):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == (preset or str(IDLE_WORKER_MS))
+
+
+JOB_CODE = """
+import json, os, ray
+from finegym_ray.ray_connect import init_ray
+from finegym_ray.storage import use_endpoint
+# What Ray's job manager hands a submitted driver: the job's runtime env, here one that
+# names another endpoint (the submitter's environment) than the job's own --s3-endpoint.
+os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps(
+    {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://stale:1", "AWS_DEFAULT_REGION": "eu-west-3"}}})
+os.environ["AWS_DEFAULT_REGION"] = "eu-west-3"
+use_endpoint("http://chosen:9000")
+init_ray("local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+names = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+print(json.dumps(ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in names}).remote())))
+print("override left set:", os.environ.get("RAY_OVERRIDE_JOB_RUNTIME_ENV"))
+"""
+
+
+def test_workers_get_the_drivers_endpoint_even_inside_a_job_that_named_another():
+    """A submitted job's driver that was given --s3-endpoint hands that endpoint to its
+    workers: it beats the job's runtime env, and the same region is not refused as a
+    conflict (Ray rejects a driver env var the job also sets, unless told to override)."""
+    import json
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "RAY_OVERRIDE_JOB_RUNTIME_ENV")}
+    r = subprocess.run([sys.executable, "-c", JOB_CODE], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert json.loads(lines[-2]) == {"AWS_ENDPOINT_URL": "http://chosen:9000", "AWS_ENDPOINT_URL_S3": "http://chosen:9000",
+                                     "AWS_DEFAULT_REGION": "eu-west-3"}
+    assert lines[-1] == "override left set: None"  # the switch was for this ray.init only

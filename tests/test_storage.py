@@ -531,3 +531,52 @@ def test_credentials_never_appear_in_reprs_errors_or_logs(s3_server, s3_prefix, 
     joined = "\n".join(texts)
     for secret in secrets + ["wrong-secret-value-0123456789"]:
         assert secret not in joined
+
+
+def _dead_endpoint() -> str:
+    """An http URL on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_s3_endpoint_flag_wins_over_the_s3_specific_env_var(s3_server, s3_prefix, tmp_path):
+    """``--s3-endpoint`` is the user's explicit choice for this command: a stale
+    AWS_ENDPOINT_URL_S3 (which boto3 prefers over AWS_ENDPOINT_URL) must not override it."""
+    import subprocess
+    import sys
+
+    data = os.path.join(os.path.dirname(__file__), "dataset", "data")
+    out = storage.join(s3_prefix, "manifest")
+    env = {**os.environ, "AWS_ENDPOINT_URL_S3": _dead_endpoint(), "AWS_ENDPOINT_URL": _dead_endpoint()}
+    r = subprocess.run(
+        [sys.executable, "-m", "finegym_ray.cli", "manifest", "--s3-endpoint", s3_server.endpoint_url,
+         "--annotations", os.path.join(data, "annotations.json"),
+         "--categories", os.path.join(data, "gym4_categories.txt"), "--sets", os.path.join(data, "set_categories.txt"),
+         "--splits", os.path.join(data, "gym4_train_element.txt"), os.path.join(data, "gym4_val_element.txt"),
+         "--out", out],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert storage.exists(storage.join(out, "subactions.parquet"))  # written to the flag's server
+
+
+def test_use_endpoint_sets_both_names_and_worker_env_carries_them(monkeypatch, s3_server):
+    """After ``use_endpoint`` every resolver in this process (ours, boto3's, pyarrow's)
+    and the env handed to Ray workers name the same endpoint; no credential is handed on."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", _dead_endpoint())
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _dead_endpoint())
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    try:
+        storage.use_endpoint(s3_server.endpoint_url)
+        assert os.environ["AWS_ENDPOINT_URL_S3"] == os.environ["AWS_ENDPOINT_URL"] == s3_server.endpoint_url
+        assert StorageOptions().resolved_endpoint() == s3_server.endpoint_url
+        env = storage.worker_env()
+        assert env["AWS_ENDPOINT_URL_S3"] == env["AWS_ENDPOINT_URL"] == s3_server.endpoint_url
+        assert env["AWS_DEFAULT_REGION"] == "eu-west-3"
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
+        assert s3_server.secret_key not in repr(env) and s3_server.access_key not in repr(env)
+        storage.write_text(storage.join(f"s3://{s3_server.bucket}", "use-endpoint.txt"), "ok")  # a cached client follows
+    finally:
+        storage.clear_client_cache()
+    with pytest.raises(ValueError, match="endpoint_url"):
+        storage.use_endpoint("127.0.0.1:9000")  # no scheme: refused before anything is set

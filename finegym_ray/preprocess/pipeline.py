@@ -304,7 +304,7 @@ def _worker_env() -> dict[str, Any] | None:
     """Where S3 is, passed to the workers (``--s3-endpoint`` sets it in this process only).
     Credentials are not passed: workers get them from their own environment or instance
     profile, and nothing secret goes into a runtime env that Ray logs."""
-    env = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION") if os.environ.get(k)}
+    env = storage.worker_env()
     return {"env_vars": env} if env else None
 
 
