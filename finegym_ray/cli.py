@@ -1,9 +1,18 @@
 """``finegym-ray``: the command line. Each subcommand parses its arguments and calls one
-library function; bad input ends with one ``error:`` line and exit code 2."""
+library function; bad input ends with one ``error:`` line and exit code 2.
+
+Bad input is: a file that does not parse (FormatError), a setting out of range or of the
+wrong type (ConfigError), a missing, unreadable or wrong kind of file or object
+(FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError), storage that
+cannot be reached (storage.StorageError), and a ValueError that this package's own code
+raised on purpose (its convention for refused input). Anything else, including a
+ValueError from inside numpy, pyarrow, torch or Ray, is a bug and keeps its traceback
+(``FINEGYM_RAY_DEBUG=1`` shows the traceback of bad input too)."""
 
 from __future__ import annotations
 
 import argparse
+import linecache
 import os
 import sys
 from typing import Callable, Sequence
@@ -117,6 +126,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.smoke_test:
+        overrides = ["short_side=64", "unit_seconds=4", *overrides]
+    # Settings first: a bad one stops the command before the smoke test's data is made.
+    config = load_config(PreprocessConfig, args.config, overrides)
+    if args.smoke_test:
         import tempfile
 
         from .synth.config import SynthConfig
@@ -126,11 +139,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         generate(load_config(SynthConfig, overrides=SMOKE_SYNTH), data)
         args.annotations, args.videos = os.path.join(data, "annotations"), os.path.join(data, "videos")
         args.out = args.out or os.path.join(data, "out")
-        overrides = ["short_side=64", "unit_seconds=4", *overrides]
     missing = [f"--{n}" for n in ("annotations", "videos", "out") if not getattr(args, n)]
     if missing:
         raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
-    config = load_config(PreprocessConfig, args.config, overrides)
     print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
     if args.address:
         init_ray(args.address)
@@ -196,6 +207,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.evaluate import evaluate, format_results
 
+    # Checked before Ray starts: a count below 1 would otherwise fail inside Ray.
+    for option, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker)):
+        if value < 1:
+            raise ValueError(f"evaluate {option} must be >= 1, got {value}")
     init_ray(args.address)
     if args.smoke_test:
         import tempfile
@@ -391,6 +406,46 @@ def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
     return report
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _raised_by_this_package(e: BaseException) -> bool:
+    """True when the innermost frame of ``e`` is a ``raise`` statement in finegym_ray.
+
+    That tells a deliberate refusal (``raise ValueError("x must be ...")``) from a
+    ValueError that a library or a builtin raised under our code (a broadcast error, a
+    bad ``int()``), which is a bug.
+    """
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if not os.path.abspath(filename).startswith(_PACKAGE_DIR):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def bad_input_message(e: BaseException) -> str | None:
+    """The one-line message for an expected failure (bad input), or None for a bug."""
+    from .storage import StorageError
+
+    if isinstance(e, (FormatError, ConfigError, StorageError)):
+        message = str(e)
+    elif isinstance(e, FileNotFoundError):
+        # storage's errors carry a reason ("No such bucket (at ENDPOINT)"); the OS's is implied.
+        reason = e.strerror if e.strerror and e.strerror != os.strerror(e.errno or 0) else None
+        message = f"not found: {e.filename}" + (f" ({reason})" if reason else "") if e.filename else f"not found: {e}"
+    elif isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    elif isinstance(e, ValueError) and _raised_by_this_package(e):
+        message = str(e)
+    else:
+        return None
+    return " ".join(message.split())  # one line, whatever the message held (YAML errors span several)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after "--" belongs to the submitted stage (argparse's subparsers cannot
@@ -407,13 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_endpoint(args.s3_endpoint)
     try:
         return args.func(args)
-    except (FormatError, ConfigError, FileNotFoundError, ValueError) as e:
-        if os.environ.get("FINEGYM_RAY_DEBUG"):
-            raise
-        if isinstance(e, FileNotFoundError):
-            print(f"finegym-ray: error: not found: {e.filename or e}", file=sys.stderr)
-        else:
-            print(f"finegym-ray: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = bad_input_message(e)
+        if message is None or os.environ.get("FINEGYM_RAY_DEBUG"):
+            raise  # a bug: the traceback is what its report needs
+        print(f"finegym-ray: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

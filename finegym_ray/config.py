@@ -2,12 +2,17 @@
 
 Unknown keys are errors (a typo must not silently fall back to a default). Values are
 parsed as YAML scalars (``videos=8``, ``fps=29.97``, ``name=foo``) and checked against
-the field's type. Nested dataclasses take dotted keys (``synth.videos=8``).
+the field's type. Nested dataclasses take dotted keys (``synth.videos=8``). Floats are
+read as YAML 1.2 reads them: ``1e-3`` is a float (PyYAML's YAML 1.1 makes it a string).
+Each config's own ``__post_init__`` checks ranges (see :func:`check_range`); whatever it
+refuses comes out as a ConfigError, as do unreadable files and YAML that does not parse.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +25,44 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's fields."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats without a dot (``1e-3``, ``5E+4``)."""
+
+
+# Added after PyYAML's own resolvers, so only scalars that were strings before change:
+# digits with an exponent and no dot. Integers and YAML 1.1 floats resolve as before.
+# (add_implicit_resolver copies the table for the subclass: SafeLoader is untouched.)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)[eE][0-9]+$"), list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML (safe types only, YAML 1.2 floats); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def check_range(problems: list[str], name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
+                lt: float | None = None, le: float | None = None, optional: bool = False) -> None:
+    """Append a message to ``problems`` unless ``value`` is a finite number within the
+    bounds given (``gt`` >, ``ge`` >=, ``lt`` <, ``le`` <=); ``optional``: None passes too.
+
+    NaN fails every comparison, so a check written as ``if value <= 0: refuse`` lets it
+    through; this one refuses NaN and inf whatever the bounds.
+    """
+    if value is None and optional:
+        return
+    bounds = [f"{op} {b}" for op, b in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if b is not None]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = (number and (isinstance(value, int) or math.isfinite(value))
+          and (gt is None or value > gt) and (ge is None or value >= ge)
+          and (lt is None or value < lt) and (le is None or value <= le))
+    if not ok:
+        what = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+        problems.append(f"{name} must be {what}{' or null' if optional else ''}, got {value!r}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -50,7 +93,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {value} is too large for a float") from None
     if tp in (int, float, str, bool):
         if type(value) is not tp:
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -65,7 +111,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+    values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as e:  # the dataclass's own range checks
+        raise ConfigError(str(e) if where == "config" else f"{where}: {e}") from None
 
 
 def apply_overrides(config: T, overrides: list[str]) -> T:
@@ -83,7 +135,10 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known: {', '.join(sorted(node))}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        try:
+            node[parts[-1]] = parse_yaml(raw) if raw else ""
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"override {item!r}: not a YAML value: {' '.join(str(e).split())}") from None
     return from_dict(type(config), data)
 
 
@@ -93,8 +148,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     config = base if base is not None else cls()
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as e:
+            text = Path(path).read_text(encoding="utf-8")
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML config file (not UTF-8 text)") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except OSError as e:  # permission denied, not a directory, ...
+            raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
+        try:
+            data = parse_yaml(text) or {}
+        except (yaml.YAMLError, RecursionError) as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")

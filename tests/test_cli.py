@@ -70,9 +70,123 @@ def test_bad_training_settings_exit_2_naming_the_field(tmp_path):
     r = cli("train", "--data", tmp_path, "--set", "model=resnet")
     assert r.returncode == 2 and "model must be one of" in r.stderr and "Traceback" not in r.stderr
     r = cli("evaluate", "--run", tmp_path / "nothing")
-    assert r.returncode == 2 and "no checkpoint" in r.stderr
+    assert r.returncode == 2 and "no complete checkpoint" in r.stderr
 
 
 def test_bad_override_exits_2(tmp_path):
     r = cli("synth", "--out", tmp_path, "--set", "vidoes=3")
     assert r.returncode == 2 and "unknown key 'vidoes'" in r.stderr
+
+
+# ---------------------------------------------------------------- issue 15, item 11
+
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
+from finegym_ray import cli as cli_module  # noqa: E402
+
+
+def cli_env(*args, env):
+    return subprocess.run([sys.executable, "-m", "finegym_ray.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def one_error_line(r, *needles, progress=None):
+    """Exit 2 and a single ``finegym-ray: error:`` line holding every needle, no traceback.
+
+    progress: a regex that the other stderr lines (e.g. storage's retry log) must match.
+    """
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    lines = r.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("finegym-ray: error: "), r.stderr[-3000:]
+    assert all(progress and re.search(progress, line) for line in lines[:-1]), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in lines[-1], (needle, lines[-1])
+
+
+def no_aws_env(tmp_path, **extra):
+    """The environment without any AWS credentials, profile or instance metadata."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+               AWS_CONFIG_FILE=str(tmp_path / "no-config"), AWS_EC2_METADATA_DISABLED="true", **extra)
+    return env
+
+
+@pytest.mark.parametrize("command", [["train"], ["synth", "--out", "OUT"], ["preprocess", "--smoke-test"]])
+def test_a_folder_as_config_exits_2_naming_it(tmp_path, command):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    r = cli(*[str(tmp_path / "o") if a == "OUT" else a for a in command], "--config", folder)
+    one_error_line(r, str(folder))
+
+
+def test_refused_credentials_exit_2_naming_the_uri(tmp_path):
+    t0 = time.monotonic()
+    r = cli_env("preprocess", "--annotations", "s3://bucket/ann/finegym_annotation_info_v1.1.json",
+                "--videos", "s3://bucket/videos", "--out", tmp_path / "out", "--s3-endpoint", "http://127.0.0.1:1",
+                env=no_aws_env(tmp_path))
+    one_error_line(r, "s3://bucket/ann/finegym_annotation_info_v1.1.json", "credentials")
+    assert time.monotonic() - t0 < 20
+
+
+def test_a_dead_endpoint_exits_2_naming_the_uri_and_endpoint(tmp_path):
+    t0 = time.monotonic()
+    r = cli_env("preprocess", "--annotations", "s3://bucket/ann", "--videos", "s3://bucket/videos",
+                "--out", tmp_path / "out", "--s3-endpoint", "http://127.0.0.1:1",
+                env=no_aws_env(tmp_path, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test"))
+    one_error_line(r, "s3://bucket/ann", "127.0.0.1:1", progress=r"^ListObjectsV2 s3://bucket/ann failed .* retry \d/5")
+    assert time.monotonic() - t0 < 20
+
+
+def test_a_video_id_that_is_a_path_exits_2_naming_file_and_key(tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"../../escaped/evil": {"E_000010_000020": {
+        "event": 5, "timestamps": [[10.0, 20.0]], "segments": None}}}))
+    (tmp_path / "videos").mkdir()
+    r = cli("preprocess", "--annotations", ann, "--videos", tmp_path / "videos", "--out", tmp_path / "out")
+    one_error_line(r, str(ann), "'../../escaped/evil'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json", "videos"]
+
+
+@pytest.mark.parametrize("override, field", [("lr=.nan", "lr"), ("dropout=-3", "dropout"), ("depth=-5", "depth"),
+                                             ("base_width=0", "base_width")])
+def test_out_of_range_training_settings_exit_2(tmp_path, override, field):
+    one_error_line(cli("train", "--data", tmp_path, "--set", override), field)
+
+
+def test_out_of_range_preprocess_settings_exit_2(tmp_path):
+    for override, field in (("flow_bound=.inf", "flow_bound"), ("cache_gb=-1", "cache_gb")):
+        one_error_line(cli("preprocess", "--smoke-test", "--set", override), field)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    """A ValueError from inside a library (here numpy) is an internal error, not bad input."""
+    import numpy as np
+
+    def buggy(args):
+        return np.zeros(2) + np.zeros(3)  # ValueError: operands could not be broadcast
+
+    monkeypatch.setattr(cli_module, "cmd_manifest", buggy)
+    with pytest.raises(ValueError, match="broadcast"):
+        cli_module.main(["manifest", "--annotations", "a.json", "--categories", "c.txt", "--splits", "s.txt",
+                         "--out", str(tmp_path)])
+    monkeypatch.setattr(cli_module, "cmd_manifest", lambda args: {}["missing"])
+    with pytest.raises(KeyError):
+        cli_module.main(["manifest", "--annotations", "a.json", "--categories", "c.txt", "--splits", "s.txt",
+                         "--out", str(tmp_path)])
+
+
+def test_messages_with_several_lines_become_one(tmp_path, capsys):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("lr: [1\n")  # PyYAML's message spans several lines
+    assert cli_module.main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(bad) in err and "not valid YAML" in err
+
+
+@pytest.mark.parametrize("option", ["--workers", "--cpus-per-worker"])
+def test_evaluate_counts_below_one_exit_2_naming_the_option(tmp_path, option):
+    one_error_line(cli("evaluate", "--run", tmp_path, option, "0"), option)

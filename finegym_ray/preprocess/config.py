@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from ..config import check_range
 from ..video.decode import BACKENDS
 from ..video.flow import DIS_PRESETS, FLOW_METHODS
 
@@ -59,26 +60,23 @@ class PreprocessConfig:
             problems.append(f"short_side must be 0 or a positive even number, got {self.short_side}")
         if self.decoder not in BACKENDS:
             problems.append(f"decoder must be one of {sorted(BACKENDS)}, got {self.decoder!r}")
-        if self.max_fps is not None and not self.max_fps > 0:
-            problems.append(f"max_fps must be positive or null, got {self.max_fps}")
+        check_range(problems, "max_fps", self.max_fps, gt=0, optional=True)
         if self.flow not in FLOW_METHODS:
             problems.append(f"flow must be one of {sorted(FLOW_METHODS)}, got {self.flow!r}")
         if self.dis_preset not in DIS_PRESETS:
             problems.append(f"dis_preset must be one of {sorted(DIS_PRESETS)}, got {self.dis_preset!r}")
-        if not self.flow_bound > 0:
-            problems.append(f"flow_bound must be positive pixels, got {self.flow_bound}")
+        check_range(problems, "flow_bound", self.flow_bound, gt=0)  # pixels; an infinite bound makes all flow one grey
         if not 0 <= self.jpeg_quality <= 100:
             problems.append(f"jpeg_quality must be in 0..100, got {self.jpeg_quality}")
         if not (self.events or self.subactions):
             problems.append("nothing to cut: set events=true or subactions=true")
-        if not self.unit_seconds > 0:
-            problems.append(f"unit_seconds must be positive, got {self.unit_seconds}")
+        check_range(problems, "unit_seconds", self.unit_seconds, gt=0)
         if self.chunk_frames < 2:
             problems.append(f"chunk_frames must be >= 2, got {self.chunk_frames}")
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be >= 1 or null, got {self.workers}")
-        if not self.cpus_per_worker > 0:
-            problems.append(f"cpus_per_worker must be positive, got {self.cpus_per_worker}")
+        check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
+        check_range(problems, "cache_gb", self.cache_gb, ge=0)
         if problems:
             raise ValueError("preprocess config: " + "; ".join(problems))
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
+from ..config import check_range
+
 FPS_CHOICES = (25.0, 29.97, 30.0)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,17 @@ class SynthConfig:
     x264_preset: str = "ultrafast"
     crf: int = 23
 
+    def __post_init__(self) -> None:
+        # Checked on construction, like the other configs, so that a config loaded from
+        # YAML or overrides is in range before anything uses it.
+        self.validate()
+
     def validate(self) -> "SynthConfig":
         """Return self, or raise ValueError naming the first bad field."""
         def pair(name: str, lo: float = 0.0) -> None:
             v = getattr(self, name)
-            if len(v) != 2 or not lo <= v[0] <= v[1]:
+            if (len(v) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                    or not lo <= v[0] <= v[1]):
                 raise ValueError(f"synth config: {name} must be [min, max] with {lo} <= min <= max, got {v}")
         if self.videos < 1:
             raise ValueError(f"synth config: videos must be >= 1, got {self.videos}")
@@ -67,6 +78,21 @@ class SynthConfig:
         pair("idle_range_s", 0.5)
         if not 0 <= self.mens_event_fraction <= 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("synth config: mens_event_fraction must be in [0, 1] and val_fraction in [0, 1)")
+        if self.x264_preset not in X264_PRESETS:
+            raise ValueError(f"synth config: x264_preset must be one of {', '.join(X264_PRESETS)}, "
+                             f"got {self.x264_preset!r}")
+        problems: list[str] = []
+        check_range(problems, "seed", self.seed, ge=0)
+        check_range(problems, "subaction_median_s", self.subaction_median_s, gt=0)
+        check_range(problems, "imbalance", self.imbalance, ge=0)
+        check_range(problems, "camera_jitter", self.camera_jitter, ge=0)
+        check_range(problems, "zoom", self.zoom, ge=0, le=1)
+        check_range(problems, "clutter", self.clutter, ge=0)
+        check_range(problems, "noise", self.noise, ge=0)
+        check_range(problems, "gop_s", self.gop_s, gt=0)
+        check_range(problems, "crf", self.crf, ge=0, le=51)  # x264's 8-bit range
+        if problems:
+            raise ValueError("synth config: " + "; ".join(problems))
         return self
 
 

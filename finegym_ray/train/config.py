@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import check_range
 from ..dataset.labels import TASK_NAMES
 
 # The keys of models.MODELS and its clip models, spelled out because importing the
@@ -14,6 +15,8 @@ CLIP_MODELS = ("i3d", "nl_i3d")
 MODALITIES = ("rgb", "flow")
 CLASS_BALANCE = ("none", "loss", "resample")
 OPTIMIZERS = ("sgd", "adamw")
+# The keys of models.resnet.DEPTHS, spelled out for the same reason (checked there too).
+DEPTHS = (10, 18, 34, 50, 101)
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,29 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keep_checkpoints < 0:
             problems.append(f"keep_checkpoints must be >= 0 (0: keep all), got {self.keep_checkpoints}")
-        if self.cpus_per_worker <= 0:
-            problems.append(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
         if self.test_crops not in (1, 3):
             problems.append(f"test_crops must be 1 or 3, got {self.test_crops}")
         if not 16 <= self.crop <= self.test_short:
             problems.append(f"crop must be >= 16 and <= test_short, got crop {self.crop}, test_short {self.test_short}")
-        if self.lr <= 0 or self.warmup_epochs < 0 or self.val_every < 0 or self.max_failures < -1:
-            problems.append("lr must be > 0; warmup_epochs, val_every >= 0; max_failures >= -1")
+        # Written as ranges that NaN and inf fail (a bare ``lr <= 0`` test accepts NaN).
+        check_range(problems, "lr", self.lr, gt=0)
+        check_range(problems, "dropout", self.dropout, ge=0, lt=1)
+        check_range(problems, "shift_fraction", self.shift_fraction, ge=0, le=0.5)  # that much shifts each way
+        check_range(problems, "momentum", self.momentum, ge=0, lt=1)
+        check_range(problems, "weight_decay", self.weight_decay, ge=0)
+        check_range(problems, "grad_clip", self.grad_clip, ge=0)  # 0: no clipping
+        check_range(problems, "label_smoothing", self.label_smoothing, ge=0, lt=1)
+        check_range(problems, "base_width", self.base_width, ge=1)
+        check_range(problems, "shuffle_buffer", self.shuffle_buffer, ge=0)
+        check_range(problems, "seed", self.seed, ge=0, lt=2**63)  # torch and numpy seeds
+        check_range(problems, "warmup_epochs", self.warmup_epochs, ge=0)
+        check_range(problems, "val_every", self.val_every, ge=0)
+        check_range(problems, "max_failures", self.max_failures, ge=-1)
+        if self.depth not in DEPTHS:
+            problems.append(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {self.depth!r}")
+        if self.blocks is not None and (not self.blocks or any(b < 1 for b in self.blocks)):
+            problems.append(f"blocks must be null or a list of block counts >= 1 per stage, got {self.blocks}")
         if self.input_width and self.input_width < 16:
             problems.append(f"input_width must be 0 (square) or >= 16, got {self.input_width}")
         if self.model in CLIP_MODELS and self.frames_per_segment != 1:
