@@ -1,8 +1,10 @@
 """Submit a stage as a Ray job (Ray's JobSubmissionClient), optionally following it.
 
 The job runs ``python jobs/<stage>.py ARGS`` with this checkout as its working
-directory (uploaded by Ray, minus the virtualenv, git data and local outputs), so the
-cluster runs the code you have. Where this is an installed package rather than a
+directory, so the cluster runs the code you have. Ray uploads it minus what the
+checkout's ``.rayignore`` lists (credentials, environments, outputs, weights, videos,
+Parquet: the one list, also cluster/aws.yaml's ``rsync_exclude``); without that file
+nothing is uploaded. Where this is an installed package rather than a
 checkout, it runs ``finegym-ray <stage> ARGS`` and the cluster's image must hold the
 package.
 
@@ -23,9 +25,8 @@ from typing import Any
 
 import yaml
 
-# Never uploaded with the working dir: environments, caches, outputs, videos.
-EXCLUDES = [".venv/", ".git/", "__pycache__/", ".pytest_cache/", ".hypothesis/", "finegym_demo/", "*.mp4",
-            "*.mkv", "*.webm", "*.parquet"]
+# The one list of what never leaves this machine; Ray reads it from the working dir.
+UPLOAD_IGNORE = ".rayignore"
 
 
 def project_root() -> Path | None:
@@ -70,7 +71,10 @@ def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
     runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
     quoted = " ".join(shlex.quote(a) for a in args)
     if root is not None:
-        runtime_env.update(working_dir=str(root), excludes=EXCLUDES)
+        if not (root / UPLOAD_IGNORE).is_file():
+            # Without the list Ray would upload everything here: keys, outputs, weights.
+            raise ValueError(f"{root / UPLOAD_IGNORE} is missing: refusing to upload {root} without it")
+        runtime_env["working_dir"] = str(root)
         entrypoint = f"python jobs/{stage}.py {quoted}".strip()
     else:
         entrypoint = f"finegym-ray {stage} {quoted}".strip()

@@ -101,3 +101,32 @@ def test_dockerfile_copies_what_the_jobs_need():
     text = (CLUSTER / "Dockerfile").read_text()
     for needed in ("COPY finegym_ray", "COPY jobs", "COPY configs", "pip install --no-cache-dir -e .", "WORKDIR /app"):
         assert needed in text
+
+
+def _upload_ignore_patterns() -> list[str]:
+    lines = (ROOT / ".rayignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_aws_rsync_excludes_exactly_the_upload_ignore_list():
+    """One list: what `submit` keeps back (Ray reads .rayignore) is what `ray up` keeps back."""
+    assert load("aws.yaml")["rsync_exclude"] == _upload_ignore_patterns()
+
+
+def test_upload_ignore_patterns_mean_the_same_to_gitignore_and_rsync():
+    # Forms whose meaning differs between the two matchers (negation, a slash inside a
+    # pattern: anchored for gitignore, matched at any depth by rsync) are not used.
+    for pattern in _upload_ignore_patterns():
+        assert not pattern.startswith("!") and "/" not in pattern.rstrip("/"), pattern
+        assert pattern == pattern.strip() and not pattern.startswith("\\"), pattern
+
+
+def test_aws_mounts_only_project_paths():
+    mounts = load("aws.yaml")["file_mounts"]
+    remote_root = "/home/ubuntu/finegym-ray"
+    for remote, local in mounts.items():
+        assert local.startswith("./") and ".." not in Path(local).parts and local not in ("./", "./."), local
+        assert (ROOT / local).exists(), f"{local} is not in the project"
+        assert remote == f"{remote_root}/{local[2:]}", (remote, local)
+    # What `pip install -e ~/finegym-ray` and the jobs need (the Dockerfile copies the same).
+    assert {"./pyproject.toml", "./README.md", "./finegym_ray", "./jobs", "./configs"} <= set(mounts.values())

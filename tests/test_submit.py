@@ -1,0 +1,95 @@
+"""What `finegym-ray submit` uploads, computed by Ray's own packaging code from a checkout
+that holds credentials, outputs and weights beside the code."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from finegym_ray import submit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CODE = ["pyproject.toml", "README.md", "finegym_ray/__init__.py", "finegym_ray/train/run.py", "jobs/preprocess.py",
+        "configs/tsm_rgb_gym99.yaml", "cluster/aws.yaml"]
+SENSITIVE = [
+    ".env", ".env.local", "configs/.env", "key.pem", "cluster/deploy.key", "tls/server.p12", "ray.token",
+    "id_rsa", "id_ed25519.pub", "credentials", ".aws/credentials", ".aws/config", ".ssh/id_ed25519",
+    ".kube/config", ".ray/auth_token", ".netrc", ".git-credentials", ".pypirc", ".docker/config.json",
+    ".git/config", ".venv/bin/python", "finegym_ray/__pycache__/cli.cpython-311.pyc",
+    "finegym_runs/tsm_rgb_event/epoch_0000/state.pt", "finegym_demo/store/clips/u.parquet", "runs/a/meta.json",
+    "store/manifest/events.parquet", "ray_results/trial/result.json", "model.pt", "weights/resnet.pth",
+    "finegym_ray/models/best.ckpt", "w.safetensors", "videos/abc.mp4", "abc.mkv", "clips.parquet", "backup.tar.gz",
+]
+
+
+def _checkout(tmp: Path) -> Path:
+    """A checkout-like folder: the repository's ignore files, code files and the rest."""
+    root = tmp / "checkout"
+    for name in (".rayignore", ".gitignore"):
+        if (ROOT / name).exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, root / name)
+    for rel in [*CODE, *SENSITIVE]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x\n")
+    return root
+
+
+def _uploaded(root: Path, tmp: Path, *, include_gitignore: bool) -> set[str]:
+    """Files in the package Ray would build for submit's runtime env, via the functions the
+    Jobs SDK calls (upload_working_dir_if_needed, create_package)."""
+    from ray._private.runtime_env.packaging import create_package
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    spec = submit.job_spec("preprocess", ["--out", "s3://b/x"])
+    packages: list[Path] = []
+
+    def build(working_dir: str, excludes: list[str], is_file: bool = False) -> None:
+        assert not is_file
+        packages.append(tmp / f"package{len(packages)}.zip")
+        create_package(working_dir, packages[-1], include_gitignore=include_gitignore, excludes=excludes)
+
+    upload_working_dir_if_needed(dict(spec["runtime_env"]), include_gitignore=include_gitignore, upload_fn=build)
+    (package,) = packages
+    with zipfile.ZipFile(package) as z:
+        return {n for n in z.namelist() if not n.endswith("/")}
+
+
+@pytest.mark.parametrize("include_gitignore", [True, False])
+def test_submit_uploads_the_code_and_none_of_the_secrets_outputs_or_weights(tmp_path, monkeypatch,
+                                                                             include_gitignore):
+    # Ray's built-in defaults (.git, .venv, ...) can be switched off by the user: the
+    # project's own list must hold without them, and without .gitignore.
+    monkeypatch.setenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")
+    root = _checkout(tmp_path)
+    monkeypatch.setattr(submit, "project_root", lambda: root)
+    uploaded = _uploaded(root, tmp_path, include_gitignore=include_gitignore)
+    leaked = sorted(set(SENSITIVE) & uploaded)
+    assert not leaked, f"submit would upload {leaked}"
+    assert set(CODE) <= uploaded, sorted(set(CODE) - uploaded)
+    assert uploaded <= set(CODE) | {".rayignore", ".gitignore"}, sorted(uploaded - set(CODE))
+
+
+def test_the_job_env_names_no_credential(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value-0123456789")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-value-0123456789")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-value-0123456789")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    spec = submit.job_spec("preprocess", [])
+    text = repr(spec)
+    for secret in ("AKIAEXAMPLE", "secret-value", "session-value", "ray-token-value"):
+        assert secret not in text
+    assert spec["runtime_env"]["env_vars"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+
+
+def test_a_checkout_without_the_list_is_not_uploaded(tmp_path, monkeypatch):
+    root = _checkout(tmp_path)
+    (root / ".rayignore").unlink()
+    monkeypatch.setattr(submit, "project_root", lambda: root)
+    with pytest.raises(ValueError, match=r"\.rayignore is missing"):
+        submit.job_spec("preprocess", [])
