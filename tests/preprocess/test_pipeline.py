@@ -239,6 +239,38 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_
     assert everything_bad["units"]["done"] == 0 and preprocess_exit_code(everything_bad, strict=False) == 1
 
 
+def _smallest_unit(tiny_gym) -> str:
+    from finegym_ray.preprocess.pipeline import plan
+
+    return min(plan(CONFIG, build_manifest_from(str(tiny_gym / "annotations"))), key=lambda u: u.seconds).unit_id
+
+
+def test_a_unit_that_kills_its_worker_is_recorded_after_three_attempts(ray_cluster, reference, tiny_gym, tmp_path,
+                                                                       monkeypatch):
+    ref_out, ref_summary = reference
+    crashing = _smallest_unit(tiny_gym)
+    monkeypatch.setenv("FINEGYM_RAY_TEST_CRASH_UNIT", crashing)  # the worker exits mid-unit, as on a segfault
+    out = tmp_path / "out"
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
+    assert summary["units"]["failed"] == 1 and summary["units"]["done"] == ref_summary["units"]["planned"] - 1
+    record = json.loads((out / "errors" / f"{crashing}.json").read_text())
+    assert record["scope"] == "worker" and "died during each of 3 attempts" in record["reason"]
+    assert not list((out / "errors").glob("*.attempt"))
+    assert summary["output"] == {"planned": ref_summary["units"]["planned"], "with_clips": summary["units"]["done"],
+                                 "without_clips": 1, "with_errors": 1}
+
+
+def test_a_failing_shard_write_fails_that_unit_only(ray_cluster, reference, tiny_gym, tmp_path):
+    ref_out, ref_summary = reference
+    blocked = _smallest_unit(tiny_gym)
+    out = tmp_path / "out"
+    (out / "clips" / f"{blocked}.parquet").mkdir(parents=True)  # the rename into place fails every time
+    summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
+    assert summary["units"]["failed"] == 1 and summary["units"]["done"] == ref_summary["units"]["planned"] - 1
+    record = json.loads((out / "errors" / f"{blocked}.json").read_text())
+    assert record["scope"] == "storage" and "writing its output failed after 3 attempts" in record["reason"]
+
+
 def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tiny_gym, tmp_path):
     ref_out, _ = reference
     for sub in ("annotations", "videos"):
