@@ -2,17 +2,20 @@
 # A real multi-node Ray cluster on this machine: one head node and N worker nodes, each
 # a separate `ray start` with its own CPUs, ports and a custom resource naming it.
 #
-#   cluster/local.sh up [--workers N] [--worker-cpus C] [--head-cpus C] [--port P] [--dashboard-port D]
+#   cluster/local.sh up [--workers N] [--worker-cpus C] [--head-cpus C] [--port P] [--dashboard-port D] [--token]
 #   cluster/local.sh status
 #   cluster/local.sh down
 #
 # State (ports, temp dir, logs) lives in $FINEGYM_RAY_CLUSTER_DIR (default
 # /tmp/finegym_ray_cluster). `down` stops exactly the processes started here (those
 # whose command line names this cluster's temp dir), never other Rays on the host:
-# it does not call `ray stop`. Every command runs with the same RAY_AUTH_MODE
-# (default `disabled`, for a cluster reachable only on 127.0.0.1), so drivers and
-# `ray job submit` can join. The head has no CPUs by default: it runs drivers and the
-# control plane, work goes to the worker nodes, as on a real cluster.
+# it does not call `ray stop`. Every command runs with the same RAY_AUTH_MODE, so
+# drivers and `ray job submit` can join. By default `disabled`: everything listens on
+# 127.0.0.1 only, which is what the tests use. On a machine shared with other users
+# (anyone here can reach 127.0.0.1) use `--token` (or RAY_AUTH_MODE=token): a fresh
+# token in $FINEGYM_RAY_CLUSTER_DIR/auth_token (mode 0600), which every Ray RPC and the
+# Jobs API then require; `up` prints how to send it. The head has no CPUs by default: it
+# runs drivers and the control plane, work goes to the worker nodes, as on a real cluster.
 set -euo pipefail
 
 DIR="${FINEGYM_RAY_CLUSTER_DIR:-/tmp/finegym_ray_cluster}"
@@ -25,6 +28,12 @@ PYTHON="$(dirname "$RAY")/python"
 export PATH="$(dirname "$RAY"):$PATH"
 
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+use_token() {
+  # Ray prefers RAY_AUTH_TOKEN over the file: drop a stray one so the file decides.
+  unset RAY_AUTH_TOKEN
+  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$DIR/auth_token"
+}
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -73,6 +82,7 @@ cmd_up() {
       --head-cpus) head_cpus="$2"; shift 2 ;;
       --port) port="$2"; shift 2 ;;
       --dashboard-port) dport="$2"; shift 2 ;;
+      --token) export RAY_AUTH_MODE=token; shift ;;
       -h|--help) usage ;;
       *) echo "local.sh up: unknown option $1" >&2; usage 2 ;;
     esac
@@ -87,6 +97,13 @@ cmd_up() {
     exit 2
   fi
   mkdir -p "$DIR/logs"
+  if [[ "$RAY_AUTH_MODE" == token ]]; then
+    # A new token per cluster, readable only by this user, never printed.
+    rm -f "$DIR/auth_token"
+    (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_hex(32), end="")' > "$DIR/auth_token")
+    use_token
+  fi
+  echo "$RAY_AUTH_MODE" > "$DIR/auth_mode"
   port="${port:-$(free_port)}"; dport="${dport:-$(free_port)}"
   echo "starting head on 127.0.0.1:$port (dashboard http://127.0.0.1:$dport, $head_cpus CPUs)"
   # shellcheck disable=SC2046
@@ -105,11 +122,13 @@ cmd_up() {
   done
   # `ray start` returns before the dashboard serves the Jobs API: wait for it.
   if ! "$PYTHON" - "$(cat "$DIR/dashboard")" <<'PY'
-import sys, time, urllib.request
+import os, sys, time, urllib.request
 deadline = time.monotonic() + 90
+path = os.environ.get("RAY_AUTH_TOKEN_PATH") if os.environ["RAY_AUTH_MODE"] == "token" else None
+headers = {"Authorization": "Bearer " + open(path).read().strip()} if path else {}
 while time.monotonic() < deadline:
     try:
-        urllib.request.urlopen(sys.argv[1] + "/api/version", timeout=2)
+        urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/api/version", headers=headers), timeout=2)
         sys.exit(0)
     except OSError:
         time.sleep(0.5)
@@ -120,10 +139,16 @@ PY
     exit 1
   fi
   echo "up: RAY_ADDRESS=$(cat "$DIR/address"), jobs: $(cat "$DIR/dashboard") (set RAY_AUTH_MODE=$RAY_AUTH_MODE)"
+  if [[ "$RAY_AUTH_MODE" == token ]]; then
+    echo "token: $DIR/auth_token; submit with: finegym-ray submit STAGE --address $(cat "$DIR/dashboard") --token-file $DIR/auth_token ..."
+    echo "  or: RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$DIR/auth_token ray job submit --address $(cat "$DIR/dashboard") ..."
+  fi
 }
 
 cmd_status() {
   [[ -f "$DIR/address" ]] || { echo "no cluster recorded in $DIR"; exit 1; }
+  # Talk to the cluster in the mode it was started in.
+  if [[ "$(cat "$DIR/auth_mode" 2>/dev/null)" == token ]]; then use_token; else export RAY_AUTH_MODE=disabled; fi
   echo "address $(cat "$DIR/address"), dashboard $(cat "$DIR/dashboard"), $(our_pids | wc -l) processes"
   "$RAY" status --address "$(cat "$DIR/address")"
 }
@@ -131,7 +156,9 @@ cmd_status() {
 cmd_down() {
   local pids
   pids="$(our_pids)"
-  if [[ -z "$pids" ]]; then echo "nothing running from $DIR"; rm -f "$DIR/address" "$DIR/dashboard"; return; fi
+  if [[ -z "$pids" ]]; then
+    echo "nothing running from $DIR"; rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token"; return
+  fi
   echo "stopping $(echo "$pids" | wc -l) processes"
   # shellcheck disable=SC2086
   kill -TERM $pids 2>/dev/null || true
@@ -151,7 +178,7 @@ cmd_down() {
     echo "could not stop processes of $DIR: $(echo $pids)" >&2
     exit 1
   fi
-  rm -f "$DIR/address" "$DIR/dashboard"
+  rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token"
   echo "down"
 }
 

@@ -239,7 +239,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     overrides = (config_as_overrides(args.config) if args.config else []) + list(args.overrides)
     for item in overrides:
         rest += ["--set", item]
-    return submit(args.stage, args.address, rest, wait=args.wait, submission_id=args.job_id)
+    return submit(args.stage, args.address, rest, wait=args.wait, submission_id=args.job_id,
+                  token_file=args.token_file)
 
 
 def preprocess_exit_code(summary: dict, *, strict: bool) -> int:
@@ -376,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one stage setting (repeatable)")
     p.add_argument("--wait", action="store_true", help="follow the job's logs and exit with its status")
     p.add_argument("--job-id", help="submission id (default: Ray picks one); a second submit with it is refused")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="file holding the cluster's Ray auth token, sent only in the Jobs API's Authorization "
+                        "header (default: Ray's own lookup when RAY_AUTH_MODE=token: $RAY_AUTH_TOKEN, "
+                        "$RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token); see cluster/README.md")
     _add_storage_options(p)
     p.set_defaults(func=cmd_submit)
 

@@ -81,15 +81,39 @@ def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
     return {"entrypoint": entrypoint, "runtime_env": runtime_env}
 
 
-def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_id: str | None = None) -> int:
+def auth_headers(token_file: str | None) -> dict[str, str]:
+    """The Jobs API header carrying the cluster's token read from ``token_file``; {} for
+    None, which leaves it to Ray (it sends RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH's file or
+    ~/.ray/auth_token when RAY_AUTH_MODE=token). The token goes only into this header:
+    never into the job's runtime env, the output or a log."""
+    if token_file is None:
+        return {}
+    token = Path(token_file).expanduser().read_text().strip()
+    if not token:
+        raise ValueError(f"{token_file}: the token file is empty")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_id: str | None = None,
+           token_file: str | None = None) -> int:
     """Submit; print the job id; with ``wait`` follow the logs and return 0 only if the
-    job succeeded (1 if it failed or was stopped)."""
+    job succeeded (1 if it failed or was stopped). ``token_file``: see ``auth_headers``."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    from ray.exceptions import AuthenticationError
+
     spec = job_spec(stage, args)
-    client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
-                               submission_id=submission_id)
+    headers = auth_headers(token_file)
+    try:
+        client = JobSubmissionClient(address, headers=headers or None)
+        job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
+                                   submission_id=submission_id)
+    except AuthenticationError as e:
+        # Ray's message explains its lookup at length; one line says what to do here.
+        sent = "the token of --token-file" if headers else "no token (or Ray's default lookup's)"
+        refused = "rejected" if "403" in str(e) or "nvalid" in str(e) else "needs a token"
+        raise PermissionError(f"the Ray cluster at {address} {refused}; sent {sent}. Pass the cluster's token with "
+                              "--token-file PATH (see cluster/README.md)") from None
     print(f"submitted {job_id}: {spec['entrypoint']}", flush=True)
     print(f"  logs:   ray job logs --address {address} --follow {job_id}", flush=True)
     if not wait:
