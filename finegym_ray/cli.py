@@ -41,6 +41,12 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
                         "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
 
 
+def _add_lease_option(p: argparse.ArgumentParser, folder: str) -> None:
+    p.add_argument("--break-lease", action="store_true",
+                   help=f"one job writes {folder} at a time ({folder}/lease.json names it); remove the lease of a "
+                        "job that is gone (a lease of a killed process on this host is taken over without it)")
+
+
 def _add_synth_options(p: argparse.ArgumentParser, default_preset: str = "small") -> None:
     p.add_argument("--preset", default=default_preset,
                    help=f"size preset (default {default_preset}): small (4 videos, ~4 min of 640x360, ~20 s to "
@@ -146,7 +152,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if args.address:
         init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
-                             say=lambda m: print(f"[preprocess] {m}", flush=True))
+                             break_lease=args.break_lease, say=lambda m: print(f"[preprocess] {m}", flush=True))
     print(format_summary(summary))
     out = args.out.rstrip("/")
     print(f"clips:   {out}/clips/\nerrors:  {out}/errors/\nsummary: {out}/summary.json\nconfig:  {out}/config.yaml")
@@ -198,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.run import format_history, run_training
 
     print(f"[train] settings:\n{to_yaml(config)}", flush=True)
-    result = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))
+    result = run_training(config, break_lease=args.break_lease, say=lambda m: print(f"[train] {m}", flush=True))
     print(format_history(result["history"]))
     print(f"run:        {result['run']}\ncheckpoint: {result['checkpoint']}\nconfig:     {result['run']}/config.yaml")
     return 0
@@ -317,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if any planned unit or clip has failed")
     p.add_argument("--prune", action="store_true",
                    help="delete shards of an earlier plan (annotations or unit_seconds changed) instead of refusing")
+    _add_lease_option(p, "OUT")
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_preprocess)
@@ -341,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default MODEL_MODALITY_TASK); the same name resumes")
     p.add_argument("--smoke-test", action="store_true",
                    help="one epoch of a tiny model on a tiny generated and preprocessed SynGym")
+    _add_lease_option(p, "RUNS/NAME")
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_train)

@@ -55,6 +55,7 @@ __all__ = [
     "StorageOptions",
     "call_with_retries",
     "clear_client_cache",
+    "create_exclusive",
     "delete",
     "download_file",
     "exists",
@@ -67,6 +68,7 @@ __all__ = [
     "read_bytes",
     "read_parquet",
     "read_text",
+    "remove_abandoned_temp_files",
     "s3_client",
     "upload_file",
     "upload_fileobj",
@@ -554,6 +556,51 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes, *, options: StorageOpt
         _s3_call("PutObject", loc, opts, lambda: client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data))
     else:
         upload_fileobj(io.BytesIO(data), uri, options=opts)
+
+
+def create_exclusive(uri: str | os.PathLike[str], data: bytes, *, options: StorageOptions | None = None) -> bool:
+    """Create the object with ``data`` only if nothing is there yet; True if this call
+    created it, False if it existed. Complete or absent, never half written.
+
+    Locally a hard link of a finished temp file (fails if the name exists). On S3 a
+    conditional PUT (``If-None-Match: *``, which AWS S3 and SeaweedFS honour). A server
+    that ignores the condition overwrites instead; callers that must know read the
+    object back and compare (``finegym_ray.lease`` does).
+    """
+    loc = parse_uri(uri)
+    if not loc.is_s3:
+        path = os.path.abspath(loc.key)
+        directory, name = os.path.split(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{name[:100]}.tmp-{uuid.uuid4().hex}")
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(directory)
+        return True
+    opts = _opts(options)
+    client = s3_client(opts)
+
+    def put() -> bool:
+        try:
+            client.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, IfNoneMatch="*")
+            return True
+        except Exception as exc:  # noqa: BLE001 - sorted below; anything else goes to _s3_call
+            info = _client_error_info(exc)
+            # 412: it exists; 409: a concurrent conditional write of the same key won.
+            if info is not None and (info[0] in ("PreconditionFailed", "ConditionalRequestConflict")
+                                     or info[1] in (409, 412)):
+                return False
+            raise
+
+    return _s3_call("PutObject", loc, opts, put)
 
 
 def read_text(uri: str | os.PathLike[str], *, encoding: str = "utf-8", options: StorageOptions | None = None) -> str:

@@ -38,6 +38,7 @@ from .. import storage
 from ..config import to_yaml
 from ..dataset.keys import safe_name
 from ..dataset.manifest import build_manifest_from, write_manifest
+from ..lease import writer_lease
 from ..ray_connect import init_ray
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
@@ -227,13 +228,15 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
     """Refuse to add shards made with other settings to an existing output; record ours."""
     uri = storage.join(out, SETTINGS_FILE)
     ours = {"hash": config_hash(config), "settings": output_settings(config)}
-    if storage.exists(uri):
-        theirs = json.loads(storage.read_text(uri))
-        if theirs.get("hash") != ours["hash"]:
-            changed = sorted(k for k in ours["settings"] if theirs.get("settings", {}).get(k) != ours["settings"][k])
-            raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
-                             f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
-    storage.write_text(uri, json.dumps(ours, indent=1))
+    # Create-only: of two jobs starting on a fresh output, one records its settings and
+    # the other finds them.
+    if storage.create_exclusive(uri, json.dumps(ours, indent=1).encode()):
+        return
+    theirs = json.loads(storage.read_text(uri))
+    if theirs.get("hash") != ours["hash"]:
+        changed = sorted(k for k in ours["settings"] if theirs.get("settings", {}).get(k) != ours["settings"][k])
+        raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
+                         f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
 
 
 def settings_hash(out: str) -> str | None:
@@ -292,16 +295,24 @@ def output_state(out: str, planned: set[str]) -> dict[str, int]:
 
 
 def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out: str, *, prune: bool = False,
-                   say: Callable[[str], None] = print) -> dict[str, Any]:
+                   break_lease: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Cut every planned clip not yet in ``out``; returns the summary (also written to
     ``out/summary.json``). Starts a local Ray unless one is initialised or reachable.
 
     annotations: a FineGym annotation folder or JSON (local or s3://). videos: folder of
     ``<video_id>.mp4`` files (local or s3://). prune: delete shards and error records of
     units the current plan no longer has (otherwise they make this a ValueError).
+    One job writes to ``out`` at a time (``lease.py``): another one is refused with
+    LeaseHeld, and ``break_lease`` removes a lease whose job is gone.
     """
     t_start = time.time()
     manifest = build_manifest_from(annotations)
+    with writer_lease(out, what=f"preprocess --out {out}", break_lease=break_lease, say=say):
+        return _preprocess(config, manifest, videos, out, prune, say, t_start)
+
+
+def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune: bool,
+                say: Callable[[str], None], t_start: float) -> dict[str, Any]:
     _check_settings(config, out)
     storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
     write_manifest(manifest, storage.join(out, "manifest"))

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import storage
 from ..config import to_yaml
+from ..lease import writer_lease
 from . import checkpoint as checkpoints
 from .config import TrainConfig
 from .data import load_split_labels, sampled_clips
@@ -31,13 +32,14 @@ def class_weights(counts: np.ndarray) -> list[float]:
     return (w / w[present].mean()).tolist()
 
 
-def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> dict:
+def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callable[[str], None] = print) -> dict:
     """Train (or resume) the run of ``config`` on the current Ray cluster.
 
     Returns ``run`` (its URI), ``checkpoint`` (the last one's URI), ``history`` (metrics
     per epoch). Raises ValueError for data that cannot train this task or a run that
     cannot resume with these settings or this data, RuntimeError when training fails
-    past ``max_failures``.
+    past ``max_failures``. One job trains a run at a time (``lease.py``): another is
+    refused with LeaseHeld, and ``break_lease`` removes a lease whose job is gone.
     """
     import ray
     import ray.train
@@ -57,47 +59,48 @@ def run_training(config: TrainConfig, *, say: Callable[[str], None] = print) -> 
         + (f", {len(val.labels)} val clips" if val else ""))
     use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     uri = run_uri(config)
-    data_hash = settings_hash(config.data)
-    resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
-    if resumed:
-        _check_same_config(uri, config)
-        _check_same_data(resumed, config.data, data_hash)
-        if resumed.epoch + 1 >= config.epochs:
-            say(f"{uri} has trained all {config.epochs} epochs")
-            return _result(uri, resumed)
-        say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
-    else:
-        storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
+    with writer_lease(uri, what=f"train {config.run_name}", break_lease=break_lease, say=say):
+        data_hash = settings_hash(config.data)
+        resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
+        if resumed:
+            _check_same_config(uri, config)
+            _check_same_data(resumed, config.data, data_hash)
+            if resumed.epoch + 1 >= config.epochs:
+                say(f"{uri} has trained all {config.epochs} epochs")
+                return _result(uri, resumed)
+            say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
+        else:
+            storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
 
-    datasets = {"train": sampled_clips(config, train, train=True)}
-    if val:
-        datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
-    fs, path = storage.pyarrow_filesystem(config.runs)
-    trainer = TorchTrainer(
-        _train_fn,
-        train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                           "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
-                           "run": uri, "data_hash": data_hash},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),
-        run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=config.max_failures),
-                             # Our checkpoints are not reported to Ray (see loop.py).
-                             checkpoint_config=CheckpointConfig(num_to_keep=None)),
-        datasets=datasets,
-        # Only train is split: validation runs whole on rank 0 so that no clip is dropped
-        # to even out the shards. One worker needs no split: without it the train input
-        # runs in the worker, as validation does, instead of in a coordinator actor that
-        # took 0.2-0.4 of a core on 2 cores.
-        dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"training {uri} failed: {result.error}")
-    last = checkpoints.find_latest(uri, say=say)
-    if last is None or last.epoch + 1 < config.epochs:
-        raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
-    return _result(uri, last)
+        datasets = {"train": sampled_clips(config, train, train=True)}
+        if val:
+            datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
+        fs, path = storage.pyarrow_filesystem(config.runs)
+        trainer = TorchTrainer(
+            _train_fn,
+            train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
+                               "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
+                               "run": uri, "data_hash": data_hash},
+            scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": config.cpus_per_worker}),
+            run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
+                                 failure_config=FailureConfig(max_failures=config.max_failures),
+                                 # Our checkpoints are not reported to Ray (see loop.py).
+                                 checkpoint_config=CheckpointConfig(num_to_keep=None)),
+            datasets=datasets,
+            # Only train is split: validation runs whole on rank 0 so that no clip is dropped
+            # to even out the shards. One worker needs no split: without it the train input
+            # runs in the worker, as validation does, instead of in a coordinator actor that
+            # took 0.2-0.4 of a core on 2 cores.
+            dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
+        )
+        result = trainer.fit()
+        if result.error:
+            raise RuntimeError(f"training {uri} failed: {result.error}")
+        last = checkpoints.find_latest(uri, say=say)
+        if last is None or last.epoch + 1 < config.epochs:
+            raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
+        return _result(uri, last)
 
 
 def _result(uri: str, checkpoint: checkpoints.Checkpoint) -> dict:

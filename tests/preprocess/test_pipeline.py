@@ -239,6 +239,31 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_
     assert everything_bad["units"]["done"] == 0 and preprocess_exit_code(everything_bad, strict=False) == 1
 
 
+def test_two_jobs_started_together_on_a_fresh_out_one_writes_and_the_other_is_refused(ray_cluster, reference,
+                                                                                        tiny_gym, tmp_path):
+    from finegym_ray.preprocess.config import config_hash
+    from finegym_ray.preprocess.pipeline import plan, verify_shards
+
+    out = tmp_path / "out"
+    # Two plans of the same settings, each allowed to prune the other's shards: together
+    # they would leave every clip twice, in shards of both plans.
+    unit_seconds = (4, 8)
+    procs = [subprocess.Popen(_cli(ray_cluster, tiny_gym / "annotations", tiny_gym / "videos", out, "--prune",
+                                   "--set", f"unit_seconds={u}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for u in unit_seconds]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], [o[1][-2000:] for o in outputs]
+    loser = outputs[codes.index(2)][1]
+    assert "is being written by another job" in loser and "--break-lease" in loser, loser[-2000:]
+    winner = replace(CONFIG, unit_seconds=float(unit_seconds[codes.index(0)]))
+    units = plan(winner, build_manifest_from(str(tiny_gym / "annotations")))
+    done, redo = verify_shards(str(out), units, config_hash(winner))
+    assert len(done) == len(units) and redo == {}
+    assert len(shards(str(out))) == len(units)  # no shard of the other plan
+    assert not (out / "lease.json").exists()
+
+
 def _smallest_unit(tiny_gym) -> str:
     from finegym_ray.preprocess.pipeline import plan
 

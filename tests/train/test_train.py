@@ -182,6 +182,18 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     assert results["run"]["clips"] == len(load_split_labels(data, "event", "val").labels)
 
 
+def test_a_run_being_trained_is_refused_to_a_second_job(tiny_store, tmp_path):
+    from finegym_ray.lease import LeaseHeld, writer_lease
+    from finegym_ray.train.run import run_uri
+
+    data, _ = tiny_store
+    config = tiny_config(data, str(tmp_path / "runs"), epochs=1, workers=1, cpus_per_worker=1.0)
+    with writer_lease(run_uri(config), what="the first training"):
+        with pytest.raises(LeaseHeld, match="the first training"):
+            run_training(config, say=quiet)
+    assert not list((tmp_path / "runs").glob("*/epoch_*"))
+
+
 def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
     data, _ = tiny_store
     with pytest.raises(ValueError, match="splits in the manifest: train, val"):
