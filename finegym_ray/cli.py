@@ -332,13 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a recognition model on clip shards with Ray Train (resumes by run name)",
         description="Train TSN/TRN/TSM/I3D on the clips preprocessing wrote (DATA/clips, labels from "
                     "DATA/manifest) with N Ray Train workers (DDP, CPU or GPU). Checkpoints every epoch to "
-                    "RUNS/NAME; running the same command again continues after the last one, and a worker "
-                    "that dies is replaced and resumes from it.",
+                    "RUNS/NAME (the last keep_checkpoints and the best kept); running the same command again "
+                    "continues after the newest complete one, and a worker that dies is replaced and resumes "
+                    "from it. Another epochs, model or preprocessing of the clips is refused on resume.",
         epilog="settings (--set KEY=VALUE or --config YAML, see configs/): data, task=gym99|gym288|gym530|event|"
                "set|vt|fx|fx_s1|ub_s1, modality=rgb|flow, model=tsn|trn|trn_multiscale|tsm|i3d|nl_i3d, depth, "
                "base_width, pretrained=URI, segments, frames_per_segment, crop, test_short, class_balance="
                "none|loss|resample, epochs, batch_size (per worker), lr, warmup_epochs, workers, "
-               "cpus_per_worker, use_gpu, bf16, max_failures, val_every, runs, name. "
+               "cpus_per_worker, use_gpu, bf16, max_failures, val_every, keep_checkpoints=2 (0: all), "
+               "keep_best=true, runs, name. "
                "Example: finegym-ray train --config configs/tsm_flow_demo.yaml --data finegym_demo/store")
     p.add_argument("--config", metavar="YAML", help="train config file (configs/*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -42,7 +42,14 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 def parse_yaml(text: str) -> Any:
     """``text`` as YAML (safe types only, YAML 1.2 floats); raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, OverflowError, IndexError) as e:
+        # PyYAML's constructors raise these for an explicit tag on a value that does
+        # not fit it ("!!int x", "!!int ''"): bad input like any other YAML error.
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read {text!r}: {e}") from None
 
 
 def check_range(problems: list[str], name: str, value: Any, *, gt: float | None = None, ge: float | None = None,

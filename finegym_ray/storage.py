@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Literal, TypeVar
 from urllib.parse import urlparse
 
@@ -80,6 +80,22 @@ __all__ = [
 ]
 
 
+RETRY_ENV = "FINEGYM_RAY_S3_RETRY_S"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be >= 0 seconds, got {raw!r}")
+    return value
+
+
 class StorageError(OSError):
     """An S3 request that failed for a reason other than 'missing' or 'refused'."""
 
@@ -97,9 +113,13 @@ class StorageOptions:
 
     endpoint_url: str | None = None
     region: str | None = None
-    retries: int = 5  # extra attempts after the first, on transient errors only
+    retries: int = 100  # extra attempts after the first, on transient errors only
     backoff_s: float = 0.2  # first retry delay; doubles per attempt, jittered
-    max_backoff_s: float = 20.0
+    max_backoff_s: float = 5.0
+    # Seconds a call keeps retrying transient errors (connection refused, 5xx, timeouts)
+    # before it fails: long enough to ride out a restart of the S3 server. Set with
+    # FINEGYM_RAY_S3_RETRY_S (Ray workers get the driver's value).
+    retry_budget_s: float = field(default_factory=lambda: _env_seconds(RETRY_ENV, 30.0))
     # Objects below the threshold go up in one PUT. 16 MiB parts keep a 1 GB video at
     # 64 requests while staying far below S3's 10,000-part limit (160 GB).
     multipart_threshold: int = 64 * MiB
@@ -115,6 +135,8 @@ class StorageOptions:
                 raise ValueError(f"endpoint_url must be http(s)://host[:port], got {self.endpoint_url!r}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not 0 <= self.retry_budget_s < float("inf"):
+            raise ValueError(f"retry_budget_s must be >= 0 seconds, got {self.retry_budget_s}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError("backoff_s and max_backoff_s must be >= 0")
         if self.multipart_threshold < 1 or self.multipart_chunksize < 1 or self.max_concurrency < 1:
@@ -301,11 +323,14 @@ def call_with_retries(
     retries: int,
     backoff_s: float,
     max_backoff_s: float = 20.0,
+    budget_s: float | None = None,
     describe: str = "storage call",
     is_retryable: Callable[[BaseException], bool] = is_retryable_error,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn()``; on a retryable error wait and try again, up to ``retries`` more times.
+    """Call ``fn()``; on a retryable error wait and try again, up to ``retries`` more times
+    and, with ``budget_s``, only while the waits so far and the next stay within
+    ``budget_s`` seconds.
 
     The delay before retry k (k = 0, 1, ...) is ``min(max_backoff_s, backoff_s * 2**k)``
     scaled by a random factor in [0.5, 1): the jitter spreads out many Ray workers that
@@ -316,6 +341,7 @@ def call_with_retries(
     that attempts never multiply: at most ``retries + 1`` calls of ``fn``.
     """
     attempt = 0
+    waited = 0.0
     while True:
         try:
             return fn()
@@ -323,13 +349,17 @@ def call_with_retries(
             if attempt >= retries or not is_retryable(exc):
                 raise
             delay = min(max_backoff_s, backoff_s * (2**attempt)) * (0.5 + random.random() / 2)
+            if budget_s is not None and waited + delay > budget_s:
+                raise
+            waited += delay
             log.warning(
-                "%s failed with %s; retry %d/%d in %.2fs",
+                "%s failed with %s; retry %d in %.2fs (%.1f s of retrying so far%s)",
                 describe,
                 _error_summary(exc),
                 attempt + 1,
-                retries,
                 delay,
+                waited,
+                f", budget {budget_s:.0f} s" if budget_s is not None else "",
             )
             sleep(delay)
             attempt += 1
@@ -411,7 +441,7 @@ def worker_env() -> dict[str, str]:
     a worker node) and the region variables that are set. Never credentials: a runtime
     env is shown in Ray's dashboard and logs, so workers take keys from their own
     environment or instance role."""
-    env = {name: os.environ[name] for name in REGION_ENV if os.environ.get(name)}
+    env = {name: os.environ[name] for name in (*REGION_ENV, RETRY_ENV) if os.environ.get(name)}
     endpoint = _DEFAULT_OPTIONS.resolved_endpoint()
     if endpoint:
         env.update(dict.fromkeys(ENDPOINT_ENV, endpoint))
@@ -465,6 +495,7 @@ def _s3_call(op: str, loc: Location, opts: StorageOptions, fn: Callable[[], T], 
             retries=opts.retries if retry else 0,
             backoff_s=opts.backoff_s,
             max_backoff_s=opts.max_backoff_s,
+            budget_s=opts.retry_budget_s,
             describe=f"{op} {loc.uri}",
         )
     except Exception as exc:
@@ -849,7 +880,8 @@ def pyarrow_filesystem(
         "region": opts.resolved_region(),
         "connect_timeout": opts.connect_timeout_s,
         "request_timeout": opts.read_timeout_s,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=opts.retries + 1),
+        # pyarrow's own backoff, not ours: 10 attempts span a few seconds to a minute.
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10),
     }
     endpoint = opts.resolved_endpoint()
     if endpoint:

@@ -26,9 +26,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # weed derives a component's gRPC port as http port + 10000 wherever it is not told
 # otherwise; the embedded maintenance worker of `weed mini` 4.48 ignores
@@ -109,6 +111,8 @@ class S3Server:
     # weed puts a gRPC unix socket per component at a fixed /tmp path (no flag moves
     # it) and leaves some behind on exit; stop() removes the ones for our ports.
     grpc_sockets: tuple[Path, ...] = ()
+    # How it was started (argv, environment), for restart(): same ports, keys and data.
+    launch: tuple[list[str], dict[str, str]] = field(default=((), {}), repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -163,11 +167,38 @@ class S3Server:
         if not keep_files:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def restart(self, *, down_s: float = 0.0, timeout_s: float = 60.0) -> None:
+        """Stop the server, stay down ``down_s`` seconds, start it again on the same
+        ports with the same keys and data, and wait until S3 answers."""
+        self.stop(keep_files=True)
+        time.sleep(down_s)
+        args, env = self.launch
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_ready(self, timeout_s)
+
     def __enter__(self) -> S3Server:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def restart_when(server: S3Server, ready: Callable[[], bool], down_s: float, log: dict) -> threading.Thread:
+    """Start a thread that restarts ``server`` (down ``down_s`` s) once ``ready()`` is
+    true, noting ``down_at`` and ``up_at`` (time.monotonic()) in ``log``."""
+    def run() -> None:
+        deadline = time.monotonic() + 240
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log["down_at"] = time.monotonic()
+        server.restart(down_s=down_s)
+        log["up_at"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def start_s3_server(
@@ -248,6 +279,7 @@ def start_s3_server(
         bucket=bucket,
         root=root_path,
         process=proc,
+        launch=(args, env),
         access_key=access_key,
         secret_key=secret_key,
         grpc_sockets=tuple(

@@ -34,6 +34,10 @@ def test_yaml_then_overrides(tmp_path):
     (["inner.depth=3"], "unknown key"),
     (["videos"], "key=value"),
     (["videos.x=1"], "not a section"),
+    # Explicit tags on values that do not fit them (found by the fuzz test below).
+    (["videos=!!int x"], "not a YAML value"),
+    (["videos=!!int ''"], "not a YAML value"),
+    (["videos=!!timestamp 2020-99-99"], "not a YAML value"),
 ])
 def test_bad_overrides(overrides, msg):
     with pytest.raises(ConfigError, match=msg):

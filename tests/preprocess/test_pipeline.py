@@ -25,6 +25,7 @@ from finegym_ray.preprocess.pipeline import rows_as_done, run_preprocess
 from finegym_ray.video import WindowDecoder
 from tests.conftest import TINY_PREPROCESS as CONFIG
 from tests.preprocess.checks import pids_with, row_digests, shards
+from tests.s3server import restart_when
 
 OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
 
@@ -313,6 +314,34 @@ def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tin
     table = pads.dataset(f"{out[len('s3://'):]}/clips", filesystem=fs, format="parquet").to_table()
     assert row_digests(table) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
     assert json.loads(storage.read_text(f"{out}/summary.json")) == summary
+
+
+def test_an_s3_restart_mid_run_loses_nothing(ray_cluster, reference, s3_server, s3_prefix, tiny_gym, tmp_path):
+    ref_out, ref_summary = reference
+    for sub in ("annotations", "videos"):
+        for path in sorted((tiny_gym / sub).iterdir()):
+            storage.upload_file(path, f"{s3_prefix}/{sub}/{path.name}")
+    out = f"{s3_prefix}/out"
+    shards_at_restart = []
+
+    def first_shard_written() -> bool:
+        found = storage.list_uris(f"{out}/clips", suffix=".parquet")
+        shards_at_restart[:] = found
+        return bool(found)
+
+    log = {}
+    # One worker, so that units are still to be cut while the server is down.
+    config = replace(CONFIG, workers=1, cache_dir=str(tmp_path / "cache"))
+    restarter = restart_when(s3_server, first_shard_written, 3.0, log)
+    summary = run_preprocess(config, f"{s3_prefix}/annotations", f"{s3_prefix}/videos", out, say=quiet)
+    ended_at = time.monotonic()
+    restarter.join(120)
+    assert "up_at" in log and log["down_at"] < ended_at, "the restart did not happen during the run"
+    assert len(shards_at_restart) < ref_summary["units"]["planned"], "the run was over before the restart"
+    assert summary["units"]["failed"] == 0 and summary["output"]["with_clips"] == ref_summary["units"]["planned"]
+    fs, root = storage.pyarrow_filesystem(out)
+    table = pads.dataset(f"{root}/clips", filesystem=fs, format="parquet").to_table()
+    assert row_digests(table) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
 
 
 class _HeldBack:

@@ -26,6 +26,7 @@ from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.run import run_training
 from tests.conftest import TINY_PREPROCESS
 from tests.preprocess.checks import pids_with
+from tests.s3server import restart_when
 
 # A tiny TSM on the event task; two workers of half a CPU leave one CPU to Ray Data.
 TINY = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
@@ -192,6 +193,24 @@ def test_a_run_being_trained_is_refused_to_a_second_job(tiny_store, tmp_path):
         with pytest.raises(LeaseHeld, match="the first training"):
             run_training(config, say=quiet)
     assert not list((tmp_path / "runs").glob("*/epoch_*"))
+
+
+def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_server, s3_prefix):
+    data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
+    run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
+    config = tiny_config(data, runs, epochs=3, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
+    run = storage.join(runs, config.run_name)
+    log = {}
+    restarter = restart_when(s3_server, lambda: storage.exists(storage.join(run, "epoch_0000", "manifest.json")),
+                             3.0, log)
+    result = run_training(config, say=quiet)
+    ended_at = time.monotonic()
+    restarter.join(120)
+    assert "up_at" in log and log["down_at"] < ended_at, "the restart did not happen during training"
+    assert [m["epoch"] for m in result["history"]] == [0, 1, 2]
+    assert [f.epoch for f in ckpt.listing(run)] == [0, 1, 2]
+    for found in ckpt.listing(run):  # every checkpoint complete, its state verified against the manifest
+        ckpt._open(found).load_state()
 
 
 def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
