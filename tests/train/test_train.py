@@ -139,6 +139,21 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> Non
     raise AssertionError(f"{path} did not appear in time")
 
 
+def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_refused(ray_cluster, tiny_store,
+                                                                                         tmp_path):
+    data, _ = tiny_store
+    runs = tmp_path / "runs"
+    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=1", "--name", "same")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], [o[1][-2000:] for o in outputs]
+    loser = outputs[codes.index(2)][1]
+    assert "is being written by another job" in loser and "train same" in loser, loser[-2000:]
+    assert _epochs(str(runs / "same")) == [0]
+    assert not (runs / "same" / "lease.json").exists()
+
+
 def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
@@ -181,18 +196,6 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     results = evaluate(result["run"], say=quiet)
     assert storage.exists(storage.join(result["run"], "eval", "metrics.json"))
     assert results["run"]["clips"] == len(load_split_labels(data, "event", "val").labels)
-
-
-def test_a_run_being_trained_is_refused_to_a_second_job(tiny_store, tmp_path):
-    from finegym_ray.lease import LeaseHeld, writer_lease
-    from finegym_ray.train.run import run_uri
-
-    data, _ = tiny_store
-    config = tiny_config(data, str(tmp_path / "runs"), epochs=1, workers=1, cpus_per_worker=1.0)
-    with writer_lease(run_uri(config), what="the first training"):
-        with pytest.raises(LeaseHeld, match="the first training"):
-            run_training(config, say=quiet)
-    assert not list((tmp_path / "runs").glob("*/epoch_*"))
 
 
 def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_server, s3_prefix):
