@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 
 # Ray ends an idle worker process after 1 s once a node has more worker processes than
 # CPUs. On a small machine Ray Train's and Ray Data's actors alone pass that, so every
@@ -31,6 +33,13 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     from .storage import worker_env
 
     os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_MS))
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        stale = _dead_recorded_cluster()
+        if stale:
+            # ray.init() would try to join it and retry for minutes without a word.
+            sys.stderr.write(f"[ray] the Ray cluster recorded on this machine ({stale}) is not running: "
+                             f"starting a new local Ray\n")
+            address = "local"
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
     env = {**worker_env(), **(runtime_env.get("env_vars") or {})}
     job_env = _submitted_job_env_vars()
@@ -54,6 +63,26 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ.pop(OVERRIDE_JOB_ENV, None)
             else:
                 os.environ[OVERRIDE_JOB_ENV] = saved
+
+
+def _dead_recorded_cluster() -> str | None:
+    """The address in Ray's ``ray_current_cluster`` file when nothing answers there (a
+    cluster killed without ``ray stop`` leaves the file), else None."""
+    from ray._common.utils import get_ray_address_file
+
+    try:
+        with open(get_ray_address_file(None)) as f:
+            recorded = f.read().strip()
+    except OSError:
+        return None
+    host, _, port = recorded.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except ValueError:
+        return recorded  # not an address at all
+    except OSError:
+        return recorded
+    return None
 
 
 def _submitted_job_env_vars() -> dict[str, str]:

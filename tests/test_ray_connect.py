@@ -1,8 +1,11 @@
 """A Ray started by finegym_ray keeps idle worker processes; a user's own setting wins."""
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -60,3 +63,28 @@ def test_workers_get_the_drivers_endpoint_even_inside_a_job_that_named_another()
     assert json.loads(lines[-2]) == {"AWS_ENDPOINT_URL": "http://chosen:9000", "AWS_ENDPOINT_URL_S3": "http://chosen:9000",
                                      "AWS_DEFAULT_REGION": "eu-west-3"}
     assert lines[-1] == "override left set: None"  # the switch was for this ray.init only
+
+
+def test_a_dead_cluster_recorded_on_the_machine_does_not_hang_init():
+    # Ray's temp dir of its own (short: Ray's socket paths must fit 107 characters).
+    root = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    os.makedirs(os.path.join(root, "ray"))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as f:
+        f.write(f"127.0.0.1:{dead}")  # what a cluster killed without `ray stop` leaves
+    code = ("import ray\nfrom finegym_ray.ray_connect import init_ray\n"
+            "init_ray(None, num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+            "print(ray.get(ray.remote(lambda: 'ran').remote()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = root
+    try:
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("init_ray waited for the dead cluster")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == "ran"
+    assert f"127.0.0.1:{dead}) is not running" in r.stderr
