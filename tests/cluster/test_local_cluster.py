@@ -6,43 +6,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cluster.local import running_cluster
 from tests.preprocess.checks import pids_with, row_digests, shards
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGE_OPTIONS = ["--set", "short_side=64", "--set", "unit_seconds=4"]
 
 
-def local_sh(state: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FINEGYM_RAY_CLUSTER_DIR": str(state), "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run(["bash", str(ROOT / "cluster" / "local.sh"), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """(state folder, Jobs API address) of a running head + 2 worker nodes."""
-    # A short path: Ray's unix sockets live below it and may not pass 107 bytes.
-    state = Path(tempfile.mkdtemp(prefix="fgc-", dir="/tmp"))
-    up = local_sh(state, "up", "--workers", "2")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    with running_cluster("fgc-", "--workers", "2", env=env) as state:
         yield state, (state / "dashboard").read_text().strip()
-    finally:
-        down = local_sh(state, "down")
-        assert down.returncode == 0, down.stderr
-        assert not pids_with(str(state / "tmp")), "local.sh down left processes running"
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def submit(dashboard: str, tiny_gym: Path, out: Path, *extra: str, wait: bool = True) -> subprocess.Popen:

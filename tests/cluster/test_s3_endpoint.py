@@ -5,19 +5,17 @@ S3 test server, and evaluates from it, told only by the driver's flag."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from finegym_ray import storage
 from finegym_ray.cli import SMOKE_TRAIN
+from tests.cluster.local import running_cluster
 from tests.preprocess.checks import pids_with
 
-ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
@@ -26,25 +24,12 @@ def _env_without_endpoint() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARS} | {"RAY_AUTH_MODE": "disabled"}
 
 
-def _local_sh(state: Path, *args: str) -> subprocess.CompletedProcess:
-    env = _env_without_endpoint() | {"FINEGYM_RAY_CLUSTER_DIR": str(state)}
-    return subprocess.run(["bash", str(ROOT / "cluster" / "local.sh"), *args], env=env, capture_output=True,
-                          text=True, timeout=180)
-
-
 @pytest.fixture(scope="module")
 def bare_cluster(s3_server):
     """GCS address of a head (0 CPUs) + one worker node (2 CPUs) whose processes do not
     know the S3 endpoint; all work runs on the worker node."""
-    state = Path(tempfile.mkdtemp(prefix="fge-", dir="/tmp"))
-    up = _local_sh(state, "up", "--workers", "1", "--worker-cpus", "2")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_cluster("fge-", "--workers", "1", "--worker-cpus", "2", env=_env_without_endpoint()) as state:
         yield (state / "address").read_text().strip()
-    finally:
-        down = _local_sh(state, "down")
-        assert down.returncode == 0, down.stderr
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.preprocess.checks import pids_with
+from tests.cluster.local import running_cluster
 
-ROOT = Path(__file__).resolve().parents[2]
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
@@ -27,24 +23,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in AUTH_VARS} | extra
 
 
-def _local_sh(state: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "cluster" / "local.sh"), *args],
-                          env=_env(FINEGYM_RAY_CLUSTER_DIR=str(state)), capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture(scope="module")
 def token_cluster():
     """(state folder, Jobs API address) of a head + 1 worker node in token mode."""
-    state = Path(tempfile.mkdtemp(prefix="fgt-", dir="/tmp"))
-    up = _local_sh(state, "up", "--workers", "1", "--token")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    with running_cluster("fgt-", "--workers", "1", "--token", env=_env()) as state:
         yield state, (state / "dashboard").read_text().strip()
-    finally:
-        down = _local_sh(state, "down")
-        assert down.returncode == 0, down.stderr
-        assert not pids_with(str(state / "tmp")), "local.sh down left processes running"
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def _submit(dashboard: str, *extra: str, env: dict[str, str]) -> subprocess.CompletedProcess:
