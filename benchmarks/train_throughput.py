@@ -37,8 +37,8 @@ from finegym_ray.ray_connect import init_ray
 from finegym_ray.train.batches import InputTimer
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
-from finegym_ray.train.loop import build_model, lr_factor, make_optimizer, model_input
-from finegym_ray.train.run import run_training
+from finegym_ray.train import steps
+from finegym_ray.train.run import model_for, run_training
 
 
 class ShardSamples(torch.utils.data.IterableDataset):
@@ -62,9 +62,11 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
     """(samples, seconds, seconds waiting for input) per epoch of a plain PyTorch loop."""
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)
-    model = build_model(config, num_classes)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, config))
+    model = model_for(config, num_classes)
+    optimizer = steps.make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
+                                     momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
+    autocast = steps.autocast_for(torch.device("cpu"), config.bf16)
     loader = torch.utils.data.DataLoader(ShardSamples(config, labels), batch_size=config.batch_size,
                                          num_workers=1, persistent_workers=True, prefetch_factor=4)
     loss_fn = nn.CrossEntropyLoss()
@@ -74,12 +76,8 @@ def bare_loop(config: TrainConfig, labels: dict[str, int], num_classes: int) -> 
         model.train()
         batches = InputTimer(loader)
         for x, y, bound in batches:
-            loss = loss_fn(model(model_input(x, bound, config)), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            x = steps.model_input(x, bound, modality=config.modality, clip_model=config.clip_model)
+            steps.train_step(model, x, y, optimizer, loss_fn, grad_clip=config.grad_clip, autocast=autocast)
             n += len(y)
         scheduler.step()
         epochs.append((n, time.perf_counter() - t0, batches.waited))

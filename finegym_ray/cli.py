@@ -97,11 +97,14 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    import ray
+
     from . import storage
     from .config import apply_overrides, to_yaml
-    from .demo import run_demo
+    from .demo import claim_store, run_demo
     from .preprocess.config import PreprocessConfig
     from .train.config import DEMO
+    from .train.evaluate import format_results
 
     # SynGym's demo preset is 320x180: clips cut at a 128-pixel short side.
     preprocess = PreprocessConfig(short_side=128)
@@ -112,11 +115,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         train = apply_overrides(DEMO, SMOKE_TRAIN + list(args.train_overrides))
     synth = _synth_config(args)
     store = args.store or os.path.join(args.out, "store")
-    train = replace(train, data=store, runs=storage.join(store, "runs"))  # what run_demo trains on
+    train = replace(train, data=store, runs=storage.join(store, "runs"))  # what claim_store sets
     print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}"
           + ("" if args.no_train else f"[demo] train settings:\n{to_yaml(train)}"), flush=True)
-    run_demo(out=args.out, synth=synth, store=args.store, ray_address=args.address, preprocess=preprocess,
-             train=None if args.no_train else train)
+    plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train)
+    init_ray(args.address)
+    try:
+        done = run_demo(plan)
+    finally:
+        ray.shutdown()  # before the summary, so that no worker output lands inside it
+    if done["results"] is not None:
+        print(f"\n{format_results(done['results'])}")
+    print(f"\ndemo finished in {done['seconds']:.1f} s. Outputs:")
+    for name, loc in done["outputs"].items():
+        print(f"  {name + ':':<13}{loc}")
     return 0
 
 
@@ -149,8 +161,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
     print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
-    if args.address:
-        init_ray(args.address)
+    init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              break_lease=args.break_lease, say=lambda m: print(f"[preprocess] {m}", flush=True))
     print(format_summary(summary))
@@ -211,12 +222,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .train.evaluate import evaluate, format_results
+    from .train.evaluate import checkpoint_at_test, evaluate, format_results
 
     # Checked before Ray starts: a count below 1 would otherwise fail inside Ray.
-    for option, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker)):
-        if value < 1:
+    for option, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
+                          ("--segments", args.segments)):
+        if value is not None and value < 1:
             raise ValueError(f"evaluate {option} must be >= 1, got {value}")
+    if args.segments is not None:
+        # A model that cannot take other segments (TRN, I3D) is refused from its config
+        # alone (no state.pt read), before Ray starts.
+        for uri in filter(None, (args.run, args.fuse)):
+            checkpoint_at_test(uri, args.segments, verify_state=False)
     init_ray(args.address)
     if args.smoke_test:
         import tempfile
@@ -231,17 +248,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.run:
         raise ValueError("evaluate needs --run (or --smoke-test)")
     results = evaluate(args.run, fuse=args.fuse, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                       segments=args.segments, shuffle_frames=args.shuffle_frames, seed=args.seed,
                        say=lambda m: print(f"[evaluate] {m}", flush=True))
     print(format_results(results))
     return 0
 
 
+# Sweep of --smoke-test: two one-epoch trials of the smoke training, over the segments.
+SMOKE_SWEEP = ["space.segments.grid=[1, 2]", "resources.cpus_per_worker=1"]
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune.config import load_sweep
+
+    overrides = list(args.overrides)
+    if args.smoke_test:
+        overrides = [f"train.{o}" for o in SMOKE_TRAIN] + SMOKE_SWEEP + overrides
+    elif not args.config:
+        raise ValueError("tune needs --config SWEEP.yaml (or --smoke-test)")
+    if args.smoke_test and not args.config:
+        overrides.append("name=smoke")
+    # Settings first: a bad sweep stops the command before Ray starts.
+    sweep, base = load_sweep(args.config, overrides)
+    # Trials' and training workers' own lines stay in Ray's logs: this driver prints a
+    # line per trial event.
+    init_ray(args.address, log_to_driver=False)
+    if args.smoke_test:
+        import tempfile
+        from dataclasses import replace
+
+        base = replace(base, data=_smoke_store())
+        sweep = replace(sweep, sweeps=tempfile.mkdtemp(prefix="finegym_sweeps_"))
+    from .tune.sweep import format_sweep, run_sweep
+
+    print(f"[tune] sweep {sweep.name}: {sweep.space or 'no search space'}, metric {sweep.metric} ({sweep.mode}), "
+          f"scheduler {sweep.scheduler}", flush=True)
+    result = run_sweep(sweep, base, break_lease=args.break_lease, say=lambda m: print(f"[tune] {m}", flush=True))
+    print(format_sweep(result, sweep.metric))
+    return 1 if any(t.status == "errored" for t in result["trials"]) else 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import config_as_overrides, stages, submit
+    from .submit import config_as_overrides, stages, submit, sweep_file_args
 
     if args.stage not in stages():
         raise ValueError(f"no job entry point for stage {args.stage!r}; stages: {', '.join(stages())}")
     rest = list(args.stage_args)
+    if args.stage == "tune" and args.config:
+        rest, args.config = sweep_file_args(args.config) + rest, None
     overrides = (config_as_overrides(args.config) if args.config else []) + list(args.overrides)
     for item in overrides:
         rest += ["--set", item]
@@ -360,9 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every validation clip with the run's test protocol (test_views temporal views x "
                     "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
                     "(top-1, mean class accuracy, per class), confusion.png, per_class.png. With --fuse RUN2 "
-                    "also evaluates RUN2 and writes the late fusion of both under RUN/eval/fused_<RUN2>/.")
+                    "also evaluates RUN2 and writes the late fusion of both under RUN/eval/fused_<RUN2>/. "
+                    "--segments and --shuffle-frames test the paper's Sec. 4.4 variants; their outputs go to "
+                    "RUN/eval/VARIANT/ (segments_12, shuffled, segments_5_shuffled, shuffled_seed_3), leaving "
+                    "RUN/eval/ as it was.")
     p.add_argument("--run", metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
     p.add_argument("--fuse", metavar="URI", help="a second run to fuse with (e.g. the flow run of an RGB run)")
+    p.add_argument("--segments", type=int, metavar="N",
+                   help="test with N segments (default: as trained), sampler and model alike, e.g. 3 to 12 for a "
+                        "model trained with 3. TSN and TSM take any N; TRN and TRN-multiscale (relation weights "
+                        "sized for the trained count) and I3D/NL-I3D (segments = its clip's frames) only their own")
+    p.add_argument("--shuffle-frames", action="store_true",
+                   help="shuffle the order of each clip's segments (I3D: frames) before the model sees them, "
+                        "the same order in all views of a clip: how much the model relies on temporal order")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the --shuffle-frames orders (default 0); each clip's order follows from it and "
+                        "the clip's key, so reruns repeat it")
     p.add_argument("--workers", type=int, default=1, help="scoring actors (default 1; one GPU each if present)")
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per scoring actor")
     p.add_argument("--smoke-test", action="store_true",
@@ -370,6 +437,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "tune", help="sweep training settings with Ray Tune (grid/random search, ASHA); resumes by sweep name",
+        description="Run the trials of SWEEP.yaml: each trains the base training config with the swept values "
+                    "(a TorchTrainer per trial, checkpoints in SWEEPS/NAME/trials/<trial id>/). Prints a line per "
+                    "trial event and at the end the results table; writes SWEEPS/NAME/results/ (results.parquet, "
+                    "results.csv, best.yaml ready for 'finegym-ray train --config', a PNG per swept setting) and "
+                    "Tune's TensorBoard files per trial. Running the same command again resumes the sweep: "
+                    "finished trials stay, unfinished ones continue from their newest checkpoint.",
+        epilog="SWEEP.yaml: name (default: the file's stem), base (a train config file), train (training values "
+               "on top of it), space (KEY: {grid|choice: [...]} or {uniform|loguniform|randint: [lo, hi]}), "
+               "num_samples=1, metric=val_mean_class|val_top1|val_loss|train_*, mode=max|min, scheduler=none|asha, "
+               "grace_period=1 (epochs), reduction_factor=2, max_concurrent_trials=0 (as many as fit), resources "
+               "(workers=1, cpus_per_worker=1, gpus_per_worker=0), sweeps=./finegym_sweeps. Overrides: --set "
+               "num_samples=4, --set train.epochs=2, --set space.lr.loguniform=[0.001,0.1]. Exit status: 0, 1 if a "
+               "trial errored, 2 for bad input. Example: finegym-ray tune --config configs/sweeps/frames.yaml")
+    p.add_argument("--config", metavar="YAML", help="sweep file (see below and configs/sweeps/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="two one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
+    _add_lease_option(p, "SWEEPS/NAME")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
         "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",

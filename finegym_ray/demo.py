@@ -27,11 +27,10 @@ from .dataset.manifest import format_summary
 from .preprocess.config import PreprocessConfig
 from .preprocess.pipeline import format_summary as format_preprocess_summary
 from .preprocess.pipeline import run_preprocess
-from .ray_connect import init_ray
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 from .train.config import TrainConfig
-from .train.evaluate import evaluate, format_results
+from .train.evaluate import evaluate
 from .train.run import format_history, run_training
 
 
@@ -128,20 +127,16 @@ def synth_is_current(out: str, config: SynthConfig) -> bool:
     return os.path.exists(path) and yaml.safe_load(open(path)) == asdict(config)
 
 
-def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address: str | None = None,
-             preprocess: PreprocessConfig | None = None, train: TrainConfig | None = None) -> dict[str, str]:
-    """Run the demo pipeline; returns name -> location of everything it wrote.
-
-    ``train``: the training settings; its ``data`` and ``runs`` are replaced by the
-    demo's store (None: the preprocessing stages only).
-    """
-    t0 = time.time()
-    data_dir = os.path.join(out, "syngym")
+def claim_store(out: str, synth: SynthConfig, store: str | None = None,
+                preprocess: PreprocessConfig | None = None, train: TrainConfig | None = None) -> dict[str, Any]:
+    """Make ``store`` (default OUT/store) the demo's before anything runs: refuse a store
+    the demo did not make (ValueError, nothing touched), replace what changed settings
+    made outdated, record the settings. No Ray needed. Returns the plan :func:`run_demo`
+    runs; ``train``'s ``data`` and ``runs`` are set to the store (None: no training)."""
     store = store or os.path.join(out, "store")
     preprocess = preprocess or PreprocessConfig()
     if train is not None:
         train = replace(train, data=store, runs=storage.join(store, "runs"))
-    # Before anything starts: a store the demo did not make is refused, untouched.
     record = read_demo_record(store)
     settings = {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None}
     runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m))
@@ -151,38 +146,38 @@ def run_demo(out: str, synth: SynthConfig, store: str | None = None, ray_address
         settings["train"] = record["train"]  # --no-train leaves the recorded run's settings as they were
     storage.write_text(storage.join(store, MARKER), yaml.safe_dump(
         {"made_by": MADE_BY, **settings, "runs": runs}, sort_keys=False))
+    return {"out": out, "synth": synth, "store": store, "preprocess": preprocess, "train": train}
+
+
+def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
+    """Run the demo pipeline of ``plan`` (from :func:`claim_store`) on the Ray cluster
+    this process is connected to. Returns ``outputs`` (name -> location of everything it
+    wrote), ``results`` (evaluate's, None without training) and ``seconds`` (wall time)."""
+    t0 = time.time()
+    out, synth, store, preprocess, train = (plan[k] for k in ("out", "synth", "store", "preprocess", "train"))
+    data_dir = os.path.join(out, "syngym")
     where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
              "manifest": storage.join(store, "manifest"), "clips": storage.join(store, "clips"),
              "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
              "settings": storage.join(store, "demo.yaml")}
-    # Worker output reaches the terminal: the training workers print one line per epoch.
-    init_ray(ray_address)
-    try:
-        _say("ray", f"cluster resources: {ray.cluster_resources()}")
-        if synth_is_current(data_dir, synth):
-            _say("synth", f"reusing {data_dir} (same settings)")
-        else:
-            # The same settings make the same videos (SynGym is deterministic per seed):
-            # clips the store holds from them stay valid.
-            summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
-            _say("synth", summary.describe())
-        # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
-        # prune: shards of an earlier plan in the demo's own store are the demo's.
-        cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,
-                             say=lambda m: _say("preprocess", m))
-        _say("manifest", "\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
-                                                                                         "summary.json")))))
-        _say("preprocess", "\n" + format_preprocess_summary(cut))
-        if train is not None:
-            trained = run_training(train, say=lambda m: _say("train", m))
-            _say("train", "\n" + format_history(trained["history"]))
-            results = evaluate(trained["run"], say=lambda m: _say("evaluate", m))
-            where.update(run=trained["run"], evaluation=storage.join(trained["run"], "eval"))
-    finally:
-        ray.shutdown()
+    _say("ray", f"cluster resources: {ray.cluster_resources()}")
+    if synth_is_current(data_dir, synth):
+        _say("synth", f"reusing {data_dir} (same settings)")
+    else:
+        # The same settings make the same videos (SynGym is deterministic per seed):
+        # clips the store holds from them stay valid.
+        summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
+        _say("synth", summary.describe())
+    # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
+    # prune: shards of an earlier plan in the demo's own store are the demo's.
+    cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,
+                         say=lambda m: _say("preprocess", m))
+    _say("manifest", "\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
+                                                                                     "summary.json")))))
+    _say("preprocess", "\n" + format_preprocess_summary(cut))
     if train is not None:
-        print(f"\n{format_results(results)}")
-    print(f"\ndemo finished in {time.time() - t0:.1f} s. Outputs:")
-    for name, loc in where.items():
-        print(f"  {name + ':':<13}{loc}")
-    return where
+        trained = run_training(train, say=lambda m: _say("train", m))
+        _say("train", "\n" + format_history(trained["history"]))
+        results = evaluate(trained["run"], say=lambda m: _say("evaluate", m))
+        where.update(run=trained["run"], evaluation=storage.join(trained["run"], "eval"))
+    return {"outputs": where, "results": results if train is not None else None, "seconds": time.time() - t0}

@@ -16,7 +16,6 @@ workers from their own environment (instance profile, IRSA, a Kubernetes secret)
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import sys
 import time
@@ -60,6 +59,21 @@ def config_as_overrides(path: str) -> list[str]:
         return out
 
     return flatten(data, "")
+
+
+def sweep_file_args(path: str) -> list[str]:
+    """``--config`` for a sweep file inside the uploaded checkout, as the job sees it
+    (relative to the checkout). A sweep names its base config by a path relative to its
+    own folder and takes its name from its file: flattened into overrides it would lose
+    both, so a sweep file elsewhere is refused."""
+    root = project_root()
+    resolved = Path(path).resolve()
+    if root is None:
+        raise ValueError("submit tune needs a checkout (this is an installed package): run it from the project")
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"{path}: a sweep file must be inside the checkout the job uploads ({root}); "
+                         f"copy it under configs/sweeps/")
+    return ["--config", str(resolved.relative_to(root))]
 
 
 def job_spec(stage: str, args: list[str]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "fin
               "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage",
               "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.preprocess.units",
               "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
-              "finegym_ray.config", "finegym_ray.lease"]
-TORCH_ONLY = ["finegym_ray.models"]
+              "finegym_ray.config", "finegym_ray.lease", "finegym_ray.tune.config", "finegym_ray.tune.results"]
+# The step library is what Tune trials, feature extraction and benchmarks share.
+TORCH_ONLY = ["finegym_ray.models", "finegym_ray.train.steps"]
 # What Ray Data's sampling workers import: torch would add seconds to each process start.
 RAY_ONLY = ["finegym_ray.train.data", "finegym_ray.ray_connect"]
 

@@ -93,3 +93,14 @@ def test_a_checkout_without_the_list_is_not_uploaded(tmp_path, monkeypatch):
     monkeypatch.setattr(submit, "project_root", lambda: root)
     with pytest.raises(ValueError, match=r"\.rayignore is missing"):
         submit.job_spec("preprocess", [])
+
+
+def test_a_sweep_file_goes_by_its_path_in_the_checkout(tmp_path):
+    # Its base config is named relative to its own folder and its name is its file's
+    # stem: both survive only if the job reads the same file from the uploaded checkout.
+    inside = submit.project_root() / "configs" / "sweeps" / "tsm_rgb_gym99.yaml"
+    assert submit.sweep_file_args(str(inside)) == ["--config", "configs/sweeps/tsm_rgb_gym99.yaml"]
+    outside = tmp_path / "mine.yaml"
+    outside.write_text("space: {}\n")
+    with pytest.raises(ValueError, match="must be inside the checkout"):
+        submit.sweep_file_args(str(outside))

@@ -4,7 +4,9 @@ Inputs (float tensors, normalised):
 - segment models (TSN, TRN, TRN-m, TSM): (B, T, C, H, W), T = ``num_segments``;
   C = 3 for RGB, 2 * flow_pairs for flow (x/y fields of consecutive pairs stacked).
 - clip models (I3D, NL-I3D): (B, C, T, H, W), T consecutive frames.
-Output: (B, num_classes) class scores (logits).
+Output: (B, num_classes) class scores (logits). ``features(x)``: (B, F) pooled backbone
+features (F = ``backbone.out_features``), averaged over the segments of segment models,
+before any dropout, relation module or head: what feature extraction stores.
 
 Two-stream is not a model: it averages the scores of a trained RGB and a trained flow
 run at evaluation.
@@ -34,6 +36,12 @@ class LinearClassifier(nn.Module):
         self.segments = segments
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.out_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.segments:
+            return self.backbone(x)  # (B, F)
+        b, t = x.shape[:2]
+        return self.backbone(x.flatten(0, 1)).view(b, t, -1).mean(1)  # (B*T, F) -> (B, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.segments:
@@ -68,6 +76,10 @@ class RelationNet(nn.Module):
             self.tuples.append(combos[::step][:max_tuples])
             self.g.append(nn.Sequential(nn.ReLU(), nn.Linear(k * feat, bottleneck), nn.ReLU()))
             self.h.append(nn.Linear(bottleneck, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        return self.backbone(x.flatten(0, 1)).view(b, t, -1).mean(1)  # (B*T, F) -> (B, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]

@@ -39,7 +39,6 @@ from ..config import to_yaml
 from ..dataset.keys import safe_name
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..lease import writer_lease
-from ..ray_connect import init_ray
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
 from .clips import cut_unit, shard_fingerprint, with_fingerprint
@@ -357,8 +356,6 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune
 
 def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dict[str, str], out: str,
                 say: Callable[[str], None]) -> list[dict[str, Any]]:
-    if not ray.is_initialized():
-        init_ray()
     workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
     workers = min(workers, len(units))
     settings = config_hash(config)

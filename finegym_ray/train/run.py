@@ -18,7 +18,7 @@ from ..config import to_yaml
 from ..lease import writer_lease
 from . import checkpoint as checkpoints
 from .config import TrainConfig
-from .data import load_split_labels, sampled_clips
+from .data import SplitLabels, load_split_labels, sampled_clips
 
 
 def run_uri(config: TrainConfig) -> str:
@@ -33,7 +33,8 @@ def class_weights(counts: np.ndarray) -> list[float]:
 
 
 def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callable[[str], None] = print) -> dict:
-    """Train (or resume) the run of ``config`` on the current Ray cluster.
+    """Train (or resume) the run of ``config`` on the Ray cluster this process is
+    connected to (the entry point connects).
 
     Returns ``run`` (its URI), ``checkpoint`` (the last one's URI), ``history`` (metrics
     per epoch). Raises ValueError for data that cannot train this task or a run that
@@ -41,13 +42,15 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
     past ``max_failures``. One job trains a run at a time (``lease.py``): another is
     refused with LeaseHeld, and ``break_lease`` removes a lease whose job is gone.
     """
-    import ray
-    import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    train, val = training_labels(config, say=say)  # before the lease: bad data leaves no run folder
+    with writer_lease(run_uri(config), what=f"train {config.run_name}", break_lease=break_lease, say=say):
+        return train_run(config, train, val, say=say)
 
-    from ..preprocess.pipeline import settings_hash
 
+def training_labels(config: TrainConfig, *,
+                    say: Callable[[str], None] = print) -> tuple[SplitLabels, SplitLabels | None]:
+    """The train and (with ``val_every``) validation labels of ``config``'s task; raises
+    ValueError when they cannot train it."""
     train = load_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
         raise ValueError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
@@ -57,50 +60,70 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
     say(f"task {config.task}: {train.num_classes} classes, {len(train.labels)} train clips "
         f"({int((counts > 0).sum())} classes present)"
         + (f", {len(val.labels)} val clips" if val else ""))
-    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-    uri = run_uri(config)
-    with writer_lease(uri, what=f"train {config.run_name}", break_lease=break_lease, say=say):
-        data_hash = settings_hash(config.data)
-        resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
-        if resumed:
-            _check_same_config(uri, config)
-            _check_same_data(resumed, config.data, data_hash)
-            if resumed.epoch + 1 >= config.epochs:
-                say(f"{uri} has trained all {config.epochs} epochs")
-                return _result(uri, resumed)
-            say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
-        else:
-            storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
+    return train, val
 
-        datasets = {"train": sampled_clips(config, train, train=True)}
-        if val:
-            datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
-        fs, path = storage.pyarrow_filesystem(config.runs)
-        trainer = TorchTrainer(
-            _train_fn,
-            train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                               "class_weights": class_weights(counts) if config.class_balance == "loss" else None,
-                               "run": uri, "data_hash": data_hash},
-            scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": config.cpus_per_worker}),
-            run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
-                                 failure_config=FailureConfig(max_failures=config.max_failures),
-                                 # Our checkpoints are not reported to Ray (see loop.py).
-                                 checkpoint_config=CheckpointConfig(num_to_keep=None)),
-            datasets=datasets,
-            # Only train is split: validation runs whole on rank 0 so that no clip is dropped
-            # to even out the shards. One worker needs no split: without it the train input
-            # runs in the worker, as validation does, instead of in a coordinator actor that
-            # took 0.2-0.4 of a core on 2 cores.
-            dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
-        )
-        result = trainer.fit()
-        if result.error:
-            raise RuntimeError(f"training {uri} failed: {result.error}")
-        last = checkpoints.find_latest(uri, say=say)
-        if last is None or last.epoch + 1 < config.epochs:
-            raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
-        return _result(uri, last)
+
+def train_run(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, *, callbacks: tuple = (),
+              say: Callable[[str], None] = print) -> dict:
+    """:func:`run_training` without the lease, for a caller that owns the run folder
+    already (a Tune trial, under its sweep's lease). ``callbacks``: Ray Train run
+    callbacks (Tune's ``TuneReportCallback``)."""
+    from ..preprocess.pipeline import settings_hash
+
+    uri = run_uri(config)
+    data_hash = settings_hash(config.data)
+    resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
+    if resumed:
+        _check_same_config(uri, config)
+        _check_same_data(resumed, config.data, data_hash)
+        if resumed.epoch + 1 >= config.epochs:
+            say(f"{uri} has trained all {config.epochs} epochs")
+            return _result(uri, resumed)
+        say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
+    else:
+        storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
+    trainer = make_trainer(config, train, val, data_hash=data_hash, callbacks=callbacks)
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training {uri} failed: {result.error}")
+    last = checkpoints.find_latest(uri, say=say)
+    if last is None or last.epoch + 1 < config.epochs:
+        raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
+    return _result(uri, last)
+
+
+def make_trainer(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, *, data_hash: str | None,
+                 callbacks: tuple = ()):
+    """The TorchTrainer of ``config``'s run: Ray Data input of the ``train`` (and ``val``)
+    labels, ``config.workers`` DDP workers, run state at ``config.runs``/``run_name``.
+    ``data_hash`` (the clips' preprocessing settings hash) goes into every checkpoint."""
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    datasets = {"train": sampled_clips(config, train, train=True)}
+    if val:
+        datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
+    fs, path = storage.pyarrow_filesystem(config.runs)
+    return TorchTrainer(
+        _train_fn,
+        train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
+                           "class_weights": class_weights(train.counts()) if config.class_balance == "loss" else None,
+                           "run": run_uri(config), "data_hash": data_hash},
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker}),
+        run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             # Our checkpoints are not reported to Ray (see loop.py).
+                             checkpoint_config=CheckpointConfig(num_to_keep=None), callbacks=list(callbacks)),
+        datasets=datasets,
+        # Only train is split: validation runs whole on rank 0 so that no clip is dropped
+        # to even out the shards. One worker needs no split: without it the train input
+        # runs in the worker, as validation does, instead of in a coordinator actor that
+        # took 0.2-0.4 of a core on 2 cores.
+        dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
+    )
 
 
 def _result(uri: str, checkpoint: checkpoints.Checkpoint) -> dict:
@@ -147,12 +170,19 @@ def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> TrainConfig:
     return from_dict(TrainConfig, yaml.safe_load(checkpoint.config_yaml), f"{checkpoint.uri}/config.yaml")
 
 
+def model_for(config: TrainConfig, num_classes: int, *, pretrained: bool = True):
+    """The model ``config`` names, initialised from ``config.pretrained`` when given and
+    ``pretrained`` (weights about to be replaced by a checkpoint's need no download)."""
+    from .steps import build_model
+
+    return build_model(config.model, pretrained=config.pretrained if pretrained else None,
+                       **config.model_kwargs(num_classes))
+
+
 def load_checkpoint_model(checkpoint: checkpoints.Checkpoint):
     """(model on CPU in eval mode, TrainConfig, class names) from a verified checkpoint."""
-    from .loop import build_model
-
     config = checkpoint_config(checkpoint)
-    model = build_model(config, len(checkpoint.meta["class_names"]), pretrained=False)
+    model = model_for(config, len(checkpoint.meta["class_names"]), pretrained=False)
     model.load_state_dict(checkpoint.load_state()["model"])
     return model.eval(), config, checkpoint.meta["class_names"]
 

@@ -21,8 +21,15 @@ def _input(name: str, batch: int, segments: int, channels: int, size: int = 32) 
 def test_every_model_gives_scores_and_trains_every_parameter(name, channels):
     torch.manual_seed(0)
     model = MODELS[name](num_classes=7, num_segments=4, in_channels=channels, dropout=0.0, **TINY)
-    scores = model(_input(name, batch=2, segments=4, channels=channels))
+    x = _input(name, batch=2, segments=4, channels=channels)
+    scores = model(x)
     assert scores.shape == (2, 7) and torch.isfinite(scores).all()
+    with torch.no_grad():
+        feats = model.eval().features(x)
+        # One pooled vector per sample, the same for a sample alone as in a batch.
+        assert feats.shape == (2, model.backbone.out_features) and torch.isfinite(feats).all()
+        torch.testing.assert_close(model.features(x[1:]), feats[1:], atol=1e-5, rtol=1e-4)
+    model.train()
     scores.logsumexp(1).sum().backward()
     # DDP needs this: it waits for a gradient of every parameter.
     missing = [n for n, p in model.named_parameters() if p.grad is None]

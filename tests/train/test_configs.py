@@ -10,7 +10,7 @@ from finegym_ray import models
 from finegym_ray.config import load_config
 from finegym_ray.train import config as train_config
 from finegym_ray.train.config import DEMO, TrainConfig
-from finegym_ray.train.loop import build_model
+from finegym_ray.train.run import model_for
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -25,7 +25,7 @@ def test_every_table3_row_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_its_model_takes_its_input(path):
     config = load_config(TrainConfig, path)
-    model = build_model(config, num_classes=99)
+    model = model_for(config, num_classes=99)
     h, w = 32, 48  # the layout matters here, not the size
     if config.clip_model:
         x = torch.zeros(1, config.in_channels, 8, h, w)

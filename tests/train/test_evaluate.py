@@ -1,10 +1,26 @@
-"""Evaluation metrics one level up, and the fusion of two runs' scores (no Ray)."""
+"""Evaluation metrics one level up, the fusion of two runs' scores (no Ray), and the
+test-time variants of the paper's Sec. 4.4 (other segments, shuffled frames)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
-from finegym_ray.train.evaluate import fuse_scores, level_metrics, metrics_of
+from finegym_ray.cli import build_parser, main
+from finegym_ray.config import to_yaml
+from finegym_ray.models.recognizers import MODELS
+from finegym_ray.train import checkpoint as ckpt
+from finegym_ray.train.config import TrainConfig
+from finegym_ray.train.data import SampleShards, load_split_labels, shards_with
+from finegym_ray.train.evaluate import (ScoreClips, checkpoint_at_test, config_at_test, evaluate, format_results,
+                                        frame_order, fuse_scores, level_metrics, metrics_of, permute_frames,
+                                        variant_name)
 
 
 def _scores(pred, k):
@@ -30,3 +46,135 @@ def test_fusion_averages_scores_and_refuses_other_clips():
     np.testing.assert_allclose(fused, [[0.6, 0.4], [0.3, 0.7]])
     with pytest.raises(ValueError, match="same clips"):
         fuse_scores(a, b.slice(0, 1))
+
+
+# ----------------------------------------------------------------------------------
+# Test-time variants (the paper's Sec. 4.4): other segments, shuffled frames. Runs are
+# one checkpoint of an untrained tiny model: the variants concern what the model is
+# shown, which needs weights, not training.
+# ----------------------------------------------------------------------------------
+TINY = dict(task="event", depth=10, base_width=8, crop=32, test_short=48, test_views=1, test_crops=1, batch_size=4)
+
+
+def write_run(runs: Path, model: str, *, data: str = "unused", segments: int = 2,
+              class_names: tuple[str, ...] = ("a", "b", "c")) -> str:
+    """RUNS/<model>: one complete checkpoint of a freshly initialised ``model``."""
+    torch.manual_seed(0)
+    config = TrainConfig(data=data, runs=str(runs), model=model, name=model, segments=segments, **TINY)
+    net = MODELS[model](**config.model_kwargs(len(class_names)))
+    run = str(runs / model)
+    ckpt.write(run, 0, state={"model": net.state_dict()}, config_yaml=to_yaml(config),
+               meta={"class_names": list(class_names)})
+    return run
+
+
+def _batch(t: int, n: int = 2, v: int = 2) -> dict:
+    """n clips of v views of t random RGB frames, (n, v, t, 3, 32, 32) uint8."""
+    rng = np.random.default_rng(0)
+    return {"key": np.array([f"clip{i}" for i in range(n)], dtype=object), "label": np.zeros(n, np.int64),
+            "flow_bound": np.zeros(n, np.float32), "x": rng.integers(0, 256, (n, v, t, 3, 32, 32), dtype=np.uint8)}
+
+
+def test_frame_order_is_a_fixed_permutation_per_clip_and_seed_shared_by_its_views():
+    orders = {(k, s): frame_order(k, 8, s) for k in ("clipA", "clipB") for s in (0, 1)}
+    assert all(sorted(o) == list(range(8)) for o in orders.values())
+    np.testing.assert_array_equal(frame_order("clipA", 8, 0), orders["clipA", 0])  # deterministic
+    assert len({tuple(o) for o in orders.values()}) == 4  # key and seed both change it
+    # Another process (its own hash salt) draws the same order.
+    code = "from finegym_ray.train.evaluate import frame_order; print(frame_order('clipA', 8, 0).tolist())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert json.loads(out) == orders["clipA", 0].tolist()
+
+    batch = _batch(8, v=3)
+    x = batch["x"]
+    shuffled = permute_frames(x, batch["key"], seed=1)
+    for i, key in enumerate(batch["key"]):
+        order = frame_order(key, 8, 1)
+        for v in range(3):  # every view of a clip in the clip's one order
+            np.testing.assert_array_equal(shuffled[i, v], x[i, v, order])
+    assert permute_frames(x[:0], [], 0).shape == (0, *x.shape[1:])
+
+
+def test_variant_names_and_which_models_take_other_segments():
+    assert variant_name() == ""
+    assert [variant_name(12), variant_name(shuffle_frames=True), variant_name(5, True), variant_name(None, True, 3),
+            variant_name(3, False, 7)] == ["segments_12", "shuffled", "segments_5_shuffled", "shuffled_seed_3",
+                                           "segments_3"]
+    for model in ("tsn", "tsm"):
+        config = TrainConfig(model=model, segments=3)
+        assert config_at_test(config, 12).segments == 12 and config_at_test(config, None) is config
+    for model, why in (("trn", "relation"), ("trn_multiscale", "relation"), ("i3d", "dense clip"),
+                       ("nl_i3d", "dense clip")):
+        config = TrainConfig(model=model, segments=4)
+        assert config_at_test(config, 4) is config  # as trained is fine
+        with pytest.raises(ValueError, match=why):
+            config_at_test(config, 5)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        config_at_test(TrainConfig(model="tsn"), 0)
+
+
+def test_test_segments_reach_the_model_and_shuffling_changes_only_order_sensitive_models(tmp_path):
+    checkpoint, config = checkpoint_at_test(write_run(tmp_path, "tsm", segments=2), 5)
+    scorer = ScoreClips(checkpoint, config, threads=1)
+    assert {m.shift[0] for m in scorer.model.modules() if getattr(m, "shift", None)} == {5}  # TSM's shift
+    seen = []
+    scorer.model.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    batch = _batch(5)
+    assert scorer(batch)["scores"].shape == (2, 3) and seen == [2 * 2 * 5]  # clips x views x segments
+
+    assert all(not np.array_equal(frame_order(k, 4, 0), np.arange(4)) for k in _batch(4)["key"])
+    for model, order_matters in (("trn", True), ("tsn", False)):
+        checkpoint, config = checkpoint_at_test(write_run(tmp_path, model, segments=4))
+        ordered, shuffled = (ScoreClips(checkpoint, config, threads=1, shuffle_seed=s)(_batch(4))["scores"]
+                             for s in (None, 0))
+        # TSN averages per-segment scores, which no order changes; TRN's relations read the order.
+        assert np.allclose(ordered, shuffled, rtol=1e-5, atol=1e-6) is not order_matters, model
+
+
+def test_other_segments_for_trn_are_refused_before_any_scoring(tmp_path, capsys):
+    run = write_run(tmp_path, "trn", segments=3)
+    with pytest.raises(ValueError, match="trn's relation MLPs .* 3 trained segments .* 5 segments"):
+        evaluate(run, segments=5, say=lambda _m: None)
+    # The CLI: one line, exit 2, before Ray starts (no cluster is asked for).
+    for argv, needle in ((["--segments", "5"], "5 segments"), (["--segments", "0"], "--segments must be >= 1")):
+        assert main(["evaluate", "--run", run, *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("finegym-ray: error: ") and needle in err[0], err
+
+
+def test_evaluate_flags_parse():
+    args = build_parser().parse_args(["evaluate", "--run", "r", "--segments", "12", "--shuffle-frames", "--seed", "3"])
+    assert (args.segments, args.shuffle_frames, args.seed) == (12, True, 3)
+    args = build_parser().parse_args(["evaluate", "--run", "r"])
+    assert (args.segments, args.shuffle_frames, args.seed) == (None, False, 0)
+
+
+def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ray_cluster, tiny_store, tmp_path):
+    data, _ = tiny_store
+    split = load_split_labels(data, "event", "val")
+    run = Path(write_run(tmp_path, "tsm", data=data, segments=2, class_names=split.class_names))
+    standard = evaluate(str(run), say=lambda _m: None)["run"]
+    before = {p.name: p.read_bytes() for p in (run / "eval").iterdir() if p.is_file()}
+    assert (standard["segments"], standard["shuffle_frames"], standard["variant"]) == (2, False, "")
+    assert "standard" in format_results({"run": standard})
+
+    # The CLI, as a driver joining the session's cluster.
+    r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", str(run), "--segments", "3",
+                        "--shuffle-frames", "--address", ray_cluster.address],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = run / "eval" / "segments_3_shuffled"
+    assert f"3 segments, frames shuffled (seed 0)) -> {out}" in r.stdout
+    assert "segments_3_shuffled" in r.stdout.strip().splitlines()[-1]  # the table's test column
+    assert {p.name: p.read_bytes() for p in (run / "eval").iterdir() if p.is_file()} == before
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["segments"], m["shuffle_frames"], m["seed"], m["variant"]) == (3, True, 0, "segments_3_shuffled")
+    assert m["clips"] == standard["clips"] == len(split.labels)
+    scores = {p: np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
+              for p in (run / "eval", out)}
+    assert not np.allclose(*scores.values())  # other frames, in another order
+    # The sampler draws 3 segments per view under the test config (SampleShards: what
+    # sampled_clips maps over the shards, here called without Ray).
+    _, config = checkpoint_at_test(str(run), 3)
+    shard = shards_with(data, split.labels)[0]
+    assert SampleShards(config, split.labels, train=False)({"shard": [shard]})["x"].shape[1:3] == (1, 3)

@@ -1,0 +1,153 @@
+"""The training library without Ray: model building, network input, optimizer, learning
+rate schedule, the train and eval steps and the tally of an epoch's metrics.
+
+Everything takes explicit arguments (no TrainConfig), so that a Ray Train worker, a Tune
+trial, feature extraction, the localization detector and the benchmarks call the same
+code. Nothing here imports Ray (tests/train/test_steps.py checks it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+from .. import storage
+from ..metrics import confusion_mean_class, confusion_top1
+from ..models.recognizers import CLIP_MODELS, MODELS
+from ..models.resnet import adapt_input_channels, inflate_state_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Flow enters the network in pixels / FLOW_SCALE_PX, whatever bound the shards were cut with.
+FLOW_SCALE_PX = 20.0
+
+
+def build_model(name: str, *, num_classes: int, pretrained: str | None = None, **model_kwargs) -> nn.Module:
+    """``MODELS[name](num_classes=..., **model_kwargs)``, its backbone initialised from the
+    torchvision-named ResNet state dict at ``pretrained`` (local path or s3://) if given."""
+    model = MODELS[name](num_classes=num_classes, **model_kwargs)
+    if pretrained:
+        load_pretrained(model, pretrained, in_channels=model_kwargs.get("in_channels", 3), inflate=name in CLIP_MODELS)
+    return model
+
+
+def load_pretrained(model: nn.Module, uri: str, *, in_channels: int, inflate: bool) -> None:
+    """Load a torchvision-named ResNet state dict into ``model.backbone``: the first conv
+    adapted to ``in_channels`` when that is not 3, inflated to 3-D when ``inflate``.
+    Layers that do not fit (the classifier, new blocks) keep their initialisation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "weights.pt")
+        storage.download_file(uri, local)
+        state = torch.load(local, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    backbone = model.backbone
+    if in_channels != 3:
+        state = adapt_input_channels(state, in_channels)
+    if inflate:
+        state = inflate_state_dict(state, backbone)
+    target = backbone.state_dict()
+    fitting = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(f"{uri}: no tensor fits this {type(model).__name__}'s backbone")
+    backbone.load_state_dict(fitting, strict=False)
+
+
+def model_input(x: torch.Tensor, flow_bound: torch.Tensor, *, modality: str, clip_model: bool) -> torch.Tensor:
+    """uint8 samples (..., T, C, H, W) -> float network input: RGB scaled with ImageNet's
+    mean/std; flow dequantized with each clip's bound (pixels, (B,)), in pixels /
+    FLOW_SCALE_PX. Clip models get (B, C, T, H, W)."""
+    x = x.float()
+    if modality == "rgb":
+        c = x.shape[-3]
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).repeat(c // 3).view(c, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).repeat(c // 3).view(c, 1, 1)
+        x = (x / 255.0 - mean) / std
+    else:
+        b = flow_bound.to(x.device).view(-1, *([1] * (x.dim() - 1)))
+        x = (x * (2.0 * b / 255.0) - b) / FLOW_SCALE_PX
+    if clip_model:
+        x = x.transpose(-4, -3)  # (B, T, C, H, W) -> (B, C, T, H, W)
+    return x
+
+
+def make_optimizer(params, *, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with momentum (``name`` "sgd", the paper's) or AdamW ("adamw")."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def lr_factor(epoch: int, *, epochs: int, warmup_epochs: int) -> float:
+    """Learning-rate multiplier of ``epoch`` (0-based): linear warm-up over
+    ``warmup_epochs``, then cosine to 0 at ``epochs``."""
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    span = max(epochs - warmup_epochs, 1)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int,
+                   warmup_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule of :func:`lr_factor`, stepped once per epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: lr_factor(e, epochs=epochs, warmup_epochs=warmup_epochs))
+
+
+def autocast_for(device: torch.device, bf16: bool):
+    """bf16 autocast on a GPU when ``bf16``; a no-op context elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, criterion,
+               *, grad_clip: float, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on network input ``x`` (from :func:`model_input`) with labels
+    ``y``, forward inside ``autocast``; gradients clipped to norm ``grad_clip`` (0: not
+    clipped). Returns (scores (B, K), loss)."""
+    with autocast:
+        scores = model(x)
+        loss = criterion(scores.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return scores, loss
+
+
+@torch.no_grad()
+def eval_scores(model: nn.Module, x: torch.Tensor, *, autocast) -> torch.Tensor:
+    """Float32 class scores (logits, (B, K)) of network input ``x``, without gradients."""
+    with autocast:
+        return model(x).float()
+
+
+class Tally:
+    """An epoch's confusion matrix and summed loss, kept on the device so that steps need
+    no host sync (and so that NCCL, which reduces device tensors only, can sum them)."""
+
+    def __init__(self, num_classes: int, device: torch.device):
+        self.k = num_classes
+        self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
+        self.loss = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, samples
+
+    def add(self, scores: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        """One batch: ``scores`` (B, K), labels ``y`` (B,), ``loss`` its mean over the batch."""
+        n = torch.tensor(len(y), dtype=torch.float64, device=y.device)
+        self.loss += torch.stack([loss.detach().double() * n, n])
+        self.confusion += torch.bincount(y * self.k + scores.detach().argmax(1), minlength=self.k * self.k).double()
+
+    def all_reduce(self) -> None:
+        """Sum over the processes of the default torch.distributed group."""
+        torch.distributed.all_reduce(self.confusion)
+        torch.distributed.all_reduce(self.loss)
+
+    def metrics(self, prefix: str) -> dict:
+        """``{prefix}_loss``, ``_samples``, ``_top1`` and ``_mean_class`` (fractions)."""
+        cm = self.confusion.cpu().numpy().astype("int64").reshape(self.k, self.k)  # (true, predicted)
+        loss, n = self.loss.cpu().tolist()
+        return {f"{prefix}_loss": loss / max(n, 1), f"{prefix}_samples": int(n),
+                f"{prefix}_top1": confusion_top1(cm), f"{prefix}_mean_class": confusion_mean_class(cm)}

@@ -1,0 +1,241 @@
+"""The sweep job: Ray Tune runs one small driver per trial, which trains the trial's
+config with the shared trainer (``train.run.train_run``) and reports every epoch's
+metrics to Tune through Ray Train's ``TuneReportCallback``.
+
+A sweep lives at ``sweeps/NAME``: ``sweep.yaml`` (its settings, checked on resume),
+Tune's experiment state and per-trial logs (TensorBoard event files among them),
+``trials/<trial id>/`` (each trial's training run, checkpoints in ``checkpoint.py``'s
+format) and ``results/`` (``tune/results.py``). Running the same sweep again restores
+it: finished and stopped trials stay as they are, unfinished ones continue from their
+own newest checkpoint, since a trial's run is named after its trial id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import ray
+import yaml
+from ray import tune
+
+from .. import storage
+from ..config import parse_yaml
+from ..lease import writer_lease
+from ..train.config import TrainConfig
+from .config import SweepConfig, trial_config, trial_count
+from .results import TrialRecord, format_table, results_table, write_results
+
+# Settings a resumed sweep may change: they decide where trials run, not what they train.
+MUTABLE = {"max_concurrent_trials", "resources", "sweeps"}
+# What a trial driver itself asks for: no CPU, so that its TorchTrainer's workers and
+# their input get every CPU (even 0.01 CPU leaves a 2-CPU machine with one worker no
+# whole CPU for a Ray Data task, and the trial waits forever). Tune needs a non-empty
+# request: memory for the driver process (bytes), which nodes have plenty of.
+TRIAL_DRIVER = {"CPU": 0, "memory": 256 * 2**20}
+
+
+def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Tune's param_space of the sweep's ``space`` (kinds as in ``tune/config.py``)."""
+    make = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
+    return {key: make[kind](args) for key, spec in space.items() for kind, args in spec.items()}
+
+
+def concurrent_trials(sweep: SweepConfig, resources: dict[str, float]) -> int:
+    """``max_concurrent_trials``, or (0) as many trials as ``resources`` (the cluster's)
+    hold: each takes its workers' CPUs (and GPUs) plus one CPU for its input pipeline."""
+    if sweep.max_concurrent_trials:
+        return sweep.max_concurrent_trials
+    r = sweep.resources
+    fit = int(resources.get("CPU", 0) // (r.workers * r.cpus_per_worker + 1))
+    if r.gpus_per_worker > 0:
+        fit = min(fit, int(resources.get("GPU", 0) // (r.workers * r.gpus_per_worker)))
+    return max(fit, 1)
+
+
+def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = False,
+              say: Callable[[str], None] = print) -> dict:
+    """Run (or resume) ``sweep`` from ``base`` on the Ray cluster this process is
+    connected to. Returns ``table`` (pyarrow, best first), ``trials`` (TrialRecords),
+    ``outputs`` (where results went) and ``folder``. Raises ValueError when the sweep's
+    folder holds a sweep with other settings."""
+    folder = _absolute(sweep.folder)
+    with writer_lease(folder, what=f"tune {sweep.name}", break_lease=break_lease, say=say):
+        restoring = _record_settings(folder, sweep, base)
+        fs, path = storage.pyarrow_filesystem(folder)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, base=dataclasses.asdict(base), runs=storage.join(folder, "trials"),
+                                 resources=dataclasses.asdict(sweep.resources)),
+            TRIAL_DRIVER)
+        if restoring and tune.Tuner.can_restore(path, storage_filesystem=fs):
+            say(f"resuming the sweep in {folder}")
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=fs)
+        else:
+            concurrent = concurrent_trials(sweep, ray.cluster_resources())
+            say(f"{trial_count(sweep)} trials, {concurrent} at a time, into {folder}")
+            tuner = tune.Tuner(
+                trainable, param_space=search_space(sweep.space),
+                tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
+                                            max_concurrent_trials=concurrent, scheduler=_scheduler(sweep),
+                                            trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name=os.path.basename(path), storage_path=os.path.dirname(path),
+                                          storage_filesystem=fs, verbose=0,
+                                          callbacks=[Progress(base, trial_count(sweep), say)],
+                                          failure_config=tune.FailureConfig(max_failures=0)))
+        grid = tuner.fit()
+        trials = [_record(r, base, folder, sweep.resources) for r in grid]
+        table = results_table(trials, metric=sweep.metric, mode=sweep.mode, params=list(sweep.space))
+        outputs = write_results(storage.join(folder, "results"), trials, sweep=sweep, base=base, spaces=sweep.space)
+    return {"table": table, "trials": trials, "outputs": outputs, "folder": folder}
+
+
+def _absolute(uri: str) -> str:
+    # Trial drivers and train workers may run in another working directory.
+    return uri if storage.parse_uri(uri).is_s3 else os.path.abspath(uri)
+
+
+def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool:
+    """Write FOLDER/sweep.yaml, or check it against these settings; True if the folder
+    held this sweep already (so that it resumes)."""
+    uri = storage.join(folder, "sweep.yaml")
+    mine = {"sweep": dataclasses.asdict(sweep), "base": dataclasses.asdict(base)}
+    try:
+        saved = parse_yaml(storage.read_text(uri))
+    except FileNotFoundError:
+        storage.write_text(uri, yaml.safe_dump(mine, sort_keys=False))
+        return False
+    changed = sorted([f"{k}" for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
+                     + [f"train.{k}" for k in mine["base"] if k not in ("runs",)
+                        and saved["base"].get(k) != mine["base"][k]])
+    if changed:
+        raise ValueError(f"{folder} holds sweep {sweep.name!r} with other settings ({', '.join(changed)}): "
+                         f"use another name, or the same settings to resume")
+    return True
+
+
+def _scheduler(sweep: SweepConfig):
+    if sweep.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # Rungs count finished epochs (see _EpochReport), which survive a trial's restart;
+    # Tune's training_iteration starts again from 1 when a trial resumes.
+    return ASHAScheduler(time_attr="epochs_done", grace_period=sweep.grace_period,
+                         reduction_factor=sweep.reduction_factor, max_t=10**9)
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id  # what _record reads back
+
+
+def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict) -> None:
+    """One trial: train ``base`` with the swept ``params`` as run ``runs``/<trial id>."""
+    from ..config import from_dict
+    from ..train.run import train_run, training_labels
+    from .config import TrialResources
+
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(from_dict(TrainConfig, base), _plain(params), runs=runs, name=trial_id,
+                          resources=TrialResources(**resources))
+
+    def say(message: str) -> None:  # into the trial's log (Ray's worker log files)
+        sys.stdout.write(f"[trial {trial_id}] {message}\n")
+        sys.stdout.flush()
+
+    train, val = training_labels(config, say=say)
+    train_run(config, train, val, callbacks=(_epoch_report(),), say=say)
+
+
+def _epoch_report():
+    """Ray Train's TuneReportCallback, adding ``epochs_done`` (epochs finished, 1-based)
+    to each report for ASHA's rungs."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _EpochReport(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            metrics = [{**metrics[0], "epochs_done": metrics[0]["epoch"] + 1}, *metrics[1:]]
+            super().after_report(run_context, metrics, checkpoint)
+
+    return _EpochReport()
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    # Tune's samplers may hand out numpy scalars; the config loader takes Python types.
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+
+def _record(result, base: TrainConfig, folder: str, resources) -> TrialRecord:
+    """A finished Tune trial as a TrialRecord, its history read from its own run's newest
+    checkpoint (which holds every epoch, before and after a resume)."""
+    from ..train import checkpoint as checkpoints
+
+    trial_id = os.path.basename(result.path.rstrip("/"))
+    params = _plain(result.config or {})
+    config = trial_config(base, params, runs=storage.join(folder, "trials"), name=trial_id, resources=resources)
+    run = storage.join(config.runs, config.name)
+    last = checkpoints.find_latest(run)
+    history = last.meta["history"] if last is not None else []
+    if result.error is not None:
+        status, error = "errored", str(result.error).strip().splitlines()[-1][:300]
+    else:
+        status, error = ("finished" if len(history) >= config.epochs else "stopped"), None
+    return TrialRecord(trial_id=trial_id, run=run, params=params, status=status, history=history, error=error)
+
+
+class Progress(tune.Callback):
+    """A line per trial event (started, each epoch, finished, stopped, errored) with a
+    running count, printed by the sweep's driver."""
+
+    def __init__(self, base: TrainConfig, total: int, say: Callable[[str], None]):
+        self.base, self.total, self.say = base, total, say
+
+    def _epochs(self, trial) -> int:
+        return int(_plain(trial.config).get("epochs", self.base.epochs))
+
+    def _outcome(self, trial) -> str:
+        done = (trial.last_result or {}).get("epochs_done", 0)
+        return "stopped" if 0 < done < self._epochs(trial) else "finished"
+
+    def _count(self, trials, trial, now: str) -> str:
+        # Counted from Tune's own trial list, which a restored sweep fills in too; the
+        # trial of this event may not carry its new status yet.
+        states = {t.trial_id: ("errored" if t.status == "ERROR" else self._outcome(t) if t.status == "TERMINATED"
+                               else "running" if t.status == "RUNNING" else "pending") for t in trials}
+        states[trial.trial_id] = now
+        n = {s: list(states.values()).count(s) for s in ("finished", "stopped", "errored", "running")}
+        done = n["finished"] + n["stopped"] + n["errored"]
+        return (f"[{done}/{self.total} done: {n['finished']} finished, {n['stopped']} stopped, "
+                f"{n['errored']} errored; {n['running']} running]")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        values = ", ".join(f"{k}={v}" for k, v in _plain(trial.config).items())
+        self.say(f"trial {trial.trial_id} started ({values or 'base config'}) {self._count(trials, trial, 'running')}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        shown = [f"{k} {result[k]:.3f}" if "loss" in k else f"{k} {result[k]:.1%}"
+                 for k in ("train_loss", "train_mean_class", "val_loss", "val_mean_class") if k in result]
+        self.say(f"trial {trial.trial_id} epoch {result.get('epochs_done', '?')}/{self._epochs(trial)}: "
+                 + ", ".join(shown) + (f" ({result['epoch_s']:.1f} s)" if "epoch_s" in result else ""))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        outcome = self._outcome(trial)
+        what = (f"stopped by ASHA after {trial.last_result['epochs_done']} of {self._epochs(trial)} epochs"
+                if outcome == "stopped" else "finished")
+        self.say(f"trial {trial.trial_id} {what} {self._count(trials, trial, outcome)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.say(f"trial {trial.trial_id} errored (its log: {trial.path}) {self._count(trials, trial, 'errored')}")
+
+
+def format_sweep(result: dict, metric: str) -> str:
+    """The results table and where everything went, for the terminal."""
+    lines = [format_table(result["table"], metric=metric), f"sweep:   {result['folder']}"]
+    for name, uri in result["outputs"].items():
+        if uri:
+            lines.append(f"{name + ':':<9}{', '.join(uri) if isinstance(uri, list) else uri}")
+    return "\n".join(lines)

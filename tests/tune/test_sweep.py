@@ -1,0 +1,129 @@
+"""Sweeps on the session's real 2-CPU Ray cluster: ASHA stops a trial and the next one
+starts, results land in the sweep folder, and a sweep whose driver was killed resumes
+without rerunning finished trials or restarting an unfinished one from epoch 0."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from finegym_ray.config import load_config
+from finegym_ray.train import checkpoint as ckpt
+from finegym_ray.train.config import TrainConfig
+from finegym_ray.tune.config import load_sweep
+from finegym_ray.tune.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+# A tiny TSN on the event task, validated on its training clips (the tiny SynGym's val
+# split may be empty). One worker of one CPU leaves the other CPU to Ray Data.
+TRAIN = {"task": "event", "model": "tsn", "depth": 10, "base_width": 8, "segments": 2, "crop": 32,
+         "test_short": 48, "batch_size": 4, "test_views": 1, "test_crops": 1, "val_split": "train",
+         "optimizer": "adamw"}
+
+
+def sweep_file(tmp_path: Path, data: str, **settings) -> Path:
+    path = tmp_path / "sweep.yaml"
+    body = {"train": {**TRAIN, "data": data, "runs": str(tmp_path / "runs")}, "sweeps": str(tmp_path / "sweeps"),
+            "resources": {"workers": 1, "cpus_per_worker": 1.0}, **settings}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_asha_stops_a_trial_and_every_trial_runs(tiny_store, tmp_path):
+    data, _ = tiny_store
+    # The first trial learns (lr 0.01), the others barely move (lr 1e-7): at the rung
+    # after 2 epochs their training loss trails the first trial's (about 0.7 against
+    # 1.3-1.7 in trial runs), so ASHA stops them, and each stop must free the CPU for
+    # the next trial (ray-project/ray#54305).
+    path = sweep_file(tmp_path, data, space={"lr": {"grid": [0.01, 1e-7, 1e-7]}}, metric="train_loss", mode="min",
+                      scheduler="asha", grace_period=2, reduction_factor=2, max_concurrent_trials=1,
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 3})
+    sweep, base = load_sweep(str(path), [])
+    lines = []
+    result = run_sweep(sweep, base, say=lines.append)
+    table = result["table"].to_pylist()
+    assert len(table) == 3 and all(r["status"] in ("finished", "stopped") for r in table), table
+    assert table[0]["lr"] == 0.01 and table[0]["status"] == "finished" and table[0]["epochs_run"] == 3
+    assert sum(r["stopped"] for r in table) >= 1 and all(r["epochs_run"] >= 2 for r in table)
+    assert any("stopped by ASHA after 2 of 3 epochs" in line for line in lines), lines
+    assert any(line.startswith("trial ") and "[3/3 done" in line for line in lines), lines
+
+    folder = Path(result["folder"])
+    assert pq.read_table(folder / "results" / "results.parquet").num_rows == 3
+    assert (folder / "results" / "results.csv").read_text().count("\n") == 4
+    best = load_config(TrainConfig, folder / "results" / "best.yaml")
+    assert best.lr == 0.01 and best.name == "sweep_best" and best.runs == str(tmp_path / "runs")
+    png = cv2.imread(str(folder / "results" / "lr.png"))
+    assert png is not None and png.shape[0] > 100
+    for trial_id in (r["trial_id"] for r in table):  # Tune's TensorBoard files, and each trial's own training run
+        assert glob.glob(str(folder / trial_id / "events.out.tfevents.*")), trial_id
+        assert ckpt.find_latest(str(folder / "trials" / trial_id)) is not None
+
+
+def _tune_command(path: Path, address: str) -> list[str]:
+    return [sys.executable, "-m", "finegym_ray.cli", "tune", "--config", str(path), "--address", address]
+
+
+def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_store, ray_cluster, tmp_path):
+    data, _ = tiny_store
+    path = sweep_file(tmp_path, data, space={"seed": {"grid": [0, 1]}}, max_concurrent_trials=1,
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 3})
+    trials = tmp_path / "sweeps" / "sweep" / "trials"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Killed once the first trial has finished and the second has a checkpoint.
+        deadline = time.time() + 400
+        while time.time() < deadline and driver.poll() is None:
+            runs = sorted(trials.glob("*")) if trials.exists() else []
+            done = [r for r in runs if (r / "epoch_0002" / "manifest.json").exists()]
+            started = [r for r in runs if r not in done and (r / "epoch_0000" / "manifest.json").exists()]
+            if done and started:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, driver.stdout.read()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    (first,), (second,) = done, started
+    first_mtime = (first / "epoch_0002" / "manifest.json").stat().st_mtime
+    before = ckpt.find_latest(str(second)).meta["history"]
+
+    again = subprocess.run(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "resuming the sweep" in out
+    assert f"trial {first.name} started" not in out  # finished: not rerun
+    assert (first / "epoch_0002" / "manifest.json").stat().st_mtime == first_mtime
+    after = ckpt.find_latest(str(second)).meta["history"]
+    # Continued after its newest checkpoint: the epochs before it are the ones trained
+    # before the kill, not retrained.
+    assert [m["epoch"] for m in after] == [0, 1, 2]
+    assert after[:len(before)] == before
+    table = pq.read_table(tmp_path / "sweeps" / "sweep" / "results" / "results.parquet").to_pylist()
+    assert sorted(r["status"] for r in table) == ["finished", "finished"]
+
+
+def test_a_sweep_with_other_settings_in_the_same_folder_is_refused(tiny_store, tmp_path):
+    data, _ = tiny_store
+    path = sweep_file(tmp_path, data, space={"seed": {"grid": [0]}},
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1})
+    sweep, base = load_sweep(str(path), [])
+    run_sweep(sweep, base, say=lambda m: None)
+    sweep, base = load_sweep(str(path), ["space.seed.grid=[0, 1]"])
+    with pytest.raises(ValueError, match="with other settings \\(space\\)"):
+        run_sweep(sweep, base, say=lambda m: None)
