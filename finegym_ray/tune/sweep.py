@@ -64,6 +64,9 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     ``outputs`` (where results went) and ``folder``. Raises ValueError when the sweep's
     folder holds a sweep with other settings."""
     folder = _absolute(sweep.folder)
+    # Tune's newer console output prints its own header and hints (a TensorBoard path
+    # in Ray's temp folder) whatever the verbosity; Progress prints what matters.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     with writer_lease(folder, what=f"tune {sweep.name}", break_lease=break_lease, say=say):
         restoring = _record_settings(folder, sweep, base)
         fs, path = storage.pyarrow_filesystem(folder)
@@ -234,8 +237,8 @@ class Progress(tune.Callback):
 
 def format_sweep(result: dict, metric: str) -> str:
     """The results table and where everything went, for the terminal."""
-    lines = [format_table(result["table"], metric=metric), f"sweep:   {result['folder']}"]
+    lines = [format_table(result["table"], metric=metric), f"{'sweep:':<13}{result['folder']}"]
     for name, uri in result["outputs"].items():
         if uri:
-            lines.append(f"{name + ':':<9}{', '.join(uri) if isinstance(uri, list) else uri}")
+            lines.append(f"{name + ':':<13}{', '.join(uri) if isinstance(uri, list) else uri}")
     return "\n".join(lines)
