@@ -58,3 +58,36 @@ def confusion_per_class(cm: np.ndarray) -> np.ndarray:
 def confusion_mean_class(cm: np.ndarray) -> float:
     per_class = confusion_per_class(cm)
     return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+
+
+# Uncertainty: a percentile bootstrap over clips. Resampling the clips (not the classes)
+# matches how a validation split is drawn; a class missing from a resample has no recall
+# there and is left out of that resample's mean class accuracy, as above.
+
+def bootstrap(scores: np.ndarray, labels: np.ndarray, *, samples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """``top1`` (B,), ``mean_class`` (B,) and ``per_class`` (B, K) recall (NaN: class
+    absent from that resample) of B = ``samples`` resamplings of the N clips with
+    replacement. The draws depend on ``seed`` and N only: two score arrays over the same
+    clips in the same order get the same resamplings, so their sample-by-sample
+    differences give a paired interval."""
+    scores, labels = _check(scores, labels)
+    k = scores.shape[1]
+    correct = (scores.argmax(1) == labels).astype(np.float64)
+    index = np.random.default_rng(seed).integers(0, len(labels), (samples, len(labels)))  # (B, N)
+    cell = (np.arange(samples)[:, None] * k + labels[index]).ravel()  # (resample, class) bins
+    hits = np.bincount(cell, weights=correct[index].ravel(), minlength=samples * k).reshape(samples, k)
+    counts = np.bincount(cell, minlength=samples * k).reshape(samples, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    return {"top1": correct[index].mean(1), "mean_class": np.nanmean(per_class, 1), "per_class": per_class}
+
+
+def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``values`` (NaNs left out;
+    (nan, nan) when none is left)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)

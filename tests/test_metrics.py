@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from finegym_ray.metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, top1_accuracy
+from finegym_ray.metrics import (bootstrap, confusion_matrix, interval, mean_class_accuracy, per_class_accuracy,
+                                 top1_accuracy)
 
 
 def one_hot(pred, k):
@@ -32,3 +33,48 @@ def test_three_classes_by_hand():
 def test_bad_input(scores, labels):
     with pytest.raises(ValueError):
         top1_accuracy(scores, labels)
+
+
+def _noisy_scores(n: int, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scores right about 60 % of the time, on ``n`` clips of ``k`` classes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    scores = rng.random((n, k))
+    right = rng.random(n) < 0.6
+    scores[right, labels[right]] += 1.0
+    return scores, labels
+
+
+def test_bootstrap_interval_holds_the_estimate_and_shrinks_with_more_clips():
+    widths = []
+    for n in (100, 1600):
+        scores, labels = _noisy_scores(n)
+        draws = bootstrap(scores, labels, samples=500, seed=1)
+        for metric, point in (("top1", top1_accuracy(scores, labels)),
+                              ("mean_class", mean_class_accuracy(scores, labels))):
+            lo, hi = interval(draws[metric])
+            assert lo <= point <= hi, (n, metric, lo, point, hi)
+        lo, hi = interval(draws["mean_class"])
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # 16x the clips: about a quarter of the width
+
+
+def test_bootstrap_is_deterministic_and_paired_by_seed():
+    scores, labels = _noisy_scores(200)
+    a, b = bootstrap(scores, labels, seed=3), bootstrap(scores, labels, seed=3)
+    assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+    assert not np.array_equal(a["top1"], bootstrap(scores, labels, seed=4)["top1"])
+    # The same clips resampled alike: a model against itself differs by exactly 0.
+    assert np.all(a["mean_class"] - b["mean_class"] == 0)
+    per_class = a["per_class"]
+    assert per_class.shape == (1000, 5) and np.allclose(np.nanmean(per_class, 1), a["mean_class"])
+
+
+def test_bootstrap_by_hand_and_absent_classes():
+    # Class 2 never occurs: its recall is NaN everywhere and mean class averages 0 and 1.
+    scores = np.array([[1.0, 0, 0], [0, 0, 1.0]])
+    draws = bootstrap(scores, np.array([0, 1]), samples=50)
+    assert np.isnan(draws["per_class"][:, 2]).all()
+    both = ~np.isnan(draws["per_class"][:, :2]).any(1)
+    assert np.allclose(draws["mean_class"][both], 0.5)
+    assert np.isnan(interval(np.array([np.nan]))).all()

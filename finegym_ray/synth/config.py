@@ -28,6 +28,9 @@ class SynthConfig:
     subactions_per_event: list[int] = field(default_factory=lambda: [4, 8])
     # Share of routines that are men's events (annotated without sub-actions).
     mens_event_fraction: float = 0.15
+    # The women's events routines are drawn from (1 VT, 2 FX, 3 BB, 4 UB), uniformly;
+    # None: all four. One event makes a within-event task (UB-S1) dense in clips.
+    events: list[int] | None = None
     # Sub-action durations: log-normal with this median, clipped to the range
     # (FineGym: mostly 0.5-3 s).
     subaction_median_s: float = 1.3
@@ -44,6 +47,10 @@ class SynthConfig:
     # amplitude), background clutter (shapes), sensor noise (grey levels, std).
     camera_jitter: float = 3.0
     zoom: float = 0.08
+    # The gymnast's on-screen size, in multiples of the wide shot's (where a figure is
+    # 0.2 frame heights tall): above 1 the camera follows the gymnast's hips at this
+    # magnification, as broadcast cameras do, so that small frames still show the pose.
+    figure_scale: float = 1.0
     clutter: int = 30
     noise: float = 2.0
     # H.264 encoding: keyframe interval and x264 preset/quality. ultrafast encodes
@@ -78,6 +85,8 @@ class SynthConfig:
         pair("idle_range_s", 0.5)
         if not 0 <= self.mens_event_fraction <= 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("synth config: mens_event_fraction must be in [0, 1] and val_fraction in [0, 1)")
+        if self.events is not None and (not self.events or not set(self.events) <= {1, 2, 3, 4}):
+            raise ValueError(f"synth config: events must be null or a non-empty list of 1-4, got {self.events}")
         if self.x264_preset not in X264_PRESETS:
             raise ValueError(f"synth config: x264_preset must be one of {', '.join(X264_PRESETS)}, "
                              f"got {self.x264_preset!r}")
@@ -87,6 +96,8 @@ class SynthConfig:
         check_range(problems, "imbalance", self.imbalance, ge=0)
         check_range(problems, "camera_jitter", self.camera_jitter, ge=0)
         check_range(problems, "zoom", self.zoom, ge=0, le=1)
+        # Beyond 4 the view (0.25 frame heights) no longer holds a stretched figure.
+        check_range(problems, "figure_scale", self.figure_scale, ge=1, le=4)
         check_range(problems, "clutter", self.clutter, ge=0)
         check_range(problems, "noise", self.noise, ge=0)
         check_range(problems, "gop_s", self.gop_s, gt=0)

@@ -268,7 +268,13 @@ def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
                 k += 1
             ev = plan.events[k] if k < len(plan.events) and t >= plan.events[k].start_s else None
             dx, dy, z = camera.at(t)
-            cx, cy = w / 2 + margin + dx, h / 2 + margin + dy
+            pose = _routine_pose(ev, arena(ev.label, aspect), t - ev.start_s) if ev is not None else None
+            z *= config.figure_scale
+            if pose is None or config.figure_scale == 1:
+                cx, cy = w / 2 + margin + dx, h / 2 + margin + dy
+            else:  # follow the hips (backdrop pixels), the view kept inside the drawn backdrop
+                cx = float(np.clip(pose.x * h + margin + dx, w / (2 * z), w + 2 * margin - w / (2 * z)))
+                cy = float(np.clip(pose.y * h + margin + dy, h / (2 * z), h + 2 * margin - h / (2 * z)))
             m = np.array([[z, 0.0, w / 2 - z * cx], [0.0, z, h / 2 - z * cy]], np.float32)
             if ev is None:
                 frame = cv2.warpAffine(idle_backdrop, m, (w, h), flags=cv2.INTER_LINEAR)
@@ -284,7 +290,7 @@ def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
                     _draw_figure(frame, standing(x, 0.86, 1, split=0.5 * step), view,
                                  ((40, 40, 40), (30, 30, 30), (150, 170, 200)))
             else:
-                _draw_figure(frame, _routine_pose(ev, arena(ev.label, aspect), t - ev.start_s), view, colours[k])
+                _draw_figure(frame, pose, view, colours[k])
             if noise:
                 pos, neg = noise[i % len(noise)]
                 cv2.add(frame, pos, dst=frame)

@@ -151,7 +151,7 @@ def plan_video(config: SynthConfig, index: int, elements: list[Element]) -> Vide
             end = round(start + float(rng.uniform(15.0, 40.0)), 2)
             events.append(EventPlan(label, start, end, None))
         else:
-            label = int(rng.integers(1, 5))
+            label = int(rng.choice(config.events)) if config.events else int(rng.integers(1, 5))
             n = int(rng.integers(config.subactions_per_event[0], config.subactions_per_event[1] + 1))
             subs = _plan_subactions(rng, _routine_elements(rng, label, n, by_event, config), label, aspect, config)
             end = round(start + subs[-1].stages[-1][1] + _uniform(rng, [0.8, 2.5]), 2)
