@@ -41,7 +41,7 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                              f"starting a new local Ray\n")
             address = "local"
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
-    env = {**worker_env(), **(runtime_env.get("env_vars") or {})}
+    env = {**worker_env(), **_cluster_address_env(address), **(runtime_env.get("env_vars") or {})}
     job_env = _submitted_job_env_vars()
     # Ray refuses a driver env var that the submitted job's runtime env also sets, even
     # to the same value: leave those out. One set differently (``--s3-endpoint`` given
@@ -63,6 +63,27 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ.pop(OVERRIDE_JOB_ENV, None)
             else:
                 os.environ[OVERRIDE_JOB_ENV] = saved
+
+
+def _cluster_address_env(address: str | None) -> dict[str, str]:
+    """``RAY_ADDRESS`` of the running cluster ``address`` names (None or "auto": the one
+    ray.init would join), {} when a new local Ray is about to start.
+
+    Ray Train's placement group cleaner, which frees the CPUs of a trial that Tune
+    stops, finds its cluster through the State API's auto-detection, and on a host with
+    several Rays that picks the newest one: the cleaner fails, the stopped trial keeps
+    its CPUs and the next trial waits forever. With the address in every worker's
+    environment it asks its own cluster. (A new local Ray is the newest when it starts,
+    so only a Ray started on the same host after it can still mislead the cleaner.)"""
+    if address == "local":
+        return {}
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError):
+        return {}  # ray.init reports it
+    return {"RAY_ADDRESS": found} if found else {}
 
 
 def _dead_recorded_cluster() -> str | None:

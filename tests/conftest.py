@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.s3server import S3ServerError, start_s3_server
+from tests.s3server import S3ServerError, _free_ports, start_s3_server
 from finegym_ray.preprocess.config import PreprocessConfig
 
 # Variables that would change how clients sign or where they connect; they are
@@ -169,8 +169,17 @@ def ray_cluster(s3_server):
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 300 * 2**20})
-    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    # With the dashboard, as every real cluster has: Ray Train frees the CPUs of a Tune
+    # trial that ASHA stops through the dashboard's State API. On a port of its own, so
+    # that another Ray on this machine cannot hold it.
+    (dashboard_port,) = _free_ports(1)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 300 * 2**20,
+                                                            "include_dashboard": True,
+                                                            "dashboard_port": dashboard_port})
+    # The address in the workers' environment too, as init_ray does (see
+    # ray_connect._cluster_address_env): other Rays may run on this host.
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}})
     try:
         yield cluster
     finally:

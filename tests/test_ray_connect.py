@@ -88,3 +88,23 @@ def test_a_dead_cluster_recorded_on_the_machine_does_not_hang_init():
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == "ran"
     assert f"127.0.0.1:{dead}) is not running" in r.stderr
+
+
+JOIN_CODE = """
+import os, ray
+from finegym_ray.ray_connect import init_ray
+init_ray({address!r}, log_to_driver=False)
+print(ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote()))
+"""
+
+
+def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_host(ray_cluster):
+    """Ray Train's placement group cleaner (the actor that frees a trial's CPUs when
+    ASHA stops it) finds its cluster by auto-detection, which on a host with several
+    Rays picks the newest one: then a stopped trial keeps its CPUs and the next trial
+    waits forever. Workers must be told their cluster's address."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-c", JOIN_CODE.format(address=ray_cluster.address)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == ray_cluster.address

@@ -26,7 +26,7 @@ from .. import storage
 from ..config import parse_yaml
 from ..lease import writer_lease
 from ..train.config import TrainConfig
-from .config import SweepConfig, trial_config, trial_count
+from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 
 # Settings a resumed sweep may change: they decide where trials run, not what they train.
@@ -63,6 +63,10 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     connected to. Returns ``table`` (pyarrow, best first), ``trials`` (TrialRecords),
     ``outputs`` (where results went) and ``folder``. Raises ValueError when the sweep's
     folder holds a sweep with other settings."""
+    if sweep.scheduler == "asha" and not _has_dashboard():
+        raise ValueError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
+                         "CPUs back through the dashboard's State API, and without it the next trials wait "
+                         "forever (start Ray with the dashboard, which ray[default] brings, or use scheduler none)")
     folder = _absolute(sweep.folder)
     # Tune's newer console output prints its own header and hints (a TensorBoard path
     # in Ray's temp folder) whatever the verbosity; Progress prints what matters.
@@ -97,6 +101,14 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     return {"table": table, "trials": trials, "outputs": outputs, "folder": folder}
 
 
+def _has_dashboard() -> bool:
+    """Whether the connected cluster runs the dashboard (its address is in the GCS)."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return bool(_internal_kv_get(ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD))
+
+
 def _absolute(uri: str) -> str:
     # Trial drivers and train workers may run in another working directory.
     return uri if storage.parse_uri(uri).is_s3 else os.path.abspath(uri)
@@ -112,8 +124,8 @@ def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool
     except FileNotFoundError:
         storage.write_text(uri, yaml.safe_dump(mine, sort_keys=False))
         return False
-    changed = sorted([f"{k}" for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
-                     + [f"train.{k}" for k in mine["base"] if k not in ("runs",)
+    changed = sorted([k for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
+                     + [f"train.{k}" for k in mine["base"] if k not in OWNED  # every trial sets these
                         and saved["base"].get(k) != mine["base"][k]])
     if changed:
         raise ValueError(f"{folder} holds sweep {sweep.name!r} with other settings ({', '.join(changed)}): "
