@@ -108,12 +108,11 @@ def format_table(table: pa.Table, *, metric: str) -> str:
                      for mark, row in zip(marks, cells))
 
 
-def write_results(out: str, trials: list[TrialRecord], *, sweep: SweepConfig, base: TrainConfig,
-                  spaces: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_results(out: str, trials: list[TrialRecord], *, sweep: SweepConfig, base: TrainConfig) -> dict[str, Any]:
     """Write the files of the module docstring into the folder or URI ``out``; returns
     their URIs: results, csv, best_config (None while no trial has the metric), plots
-    (one per param in ``spaces`` with a finished or stopped trial that has the metric)."""
-    params = list(spaces)
+    (one per swept param with a finished or stopped trial that has the metric)."""
+    params = list(sweep.space)
     table = results_table(trials, metric=sweep.metric, mode=sweep.mode, params=params)
     uris: dict[str, Any] = {"results": join(out, "results.parquet"), "csv": join(out, "results.csv"),
                             "best_config": None, "plots": []}
@@ -140,7 +139,7 @@ def write_results(out: str, trials: list[TrialRecord], *, sweep: SweepConfig, ba
                   for t in drawn if p in t.params]
         if not points:
             continue
-        ((kind, args),) = spaces[p].items()
+        ((kind, args),) = sweep.space[p].items()
         # A list's values in its own order; numbers on a numeric axis, anything else by name.
         values = args if kind in ("grid", "choice") else [v for v, _, _ in points]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)

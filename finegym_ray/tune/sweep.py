@@ -97,7 +97,7 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
         grid = tuner.fit()
         trials = [_record(r, base, folder, sweep.resources) for r in grid]
         table = results_table(trials, metric=sweep.metric, mode=sweep.mode, params=list(sweep.space))
-        outputs = write_results(storage.join(folder, "results"), trials, sweep=sweep, base=base, spaces=sweep.space)
+        outputs = write_results(storage.join(folder, "results"), trials, sweep=sweep, base=base)
     return {"table": table, "trials": trials, "outputs": outputs, "folder": folder}
 
 

@@ -79,7 +79,7 @@ def written(tmp_path):
     base = TrainConfig(epochs=3, runs=str(tmp_path / "runs"), name="ignored")
     sweep = SweepConfig(name="s1", space=SPACE, resources=TrialResources(workers=2, cpus_per_worker=2.0))
     out = str(tmp_path / "sweeps" / "s1")
-    return write_results(out, _trials(), sweep=sweep, base=base, spaces=SPACE), base, sweep
+    return write_results(out, _trials(), sweep=sweep, base=base), base, sweep
 
 
 def test_csv_holds_the_parquet_table(written):
@@ -109,7 +109,7 @@ def test_one_decodable_plot_per_param(written):
 
 def test_no_best_yaml_and_no_plots_without_the_metric(tmp_path):
     uris = write_results(str(tmp_path), [_trials()[0], _trials()[2]], sweep=SweepConfig(name="s", space=SPACE),
-                         base=TrainConfig(), spaces=SPACE)
+                         base=TrainConfig())
     assert uris["best_config"] is None and uris["plots"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.parquet"]
 
