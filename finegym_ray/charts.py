@@ -135,3 +135,54 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
     (tw, _), _ = cv2.getTextSize(label, _FONT, 0.45, 1)
     cv2.putText(img, label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
     return _png(img)
+
+
+def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[float, float, float]]], *, title: str,
+                 x_label: str, y_label: str, lines: bool = True) -> bytes:
+    """Points with error bars: ``series`` name -> one (y, lo, hi) per category (NaN y:
+    no point), each series in its own colour and nudged sideways so that bars do not
+    hide each other; ``lines`` joins a series' points. A legend names the series;
+    860 x 440 pixels."""
+    width, height, left, right, top, bottom = 860, 440, 60, 840, 50, 370
+    img = np.full((height, width, 3), 255, np.uint8)
+    ink, grid = (0, 0, 0), (225, 225, 225)
+    colours = ((180, 120, 40), (40, 40, 200), (60, 150, 60), (150, 60, 150))
+    values = np.array([v for points in series.values() for p in points for v in p], np.float64)
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    pad = (hi - lo) * 0.08 or 0.5
+    lo, hi = lo - pad, hi + pad
+
+    def row(v: float) -> int:
+        return int(bottom - (v - lo) / (hi - lo) * (bottom - top))
+
+    for t in _ticks(lo, hi, log=False):
+        cv2.line(img, (left, row(t)), (right, row(t)), grid, 1)
+        cv2.putText(img, f"{t:.3g}", (5, row(t) + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    slot = (right - left) / max(len(categories), 1)
+    for i, name in enumerate(categories):
+        text = str(name)[:max(3, int(slot // 7))]
+        (tw, _), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
+        cv2.putText(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+    nudge = min(10.0, slot / (len(series) + 1))
+    for s, (name, points) in enumerate(series.items()):
+        colour = colours[s % len(colours)]
+        xs = [int(left + (i + 0.5) * slot + (s - (len(series) - 1) / 2) * nudge) for i in range(len(points))]
+        drawn = [(x, p) for x, p in zip(xs, points) if np.isfinite(p[0])]
+        for (x0, p0), (x1, p1) in zip(drawn, drawn[1:]) if lines else ():
+            cv2.line(img, (x0, row(p0[0])), (x1, row(p1[0])), colour, 1, cv2.LINE_AA)
+        for x, (y, y_lo, y_hi) in drawn:
+            if np.isfinite(y_lo) and np.isfinite(y_hi):
+                cv2.line(img, (x, row(y_lo)), (x, row(y_hi)), colour, 1)
+                for end in (y_lo, y_hi):
+                    cv2.line(img, (x - 3, row(end)), (x + 3, row(end)), colour, 1)
+            cv2.circle(img, (x, row(y)), 4, colour, -1, cv2.LINE_AA)
+        cx, cy = right - 200, 12 + s * 14
+        cv2.circle(img, (cx, cy), 4, colour, -1, cv2.LINE_AA)
+        cv2.putText(img, name, (cx + 10, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
+    cv2.putText(img, title[:80], (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    cv2.putText(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize(x_label, _FONT, 0.45, 1)
+    cv2.putText(img, x_label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    return _png(img)

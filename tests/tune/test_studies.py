@@ -1,0 +1,155 @@
+"""The paper's studies: table building and intervals on made-up scores, the study store's
+refusals, and each study run end to end (sweep, evaluations, table, PNG) on the
+session's 2-CPU Ray cluster with the SynGym preset's files shrunk to one-epoch trials
+of a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from finegym_ray.preprocess.config import PreprocessConfig
+from finegym_ray.synth.config import SynthConfig
+from finegym_ray.tune import studies
+from finegym_ray.tune.config import load_sweep
+
+from .test_sweep import TRAIN
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = ROOT / "configs" / "studies" / "syngym"
+
+
+def _scores(labels: np.ndarray, right: np.ndarray, k: int, seed: int = 0) -> pa.Table:
+    """A scores table: each clip's top score on its label where ``right``, else on the next class."""
+    rng = np.random.default_rng(seed)
+    scores = rng.random((len(labels), k)) * 0.1
+    scores[np.arange(len(labels)), np.where(right, labels, (labels + 1) % k)] += 1
+    return pa.table({"key": [f"clip{i:04d}" for i in range(len(labels))], "label": labels,
+                     "scores": list(scores.astype(np.float32))})
+
+
+def _scored(right_share: float, n: int = 300, k: int = 4, seed: int = 0) -> studies.Scored:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % k
+    return studies.Scored(_scores(labels, rng.random(n) < right_share, k, seed), samples=300)
+
+
+def test_order_table_pairs_the_shuffled_evaluation_with_the_ordered_one():
+    ordered, worse = _scored(0.9, seed=1), _scored(0.5, seed=2)
+    table = studies.order_table({"trn": (ordered, worse), "tsn": (ordered, ordered)}).to_pylist()
+    assert [(r["model"], r["test"]) for r in table] == [("trn", "ordered"), ("trn", "shuffled"),
+                                                        ("tsn", "ordered"), ("tsn", "shuffled")]
+    trn = table[1]
+    assert trn["diff_mean_class"] == pytest.approx(worse.point["mean_class"] - ordered.point["mean_class"])
+    assert trn["diff_mean_class_lo"] <= trn["diff_mean_class"] <= trn["diff_mean_class_hi"] < 0
+    assert table[3]["diff_top1"] == table[3]["diff_top1_lo"] == table[3]["diff_top1_hi"] == 0  # same scores
+    assert table[0]["diff_top1"] is None and table[0]["clips"] == 300
+    for r in table:
+        assert r["mean_class_lo"] <= r["mean_class"] <= r["mean_class_hi"]
+
+
+def test_frames_test_segments_and_motion_tables():
+    frames = studies.frames_table({3: _scored(0.6), 1: _scored(0.3), 4: _scored(0.7)}).to_pylist()
+    assert [r["segments"] for r in frames] == [1, 3, 4]
+    assert [r["paper_gym99_mean_class"] for r in frames] == [0.3546, 0.614, None]
+
+    table = studies.test_segments_table({"tsm": {3: _scored(0.8), 12: _scored(0.4)}}, trained=3).to_pylist()
+    assert [(r["test_segments"], r["trained_segments"]) for r in table] == [(3, 3), (12, 3)]
+    assert table[0]["diff_mean_class"] == 0 and table[1]["diff_mean_class_hi"] < 0
+
+    # Class 2 is always right with flow, never with RGB; class 3 has no clip.
+    labels = np.array([0, 1, 2] * 40)
+    rgb = studies.Scored(_scores(labels, labels != 2, 4), samples=200)
+    flow = studies.Scored(_scores(labels, labels != 0, 4), samples=200)
+    rows = studies.motion_table(rgb, flow, ["a", "b", "c", "d"]).to_pylist()
+    assert [r["class"] for r in rows] == [None, 0, 1, 2] and rows[0]["clips"] == 120 and rows[3]["clips"] == 40
+    assert (rows[1]["flow_minus_rgb"], rows[3]["flow_minus_rgb"]) == (-1.0, 1.0)
+    # Each class is all right or all wrong: every resample's mean class is the same 2/3.
+    assert rows[0]["flow_minus_rgb"] == rows[0]["flow_minus_rgb_lo"] == rows[0]["flow_minus_rgb_hi"] == 0
+    text = studies.format_study(studies.motion_table(rgb, flow, ["a", "b", "c", "d"]))
+    assert "flow_minus_rgb" in text and "66.7 [" in text and "_lo" not in text
+    with pytest.raises(ValueError, match="same validation clips"):
+        studies.motion_table(rgb, studies.Scored(_scores(labels[:60], labels[:60] > 0, 4)), list("abcd"))
+
+
+def test_study_store_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "mine.txt").write_text("a user's file")
+    with pytest.raises(ValueError, match="not made by the study preset"):
+        studies.make_study_store(str(tmp_path / "store"), SynthConfig(), PreprocessConfig())
+    marked = tmp_path / "marked"
+    marked.mkdir()
+    (marked / studies.STORE_MARKER).write_text("made_by: finegym-ray study\nsynth: {}\npreprocess: {}\n")
+    with pytest.raises(ValueError, match="other synth or preprocess settings"):
+        studies.make_study_store(str(marked), SynthConfig(), PreprocessConfig())
+    assert (tmp_path / "store" / "mine.txt").read_text() == "a user's file"
+
+
+def test_the_preset_files_load():
+    synth, _ = studies.store_settings(str(PRESET / "store.yaml"))
+    assert synth.events == [4] and synth.figure_scale > 1
+    for name in studies.STUDIES:
+        for folder in (PRESET, PRESET.parent):
+            sweep, base = load_sweep(str(folder / f"{name}.yaml"), [])
+            assert sweep.name == name and len(sweep.space) == 1, (folder, name)
+
+
+# One-epoch trials of test_sweep's tiny TSN, one CPU each; grids cut to what shows the study.
+TINY = [f"train.{k}={json.dumps(v)}" for k, v in TRAIN.items()] + [
+    "train.epochs=1", "train.val_every=1", "max_concurrent_trials=1"]
+GRIDS = {"frames": ["space.segments.grid=[1, 2]"], "order": [], "test_segments": ["space.model.grid=[tsn]"],
+         "motion": []}
+
+
+def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
+    sweep, base = load_sweep(str(PRESET / f"{name}.yaml"), [*TINY, f"train.data={data}", f"sweeps={sweeps}",
+                                                           *GRIDS[name]])
+    return studies.run_study(name, sweep, base, test_segments=(3,), samples=200, say=lines.append)
+
+
+@pytest.mark.parametrize("name", list(studies.STUDIES))
+def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
+    data, _ = tiny_store
+    lines: list[str] = []
+    result = _run(name, data, tmp_path, lines)
+    table = result["table"].to_pylist()
+    folder = tmp_path / name / "study"
+    assert pq.read_table(folder / "study.parquet").num_rows == len(table)
+    assert (folder / "study.csv").read_text().count("\n") == len(table) + 1
+    png = cv2.imread(str(folder / "study.png"))
+    assert png is not None and png.shape[:2] == (440, 860)
+    for r in table:
+        metric = "rgb" if name == "motion" else "mean_class"
+        assert r[f"{metric}_lo"] <= r[metric] + 1e-9 and r[metric] <= r[f"{metric}_hi"] + 1e-9, r
+    runs = {t.trial_id: t.run for t in result["sweep"]["trials"]}
+    if name == "frames":
+        assert [r["segments"] for r in table] == [1, 2]
+        # Again: the sweep resumes with nothing to train and the evaluations are reused.
+        metrics = [Path(run) / "eval" / "metrics.json" for run in runs.values()]
+        mtimes = [m.stat().st_mtime for m in metrics]
+        again: list[str] = []
+        assert _run(name, data, tmp_path, again)["table"].to_pylist() == table
+        assert any("resuming the sweep" in line for line in again) and not any(" started " in x for x in again)
+        assert [m.stat().st_mtime for m in metrics] == mtimes
+    elif name == "order":
+        assert [(r["model"], r["test"]) for r in table] == [("trn", "ordered"), ("trn", "shuffled"),
+                                                            ("tsn", "ordered"), ("tsn", "shuffled")]
+        # TSN averages its segments: shuffling them changes its scores by rounding alone.
+        tsn = next(run for run in runs.values() if (Path(run) / "eval" / "shuffled").is_dir()
+                   and "model: tsn" in (Path(run) / "config.yaml").read_text())
+        a, b = (np.stack(pq.read_table(Path(tsn) / "eval" / v / "scores.parquet").column("scores").to_numpy(
+            zero_copy_only=False)) for v in ("", "shuffled"))
+        assert np.allclose(a, b, atol=1e-5)
+    elif name == "test_segments":
+        assert [(r["model"], r["test_segments"]) for r in table] == [("tsn", 2), ("tsn", 3)]
+        assert table[0]["diff_mean_class"] == 0
+        (run,) = runs.values()
+        assert (Path(run) / "eval" / "segments_3" / "metrics.json").exists()
+    else:
+        assert table[0]["class"] is None and all(r["clips"] > 0 for r in table)
