@@ -288,6 +288,51 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 1 if any(t.status == "errored" for t in result["trials"]) else 0
 
 
+# Study grids of --smoke-test: one-epoch trials of the smoke training, as few as show the study.
+SMOKE_STUDY = {"frames": ["space.segments.grid=[1, 2]"], "test_segments": ["space.model.grid=[tsn]"]}
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .submit import project_root
+    from .tune.config import load_sweep
+    from .tune.studies import STUDIES, TEST_SEGMENTS
+
+    if args.name not in STUDIES:
+        raise ValueError(f"unknown study {args.name!r}; studies: {', '.join(STUDIES)}")
+    root = project_root()
+    preset = root / "configs" / "studies" / ("syngym" if args.preset == "syngym" else "") if root else None
+    config = args.config or (str(preset / f"{args.name}.yaml") if preset else None)
+    if config is None:
+        raise ValueError("study needs --config STUDY.yaml (no configs/ beside an installed package)")
+    overrides = [f"train.data={args.data}"] * bool(args.data) + list(args.overrides)
+    if args.smoke_test:
+        overrides = [f"train.{o}" for o in SMOKE_TRAIN] + SMOKE_STUDY.get(args.name, []) + overrides
+    sweep, base = load_sweep(config, overrides)  # a bad setting stops the command before Ray starts
+    test_segments = (3,) if args.smoke_test else TEST_SEGMENTS
+    init_ray(args.address, log_to_driver=False)
+    from .tune.studies import TrialsFailed, format_study, make_study_store, run_study, store_settings
+
+    say = lambda m: print(f"[study] {m}", flush=True)  # noqa: E731
+    if args.smoke_test:
+        import tempfile
+        from dataclasses import replace
+
+        base = replace(base, data=_smoke_store())
+        sweep = replace(sweep, sweeps=tempfile.mkdtemp(prefix="finegym_studies_"))
+    elif args.preset == "syngym" and not args.data:
+        make_study_store(base.data, *store_settings(str(preset / "store.yaml")), say=say)
+    try:
+        result = run_study(args.name, sweep, base, test_segments=test_segments, break_lease=args.break_lease,
+                           say=say)
+    except TrialsFailed as e:
+        print(f"finegym-ray: {e}", file=sys.stderr)
+        return 1
+    print(format_study(result["table"]))
+    for name, uri in result["outputs"].items():
+        print(f"{name + ':':<7}{uri}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .submit import config_as_overrides, stages, submit, sweep_file_args
 
@@ -452,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                "grace_period=1 (epochs), reduction_factor=2, max_concurrent_trials=0 (as many as fit), resources "
                "(workers=1, cpus_per_worker=1, gpus_per_worker=0), sweeps=./finegym_sweeps. Overrides: --set "
                "num_samples=4, --set train.epochs=2, --set space.lr.loguniform=[0.001,0.1]. Exit status: 0, 1 if a "
-               "trial errored, 2 for bad input. Example: finegym-ray tune --config configs/sweeps/frames.yaml")
+               "trial errored, 2 for bad input. Example: finegym-ray tune --config configs/sweeps/tsm_rgb_gym99.yaml")
     p.add_argument("--config", metavar="YAML", help="sweep file (see below and configs/sweeps/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
@@ -462,6 +507,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser(
+        "study", help="one of the paper's studies (frames, order, test_segments, motion): a sweep, then an "
+                      "evaluation grid; resumes by name",
+        description="Train the study's runs as one grid sweep (SWEEPS/NAME/trials/), evaluate each with the test "
+                    "protocol and the study's test-time variants, print a table with 95%% bootstrap intervals over "
+                    "the validation clips and write SWEEPS/NAME/study/ (study.parquet, study.csv, study.png). "
+                    "frames: TSN with 1-12 segments (Table 5); order: TRN and TSN on ordered and shuffled test "
+                    "frames (Fig. 6b); test_segments: TSM and TSN trained with 3 segments, tested with 3-12 "
+                    "(Fig. 6c); motion: per-class accuracy of RGB and flow TSN (Fig. 6a). Running the same command "
+                    "again resumes it.",
+        epilog="Presets: finegym (configs/studies/NAME.yaml, give --data or --set train.data=), syngym "
+               "(configs/studies/syngym/NAME.yaml: sized for 2 CPU cores; without --data it makes its SynGym store, "
+               "settings in configs/studies/syngym/store.yaml, once for all four studies). --set takes the sweep "
+               "file's keys as for 'finegym-ray tune'. Exit status: 0, 1 for a failed trial, 2 for bad input.")
+    p.add_argument("name", metavar="NAME", help="frames, order, test_segments or motion")
+    p.add_argument("--config", metavar="YAML", help="the study's sweep file (default: the preset's)")
+    p.add_argument("--preset", choices=("finegym", "syngym"), default="finegym",
+                   help="configs at FineGym scale (default) or sized for SynGym on 2 CPU cores")
+    p.add_argument("--data", metavar="STORE", help="the preprocessed clips to train on (train.data)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
+    _add_lease_option(p, "SWEEPS/NAME")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser(
         "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",
