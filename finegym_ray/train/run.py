@@ -8,6 +8,7 @@ checkpoint; a worker that dies is replaced and restarts from it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Callable
 
@@ -22,7 +23,10 @@ from .data import SplitLabels, load_split_labels, sampled_clips
 
 
 def run_uri(config: TrainConfig) -> str:
-    return storage.join(config.runs, config.run_name)
+    """The run's folder or URI; a local one absolute, since Ray Train's workers may run
+    in another working directory than the driver (the demo's checkpoints went there)."""
+    runs = config.runs if storage.parse_uri(config.runs).is_s3 else os.path.abspath(config.runs)
+    return storage.join(runs, config.run_name)
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
