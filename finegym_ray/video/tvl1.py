@@ -50,15 +50,17 @@ class TVL1:
     Runtime options, which change the flow only by float rounding: ``device`` ("auto":
     the GPU if torch sees one, else "cpu"; or any torch device string) and
     ``batch_pairs``, the number of pairs solved together (GPU memory: about 0.5 MB per
-    pair per 10,000 pixels).
+    pair per 10,000 pixels), and ``compile``: fuse each iteration's arithmetic into a few
+    kernels with ``torch.compile`` (a GPU needs triton, a CPU a C++ compiler; the first
+    call of each actor then takes tens of seconds to compile).
     """
 
-    RUNTIME_OPTIONS = ("device", "batch_pairs")
+    RUNTIME_OPTIONS = ("device", "batch_pairs", "compile")
 
     def __init__(self, *, tau: float = 0.25, lambda_: float = 0.15, theta: float = 0.3, scales: int = 5,
                  scale_step: float = 0.8, warps: int = 5, epsilon: float = 0.01, inner_iterations: int = 30,
                  outer_iterations: int = 10, median_filtering: int = 5, gamma: float = 0.0,
-                 device: str = "auto", batch_pairs: int = 32):
+                 device: str = "auto", batch_pairs: int = 32, compile: bool = False):
         problems = []
         for name, value, ok, what in (
             ("tau", tau, lambda v: 0 < v <= 0.25, "in (0, 0.25] (the scheme converges for tau <= 1/4)"),
@@ -87,12 +89,14 @@ class TVL1:
         else:
             if resolved.type == "cuda" and not torch.cuda.is_available():
                 problems.append(f"device {device!r}: torch sees no CUDA device here")
+        if not isinstance(compile, bool):
+            problems.append(f"compile must be true or false, got {compile!r}")
         if problems:
             raise ValueError("tvl1: " + "; ".join(problems))
         self.tau, self.lambda_, self.theta, self.gamma = float(tau), float(lambda_), float(theta), float(gamma)
         self.scales, self.scale_step, self.warps = scales, float(scale_step), warps
         self.epsilon, self.inner_iterations, self.outer_iterations = float(epsilon), inner_iterations, outer_iterations
-        self.median_filtering, self.batch_pairs = median_filtering, batch_pairs
+        self.median_filtering, self.batch_pairs, self.compile = median_filtering, batch_pairs, compile
         self.torch_device = resolved
         self.device = str(resolved)
 
@@ -169,15 +173,16 @@ class TVL1:
         ys, xs = torch.meshgrid(torch.arange(h, device=u.device, dtype=torch.float32),
                                 torch.arange(w, device=u.device, dtype=torch.float32), indexing="ij")
         solver = _PrimalDual(u, lambda_=self.lambda_, theta=self.theta, tau=self.tau,
-                             eps=self.epsilon ** 2 * h * w)  # squared pixels, summed over the image
-        u = solver.u  # updated in place by the solver
+                             eps=self.epsilon ** 2 * h * w,  # squared pixels, summed over the image
+                             compiled=self.compile)
         # A host check of "has every pair converged?" syncs with the device: on a GPU it is
         # made every few iterations, and pairs that converge in between are frozen by a mask
         # (which changes the speed, never the result). A single pair on the CPU needs neither.
-        check_every = 1 if u.device.type == "cpu" else _CHECK_EVERY
+        check_every = 1 if u.device.type == "cpu" and not self.compile else _CHECK_EVERY
         masked = b > 1 or check_every > 1
         for _ in range(self.warps):
             # pixel x sits at (2x + 1) / wp - 1 in grid_sample's coordinates (align_corners off)
+            u = solver.u
             grid = torch.stack([(2 * (xs + u[:, 0]) + 1) / wp - 1, (2 * (ys + u[:, 1]) + 1) / hp - 1],
                                dim=-1)  # (B, H, W, 2)
             warped = F.grid_sample(i1_grads, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
@@ -198,10 +203,12 @@ class _PrimalDual:
     """The state of one pyramid level's iterations: flow ``u`` (B, C, H, W), updated in
     place, its dual variables and work buffers, allocated once per level (fresh
     allocations of image-sized tensors at every step cost more than the arithmetic on
-    a CPU). C is 2 (dx, dy), or 3 with the illumination term."""
+    a CPU). C is 2 (dx, dy), or 3 with the illumination term. ``compiled``: steps by
+    the torch.compile'd ``_fused_step`` instead (same arithmetic, new tensors each step)."""
 
-    def __init__(self, u: torch.Tensor, *, lambda_: float, theta: float, tau: float, eps: float):
+    def __init__(self, u: torch.Tensor, *, lambda_: float, theta: float, tau: float, eps: float, compiled: bool):
         self.u = u.clone()
+        self.compiled = compiled
         self.l_t, self.theta, self.taut, self.eps = lambda_ * theta, theta, tau / theta, eps
         self.px, self.py = torch.zeros_like(u), torch.zeros_like(u)  # dual variables, x and y parts
         self.gx, self.gy = torch.zeros_like(u), torch.zeros_like(u)  # forward differences: last column / row stay 0
@@ -227,6 +234,9 @@ class _PrimalDual:
 
     def median(self, k: int, masked: bool) -> None:
         """k x k median of the flow's dx and dy (not the illumination channel)."""
+        if self.compiled:
+            self.u = _compiled(_masked_median)(self.u, self.active, k)
+            return
         flow = self.u[:, :2]
         filtered = _median(flow, k)
         flow.copy_(torch.where(self.active, filtered, flow) if masked else filtered)
@@ -234,6 +244,11 @@ class _PrimalDual:
     def step(self, masked: bool) -> None:
         """One thresholding + primal + dual step; with ``masked``, pairs no longer active
         are left as they are."""
+        if self.compiled:
+            self.u, self.px, self.py, self.active = _compiled(_fused_step)(
+                self.u, self.px, self.py, self.img_grad, self.rho_c, self.neg_inv_grad, self.active,
+                self.l_t, self.theta, self.taut, self.eps)
+            return
         u, rho, change = self.u, self.rho, self.change
         torch.mul(self.img_grad[:, 0:1], u[:, 0:1], out=rho)
         for c in range(1, u.shape[1]):
@@ -261,6 +276,34 @@ class _PrimalDual:
         self.active &= (error > self.eps).view(-1, 1, 1, 1)
 
 
+def _fused_step(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, img_grad: torch.Tensor, rho_c: torch.Tensor,
+                neg_inv_grad: torch.Tensor, active: torch.Tensor, l_t: float, theta: float, taut: float,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_PrimalDual.step`` (masked) written without in-place updates, for torch.compile."""
+    rho = rho_c + (img_grad * u).sum(dim=1, keepdim=True)
+    step = (rho * neg_inv_grad).clamp(-l_t, l_t)
+    div = px + py - F.pad(px[..., :-1], (1, 0)) - F.pad(py[..., :-1, :], (0, 0, 1, 0))
+    change = (step * img_grad + theta * div) * active
+    u = u + change
+    error = change.square().sum(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+    gx = F.pad(u[..., 1:] - u[..., :-1], (0, 1)) * active
+    gy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1)) * active
+    norm = 1 + taut * torch.sqrt(gx * gx + gy * gy)
+    return u, (px + taut * gx) / norm, (py + taut * gy) / norm, active & (error > eps)
+
+
+def _masked_median(u: torch.Tensor, active: torch.Tensor, k: int) -> torch.Tensor:
+    """``_PrimalDual.median`` (masked) without in-place updates, for torch.compile."""
+    flow = torch.where(active, _median(u[:, :2], k, recycle=False), u[:, :2])
+    return torch.cat([flow, u[:, 2:]], dim=1)
+
+
+@functools.cache
+def _compiled(fn):
+    # dynamic shapes: one compilation serves every pyramid level and batch size
+    return torch.compile(fn, dynamic=True)
+
+
 def _resize(image: torch.Tensor, size: tuple[int, int], scale: float) -> torch.Tensor:
     """OpenCV's ``resize(fx=fy=scale, INTER_LINEAR)``: output ``size`` (rows, cols), source
     position ``(dst + 0.5) / scale - 0.5``, edges replicated. (B, C, H, W) in and out."""
@@ -281,11 +324,12 @@ def _centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dx, dy
 
 
-def _median(u: torch.Tensor, k: int) -> torch.Tensor:
+def _median(u: torch.Tensor, k: int, recycle: bool = True) -> torch.Tensor:
     """k x k median of each channel, edges replicated (OpenCV's ``medianBlur``). (B, C, H, W).
 
     A selection network of min/max over the k*k shifted copies: on a CPU about 5x faster
-    than sorting unfolded windows, which copies k*k values per pixel first."""
+    than sorting unfolded windows, which copies k*k values per pixel first. ``recycle``
+    reuses buffers (eager mode); torch.compile wants every result a new tensor."""
     r = k // 2
     h, w = u.shape[-2:]
     padded = F.pad(u, (r, r, r, r), mode="replicate")
@@ -293,7 +337,9 @@ def _median(u: torch.Tensor, k: int) -> torch.Tensor:
     spare = torch.empty_like(u)
     for kind, a, b in _median_network(k * k):
         x, y = wires[a], wires[b]
-        if kind == "both":  # wire a takes the min, b the max; buffers are recycled, not allocated
+        if not recycle:
+            wires[a], wires[b] = torch.minimum(x, y) if kind != "max" else x, torch.maximum(x, y) if kind != "min" else y
+        elif kind == "both":  # wire a takes the min, b the max; buffers are recycled, not allocated
             torch.minimum(x, y, out=spare)
             torch.maximum(x, y, out=y)
             wires[a], spare = spare, x
@@ -304,13 +350,17 @@ def _median(u: torch.Tensor, k: int) -> torch.Tensor:
     return wires[k * k // 2]
 
 
-@functools.cache
+_NETWORKS: dict[int, list[tuple[str, int, int]]] = {}  # a plain dict: torch.compile traces through it
+
+
 def _median_network(n: int) -> list[tuple[str, int, int]]:
     """Comparators ``(kind, a, b)`` that leave the median of n values on wire n // 2:
     Batcher's odd-even merge sort for the next power of two, with the padding wires taken
     as +inf (their comparators resolve before any data is seen) and every comparator that
     cannot reach the median wire removed. ``kind`` says which outputs are still needed:
     "both", "min" (wire a) or "max" (wire b)."""
+    if n in _NETWORKS:
+        return _NETWORKS[n]
     size = 1 << (n - 1).bit_length()
     comparators = []
     p = 1
@@ -336,4 +386,5 @@ def _median_network(n: int) -> list[tuple[str, int, int]]:
         if a in needed or b in needed:
             kept.append(("both" if a in needed and b in needed else "min" if a in needed else "max", a, b))
             needed |= {a, b}
-    return kept[::-1]
+    _NETWORKS[n] = kept[::-1]
+    return _NETWORKS[n]

@@ -85,7 +85,7 @@ def test_defaults_are_opencvs():
     m = TVL1(device="cpu")
     assert (m.tau, m.lambda_, m.theta, m.scales, m.scale_step, m.warps, m.epsilon, m.inner_iterations,
             m.outer_iterations, m.median_filtering, m.gamma) == (0.25, 0.15, 0.3, 5, 0.8, 5, 0.01, 30, 10, 5, 0.0)
-    assert m.device == "cpu" and TVL1.RUNTIME_OPTIONS == ("device", "batch_pairs")
+    assert m.device == "cpu" and not m.compile and TVL1.RUNTIME_OPTIONS == ("device", "batch_pairs", "compile")
 
 
 def test_illumination_term_follows_a_brightening_texture():
