@@ -209,6 +209,9 @@ class _PrimalDual:
     def __init__(self, u: torch.Tensor, *, lambda_: float, theta: float, tau: float, eps: float, compiled: bool):
         self.u = u.clone()
         self.compiled = compiled
+        # a tensor, not a float: torch.compile specializes on float arguments, and eps
+        # changes with every level's size
+        self.eps_tensor = torch.tensor(eps, device=u.device)
         self.l_t, self.theta, self.taut, self.eps = lambda_ * theta, theta, tau / theta, eps
         self.px, self.py = torch.zeros_like(u), torch.zeros_like(u)  # dual variables, x and y parts
         self.gx, self.gy = torch.zeros_like(u), torch.zeros_like(u)  # forward differences: last column / row stay 0
@@ -247,7 +250,7 @@ class _PrimalDual:
         if self.compiled:
             self.u, self.px, self.py, self.active = _compiled(_fused_step)(
                 self.u, self.px, self.py, self.img_grad, self.rho_c, self.neg_inv_grad, self.active,
-                self.l_t, self.theta, self.taut, self.eps)
+                self.l_t, self.theta, self.taut, self.eps_tensor)
             return
         u, rho, change = self.u, self.rho, self.change
         torch.mul(self.img_grad[:, 0:1], u[:, 0:1], out=rho)
@@ -278,7 +281,7 @@ class _PrimalDual:
 
 def _fused_step(u: torch.Tensor, px: torch.Tensor, py: torch.Tensor, img_grad: torch.Tensor, rho_c: torch.Tensor,
                 neg_inv_grad: torch.Tensor, active: torch.Tensor, l_t: float, theta: float, taut: float,
-                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_PrimalDual.step`` (masked) written without in-place updates, for torch.compile."""
     rho = rho_c + (img_grad * u).sum(dim=1, keepdim=True)
     step = (rho * neg_inv_grad).clamp(-l_t, l_t)
