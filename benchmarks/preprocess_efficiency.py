@@ -31,13 +31,14 @@ import time
 from collections import defaultdict
 
 import cv2
+import numpy as np
 
 from competition_data import DEFAULT_DIR, competition_data, keep_on_cpu, pin_to_one_core
 from preprocess_vs_baseline import pick_events, run_pipeline_one_worker
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.video.decode import WindowDecoder
 from finegym_ray.video.encode import encode_jpeg, set_thread_limits
-from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
+from finegym_ray.video.flow import build_flow, quantize_flow
 
 FINEGYM_SUBACTION_S = 13.6 * 3600
 FINEGYM_EVENT_S = 43 * 3600
@@ -48,7 +49,7 @@ KERNELS = ("decode", "flow", "encode")
 def kernel_seconds(subs: list[dict], videos: str, config: PreprocessConfig, backend: str) -> dict[str, float]:
     """Seconds per kernel for every clip of ``subs``, decoded with ``backend``."""
     seconds: dict[str, float] = defaultdict(float)
-    pair_flow = FLOW_METHODS["dis"](preset=config.dis_preset)
+    flow = build_flow(config.flow.method, **config.flow.options)
     by_video: dict[str, list[dict]] = defaultdict(list)
     for s in subs:
         by_video[s["video_id"]].append(s)
@@ -60,8 +61,8 @@ def kernel_seconds(subs: list[dict], videos: str, config: PreprocessConfig, back
                 seconds["decode"] += time.perf_counter() - t0
                 seconds["frames"] += len(rgb)
                 t0 = time.perf_counter()
-                grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
-                flows = [pair_flow(a, b) for a, b in zip(grey[:-1], grey[1:])]
+                grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb])  # (N, H, W)
+                flows = flow(grey)  # (N - 1, H, W, 2)
                 seconds["flow"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for f in rgb:
@@ -102,7 +103,7 @@ def main() -> None:
     subs = [s for s in manifest.subactions.to_pylist() if s["event_key"] in keys]
     clip_s = sum(s["end_s"] - s["start_s"] for s in subs)
     print(f"{len(subs)} sub-actions of {len(events)} routines, {clip_s:.1f} clip-seconds, 1280x720 -> short side "
-          f"{config.short_side}, DIS {config.dis_preset}; one core (CPU {cpu})\n")
+          f"{config.short_side}, DIS {config.flow.resolved()['preset']}; one core (CPU {cpu})\n")
 
     # Each decoder with the whole kernel chain: decord decodes ahead in a thread of its
     # own, so on a busy core part of its decoding lands in the flow and JPEG timings.

@@ -40,11 +40,11 @@ import ray
 
 from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
 from finegym_ray import storage
-from finegym_ray.preprocess.config import PreprocessConfig
+from finegym_ray.preprocess.config import FlowConfig, PreprocessConfig
 from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.ray_connect import init_ray
 from finegym_ray.video.decode import resized_size
-from finegym_ray.video.flow import FLOW_METHODS, quantize_flow
+from finegym_ray.video.flow import build_flow, quantize_flow
 
 
 def pick_events(manifest, n: int) -> list[dict]:
@@ -99,7 +99,7 @@ def ffmpeg_trim(src: str, start_s: float, dur_s: float, dst: str) -> None:
 
 def run_baseline(events: list[dict], subs: list[dict], videos: str, work: str, config: PreprocessConfig) -> dict:
     seconds: dict[str, float] = defaultdict(float)
-    pair_flow = FLOW_METHODS["dis"](preset=config.dis_preset)
+    flow = build_flow(config.flow.method, **config.flow.options)
     for e in events:
         t0 = time.perf_counter()
         ffmpeg_trim(os.path.join(videos, f"{e['video_id']}.mp4"), e["start_s"], e["end_s"] - e["start_s"],
@@ -134,7 +134,7 @@ def run_baseline(events: list[dict], subs: list[dict], videos: str, work: str, c
             seconds["(c) write JPEG files"] += time.perf_counter() - t0
             if prev is not None:
                 t0 = time.perf_counter()
-                qx, qy = quantize_flow(pair_flow(prev, grey), config.flow_bound)
+                qx, qy = quantize_flow(flow(grey[None], prev)[0], config.flow_bound)  # one pair per call
                 seconds["(c) flow"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for name, q in (("flow_x", qx), ("flow_y", qy)):
@@ -157,7 +157,7 @@ def main() -> None:
         raise SystemExit("the baseline needs ffmpeg on PATH (Debian: apt-get install ffmpeg)")
     annotations, videos, manifest = competition_data(args.data)
     cpu = pin_to_one_core()
-    config = PreprocessConfig(dis_preset=args.dis_preset, workers=1)
+    config = PreprocessConfig(flow=FlowConfig("dis", {"preset": args.dis_preset}), workers=1)
     events = pick_events(manifest, args.events)
     keys = {e["event_key"] for e in events}
     subs = [s for s in manifest.subactions.to_pylist() if s["event_key"] in keys]

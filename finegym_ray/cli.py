@@ -403,9 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/errors/ and OUT/summary.json. Running the same command again resumes: units whose "
                     "shard exists are skipped. Bad videos are recorded in OUT/errors/ and the job goes on.",
         epilog="settings (--set KEY=VALUE or --config YAML): short_side=256, decoder=pyav|decord, "
-               "max_fps=null, flow=dis|farneback|none, dis_preset=fast, flow_bound=20, jpeg_quality=90, "
-               "events=false, subactions=true, unit_seconds=60, chunk_frames=128, allow_vfr=false, "
-               "workers=null (one per CPU), cpus_per_worker=1, cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
+               "max_fps=null, flow.method=dis|farneback|tvl1|none and its flow.options.NAME=VALUE (dis: "
+               "preset=fast; tvl1: tau, lambda_, theta, scales, scale_step, warps, epsilon, inner_iterations, "
+               "outer_iterations, median_filtering, gamma, device=auto|cpu|cuda, batch_pairs, ...: see "
+               "finegym_ray/video/tvl1.py; --set flow=NAME: that method with its defaults), flow_bound=20, "
+               "jpeg_quality=90, events=false, subactions=true, unit_seconds=60, chunk_frames=128, "
+               "allow_vfr=false, workers=null (one per CPU), cpus_per_worker=1, "
+               "flow_workers=null and flow_gpus_per_worker=1 (tvl1's flow actors: one per GPU, on CPUs where "
+               "the cluster has none), cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
                "Exit status, over the whole plan (a rerun that only retries failures exits the same): 0 "
                "(failures counted in the summary), 1 if no unit has clips or, with --strict, if any unit or "
                "clip failed, 2 for bad input.")
@@ -418,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "output to --out or a temp folder")
     p.add_argument("--config", metavar="YAML", help="preprocess config file (fields listed below)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set flow=farneback (repeatable)")
+                   help="override one setting, e.g. --set flow=farneback or --set flow.options.preset=medium "
+                        "(repeatable)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any planned unit or clip has failed")
     p.add_argument("--prune", action="store_true",
                    help="delete shards of an earlier plan (annotations or unit_seconds changed) instead of refusing")

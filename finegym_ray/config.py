@@ -2,7 +2,9 @@
 
 Unknown keys are errors (a typo must not silently fall back to a default). Values are
 parsed as YAML scalars (``videos=8``, ``fps=29.97``, ``name=foo``) and checked against
-the field's type. Nested dataclasses take dotted keys (``synth.videos=8``). Floats are
+the field's type. Nested dataclasses take dotted keys (``synth.videos=8``); so do fields
+typed as a mapping (``dict[str, ...]``), which take new keys too (``flow.options.warps=3``):
+what their keys mean is for the owning dataclass to check. Floats are
 read as YAML 1.2 reads them: ``1e-3`` is a float (PyYAML's YAML 1.1 makes it a string).
 Each config's own ``__post_init__`` checks ranges (see :func:`check_range`); whatever it
 refuses comes out as a ConfigError, as do unreadable files and YAML that does not parse.
@@ -134,19 +136,44 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value")
-        node = data
+        node, tp = data, type(config)
         parts = key.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = node[part]
-        if parts[-1] not in node:
+            node, tp = node[part], _member_type(tp, part)
+        if parts[-1] not in node and not _is_mapping(tp):
             raise ConfigError(f"override {item!r}: unknown key {key!r}; known: {', '.join(sorted(node))}")
         try:
             node[parts[-1]] = parse_yaml(raw) if raw else ""
         except (yaml.YAMLError, RecursionError) as e:
             raise ConfigError(f"override {item!r}: not a YAML value: {' '.join(str(e).split())}") from None
     return from_dict(type(config), data)
+
+
+def _section(tp: Any) -> Any:
+    """``tp`` without None and non-section arms: the dataclass or mapping type in
+    ``X | None`` or ``FlowConfig | str``, else ``tp``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a) or _is_mapping(a)]
+        return sections[0] if sections else tp
+    return tp
+
+
+def _member_type(tp: Any, key: str) -> Any:
+    """The declared type of ``key`` in a section of type ``tp`` (a dataclass, or a
+    mapping type); Any where the types do not say."""
+    tp = _section(tp)
+    if dataclasses.is_dataclass(tp):
+        return typing.get_type_hints(tp).get(key, Any)
+    if typing.get_origin(tp) is dict and len(typing.get_args(tp)) == 2:
+        return typing.get_args(tp)[1]
+    return Any
+
+
+def _is_mapping(tp: Any) -> bool:
+    tp = _section(tp)
+    return tp is dict or typing.get_origin(tp) is dict
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,

@@ -160,7 +160,8 @@ def test_out_of_range_training_settings_exit_2(tmp_path, override, field):
 
 
 def test_out_of_range_preprocess_settings_exit_2(tmp_path):
-    for override, field in (("flow_bound=.inf", "flow_bound"), ("cache_gb=-1", "cache_gb")):
+    for override, field in (("flow_bound=.inf", "flow_bound"), ("cache_gb=-1", "cache_gb"),
+                            ("flow.options.warps=3", "warps")):  # dis has no option warps
         one_error_line(cli("preprocess", "--smoke-test", "--set", override), field)
 
 

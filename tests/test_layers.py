@@ -5,7 +5,8 @@ import sys
 
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.dataset.sampling",
               "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage",
-              "finegym_ray.synth.generate", "finegym_ray.video", "finegym_ray.preprocess.units",
+              "finegym_ray.synth.generate", "finegym_ray.synth.flow_pairs", "finegym_ray.video",
+              "finegym_ray.preprocess.units",
               "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
               "finegym_ray.config", "finegym_ray.lease", "finegym_ray.tune.config", "finegym_ray.tune.results"]
 # The step library is what Tune trials, feature extraction and benchmarks share.

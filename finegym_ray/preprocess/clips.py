@@ -1,23 +1,31 @@
 """Cut one work unit's clips out of one video: decode, flow, JPEG, one Arrow table.
 
 This is the whole per-unit computation, without Ray: the pipeline runs it in actors,
-the benchmarks and tests call it directly. Frames are processed in chunks as they are
-decoded, so memory stays bounded by ``chunk_frames`` frames plus the JPEG bytes.
+the benchmarks and tests call it directly. Two ways through it:
+
+- ``cut_unit``: everything in one process, flow computed per chunk as frames are
+  decoded, so memory stays bounded by ``chunk_frames`` frames plus the JPEG bytes (the
+  CPU methods: dis, farneback, none).
+- ``decode_unit`` then ``add_flow``: decoding and JPEG in one process, flow in another
+  (tvl1 on a GPU): the first returns the clips without flow and the grey frames of all
+  of them, the second computes the flow of all those frames in batches of pairs that run
+  across clips (one call per batch, not per clip) and adds the flow columns.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
+import numpy as np
 import pyarrow as pa
 
 from ..video.decode import VideoError, WindowDecoder
 from ..video.encode import encode_jpeg
-from ..video.flow import FLOW_METHODS, quantize_flow
+from ..video.flow import FlowMethod, build_flow, quantize_flow
 from .config import PreprocessConfig
 from .units import Window
 
@@ -86,14 +94,128 @@ class UnitResult:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-def cut_unit(video_path: str, windows: list[Window], config: PreprocessConfig) -> UnitResult:
-    """Decode every window of one video and return its clips as a table (one row each).
+def cut_unit(video_path: str, windows: list[Window], config: PreprocessConfig,
+             flow: FlowMethod | None = None) -> UnitResult:
+    """Decode every window of one video and return its clips as a table (one row each),
+    flow computed chunk by chunk as the frames are decoded.
 
+    flow: the method object of ``config.flow``, built once by the caller (an actor cuts
+        many units with one); None: built here.
     Raises VideoError when the video cannot be used at all; a window that fails (for
     example past the end of the file, or holding no frame) is reported in
     ``UnitResult.errors`` and the others are still cut.
     """
     seconds: dict[str, float] = defaultdict(float)
+    with_flow = config.flow.with_flow
+    if with_flow and flow is None:
+        flow = build_flow(config.flow.method, **config.flow.options)
+    flow_x: dict[int, list[bytes]] = defaultdict(list)  # window index -> JPEG per pair
+    flow_y: dict[int, list[bytes]] = defaultdict(list)
+    last: dict[int, np.ndarray] = {}  # the window being cut -> its last grey frame: flow across chunks
+
+    def chunk_flow(i: int, grey: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        pairs = flow(grey, last.get(i))  # (n, H, W, 2) float32: the chunk's pairs, and the one into it
+        last.clear()  # only the window being cut needs its frame
+        last[i] = grey[-1]
+        seconds["flow"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for f in pairs:
+            x, y = _encode_flow(f, config)
+            flow_x[i].append(x)
+            flow_y[i].append(y)
+        seconds["encode"] += time.perf_counter() - t0
+
+    rows, errors = _decode_windows(video_path, windows, config, seconds, chunk_flow if with_flow else None)
+    if with_flow:
+        for i, r in rows:
+            r.update(flow_x=flow_x[i], flow_y=flow_y[i], flow_bound=config.flow_bound)
+    return _result([r for _, r in rows], errors, seconds, with_flow)
+
+
+def decode_unit(video_path: str, windows: list[Window], config: PreprocessConfig) -> tuple[UnitResult, np.ndarray]:
+    """The first half of ``cut_unit`` for a flow method that runs elsewhere: the clips
+    without flow columns, and their grey frames for ``add_flow``.
+
+    Returns (result, grey): ``result.table`` has ``clip_schema(with_flow=False)``;
+    grey is (T, H, W) uint8, every clip's frames end to end in row order (T is the sum
+    of ``num_frames``; H, W the clips' pixels: 87 KB a frame at 340x256). Raises and
+    reports failures as ``cut_unit`` does.
+    """
+    seconds: dict[str, float] = defaultdict(float)
+    grey: dict[int, list[np.ndarray]] = defaultdict(list)  # window index -> its (n, H, W) chunks
+
+    def keep(i: int, chunk: np.ndarray) -> None:
+        grey[i].append(chunk)
+
+    rows, errors = _decode_windows(video_path, windows, config, seconds, keep)
+    chunks = [c for i, _ in rows for c in grey[i]]
+    height, width = (rows[0][1]["height"], rows[0][1]["width"]) if rows else (0, 0)
+    frames = np.concatenate(chunks) if chunks else np.empty((0, height, width), dtype=np.uint8)
+    return _result([r for _, r in rows], errors, seconds, with_flow=False), frames
+
+
+def add_flow(decoded: UnitResult, grey: np.ndarray, flow: FlowMethod, config: PreprocessConfig, *,
+             batch_pairs: int) -> UnitResult:
+    """``decoded`` (from ``decode_unit``) with the flow columns added: the same rows as
+    ``cut_unit`` gives, up to the method's float rounding.
+
+    grey: (T, H, W) uint8, the frames ``decode_unit`` returned with it. The flow of all
+    of them is computed end to end, ``batch_pairs`` pairs per call of ``flow``, so that
+    a GPU gets many pairs at once however short the clips; the pair across each clip
+    boundary is computed too (the price of one call per batch: one pair per clip, 2-4 %
+    of sub-action pairs) and dropped.
+    """
+    seconds = defaultdict(float, decoded.seconds)
+    counts = decoded.table.column("num_frames").to_pylist()
+    clip_of = np.repeat(np.arange(len(counts)), counts)  # (T,) the clip of each frame
+    flow_x: list[list[bytes]] = [[] for _ in counts]
+    flow_y: list[list[bytes]] = [[] for _ in counts]
+    prev, lo = None, 0
+    while lo < len(grey):
+        hi = min(lo + batch_pairs + (prev is None), len(grey))  # batch_pairs pairs either way
+        t0 = time.perf_counter()
+        # A copy: ``grey`` may be a read-only view of the stage's input, which torch does not wrap.
+        pairs = flow(grey[lo:hi].copy(), prev)  # (n, H, W, 2) float32
+        seconds["flow"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        first = lo - 1 if prev is not None else lo  # the frame the call's first pair starts from
+        for j, f in enumerate(pairs):
+            clip = clip_of[first + j]
+            if clip == clip_of[first + j + 1]:  # else the pair runs from one clip into the next
+                x, y = _encode_flow(f, config)
+                flow_x[clip].append(x)
+                flow_y[clip].append(y)
+        seconds["encode"] += time.perf_counter() - t0
+        prev, lo = grey[hi - 1], hi
+    schema = clip_schema(with_flow=True)
+    table = decoded.table
+    for name, values in (("flow_x", flow_x), ("flow_y", flow_y), ("flow_bound", [config.flow_bound] * len(counts))):
+        table = table.append_column(schema.field(name), pa.array(values, schema.field(name).type))
+    return UnitResult(table=table, errors=decoded.errors, frames=decoded.frames, video_seconds=decoded.video_seconds,
+                      seconds=seconds)
+
+
+def _encode_flow(flow: np.ndarray, config: PreprocessConfig) -> tuple[bytes, bytes]:
+    """(H, W, 2) float32 pixels -> JPEG bytes of its x and y, quantized with ``flow_bound``."""
+    qx, qy = quantize_flow(flow, config.flow_bound)
+    return encode_jpeg(qx, config.jpeg_quality), encode_jpeg(qy, config.jpeg_quality)
+
+
+def _result(rows: list[dict], errors: list[dict], seconds: dict[str, float], with_flow: bool) -> UnitResult:
+    table = pa.Table.from_pylist(rows, schema=clip_schema(with_flow))
+    return UnitResult(table=table, errors=errors, frames=sum(r["num_frames"] for r in rows),
+                      video_seconds=sum(r["end_s"] - r["start_s"] for r in rows), seconds=seconds)
+
+
+def _decode_windows(video_path: str, windows: list[Window], config: PreprocessConfig, seconds: dict[str, float],
+                    on_grey: Callable[[int, np.ndarray], None] | None) -> tuple[list[tuple[int, dict]], list[dict]]:
+    """Decode and JPEG-encode every window: (window index, row without flow) per clip
+    cut, and an error per window that failed (see ``cut_unit``).
+
+    on_grey: called with (window index, (n, H, W) uint8 grey frames) for each chunk of
+        frames as it is decoded, in order; None: no grey frames are made.
+    """
     t0 = time.perf_counter()
     decoder = WindowDecoder(video_path, short_side=config.short_side or None, backend=config.decoder)
     seconds["open"] += time.perf_counter() - t0
@@ -103,26 +225,22 @@ def cut_unit(video_path: str, windows: list[Window], config: PreprocessConfig) -
                                          "set allow_vfr=true to cut it anyway")
         fps = decoder.info.fps if config.max_fps is None else min(decoder.info.fps, config.max_fps)
         rows, errors = [], []
-        for w in windows:
+        for i, w in enumerate(windows):
             try:
-                clip = _cut_window(decoder, w, config, seconds)
+                times, rgb = _decode_window(decoder, w, config, seconds,
+                                            None if on_grey is None else lambda grey, i=i: on_grey(i, grey))
             except VideoError as e:
                 errors.append({"key": w.key, "reason": e.reason})
                 continue
-            if not clip["rgb"]:
+            if not rgb:
                 errors.append({"key": w.key, "reason": f"window [{w.start_s:.3f}, {w.end_s:.3f}) s holds no frame"})
                 continue
             width, height = decoder.size
-            rows.append({"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
-                         "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
-                         "num_frames": len(clip["rgb"]), "height": height, "width": width, **clip})
-    with_flow = config.flow != "none"
-    if with_flow:
-        for r in rows:
-            r["flow_bound"] = config.flow_bound
-    table = pa.Table.from_pylist(rows, schema=clip_schema(with_flow))
-    return UnitResult(table=table, errors=errors, frames=sum(r["num_frames"] for r in rows),
-                      video_seconds=sum(r["end_s"] - r["start_s"] for r in rows), seconds=seconds)
+            rows.append((i, {"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
+                             "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
+                             "num_frames": len(rgb), "height": height, "width": width, "frame_times_s": times,
+                             "rgb": rgb}))
+    return rows, errors
 
 
 def _timed(chunks: Iterator, seconds: dict[str, float], stage: str) -> Iterator:
@@ -138,37 +256,21 @@ def _timed(chunks: Iterator, seconds: dict[str, float], stage: str) -> Iterator:
         yield item
 
 
-def _cut_window(decoder: WindowDecoder, w: Window, config: PreprocessConfig,
-                seconds: dict[str, float]) -> dict[str, list]:
-    """frame_times_s, rgb and (with flow) flow_x, flow_y of one window."""
-    with_flow = config.flow != "none"
-    pair_flow = FLOW_METHODS[config.flow](**config.flow_options) if with_flow else None
+def _decode_window(decoder: WindowDecoder, w: Window, config: PreprocessConfig, seconds: dict[str, float],
+                   on_grey: Callable[[np.ndarray], None] | None) -> tuple[list[float], list[bytes]]:
+    """frame_times_s and rgb (JPEG per frame) of one window; ``on_grey`` gets each
+    chunk's (n, H, W) uint8 grey frames."""
     times: list[float] = []
     rgb: list[bytes] = []
-    flow_x: list[bytes] = []
-    flow_y: list[bytes] = []
-    prev_grey = None  # carries flow across chunk boundaries
     chunks = decoder.iter_decode(w.start_s, w.end_s, max_fps=config.max_fps, chunk_frames=config.chunk_frames)
     for chunk in _timed(chunks, seconds, "decode"):
         times.extend(chunk.times_s.tolist())
         t0 = time.perf_counter()
         rgb.extend(encode_jpeg(f, config.jpeg_quality) for f in chunk.rgb)
         seconds["encode"] += time.perf_counter() - t0
-        if not with_flow:
-            continue
-        t0 = time.perf_counter()
-        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in chunk.rgb]
-        pairs = [pair_flow(a, b) for a, b in zip([prev_grey] + grey[:-1], grey) if a is not None]
-        prev_grey = grey[-1]
-        seconds["flow"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for f in pairs:
-            qx, qy = quantize_flow(f, config.flow_bound)
-            flow_x.append(encode_jpeg(qx, config.jpeg_quality))
-            flow_y.append(encode_jpeg(qy, config.jpeg_quality))
-        seconds["encode"] += time.perf_counter() - t0
-    clip: dict[str, list] = {"frame_times_s": times, "rgb": rgb}
-    if with_flow:
-        clip.update(flow_x=flow_x, flow_y=flow_y)
-    return clip
-
+        if on_grey is not None:
+            t0 = time.perf_counter()
+            grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in chunk.rgb])  # (n, H, W)
+            seconds["flow"] += time.perf_counter() - t0  # the flow's input, counted with it as before
+            on_grey(grey)
+    return times, rgb

@@ -1,9 +1,10 @@
 """The preprocessing job on Ray Data: annotations + raw videos -> clip shards.
 
     manifest ── plan units (driver) ── skip units whose shard exists
-        └─ Ray Data: from_items(units) ─ map_batches(CutUnits, actor pool)
-             each actor: local copy of the video (once per node) ─ cut_unit ─
-             write OUT/clips/<unit>.parquet atomically (or OUT/errors/<unit>.json)
+        └─ Ray Data: from_items(units) ─ the cut stages (stages.py, actor pools):
+             CutUnits: local copy of the video (once per node) ─ cut_unit ─
+             write OUT/clips/<unit>.parquet atomically (or OUT/errors/<unit>.json);
+             with tvl1: DecodeUnits (CPU) ─ FlowUnits (GPU where there are GPUs) ─ write
         └─ driver: progress, OUT/summary.json
 
 Output folder (local or s3://):
@@ -15,18 +16,16 @@ Output folder (local or s3://):
     summary.json          counts, frames, seconds, wall time, nodes of the last run
 
 Actors write their own shards, rather than returning rows to a Ray Data writer, so
-that JPEG bytes never pass through the object store and each shard is named by its unit:
-a rerun skips exactly the units whose shard exists, and a retried unit (killed worker)
-rewrites the same file atomically, never a duplicate.
+that JPEG bytes never pass through the object store to a writer and each shard is named
+by its unit: a rerun skips exactly the units whose shard exists, and a retried unit
+(killed worker) rewrites the same file atomically, never a duplicate.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -36,168 +35,18 @@ import ray
 
 from .. import storage
 from ..config import to_yaml
-from ..dataset.keys import safe_name
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..lease import writer_lease
-from ..video.decode import VideoError
-from ..video.encode import set_thread_limits
-from .clips import cut_unit, shard_fingerprint, with_fingerprint
+from .clips import shard_fingerprint
 from .config import PreprocessConfig, config_hash, output_settings
-from .local_copy import local_copy
-from .units import Window, WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
+from .stages import error_record, error_uri, map_cut_stages, shard_uri
+from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 # A shard write takes seconds; a temp file this old belongs to a writer that was killed,
 # not to one still writing (another job on the same output, say).
 ABANDONED_TEMP_S = 600.0
-# Attempts at one unit whose worker process died before it is recorded as failed.
-MAX_UNIT_ATTEMPTS = 3
-# Attempts at writing a unit's shard or error record (S3 requests retry on their own too).
-WRITE_ATTEMPTS = 3
 SETTINGS_FILE = "preprocess.json"
-
-
-def shard_uri(out: str, unit_id: str) -> str:
-    """``OUT/clips/<unit_id>.parquet``; ValueError for a unit id that would name a path elsewhere."""
-    return safe_name(storage.join(out, "clips"), unit_id, ".parquet")
-
-
-def error_uri(out: str, unit_id: str) -> str:
-    """``OUT/errors/<unit_id>.json``; ValueError for a unit id that would name a path elsewhere."""
-    return safe_name(storage.join(out, "errors"), unit_id, ".json")
-
-
-class CutUnits:
-    """``map_batches`` callable (one actor per worker) that cuts and writes whole units.
-
-    Needs per row: ``unit_id``, ``video_id``, ``video_uri``, ``windows`` (a JSON list
-    of Window fields, times in seconds) and ``fingerprint`` (stored in the shard's
-    footer). Writes ``OUT/clips/<unit_id>.parquet`` and, when something failed,
-    ``OUT/errors/<unit_id>.json``. Returns per row: ``unit_id``, ``status`` ("done" or
-    "failed"), ``scope`` and ``reason`` (what failed and why, or ""), ``recorded`` (whether its error record
-    was written), ``clips``, ``failed_clips``, ``frames``, ``video_seconds`` (seconds of
-    clips), ``stage_seconds`` (JSON: open/fetch/decode/flow/encode/write wall seconds)
-    and ``node_id``.
-
-    Every failure of a unit, its writes included, is that unit's alone. A unit whose
-    attempts kill the worker process (a decoder crash, the OOM killer) is retried by Ray
-    on a new actor; ``OUT/errors/<unit_id>.attempt`` counts the attempts of this run
-    (``run_id``), and after ``MAX_UNIT_ATTEMPTS`` the unit is recorded as failed instead.
-    """
-
-    def __init__(self, config: PreprocessConfig, out: str, run_id: str):
-        set_thread_limits(1)  # OpenCV: one thread per actor, the actor pool is the parallelism
-        self.config = config
-        self.out = out
-        self.run_id = run_id
-        self.node_id = ray.get_runtime_context().get_node_id()
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        results = [self._unit(*row) for row in zip(batch["unit_id"], batch["video_id"], batch["video_uri"],
-                                                   batch["windows"], batch["fingerprint"])]
-        return {k: [r[k] for r in results] for k in results[0]}
-
-    def _unit(self, unit_id: str, video_id: str, video_uri: str, windows_json: str,
-              fingerprint: str) -> dict[str, Any]:
-        unit_id, video_uri = str(unit_id), str(video_uri)
-        windows = [Window(**w) for w in json.loads(windows_json)]
-        result = {"unit_id": unit_id, "status": "failed", "scope": "", "reason": "", "recorded": False, "clips": 0,
-                  "failed_clips": len(windows), "frames": 0, "video_seconds": 0.0, "stage_seconds": "{}",
-                  "node_id": self.node_id}
-        record_uri = error_uri(self.out, unit_id)
-
-        def failed(scope: str, reason: str) -> dict[str, Any]:
-            result.update(scope=scope, reason=reason)
-            try:
-                _with_retries(lambda: storage.write_text(
-                    record_uri, _error_record(unit_id, video_id, video_uri, scope, reason, windows)))
-                result["recorded"] = True
-            except Exception:  # noqa: BLE001 - the driver records it from this row
-                pass
-            self._forget_attempts(unit_id)
-            return result
-
-        try:
-            attempt = self._count_attempt(unit_id)
-        except Exception as e:  # noqa: BLE001
-            return failed("storage", f"cannot write to {self.out}: {type(e).__name__}: {e}")
-        if attempt > MAX_UNIT_ATTEMPTS:
-            return failed("worker", f"the worker process died during each of {MAX_UNIT_ATTEMPTS} attempts at "
-                                    f"this unit (a decoder crash, or killed for memory?)")
-        _fault_injection_for_tests(unit_id)
-        t0 = time.perf_counter()
-        try:
-            path = local_copy(video_uri, self.config.cache_dir, int(self.config.cache_gb * 2**30))
-            fetch_s = time.perf_counter() - t0
-            cut = cut_unit(path, windows, self.config)
-        except Exception as e:  # noqa: BLE001 - one bad unit must not stop a 700-hour job
-            if isinstance(e, VideoError):
-                reason = e.reason
-            elif isinstance(e, FileNotFoundError):
-                reason = f"video not found: {video_uri}"
-            else:
-                reason = f"unexpected {type(e).__name__}: {e}"
-            return failed("video", reason)
-        t1 = time.perf_counter()
-        try:
-            _with_retries(lambda: storage.write_parquet(
-                with_fingerprint(cut.table, str(fingerprint)), shard_uri(self.out, unit_id), compression="none",
-                use_dictionary=["key", "kind", "video_id", "event_id"]))
-            if cut.errors:
-                _with_retries(lambda: storage.write_text(record_uri, json.dumps(
-                    {"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri, "scope": "windows",
-                     "windows": cut.errors}, indent=1)))
-            else:
-                storage.delete(record_uri)  # an earlier attempt's record is no longer true
-        except Exception as e:  # noqa: BLE001 - a storage failure is this unit's, not the job's
-            return failed("storage", f"writing its output failed after {WRITE_ATTEMPTS} attempts: "
-                                     f"{type(e).__name__}: {e}")
-        self._forget_attempts(unit_id)
-        stage = dict(cut.seconds, fetch=fetch_s, write=time.perf_counter() - t1)
-        result.update(status="done", recorded=bool(cut.errors), clips=cut.table.num_rows,
-                      failed_clips=len(cut.errors), frames=cut.frames, video_seconds=cut.video_seconds,
-                      stage_seconds=json.dumps(stage))
-        return result
-
-    def _count_attempt(self, unit_id: str) -> int:
-        """This attempt's number (1, 2, ...) at ``unit_id`` in this run, recorded before it starts."""
-        uri = safe_name(storage.join(self.out, "errors"), unit_id, ".attempt")
-        try:
-            seen = json.loads(storage.read_text(uri))
-        except FileNotFoundError:
-            seen = {}
-        attempt = seen.get("attempts", 0) + 1 if seen.get("run") == self.run_id else 1
-        storage.write_text(uri, json.dumps({"run": self.run_id, "attempts": attempt}))
-        return attempt
-
-    def _forget_attempts(self, unit_id: str) -> None:
-        with contextlib.suppress(Exception):
-            storage.delete(safe_name(storage.join(self.out, "errors"), unit_id, ".attempt"))
-
-
-def _with_retries(write: Callable[[], None], attempts: int | None = None) -> None:
-    """Run ``write``, again after 1 s and 2 s (...) when it raises, ``WRITE_ATTEMPTS`` times in all."""
-    attempts = attempts or WRITE_ATTEMPTS
-    for i in range(attempts):
-        try:
-            write()
-            return
-        except Exception:  # noqa: BLE001
-            if i + 1 == attempts:
-                raise
-            time.sleep(2.0**i)
-
-
-def _fault_injection_for_tests(unit_id: str) -> None:
-    # The tests' stand-in for a decoder segfault: the worker process dies mid-unit.
-    if os.environ.get("FINEGYM_RAY_TEST_CRASH_UNIT") == unit_id:
-        os._exit(134)
-
-
-def _error_record(unit_id: str, video_id: str, video_uri: str | None, scope: str, reason: str,
-                  windows: list[Window]) -> str:
-    return json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri, "scope": scope,
-                       "reason": reason, "keys": [w.key for w in windows]}, indent=1)
 
 
 def find_videos(videos: str) -> dict[str, str]:
@@ -233,7 +82,11 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
         return
     theirs = json.loads(storage.read_text(uri))
     if theirs.get("hash") != ours["hash"]:
-        changed = sorted(k for k in ours["settings"] if theirs.get("settings", {}).get(k) != ours["settings"][k])
+        # Keys of either side: an output made before a setting was renamed or folded
+        # into another (dis_preset into flow) names both.
+        recorded = theirs.get("settings") or {}
+        changed = sorted(k for k in set(ours["settings"]) | set(recorded)
+                         if recorded.get(k) != ours["settings"].get(k))
         raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
                          f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
 
@@ -339,7 +192,7 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune
     missing = [u for u in todo if u.video_id not in video_uris]
     for u in missing:
         storage.write_text(error_uri(out, u.unit_id),
-                           _error_record(u.unit_id, u.video_id, None, "video",
+                           error_record(u.unit_id, u.video_id, None, "video",
                                          f"no video file {u.video_id}.* under {videos}", list(u.windows)))
     runnable = [u for u in todo if u.video_id in video_uris]
     say(f"{len(units)} units planned ({sum(len(u.windows) for u in units)} clips, "
@@ -356,18 +209,15 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune
 
 def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dict[str, str], out: str,
                 say: Callable[[str], None]) -> list[dict[str, Any]]:
-    workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
-    workers = min(workers, len(units))
     settings = config_hash(config)
     items = [{"unit_id": u.unit_id, "video_id": u.video_id, "video_uri": video_uris[u.video_id],
               "windows": json.dumps([asdict(w) for w in u.windows]), "fingerprint": u.fingerprint(settings)}
              for u in units]
-    # One block per unit, one unit per call, one call in flight per actor: units are
-    # large (about a minute of clips), so balance matters more than per-call overhead.
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        CutUnits, fn_constructor_kwargs={"config": config, "out": out, "run_id": uuid.uuid4().hex}, batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        num_cpus=config.cpus_per_worker, runtime_env=_with_test_faults(_worker_env()))
+    ds, pools = map_cut_stages(ray.data.from_items(items, override_num_blocks=len(items)), config, out, len(units),
+                               _with_test_faults(_worker_env()))
+    if pools.flow_workers:
+        say(f"flow {config.flow.method}: {pools.workers} decoding actor(s), {pools.flow_workers} flow actor(s) "
+            + (f"with {pools.flow_gpus:g} GPU each" if pools.flow_gpus else "on CPUs"))
     results, failed = [], 0
     for row in rows_as_done(ds):
         results.append(row)
@@ -383,7 +233,7 @@ def _record_here(out: str, row: dict[str, Any], units: list[WorkUnit], video_uri
     """Write the error record a worker could not write (its storage writes failed)."""
     unit = next(u for u in units if u.unit_id == row["unit_id"])
     try:
-        storage.write_text(error_uri(out, unit.unit_id), _error_record(
+        storage.write_text(error_uri(out, unit.unit_id), error_record(
             unit.unit_id, unit.video_id, video_uris.get(unit.video_id), row["scope"], row["reason"],
             list(unit.windows)))
     except Exception as e:  # noqa: BLE001 - the summary still counts it

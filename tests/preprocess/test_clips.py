@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from finegym_ray.preprocess.clips import clip_schema, cut_unit
-from finegym_ray.preprocess.config import PreprocessConfig, config_hash
+from finegym_ray.preprocess.clips import add_flow, clip_schema, cut_unit, decode_unit
+from finegym_ray.preprocess.config import FlowConfig, PreprocessConfig, config_hash
 from finegym_ray.preprocess.units import Window
-from finegym_ray.video import BOUNDARY_TOLERANCE_S, VideoError, decode_jpeg, dequantize_flow
+from finegym_ray.video import BOUNDARY_TOLERANCE_S, VideoError, build_flow, decode_jpeg, dequantize_flow
 from tests.video.media import read_number
 
 CONFIG = PreprocessConfig(short_side=64)
@@ -119,10 +119,61 @@ def test_all_windows_failing_gives_an_empty_table_with_the_schema(cfr_clips):
 
 
 def test_config_validation_and_hash():
-    with pytest.raises(ValueError, match="short_side.*flow must be one of"):
-        PreprocessConfig(short_side=255, flow="tvl1")
+    with pytest.raises(ValueError, match="short_side.*unknown flow method 'tvl2'"):
+        PreprocessConfig(short_side=255, flow="tvl2")
     with pytest.raises(ValueError, match="nothing to cut"):
         PreprocessConfig(events=False, subactions=False)
     # Worker counts do not change the clips, flow settings do.
     assert config_hash(PreprocessConfig(workers=8)) == config_hash(PreprocessConfig())
-    assert config_hash(PreprocessConfig(dis_preset="medium")) != config_hash(PreprocessConfig())
+    medium = PreprocessConfig(flow=FlowConfig("dis", {"preset": "medium"}))
+    assert config_hash(medium) != config_hash(PreprocessConfig())
+
+
+class Recording:
+    """A flow method that records its calls: (frames in the chunk, whether prev was given)."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, bool]] = []
+        self.method = build_flow("dis")
+
+    def __call__(self, frames, prev=None):
+        self.calls.append((len(frames), prev is not None))
+        return self.method(frames, prev)
+
+
+def test_the_flow_method_given_is_called_per_chunk_with_the_previous_chunks_last_frame(cfr_clips):
+    clip = cfr_clips["25"]
+    flow = Recording()
+    config = replace(CONFIG, chunk_frames=10)
+    cut = cut_unit(str(clip.path), [window("a", 0.0, 1.0), window("b", 2.0, 2.4)], config, flow)
+    # Window a: 25 frames in chunks of 10, 10, 5; window b: 10 frames, a sequence of its own.
+    assert flow.calls == [(10, False), (10, True), (5, True), (10, False)]
+    assert cut.table.to_pylist() == cut_unit(str(clip.path), [window("a", 0.0, 1.0), window("b", 2.0, 2.4)],
+                                             config).table.to_pylist()
+
+
+def test_decode_then_add_flow_gives_the_clips_of_cut_unit(cfr_clips):
+    """The two-stage path (decoding in one actor, flow in another) makes the same rows,
+    with flow batched across clips and the pairs between clips dropped."""
+    clip = cfr_clips["30"]
+    windows = [window("a", 0.0, 1.0), window("past_end", 3.0, 99.0), window("b", 1.5, 1.6),
+               window("one_frame", 2.0, 2.02), window("c", 2.5, 3.5)]
+    config = replace(CONFIG, chunk_frames=7)
+    whole = cut_unit(str(clip.path), windows, config)
+    decoded, grey = decode_unit(str(clip.path), windows, config)
+    assert decoded.table.schema == clip_schema(with_flow=False)
+    assert grey.dtype == np.uint8 and grey.shape == (decoded.frames, 64, 114)
+    flow = Recording()
+    both = add_flow(decoded, grey, flow, config, batch_pairs=8)
+    assert both.table.to_pylist() == whole.table.to_pylist() and both.errors == whole.errors
+    assert both.table.schema == clip_schema(with_flow=True)
+    assert (both.frames, both.video_seconds) == (whole.frames, whole.video_seconds)
+    # One call per 8 pairs over all clips' frames end to end (not one per clip).
+    assert sum(n for n, _ in flow.calls) == len(grey) and len(flow.calls) == -(-(len(grey) - 1) // 8)
+
+
+def test_add_flow_of_a_unit_without_clips(cfr_clips):
+    decoded, grey = decode_unit(str(cfr_clips["25"].path), [window("w", 10.0, 11.0)], CONFIG)
+    assert grey.shape[0] == 0 and decoded.table.num_rows == 0
+    result = add_flow(decoded, grey, build_flow("dis"), CONFIG, batch_pairs=8)
+    assert result.table.num_rows == 0 and result.table.schema == clip_schema(True) and len(result.errors) == 1

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -372,3 +373,37 @@ def test_each_result_arrives_while_the_next_unit_still_runs(ray_cluster, tmp_pat
     # iter_rows would hand over row 0 only once row 1 is done, i.e. after hold_s.
     assert first == {"i": 0} and waited < hold_s / 2, waited
     assert list(rows) == [{"i": 1}]
+
+
+# TV-L1 options that keep the CPU run short (its defaults take ~1 s per 340x256 pair).
+TVL1_FAST = {"scales": 2, "warps": 2, "outer_iterations": 2, "inner_iterations": 10, "batch_pairs": 8}
+
+
+def test_tvl1_runs_in_a_flow_stage_of_its_own_on_a_cluster_without_gpus(ray_cluster, tiny_gym, tmp_path):
+    from finegym_ray.preprocess.clips import clip_schema
+    from finegym_ray.preprocess.config import FlowConfig
+    from finegym_ray.video import decode_jpeg, dequantize_flow
+
+    config = replace(CONFIG, short_side=48, max_fps=5.0, workers=1, flow=FlowConfig("tvl1", TVL1_FAST))
+    out = tmp_path / "out"
+    said = []
+    summary = run_preprocess(config, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out),
+                             say=said.append)
+    assert summary["units"]["failed"] == 0 and summary["units"]["done"] == summary["units"]["planned"]
+    assert "flow tvl1: 1 decoding actor(s), 1 flow actor(s) on CPUs" in said, said
+    table = pq.read_table(out / "clips")
+    manifest = build_manifest_from(str(tiny_gym / "annotations"))
+    assert sorted(table.column("key").to_pylist()) == sorted(manifest.subactions.column("key").to_pylist())
+    assert table.schema.remove_metadata() == clip_schema(with_flow=True)
+    moving = 0
+    for row in table.to_pylist():
+        assert len(row["flow_x"]) == len(row["flow_y"]) == row["num_frames"] - 1 and row["flow_bound"] == 20.0
+        for x, y in zip(row["flow_x"], row["flow_y"]):
+            flow = dequantize_flow(decode_jpeg(x), 20.0), dequantize_flow(decode_jpeg(y), 20.0)
+            assert flow[0].shape == (48, 86)
+            moving += max(np.abs(f).max() for f in flow) > 1.0  # pixels: the figure moves (JPEG noise is ~0.2)
+    assert moving >= len(table) // 2, moving
+    # Where and in what batches the flow runs does not change the settings: a rerun resumes.
+    rerun = replace(config, flow=FlowConfig("tvl1", {**TVL1_FAST, "device": "cpu", "batch_pairs": 3}))
+    again = run_preprocess(rerun, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
+    assert again["units"]["skipped"] == summary["units"]["planned"] and again["units"]["done"] == 0
