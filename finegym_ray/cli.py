@@ -221,6 +221,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fuse_weights(text: str) -> tuple[float, float]:
+    """``--fuse-weights 1,1.5``: two positive numbers."""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 2 or not all(0 < w < float("inf") for w in weights):
+        raise argparse.ArgumentTypeError(f"expected two positive numbers W_RUN,W_FUSE, got {text!r}")
+    return weights  # type: ignore[return-value]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.evaluate import checkpoint_at_test, evaluate, format_results
 
@@ -247,7 +258,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.run = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))["run"]
     if not args.run:
         raise ValueError("evaluate needs --run (or --smoke-test)")
-    results = evaluate(args.run, fuse=args.fuse, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+    results = evaluate(args.run, fuse=args.fuse, fuse_weights=args.fuse_weights, workers=args.workers,
+                       cpus_per_worker=args.cpus_per_worker,
                        segments=args.segments, shuffle_frames=args.shuffle_frames, seed=args.seed,
                        say=lambda m: print(f"[evaluate] {m}", flush=True))
     print(format_results(results))
@@ -464,13 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score a trained run on its validation split; fuse two runs (two-stream)",
         description="Score every validation clip with the run's test protocol (test_views temporal views x "
                     "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
-                    "(top-1, mean class accuracy, per class), confusion.png, per_class.png. With --fuse RUN2 "
-                    "also evaluates RUN2 and writes the late fusion of both under RUN/eval/fused_<RUN2>/. "
+                    "(top-1 and mean class accuracy with 95 % bootstrap intervals, per class), confusion.png, "
+                    "per_class.png. With --fuse RUN2 also evaluates RUN2 and writes the late fusion of both "
+                    "(weighted mean, --fuse-weights) under RUN/eval/fused_<RUN2>/. "
                     "--segments and --shuffle-frames test the paper's Sec. 4.4 variants; their outputs go to "
                     "RUN/eval/VARIANT/ (segments_12, shuffled, segments_5_shuffled, shuffled_seed_3), leaving "
                     "RUN/eval/ as it was.")
     p.add_argument("--run", metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
     p.add_argument("--fuse", metavar="URI", help="a second run to fuse with (e.g. the flow run of an RGB run)")
+    p.add_argument("--fuse-weights", type=_fuse_weights, metavar="W_RUN,W_FUSE",
+                   help="weights of the --run and --fuse scores in their weighted mean (default: TSN's, RGB 1 and "
+                        "flow 1.5 by each run's modality); recorded in the fusion's metrics.json")
     p.add_argument("--segments", type=int, metavar="N",
                    help="test with N segments (default: as trained), sampler and model alike, e.g. 3 to 12 for a "
                         "model trained with 3. TSN and TSM take any N; TRN and TRN-multiscale (relation weights "

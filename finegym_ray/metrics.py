@@ -19,6 +19,11 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
         raise ValueError("no samples to score")
     if labels.min() < 0 or labels.max() >= scores.shape[1]:
         raise ValueError(f"labels must be in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}")
+    # arg-max of a row of NaN is 0: a diverged model would score as predicting class 0.
+    bad = np.flatnonzero(~np.isfinite(scores).all(1))
+    if len(bad):
+        rows = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"{len(bad)} of {len(labels)} score rows are not finite (row{'s' * (len(bad) > 1)} {rows})")
     return scores, labels
 
 

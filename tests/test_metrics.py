@@ -78,3 +78,13 @@ def test_bootstrap_by_hand_and_absent_classes():
     both = ~np.isnan(draws["per_class"][:, :2]).any(1)
     assert np.allclose(draws["mean_class"][both], 0.5)
     assert np.isnan(interval(np.array([np.nan]))).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_raise(bad):
+    # A row of NaN has arg-max 0: without the check it would count as a prediction of class 0.
+    scores = one_hot([0, 1, 1], 3)
+    scores[1] = bad
+    for metric in (top1_accuracy, mean_class_accuracy, confusion_matrix, bootstrap):
+        with pytest.raises(ValueError, match=r"1 of 3 score rows are not finite \(row 1\)"):
+            metric(scores, np.array([0, 1, 1]))

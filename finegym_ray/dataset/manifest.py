@@ -3,7 +3,10 @@
 ``build_manifest`` reads the files, ``write_manifest`` stores under one URI:
 - ``events.parquet``: one row per event (routine), men's events included.
 - ``subactions.parquet``: one row per sub-action with absolute times, stage times,
-  split and element labels where a split file gives them.
+  split and element labels where a split file gives them: ``split`` is the key's split
+  in any loaded file (they must agree); ``<subset>_label`` and ``<subset>_split`` come
+  only from that subset's own split files (a key in ``gym288_val_element.txt`` alone
+  has no gym99 label, even when its element is a Gym99 class).
 - ``categories.parquet``: the element classes of every loaded subset and the sets, so
   that training can build any label view from the manifest alone.
 - ``unmatched_keys.parquet``: split keys the annotations do not have, with the reason.
@@ -29,6 +32,15 @@ from .keys import legacy_subaction_id, instance_key, parse_instance_key
 from .splits import parse_split, split_name_from_path, subset_from_path
 
 EXAMPLES = 5  # unmatched keys shown in the summary; all of them go to unmatched_keys.parquet
+
+# Lines of FineGym's own split files (FINEGYM.md). A file with one of these names and at
+# least a tenth of these lines is taken for FineGym's, and another count is warned about
+# (a truncated download, another release); smaller files under these names are someone
+# else's (SynGym writes its splits under FineGym's names).
+FINEGYM_SPLIT_LINES = {
+    "gym99_train_element_v1.0.txt": 20484, "gym99_train_element_v1.1.txt": 26320, "gym99_val_element.txt": 8521,
+    "gym288_train_element_v1.0.txt": 22671, "gym288_train_element_v1.1.txt": 29334, "gym288_val_element.txt": 9646,
+}
 
 
 @dataclass(frozen=True)
@@ -90,23 +102,52 @@ def build_manifest(
         subsets[cats.subset] = cats
     events = parse_annotations(storage.read_text(annotations), annotations)
     specs = [parse_split_spec(s, list(subsets)) for s in splits]
+    _refuse_two_files_per_split(specs)
 
-    labels, unmatched = _match_splits(events, subsets, specs)
+    matched = _match_splits(events, subsets, specs)
     return Manifest(
         events=_events_table(events),
-        subactions=_subactions_table(events, subsets, labels),
+        subactions=_subactions_table(events, subsets, matched),
         categories=_categories_table(subsets, set_cats),
-        unmatched=pa.Table.from_pylist(unmatched, schema=_UNMATCHED_SCHEMA),
-        summary=_summary(events, subsets, specs, labels, unmatched),
+        unmatched=pa.Table.from_pylist(matched.unmatched, schema=_UNMATCHED_SCHEMA),
+        summary=_summary(events, subsets, specs, matched),
     )
+
+
+def _refuse_two_files_per_split(specs: list[SplitSpec]) -> None:
+    """One file per subset and split: the v1.0 and v1.1 train files of a subset list
+    different keys (v1.1 has 28 % more), and their union is neither release."""
+    by_split: dict[tuple[str, str], list[str]] = {}
+    for spec in specs:
+        by_split.setdefault((spec.subset, spec.split), []).append(spec.path)
+    for (subset, split), paths in by_split.items():
+        if len(paths) > 1:
+            raise ValueError(f"{subset} {split}: {len(paths)} split files ({', '.join(paths)}), e.g. FineGym's "
+                             f"v1.0 and v1.1: give one of them")
 
 
 # key -> (split, glabel, set_id, where) for every matched split line
 _Labels = dict[str, tuple[str, int, int, str]]
 
 
+@dataclass
+class _Matched:
+    """What the split files say about the annotated sub-actions."""
+
+    labels: _Labels  # over all files: each key's split and element (the files must agree)
+    members: dict[str, dict[str, str]]  # subset -> key -> split, from that subset's own files only
+    counts: dict[str, dict[str, dict[str, int]]]  # subset -> split -> files, keys listed, keys matched
+    lines: dict[str, int]  # split file path -> non-blank lines
+    unmatched: list[dict[str, Any]]
+
+
+def _is_glabel_list(cats: ElementCategories) -> bool:
+    """True for the full category list (``gym530_categories.txt``: its labels are Glabels)."""
+    return all(c.label == c.glabel for c in cats.classes)
+
+
 def _match_splits(events: list[Event], subsets: dict[str, ElementCategories],
-                  specs: list[SplitSpec]) -> tuple[_Labels, list[dict[str, Any]]]:
+                  specs: list[SplitSpec]) -> _Matched:
     keys = {s.key for ev in events for s in ev.subactions or ()}
     event_keys = {ev.key for ev in events}
     video_ids = {ev.video_id for ev in events}
@@ -119,10 +160,19 @@ def _match_splits(events: list[Event], subsets: dict[str, ElementCategories],
                 legacy[old] = s.key
 
     labels: _Labels = {}
+    members: dict[str, dict[str, str]] = {name: {} for name in subsets}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    lines: dict[str, int] = {}
     unmatched: list[dict[str, Any]] = []
     for spec in specs:
         cats = subsets[spec.subset]
-        for entry in parse_split(storage.read_text(spec.path), spec.path, cats.num_classes):
+        text = storage.read_text(spec.path)
+        lines[spec.path] = sum(1 for line in text.splitlines() if line.strip())
+        entries = parse_split(text, spec.path, cats.num_classes)
+        count = counts.setdefault(spec.subset, {}).setdefault(spec.split, {"files": 0, "keys": 0, "matched": 0})
+        count["files"] += 1
+        count["keys"] += len(entries)
+        for entry in entries:
             where = f"{spec.path}:{entry.line}"
             if entry.key not in keys:
                 parsed = parse_instance_key(entry.key)
@@ -144,7 +194,15 @@ def _match_splits(events: list[Event], subsets: dict[str, ElementCategories],
                                   f"{entry.key} is {spec.split}/Glabel {cat.glabel} here but "
                                   f"{prev[0]}/Glabel {prev[1]} at {prev[3]}")
             labels.setdefault(entry.key, (spec.split, cat.glabel, cat.set_id, where))
-    return labels, unmatched
+            members[spec.subset][entry.key] = spec.split
+            count["matched"] += 1
+    for name, cats in subsets.items():
+        # FineGym has no Gym530 split files. The full list's labels are the Glabels every
+        # split line carries, so without files of its own it takes every listed key, in
+        # the split the listing files give. Any other subset takes only its own files' keys.
+        if name not in counts and _is_glabel_list(cats):
+            members[name] = {key: split for key, (split, *_) in labels.items()}
+    return _Matched(labels, members, counts, lines, unmatched)
 
 
 _UNMATCHED_SCHEMA = pa.schema([
@@ -171,12 +229,18 @@ def subset_label_column(subset: str) -> str:
     return f"{subset}_label"
 
 
-def _subactions_table(events: list[Event], subsets: dict[str, ElementCategories], labels: _Labels) -> pa.Table:
+def subset_split_column(subset: str) -> str:
+    """Name of the subactions column holding a key's split in ``subset``'s own split files
+    (e.g. ``gym99_split``; null where they do not list it)."""
+    return f"{subset}_split"
+
+
+def _subactions_table(events: list[Event], subsets: dict[str, ElementCategories], matched: _Matched) -> pa.Table:
     by_glabel = {name: cats.by_glabel() for name, cats in subsets.items()}
     rows = []
     for ev in events:
         for s in ev.subactions or ():
-            split, glabel, set_id, _ = labels.get(s.key, (None, None, None, None))
+            split, glabel, set_id, _ = matched.labels.get(s.key, (None, None, None, None))
             row = dict(
                 key=s.key, video_id=s.video_id, event_id=s.event_id, event_key=ev.key,
                 subaction_id=s.subaction_id, event_label=ev.label, event_name=ev.name,
@@ -188,8 +252,10 @@ def _subactions_table(events: list[Event], subsets: dict[str, ElementCategories]
                 split=split, glabel=glabel, set_id=set_id,
             )
             for name, table in by_glabel.items():
-                cat = table.get(glabel) if glabel is not None else None
+                member = matched.members[name].get(s.key)
+                cat = table.get(glabel) if member is not None else None
                 row[subset_label_column(name)] = None if cat is None else cat.label
+                row[subset_split_column(name)] = None if cat is None else member
             rows.append(row)
     schema = pa.schema([
         ("key", pa.string()), ("video_id", pa.string()), ("event_id", pa.string()),
@@ -200,6 +266,7 @@ def _subactions_table(events: list[Event], subsets: dict[str, ElementCategories]
         ("stage_start_s", pa.list_(pa.float64())), ("stage_end_s", pa.list_(pa.float64())),
         ("split", pa.string()), ("glabel", pa.int32()), ("set_id", pa.int32()),
         *[(subset_label_column(name), pa.int32()) for name in subsets],
+        *[(subset_split_column(name), pa.string()) for name in subsets],
     ])
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -220,7 +287,8 @@ def _categories_table(subsets: dict[str, ElementCategories], sets: list[SetCateg
 
 
 def _summary(events: list[Event], subsets: dict[str, ElementCategories], specs: list[SplitSpec],
-             labels: _Labels, unmatched: list[dict[str, Any]]) -> dict[str, Any]:
+             matched: _Matched) -> dict[str, Any]:
+    labels, unmatched = matched.labels, matched.unmatched
     per_event: dict[str, dict[str, int]] = {}
     for ev in events:
         c = per_event.setdefault(ev.name, {"events": 0, "subactions": 0, "labelled": 0})
@@ -238,6 +306,9 @@ def _summary(events: list[Event], subsets: dict[str, ElementCategories], specs: 
         "labelled_subactions": len(labels),
         "per_event": dict(sorted(per_event.items())),
         "per_split": dict(sorted(per_split.items())),
+        # Per subset and split, from that subset's own files: on FineGym's, keys = their lines.
+        "per_subset": {name: dict(sorted(by_split.items())) for name, by_split in matched.counts.items()},
+        "count_warnings": _count_warnings(matched.lines),
         "per_set": {str(k): v for k, v in sorted(per_set.items())},
         "subsets": {name: cats.num_classes for name, cats in subsets.items()},
         "split_files": [{"path": s.path, "split": s.split, "subset": s.subset} for s in specs],
@@ -245,6 +316,18 @@ def _summary(events: list[Event], subsets: dict[str, ElementCategories], specs: 
         "unmatched_reasons": dict(reasons),
         "unmatched_examples": [f"{u['key']} ({u['file']}:{u['line']}: {u['reason']})" for u in unmatched[:EXAMPLES]],
     }
+
+
+def _count_warnings(lines: dict[str, int]) -> list[str]:
+    """A line per split file named as one of FineGym's whose line count is not FineGym's
+    (ignoring files under a tenth of it: those are not FineGym's, see FINEGYM_SPLIT_LINES)."""
+    out = []
+    for path, n in lines.items():
+        expected = FINEGYM_SPLIT_LINES.get(path.rsplit("/", 1)[-1])
+        if expected is not None and n != expected and n >= expected / 10:
+            out.append(f"{path} has {n} lines; FineGym's file of that name has {expected} "
+                       f"(truncated, edited or another release?)")
+    return out
 
 
 def write_manifest(manifest: Manifest, out: str) -> dict[str, str]:
@@ -297,9 +380,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{name} {c['events']} events / {c['subactions']} sub-actions / {c['labelled']} labelled"
             for name, c in summary["per_event"].items()),
         "per split: " + (", ".join(f"{k} {v}" for k, v in summary["per_split"].items()) or "none"),
+        "per subset and split: " + ("; ".join(
+            f"{name} " + ", ".join(f"{split} {c['keys']} keys ({c['matched']} matched)"
+                                   for split, c in by_split.items())
+            for name, by_split in summary.get("per_subset", {}).items()) or "none"),
         "per set: " + (", ".join(f"{k}: {v}" for k, v in summary["per_set"].items()) or "none"),
         "subsets: " + (", ".join(f"{k} ({v} classes)" for k, v in summary["subsets"].items()) or "none"),
     ]
+    lines += [f"WARNING: {w}" for w in summary.get("count_warnings", [])]
     n = summary["unmatched_keys"]
     if n:
         lines.append(f"WARNING: {n} split keys do not match the annotations: "
@@ -311,17 +399,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_SPLIT_FILE = re.compile(r"^gym\d+_(train|val|test)_element.*\.txt$")
+_SPLIT_FILE = re.compile(r"^gym\d+_(train|val|test)_element(?:_(v[\d.]+))?\.txt$")
 _CATEGORY_FILE = re.compile(r"^gym\d+_categories\.txt$")
 
 
-def build_manifest_from(annotations: str) -> Manifest:
+def build_manifest_from(annotations: str, *, split_version: str | None = None) -> Manifest:
     """The manifest of a FineGym annotation folder, or of a bare annotation JSON file.
 
     In a folder (local or ``s3://``): ``finegym_annotation_info_v1.1.json`` (else v1.0),
     every ``gymNNN_categories.txt``, ``set_categories.txt`` when present, and every
-    ``gymNNN_{train,val,test}_element*.txt`` split file. A bare JSON gives events and
-    sub-actions without element labels (enough to preprocess).
+    ``gymNNN_{train,val,test}_element*.txt`` split file. A folder holding two versions of
+    a subset's split (``gym99_train_element_v1.0.txt`` and ``_v1.1.txt``) is refused
+    unless ``split_version`` (``v1.0``, ``v1.1``) chooses: then versioned split files
+    of other versions are left out (unversioned ones, such as the val files, are kept).
+    A bare JSON gives events and sub-actions without element labels (enough to preprocess).
     """
     if annotations.endswith(".json"):
         return build_manifest(annotations, categories=[], splits=[])
@@ -330,9 +421,23 @@ def build_manifest_from(annotations: str) -> Manifest:
                       if n in names), None)
     if json_name is None:
         raise FileNotFoundError(storage.join(annotations, "finegym_annotation_info_v1.1.json"))
+    split_names = [n for n in sorted(names) if _SPLIT_FILE.match(n)]
+    if split_version is not None:
+        versions = sorted({v for n in split_names if (v := _SPLIT_FILE.match(n)[2])})
+        if split_version not in versions:
+            raise ValueError(f"{annotations}: no split file of version {split_version!r} "
+                             f"(versions there: {', '.join(versions) or 'none'})")
+        split_names = [n for n in split_names if _SPLIT_FILE.match(n)[2] in (None, split_version)]
+    by_split: dict[tuple[str, str], list[str]] = {}
+    for n in split_names:
+        by_split.setdefault((n.split("_", 1)[0], _SPLIT_FILE.match(n)[1]), []).append(n)
+    for (subset, split), found in by_split.items():
+        if len(found) > 1:
+            raise ValueError(f"{annotations} holds {len(found)} {subset} {split} split files ({', '.join(found)}): "
+                             f"choose one version (split_version), or move the others out of the folder")
     return build_manifest(
         names[json_name],
         categories=[names[n] for n in sorted(names) if _CATEGORY_FILE.match(n)],
-        splits=[names[n] for n in sorted(names) if _SPLIT_FILE.match(n)],
+        splits=[names[n] for n in split_names],
         sets=names.get("set_categories.txt"),
     )

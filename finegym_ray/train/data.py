@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from .. import storage
 from ..dataset.augment import clip_input, decode_reduction, random_box, test_box
-from ..dataset.labels import label_view
-from ..dataset.manifest import categories_from_table
+from ..dataset.labels import SUB_TASKS, label_view
+from ..dataset.manifest import categories_from_table, subset_split_column
 from ..dataset.sampling import DenseSampler, SegmentSampler
 from .config import TrainConfig
 
@@ -45,24 +45,34 @@ class SplitLabels:
 def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     """Labels of ``split`` for ``task`` from ``data``/manifest (written by preprocessing).
 
-    Raises ValueError naming the splits the manifest has when ``split`` labels nothing.
+    An element task (gym99, gym288, ..., and the sub-tasks over gym99) takes the keys
+    that its subset's own split files list in ``split`` (``<subset>_split``); the event
+    and set tasks take every key listed in ``split`` by any file. Raises ValueError
+    naming the splits the manifest has when ``split`` labels nothing.
     """
     manifest = storage.join(data, "manifest")
-    subactions = storage.read_parquet(storage.join(manifest, "subactions.parquet"),
-                                      columns=["key", "split", "event_label", "set_id", "glabel"])
     subsets, sets = categories_from_table(storage.read_parquet(storage.join(manifest, "categories.parquet")))
     view = label_view(task, subsets, sets)
+    base = SUB_TASKS[task].base if task in SUB_TASKS else task
+    split_column = subset_split_column(base) if view.by_glabel is not None else "split"
+    path = storage.join(manifest, "subactions.parquet")
+    subactions = storage.read_parquet(path)
+    if split_column not in subactions.column_names:
+        raise ValueError(f"{path} has no {split_column} column: it was written before a subset's labels came "
+                         f"from its own split files only; run preprocessing again to rewrite the manifest")
+    subactions = subactions.select(["key", split_column, "event_label", "set_id", "glabel"])
     labels = {}
     for row in subactions.to_pylist():
-        if row["split"] != split:
+        if row[split_column] != split:
             continue
         y = view.label(event=row["event_label"], set_id=row["set_id"], glabel=row["glabel"])
         if y is not None:
             labels[row["key"]] = y
     if not labels:
-        have = sorted({s for s in subactions.column("split").to_pylist() if s})
+        have = sorted({s for s in subactions.column(split_column).to_pylist() if s})
+        where = f"{base}'s split files" if split_column != "split" else "the manifest"
         raise ValueError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
-                         f"(splits in the manifest: {', '.join(have) or 'none'})")
+                         f"(splits in {where}: {', '.join(have) or 'none'})")
     levels = {}
     if view.by_glabel is not None:
         by_glabel = {c.glabel: c for cats in subsets.values() for c in cats.classes}

@@ -2,8 +2,10 @@
 views x spatial crops (softmax scores averaged), then the paper's metrics and charts.
 
 Writes, under RUN/eval/: ``scores.parquet`` (key, label, averaged softmax scores),
-``metrics.json``, ``confusion.png`` and ``per_class.png``. ``--fuse RUN2`` averages
-two runs' scores (RGB + flow = two-stream) into RUN/eval/fused_<RUN2 name>/.
+``metrics.json`` (with 95 % bootstrap intervals), ``confusion.png`` and
+``per_class.png``. ``--fuse RUN2`` takes the weighted mean of two runs' scores (RGB +
+flow = two-stream; TSN's weights RGB 1 : flow 1.5 unless given) into
+RUN/eval/fused_<RUN2 name>/.
 
 The paper's test-time studies (Sec. 4.4) change the protocol: another number of test
 segments (Fig. 6c) or shuffled frame order (Fig. 6b). Their results go to
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
@@ -22,7 +25,8 @@ import pyarrow as pa
 
 from .. import storage
 from ..charts import confusion_png, per_class_png
-from ..metrics import confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1
+from ..metrics import (bootstrap, confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1,
+                       interval)
 from . import checkpoint as checkpoints
 from .config import TrainConfig
 from .data import SplitLabels, load_split_labels, sampled_clips
@@ -32,6 +36,14 @@ from .run import checkpoint_config
 # of all T segments at once (T * features inputs). TSN and TSM take any (TSM's shift only
 # reshapes by it).
 FIXED_SEGMENT_MODELS = {"trn", "trn_multiscale"}
+
+# Two-stream fusion weights per modality: TSN's (Wang et al., ECCV 2016), which weights
+# the spatial (RGB) and temporal (flow) streams 1 : 1.5; an equal mean under-weights flow,
+# the stronger stream on FineGym's elements.
+TSN_FUSE_WEIGHTS = {"rgb": 1.0, "flow": 1.5}
+
+# metrics.json's intervals: a percentile bootstrap over the clips (metrics.bootstrap).
+INTERVAL = {"level": 0.95, "method": "percentile bootstrap over clips", "samples": 1000, "seed": 0}
 
 
 def variant_name(segments: int | None = None, shuffle_frames: bool = False, seed: int = 0) -> str:
@@ -144,15 +156,53 @@ def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, *, worker
         compute=ray.data.ActorPoolStrategy(size=workers))
     rows = scored.to_arrow_refs()
     table = pa.concat_tables(ray.get(rows)).select(["key", "label", "scores"]).sort_by("key")
-    if table.num_rows != len(split.labels):
-        missing = len(split.labels) - table.num_rows
-        raise RuntimeError(f"{run}: {missing} of {len(split.labels)} labelled {config.val_split} clips "
-                           f"have no shard (see the preprocessing errors/)")
+    check_scored(table, split.labels, f"{run} ({config.val_split})")
     what = {"checkpoint": checkpoint.uri, "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
             "model": config.model, "split": config.val_split, "views": config.test_views,
             "crops": config.test_crops, "segments": config.segments, "shuffle_frames": shuffle_frames,
             "seed": seed}
     return table, split, what
+
+
+def check_scored(table: pa.Table, labels: dict[str, int], where: str) -> None:
+    """Raise RuntimeError unless ``table`` (key, label, scores) holds each clip of
+    ``labels`` exactly once, with its label, and finite scores. A row count alone is not
+    enough: a clip scored twice and a clip not scored cancel out."""
+    keys = table.column("key").to_pylist()
+    counts = Counter(keys)
+    problems = []
+    missing = sorted(set(labels) - set(counts))
+    if missing:
+        problems.append(f"{len(missing)} of {len(labels)} labelled clips are not scored (e.g. {missing[0]}; "
+                        f"see the preprocessing errors/)")
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    if twice:
+        problems.append(f"{len(twice)} clips are scored twice or more: {', '.join(twice[:5])}")
+    extra = sorted(set(counts) - set(labels))
+    if extra:
+        problems.append(f"{len(extra)} scored clips are not in the split: {', '.join(extra[:5])}")
+    wrong = [k for k, y in zip(keys, table.column("label").to_pylist()) if k in labels and labels[k] != y]
+    if wrong:
+        problems.append(f"{len(wrong)} clips carry another label than the split's: {', '.join(wrong[:5])}")
+    scores = table.column("scores").to_numpy(zero_copy_only=False)
+    bad = [k for k, s in zip(keys, scores) if not np.isfinite(np.asarray(s, np.float64)).all()]
+    if bad:
+        problems.append(f"{len(bad)} clips have scores that are not finite (a diverged model?): "
+                        f"{', '.join(bad[:5])}")
+    if problems:
+        raise RuntimeError(f"{where}: " + "; ".join(problems))
+
+
+def default_fuse_weights(modality: str, other: str) -> tuple[float, float]:
+    """TSN's fusion weights for two runs of these modalities (RGB 1, flow 1.5)."""
+    return TSN_FUSE_WEIGHTS[modality], TSN_FUSE_WEIGHTS[other]
+
+
+def _checked_weights(weights: tuple[float, float]) -> tuple[float, float]:
+    wa, wb = (float(w) for w in weights)
+    if not (np.isfinite(wa) and np.isfinite(wb) and wa > 0 and wb > 0):
+        raise ValueError(f"fusion weights must be positive numbers, got {wa}, {wb}")
+    return wa, wb
 
 
 def level_metrics(scores: np.ndarray, labels: np.ndarray, coarse: tuple[int, ...]) -> dict:
@@ -171,7 +221,12 @@ def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
     element task (set, event), reported under ``levels``."""
     cm = confusion_matrix(scores, labels)
     per_class = confusion_per_class(cm)
+    draws = bootstrap(scores, labels, samples=INTERVAL["samples"], seed=INTERVAL["seed"])
+    top1_lo, top1_hi = interval(draws["top1"], INTERVAL["level"])
+    mean_class_lo, mean_class_hi = interval(draws["mean_class"], INTERVAL["level"])
     return {"clips": int(len(labels)), "top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm),
+            "top1_lo": top1_lo, "top1_hi": top1_hi, "mean_class_lo": mean_class_lo, "mean_class_hi": mean_class_hi,
+            "interval": dict(INTERVAL),
             "levels": {name: level_metrics(scores, labels, coarse) for name, coarse in (levels or {}).items()},
             "classes_present": int(np.isfinite(per_class).sum()), "num_classes": len(class_names),
             "per_class": [{"class": i, "name": n, "clips": int(cm[i].sum()),
@@ -196,22 +251,33 @@ def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> 
     return metrics
 
 
-def fuse_scores(a: pa.Table, b: pa.Table) -> pa.Table:
-    """Late fusion: the mean of two runs' softmax scores, clip by clip (same keys, labels)."""
+def fuse_scores(a: pa.Table, b: pa.Table, weights: tuple[float, float]) -> pa.Table:
+    """Late fusion: the weighted mean of two runs' softmax scores, clip by clip (same
+    keys, labels); ``weights`` of ``a`` and ``b``, positive (``default_fuse_weights``)."""
+    wa, wb = _checked_weights(weights)
     if a.column("key").to_pylist() != b.column("key").to_pylist():
         raise ValueError("the two runs did not score the same clips (another task, split or data?)")
     if a.column("label").to_pylist() != b.column("label").to_pylist():
         raise ValueError("the two runs label the clips differently (another task?)")
     sa = np.stack(a.column("scores").to_numpy(zero_copy_only=False))
     sb = np.stack(b.column("scores").to_numpy(zero_copy_only=False))
-    return a.set_column(2, "scores", pa.array(list((sa + sb) / 2)))
+    return a.set_column(2, "scores", pa.array(list((wa * sa + wb * sb) / (wa + wb))))
 
 
-def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_worker: int = 1,
-             segments: int | None = None, shuffle_frames: bool = False, seed: int = 0,
-             say: Callable[[str], None] = print) -> dict:
+def _figure(m: dict, name: str) -> str:
+    """``64.1% [55.5%, 72.7%]``: a metric and its 95 % interval (the figure alone for a
+    metrics.json written before intervals)."""
+    if f"{name}_lo" not in m:
+        return f"{m[name]:.1%}"
+    return f"{m[name]:.1%} [{m[name + '_lo']:.1%}, {m[name + '_hi']:.1%}]"
+
+
+def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
+             workers: int = 1, cpus_per_worker: int = 1, segments: int | None = None,
+             shuffle_frames: bool = False, seed: int = 0, say: Callable[[str], None] = print) -> dict:
     """Evaluate ``run`` (and ``fuse`` with it). Returns the metrics of ``run`` and, when
-    fusing, ``fused`` (and ``other``) metrics.
+    fusing, ``fused`` (and ``other``) metrics. ``fuse_weights``: of ``run`` and ``fuse``
+    in the fusion (None: TSN's, RGB 1 and flow 1.5 by each run's modality).
 
     Test-time variants (outputs in RUN/eval/<variant_name>/): ``segments`` test segments
     (None: as trained; TRN and clip models refuse another count), ``shuffle_frames``
@@ -220,6 +286,9 @@ def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_wo
     # Every run is checked before any is scored: a refused fuse run wastes no scoring.
     tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say))
               for name, uri in (("run", run), ("other", fuse)) if uri is not None}
+    if fuse:
+        weights = _checked_weights(fuse_weights or default_fuse_weights(tested["run"][2].modality,
+                                                                        tested["other"][2].modality))
     results = {}
     tables = {}
     for name, (uri, checkpoint, config) in tested.items():
@@ -230,28 +299,36 @@ def evaluate(run: str, *, fuse: str | None = None, workers: int = 1, cpus_per_wo
         results[name] = write_report(out, table, split, what)
         tables[name] = table
         shuffled = f", frames shuffled (seed {seed})" if shuffle_frames else ""
-        say(f"{uri}: top-1 {results[name]['top1']:.1%}, mean class {results[name]['mean_class']:.1%} "
-            f"({table.num_rows} clips, {what['views']} views x {what['crops']} crops, "
+        say(f"{uri}: top-1 {_figure(results[name], 'top1')}, mean class {_figure(results[name], 'mean_class')} "
+            f"(95 % intervals; {table.num_rows} clips, {what['views']} views x {what['crops']} crops, "
             f"{what['segments']} segments{shuffled}) -> {out}")
     if fuse:
-        fused = fuse_scores(tables["run"], tables["other"])
+        fused = fuse_scores(tables["run"], tables["other"], weights)
         out = storage.join(run, "eval", variant, "fused_" + fuse.rstrip("/").rsplit("/", 1)[-1])
         # segments as asked (None: each run as trained); each run's metrics hold its count.
-        what = {"fused": [run, fuse], "task": results["run"]["task"], "modality": "two-stream",
-                "model": results["run"]["model"], "segments": segments, "shuffle_frames": shuffle_frames,
-                "seed": seed, "variant": variant}
+        what = {"fused": [run, fuse], "fuse_weights": list(weights), "task": results["run"]["task"],
+                "modality": "two-stream", "model": results["run"]["model"], "segments": segments,
+                "shuffle_frames": shuffle_frames, "seed": seed, "variant": variant}
         results["fused"] = write_report(out, fused, split, what)
-        say(f"fused: top-1 {results['fused']['top1']:.1%}, mean class {results['fused']['mean_class']:.1%} -> {out}")
+        say(f"fused (weights {weights[0]:g} : {weights[1]:g}): top-1 {_figure(results['fused'], 'top1')}, "
+            f"mean class {_figure(results['fused'], 'mean_class')} -> {out}")
     return results
 
 
 def format_results(results: dict) -> str:
-    """The metrics table: one row per evaluated run (and the fusion), percentages. The
-    test column names the variant (``variant_name``; "standard" for the paper's protocol)."""
-    lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips':>6} {'mean class':>11} {'top-1':>7}"]
+    """The metrics table: one row per evaluated run (and the fusion), percentages with
+    their 95 % intervals (a percentile bootstrap over the clips). The test column names
+    the variant (``variant_name``; "standard" for the paper's protocol)."""
+    def cell(m: dict, name: str) -> str:
+        if f"{name}_lo" not in m:  # metrics.json written before intervals
+            return f"{m[name]:.1%}"
+        return f"{m[name]:.1%} [{100 * m[name + '_lo']:.1f}, {100 * m[name + '_hi']:.1f}]"
+
+    lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips':>6} {'mean class [95 %]':>19} "
+             f"{'top-1 [95 %]':>19}"]
     for name, m in results.items():
         label = m["checkpoint"].rsplit("/", 2)[-2] if "checkpoint" in m else "two-stream fusion"
         test = m.get("variant") or "standard"  # metrics.json written before variants has none
         lines.append(f"{label[-44:]:<44} {m['model']:<8} {m['modality']:<10} {test[:20]:<20} {m['clips']:>6} "
-                     f"{m['mean_class']:>10.1%} {m['top1']:>7.1%}")
+                     f"{cell(m, 'mean_class'):>19} {cell(m, 'top1'):>19}")
     return "\n".join(lines)

@@ -18,9 +18,9 @@ from finegym_ray.models.recognizers import MODELS
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.data import SampleShards, load_split_labels, shards_with
-from finegym_ray.train.evaluate import (ScoreClips, checkpoint_at_test, config_at_test, evaluate, format_results,
-                                        frame_order, fuse_scores, level_metrics, metrics_of, permute_frames,
-                                        variant_name)
+from finegym_ray.train.evaluate import (ScoreClips, check_scored, checkpoint_at_test, config_at_test,
+                                        default_fuse_weights, evaluate, format_results, frame_order, fuse_scores,
+                                        level_metrics, metrics_of, permute_frames, variant_name)
 
 
 def _scores(pred, k):
@@ -42,10 +42,68 @@ def test_set_level_accuracy_from_element_predictions():
 def test_fusion_averages_scores_and_refuses_other_clips():
     a = pa.table({"key": ["x", "y"], "label": [0, 1], "scores": [[0.9, 0.1], [0.6, 0.4]]})
     b = pa.table({"key": ["x", "y"], "label": [0, 1], "scores": [[0.3, 0.7], [0.0, 1.0]]})
-    fused = np.stack(fuse_scores(a, b).column("scores").to_numpy(zero_copy_only=False))
+    fused = np.stack(fuse_scores(a, b, (1.0, 1.0)).column("scores").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(fused, [[0.6, 0.4], [0.3, 0.7]])
     with pytest.raises(ValueError, match="same clips"):
-        fuse_scores(a, b.slice(0, 1))
+        fuse_scores(a, b.slice(0, 1), (1.0, 1.0))
+
+
+def test_fusion_weights_default_to_tsns_and_weight_the_mean():
+    # TSN (Wang et al., 2016) weights the RGB and flow streams 1 : 1.5.
+    assert default_fuse_weights("rgb", "flow") == (1.0, 1.5)
+    assert default_fuse_weights("flow", "rgb") == (1.5, 1.0)
+    assert default_fuse_weights("rgb", "rgb") == (1.0, 1.0)
+    a = pa.table({"key": ["x"], "label": [0], "scores": [[1.0, 0.0]]})
+    b = pa.table({"key": ["x"], "label": [0], "scores": [[0.0, 1.0]]})
+    fused = np.stack(fuse_scores(a, b, (1.0, 1.5)).column("scores").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(fused, [[0.4, 0.6]])  # a weighted mean: still sums to 1
+    for bad in ((0.0, 1.0), (-1.0, 2.0), (1.0, float("nan"))):
+        with pytest.raises(ValueError, match="weights"):
+            fuse_scores(a, b, bad)
+
+
+def test_fuse_weights_option_parses():
+    args = build_parser().parse_args(["evaluate", "--run", "r", "--fuse", "f", "--fuse-weights", "1,2.5"])
+    assert args.fuse_weights == (1.0, 2.5)
+    assert build_parser().parse_args(["evaluate", "--run", "r"]).fuse_weights is None
+    for bad in ("1", "1,2,3", "a,b"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["evaluate", "--run", "r", "--fuse-weights", bad])
+
+
+def _scored(keys, labels, scores=None):
+    scores = scores if scores is not None else [[1.0, 0.0]] * len(keys)
+    return pa.table({"key": keys, "label": labels, "scores": scores})
+
+
+def test_scored_clips_must_be_exactly_the_splits_clips():
+    split = {"a": 0, "b": 1, "c": 1}
+    check_scored(_scored(["a", "b", "c"], [0, 1, 1]), split, "RUN")  # complete: no error
+    # A duplicate and a missing clip: the row count matches, the clips do not.
+    with pytest.raises(RuntimeError, match=r"RUN: 1 of 3 .* not scored \(e\.g\. c;.*scored twice or more: b"):
+        check_scored(_scored(["a", "b", "b"], [0, 1, 1]), split, "RUN")
+    with pytest.raises(RuntimeError, match=r"not in the split: z"):
+        check_scored(_scored(["a", "b", "c", "z"], [0, 1, 1, 0]), split, "RUN")
+    with pytest.raises(RuntimeError, match=r"label"):
+        check_scored(_scored(["a", "b", "c"], [0, 0, 1]), split, "RUN")
+    with pytest.raises(RuntimeError, match=r"not finite.*\bb\b"):
+        check_scored(_scored(["a", "b", "c"], [0, 1, 1], [[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]]), split, "RUN")
+
+
+def test_metrics_carry_a_95_percent_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 128)
+    scores = rng.random((128, 4))
+    scores[np.arange(64), labels[:64]] += 1  # about 60 % right
+    m, _ = metrics_of(scores, labels, ["a", "b", "c", "d"])
+    for name in ("top1", "mean_class"):
+        lo, hi = m[f"{name}_lo"], m[f"{name}_hi"]
+        assert lo < m[name] < hi and 0.1 < hi - lo < 0.25  # 128 clips: about +-8 points
+    assert m["interval"] == {"level": 0.95, "method": "percentile bootstrap over clips", "samples": 1000, "seed": 0}
+    table = format_results({"run": {**m, "model": "tsn", "modality": "flow", "checkpoint": "r/tsn/epoch_0001"}})
+    row = table.splitlines()[1]
+    assert f"{m['top1']:.1%} [{m['top1_lo']:.1%}, {m['top1_hi']:.1%}]".replace("%", "") in row.replace("%", "")
+    assert "95 %" in table
 
 
 # ----------------------------------------------------------------------------------
@@ -57,10 +115,11 @@ TINY = dict(task="event", depth=10, base_width=8, crop=32, test_short=48, test_v
 
 
 def write_run(runs: Path, model: str, *, data: str = "unused", segments: int = 2,
-              class_names: tuple[str, ...] = ("a", "b", "c")) -> str:
+              class_names: tuple[str, ...] = ("a", "b", "c"), modality: str = "rgb") -> str:
     """RUNS/<model>: one complete checkpoint of a freshly initialised ``model``."""
     torch.manual_seed(0)
-    config = TrainConfig(data=data, runs=str(runs), model=model, name=model, segments=segments, **TINY)
+    config = TrainConfig(data=data, runs=str(runs), model=model, name=model, segments=segments, modality=modality,
+                         **TINY)
     net = MODELS[model](**config.model_kwargs(len(class_names)))
     run = str(runs / model)
     ckpt.write(run, 0, state={"model": net.state_dict()}, config_yaml=to_yaml(config),
@@ -178,3 +237,24 @@ def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ra
     _, config = checkpoint_at_test(str(run), 3)
     shard = shards_with(data, split.labels)[0]
     assert SampleShards(config, split.labels, train=False)({"shard": [shard]})["x"].shape[1:3] == (1, 3)
+
+
+def test_fusion_records_its_weights_and_every_evaluation_its_interval(ray_cluster, tiny_store, tmp_path):
+    data, _ = tiny_store
+    names = load_split_labels(data, "event", "val").class_names
+    rgb = write_run(tmp_path / "rgb", "tsn", data=data, class_names=names)
+    flow = write_run(tmp_path / "flow", "tsn", data=data, class_names=names, modality="flow")
+    said = []
+    results = evaluate(rgb, fuse=flow, say=said.append)
+    fused_dir = Path(rgb) / "eval" / "fused_tsn"
+    m = json.loads((fused_dir / "metrics.json").read_text())
+    assert m["fused"] == [rgb, flow] and m["fuse_weights"] == [1.0, 1.5]  # TSN's RGB : flow
+    a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
+               for p in (Path(rgb) / "eval", Path(flow) / "eval", fused_dir))
+    np.testing.assert_allclose(f, (a + 1.5 * b) / 2.5, rtol=1e-6)
+    for r in results.values():  # run, other, fused: each with its interval, printed beside the figure
+        assert r["top1_lo"] <= r["top1"] <= r["top1_hi"] and r["mean_class_lo"] <= r["mean_class"] <= r["mean_class_hi"]
+        assert any(f"top-1 {r['top1']:.1%} [{r['top1_lo']:.1%}, {r['top1_hi']:.1%}]" in line for line in said), said
+    # Weights given: recorded as given.
+    m = evaluate(rgb, fuse=flow, fuse_weights=(1.0, 1.0), say=lambda _m: None)["fused"]
+    assert m["fuse_weights"] == [1.0, 1.0]

@@ -78,7 +78,7 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
         assert cv2.imread(str(run / "eval" / png)) is not None
 
 
-def test_fusion_averages_two_runs(tiny_store, tmp_path):
+def test_fusion_weighs_two_runs(tiny_store, tmp_path):
     data, _ = tiny_store
     runs = str(tmp_path / "runs")
     rgb_config = tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
@@ -90,7 +90,7 @@ def test_fusion_averages_two_runs(tiny_store, tmp_path):
     fused_dir = Path(rgb["run"]) / "eval" / f"fused_{Path(flow['run']).name}"
     a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
                for p in (Path(rgb["run"]) / "eval", Path(flow["run"]) / "eval", fused_dir))
-    np.testing.assert_allclose(f, (a + b) / 2, rtol=1e-6)
+    np.testing.assert_allclose(f, (a + 1.5 * b) / 2.5, rtol=1e-6)  # TSN's weights, RGB 1 : flow 1.5
     assert json.loads((fused_dir / "metrics.json").read_text())["modality"] == "two-stream"
     # Resuming a run with settings that change the model is refused, naming them.
     with pytest.raises(ValueError, match="depth"):
