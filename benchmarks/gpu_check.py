@@ -21,13 +21,11 @@ Checks, in order (``env`` always runs first; it also warms CUDA up):
   training step through ``train.steps`` (build_model, model_input, make_optimizer,
   autocast_for, train_step) in bf16 autocast (CUDA only, as in training: on the CPU
   ``autocast_for`` is a no-op), in the memory layout of the training loop
-  (``train/loop.py``: channels-last weights for 2-D models, clip models left
-  contiguous). Checks the scores' shape, a finite loss, a finite gradient of every
+  (``train/loop.py``: channels-last weights, the 3-D form for clip models). Checks the scores' shape, a finite loss, a finite gradient of every
   parameter, finite float32 weights after the step; records the step time after a
   warm-up step, the peak memory and the layout and dtype of the first stage's output
   (a warning, not a failure, when not channels-last / bf16). Rows in
-  ``EXTRA_MODEL_ROWS`` try other layouts (I3D in channels_last_3d, which the training
-  loop does not use).
+  ``EXTRA_MODEL_ROWS`` try other layouts (I3D contiguous, for comparison).
 - ``tsm_r50``: TSM-ResNet-50, 8 segments x 224 px RGB: training clips/s for each of
   ``TSM_VARIANTS`` (bf16 + channels-last over several batch sizes, then fp32,
   contiguous and cudnn.benchmark at the best one).
@@ -89,7 +87,7 @@ GRACE_S = 20.0  # past its share, a check still running is waited for this long
 
 MODEL_BATCH, MODEL_CROP = 4, 112
 # Other memory layouts to try after the library's rows: (model, modality, layout).
-EXTRA_MODEL_ROWS = [("i3d", "rgb", "channels_last_3d"), ("nl_i3d", "rgb", "channels_last_3d")]
+EXTRA_MODEL_ROWS = [("i3d", "rgb", "contiguous"), ("nl_i3d", "rgb", "contiguous")]
 
 # TSM-R50 throughput. "batches": a tuple, or "best" (the first variant's fastest batch).
 # Add a row to try another setting.
@@ -306,9 +304,10 @@ def layout_of(t: torch.Tensor) -> str:
 
 
 def library_layout(config: TrainConfig) -> str:
-    """What train/loop.py does on a GPU: channels-last weights for 2-D models, clip
-    models left as they are."""
-    return "channels_last" if config.channels_last and not config.clip_model else "contiguous"
+    """What train/loop.py does on a GPU: channels-last weights, 3-D for clip models."""
+    if not config.channels_last:
+        return "contiguous"
+    return "channels_last_3d" if config.clip_model else "channels_last"
 
 
 class Trainer:
