@@ -22,7 +22,10 @@ def test_bf16_channels_last_step_learns(model, modality):
     config = apply_overrides(TrainConfig(model=model, modality=modality), SMALL)
     torch.manual_seed(0)
     net = model_for(config, num_classes=5)
-    if not config.clip_model:  # what train_loop_per_worker does on a GPU
+    # What train_loop_per_worker does on a GPU for 2-D models. Clip models take
+    # channels_last_3d there, but CPU bf16 Conv3d in that layout gave non-finite weight
+    # gradients in about 1 of 20 tries here (torch 2.13): benchmarks/gpu_check.py checks it on a GPU.
+    if not config.clip_model:
         net = net.to(memory_format=torch.channels_last)
     optimizer = steps.make_optimizer(net.parameters(), name=config.optimizer, lr=config.lr,
                                      momentum=config.momentum, weight_decay=config.weight_decay)
