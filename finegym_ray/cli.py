@@ -188,10 +188,11 @@ def _smoke_store() -> str:
     return store
 
 
-# Training settings of --smoke-test: one epoch of a tiny TSM on the event task. The
+# Training settings of --smoke-test: one epoch of a tiny TSM on the subaction_event task. The
 # tiny SynGym may put no clip in val: the smoke test validates on the training clips.
-SMOKE_TRAIN = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
-               "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1", "val_split=train"]
+SMOKE_TRAIN = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32",
+               "test_short=48", "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1",
+               "val_split=train"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -1,7 +1,15 @@
-"""Label views: which class a sub-action belongs to for each task of the paper.
+"""Label views: which class a clip belongs to for each task of the paper.
 
-A task maps a sub-action to a contiguous class id:
-- ``event``: the 4 women's events (VT, FX, BB, UB) -> 0..3.
+A task maps a clip to a contiguous class id. ``event`` classifies whole routines
+(action instances, the clips of kind ``event``); every other task classifies sub-actions
+(clips of kind ``subaction``):
+- ``event``: the paper's event-level recognition, a routine -> one of FineGym's 10
+  events: 1 VT, 2 FX, 3 BB, 4 UB (women's) -> 0..3, and the men's events, annotation
+  ids 5..10 (FX, PH, SR, VT, PB, HB in some order FineGym's documentation does not
+  give: named ``event_5`` .. ``event_10`` as in the manifest) -> 4..9.
+- ``subaction_event``: a sub-action -> the women's event of its routine (VT, FX, BB,
+  UB) -> 0..3. (Called ``event`` before the routine-level task took that name: see
+  ``train.config.TASK_VERSION``.)
 - ``set``: the sets of the set categories file, in id order -> 0..14 for FineGym.
 - ``gym99``, ``gym288``, ``gym530`` (any loaded subset): the element's label in that subset.
 - the paper's sub-tasks, over the Gym99 classes: within-event ``vt`` (6 classes) and
@@ -13,9 +21,11 @@ Element labels travel as Glabels (Gym530 ids), the one id shared by every subset
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Iterable
 
-from .annotations import EVENT_NAMES
+from .annotations import EVENT_NAMES, event_name
 from .categories import ElementCategories, SetCategory
 
 
@@ -36,13 +46,46 @@ SUB_TASKS = {
     "ub_s1": SubTask("ub_s1", "gym99", set_id=41),
 }
 
-TASK_NAMES = ("event", "set", "gym99", "gym288", "gym530", *SUB_TASKS)
+TASK_NAMES = ("event", "subaction_event", "set", "gym99", "gym288", "gym530", *SUB_TASKS)
+
+# The routine-level task's classes: FineGym's 10 event ids in the annotation JSON (1-4
+# the women's events, 5-10 the men's; FINEGYM.md).
+EVENT_IDS = tuple(range(1, 11))
+
+# Share of each event's routines in the ``val`` split of the event task. FineGym's split
+# files list sub-actions only (train and val share whole routines), so routines get a
+# split of their own; 0.25 is about Gym99's (8,521 val of 34,841 keys in v1.1).
+EVENT_VAL_FRACTION = 0.25
+
+
+def task_kind(task: str) -> str:
+    """The clip kind a task classifies: ``event`` (whole routines) for the event task,
+    ``subaction`` for every other."""
+    return "event" if task == "event" else "subaction"
+
+
+def routine_splits(routines: Iterable[tuple[str, int]], val_fraction: float = EVENT_VAL_FRACTION) -> dict[str, str]:
+    """Event key -> ``train`` or ``val`` for routines given as (event key, event id).
+
+    Per event, the routines are ordered by a hash of their key (the same on every
+    machine and run) and the first round(``val_fraction`` x n) go to val, at least one
+    where an event has two routines or more (a lone routine trains). Stratified, so
+    that every event with two routines is in both splits."""
+    by_event: dict[int, list[str]] = {}
+    for key, event in routines:
+        by_event.setdefault(event, []).append(key)
+    splits = {}
+    for keys in by_event.values():
+        ordered = sorted(set(keys), key=lambda k: (hashlib.sha256(k.encode()).hexdigest(), k))
+        n_val = 0 if len(ordered) < 2 else max(1, int(round(val_fraction * len(ordered))))
+        splits.update({k: "val" if i < n_val else "train" for i, k in enumerate(ordered)})
+    return splits
 
 
 @dataclass(frozen=True)
 class LabelView:
     """Class ids of one task. ``by_glabel`` maps Glabels to class ids (element tasks);
-    ``by_event`` / ``by_set`` do the same for the event and set tasks."""
+    ``by_event`` / ``by_set`` do the same for the event tasks and the set task."""
 
     task: str
     class_names: tuple[str, ...]
@@ -54,9 +97,15 @@ class LabelView:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def kind(self) -> str:
+        """The clip kind this task classifies (``task_kind``)."""
+        return task_kind(self.task)
+
     def label(self, *, event: int | None = None, set_id: int | None = None,
               glabel: int | None = None) -> int | None:
-        """The class id of a sub-action in this task, or None if the task does not cover it."""
+        """The class id of a clip in this task (a routine: its ``event`` alone), or None
+        if the task does not cover it."""
         if self.by_event is not None:
             return None if event is None else self.by_event.get(event)
         if self.by_set is not None:
@@ -75,6 +124,9 @@ def label_view(
     Raises ValueError naming what is missing (e.g. the gym99 categories for ``fx_s1``).
     """
     if task == "event":
+        return LabelView(task, tuple(event_name(e) for e in EVENT_IDS),
+                         by_event={e: i for i, e in enumerate(EVENT_IDS)})
+    if task == "subaction_event":
         return LabelView(task, tuple(EVENT_NAMES.values()), by_event={e: i for i, e in enumerate(EVENT_NAMES)})
     if task == "set":
         if not sets:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import check_range
+from ..config import ConfigError, check_range
 from ..dataset.labels import TASK_NAMES
+
+# The meaning of the task names. Version 2: ``event`` is the paper's routine-level event
+# recognition (10 events); the 4-way task over sub-actions that was called ``event``
+# (version 1, configs recorded before ``task_version`` existed) is ``subaction_event``.
+# Every run records its config with this number (config.yaml, each checkpoint's), so
+# that a run recorded under an older meaning is read in today's names and never resumed
+# or evaluated as another task (``recorded_config``).
+TASK_VERSION = 2
+# version -> {old name: today's name}: how a config recorded at that version is read.
+RENAMED_TASKS = {1: {"event": "subaction_event"}}
 
 # The keys of models.MODELS and its clip models, spelled out because importing the
 # models imports torch, which Ray Data's sampling workers never use: it cost seconds in
@@ -25,8 +35,12 @@ class TrainConfig:
 
     # Preprocessing output (a folder or s3://): clips/ and manifest/ beneath it.
     data: str = "./finegym_demo/store"
-    # Label view: gym99, gym288, gym530, event, set, vt, fx, fx_s1, ub_s1.
+    # Label view: gym99, gym288, gym530, set, vt, fx, fx_s1, ub_s1, subaction_event
+    # (sub-actions -> their women's event) and event (whole routines -> 10 events).
     task: str = "gym99"
+    # What the task names mean (TASK_VERSION); recorded with every run. Leave it out of
+    # the configs you write: an older number is refused (see recorded_config).
+    task_version: int = TASK_VERSION
     modality: str = "rgb"
     train_split: str = "train"
     val_split: str = "val"
@@ -107,6 +121,10 @@ class TrainConfig:
             problems.append(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
         if self.task not in TASK_NAMES:
             problems.append(f"task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}")
+        if self.task_version != TASK_VERSION:
+            problems.append(f"task_version must be {TASK_VERSION} (task names as they are now: 'event' is "
+                            f"routine-level, 'subaction_event' the sub-action variant), got {self.task_version!r}; "
+                            f"leave it out")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.class_balance not in CLASS_BALANCE:
@@ -174,6 +192,32 @@ class TrainConfig:
         if self.model == "tsm":
             kw["shift_fraction"] = self.shift_fraction
         return kw
+
+
+def recorded_config(data: dict, where: str = "recorded config") -> tuple[dict, str | None]:
+    """A config as a run recorded it (a mapping read from its config.yaml, a checkpoint's
+    or a sweep's), in today's task names: ``task_version`` set to TASK_VERSION and the
+    task renamed where its meaning has changed since it was recorded (no
+    ``task_version``: version 1). Returns the mapping and, when the task was renamed, a
+    line saying so (None otherwise). Raises ConfigError for a version this code does not
+    know (recorded by a newer one)."""
+    data = dict(data)
+    version = data.get("task_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= TASK_VERSION:
+        raise ConfigError(f"{where}: task_version {version!r} is not one this finegym-ray knows "
+                          f"(1 to {TASK_VERSION}): recorded by a newer version?")
+    note = None
+    task = data.get("task")
+    for v in range(version, TASK_VERSION):
+        new = RENAMED_TASKS.get(v, {}).get(task)
+        if new is not None:
+            note = (f"{where}: recorded with task {data.get('task')!r} before task_version {TASK_VERSION}, "
+                    f"which is today's {new!r}")
+            task = new
+    if task is not None:
+        data["task"] = task
+    data["task_version"] = TASK_VERSION
+    return data, note
 
 
 # The demo's training run (configs/tsm_flow_demo.yaml holds the same values, and says why).

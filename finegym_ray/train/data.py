@@ -5,6 +5,11 @@ the columns the modality needs, and ``SampleClips`` keeps the clips of one split
 the task labels, samples frames, decodes and crops them. The train workers
 then scale the uint8 samples (``model_input``), so what crosses the object store is a
 quarter of float32.
+
+The event task reads the shards' whole routines (rows of kind ``event``, cut with the
+preprocessing setting ``events=true``), every other task their sub-actions (kind
+``subaction``): ``labels.task_kind``. A routine is sampled like any clip: its segments
+spread over the whole routine, and only the sampled frames are decoded.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ import pyarrow as pa
 
 from .. import storage
 from ..dataset.augment import clip_input, decode_reduction, random_box, test_box
-from ..dataset.labels import SUB_TASKS, label_view
+from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, routine_splits, task_kind
 from ..dataset.manifest import categories_from_table, subset_split_column
 from ..dataset.sampling import DenseSampler, SegmentSampler
 from .config import TrainConfig
+
+# preprocess.pipeline.SETTINGS_FILE, the preprocessing settings beside the clips (named
+# here: importing the pipeline imports Ray, 2 s in a process that needs none of it).
+PREPROCESS_SETTINGS = "preprocess.json"
 
 
 @dataclass(frozen=True)
@@ -46,13 +55,19 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     """Labels of ``split`` for ``task`` from ``data``/manifest (written by preprocessing).
 
     An element task (gym99, gym288, ..., and the sub-tasks over gym99) takes the keys
-    that its subset's own split files list in ``split`` (``<subset>_split``); the event
-    and set tasks take every key listed in ``split`` by any file. Raises ValueError
-    naming the splits the manifest has when ``split`` labels nothing.
+    that its subset's own split files list in ``split`` (``<subset>_split``); the
+    subaction_event and set tasks take every key listed in ``split`` by any file. The
+    event task labels routines (event keys) from ``events.parquet``, men's included, in
+    the split ``labels.routine_splits`` gives them. Raises ValueError naming the splits
+    the manifest has when ``split`` labels nothing, and (``check_clip_kind``) when the
+    clips beside the manifest were cut without the kind of clip the task classifies.
     """
+    check_clip_kind(data, task)
     manifest = storage.join(data, "manifest")
     subsets, sets = categories_from_table(storage.read_parquet(storage.join(manifest, "categories.parquet")))
     view = label_view(task, subsets, sets)
+    if view.kind == "event":
+        return _routine_labels(manifest, view, split)
     base = SUB_TASKS[task].base if task in SUB_TASKS else task
     split_column = subset_split_column(base) if view.by_glabel is not None else "split"
     path = storage.join(manifest, "subactions.parquet")
@@ -81,6 +96,44 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     return SplitLabels(labels, view.class_names, levels)
 
 
+def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
+    """The event task's labels: routine key -> class of its event, for the routines of
+    ``split`` (``routine_splits``). Raises ValueError for event ids outside the task's
+    10, rather than leave those routines out unsaid."""
+    path = storage.join(manifest, "events.parquet")
+    rows = storage.read_parquet(path, columns=["event_key", "event_label"]).to_pylist()
+    unknown = sorted({r["event_label"] for r in rows} - set(EVENT_IDS))
+    if unknown:
+        raise ValueError(f"{path}: event ids {', '.join(map(str, unknown))} are none of the event task's "
+                         f"{len(EVENT_IDS)} (1-4 the women's VT, FX, BB, UB; 5-10 the men's)")
+    splits = routine_splits((r["event_key"], r["event_label"]) for r in rows)
+    labels = {r["event_key"]: view.label(event=r["event_label"]) for r in rows if splits[r["event_key"]] == split}
+    if not labels:
+        have = ", ".join(sorted(set(splits.values()))) or "none"
+        raise ValueError(f"{manifest}: no routine is in split {split!r} of task {view.task!r} (its routines are "
+                         f"split train/val per event; splits here: {have})")
+    return SplitLabels(labels, view.class_names)
+
+
+def check_clip_kind(data: str, task: str) -> None:
+    """Raise ValueError when the preprocessing settings recorded in ``data``
+    (preprocess.json) say that the clips were cut without the kind ``task`` classifies:
+    the event task needs ``events=true``, the others ``subactions=true``. Without the
+    file nothing is checked here (``shards_with`` then finds no clip of the kind)."""
+    import json
+
+    try:
+        settings = json.loads(storage.read_text(storage.join(data, PREPROCESS_SETTINGS))).get("settings") or {}
+    except FileNotFoundError:
+        return
+    kind = task_kind(task)
+    setting = "events" if kind == "event" else "subactions"
+    if settings.get(setting) is False:
+        what = "whole routines" if kind == "event" else "sub-actions"
+        raise ValueError(f"{data}: task {task!r} classifies {what}, but these clips were cut with {setting}=false: "
+                         f"preprocess with --set {setting}=true (into another --out: an output keeps its settings)")
+
+
 def resample_repeats(split: SplitLabels) -> dict[str, int]:
     """Class-balanced resampling: each clip repeated round(median count / its class count)
     times (at least once), so rare classes are seen about as often as typical ones."""
@@ -95,10 +148,10 @@ def clip_columns(modality: str) -> list[str]:
     return ["key", "kind", "num_frames", "height", "width", *frames]
 
 
-def shards_with(data: str, labels: dict[str, int]) -> list[str]:
-    """URIs of the clip shards under ``data``/clips holding at least one sub-action of
-    ``labels`` (only the key and kind columns are read). Raises FileNotFoundError when
-    there is none."""
+def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> list[str]:
+    """URIs of the clip shards under ``data``/clips holding at least one clip of ``kind``
+    (``subaction`` or ``event``) in ``labels`` (only the key and kind columns are read).
+    Raises FileNotFoundError when there is none."""
     import pyarrow.dataset as pads
 
     fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
@@ -106,10 +159,11 @@ def shards_with(data: str, labels: dict[str, int]) -> list[str]:
         index = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "kind", "__filename"])
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(storage.join(data, "clips")) from e
-    found = sorted({f for k, kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
-                    if kind == "subaction" and k in labels})
+    found = sorted({f for k, clip_kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
+                    if clip_kind == kind and k in labels})
     if not found:
-        raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a clip of this split")
+        what = "routine (clips of kind event: preprocess with --set events=true)" if kind == "event" else "clip"
+        raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a {what} of this split")
     prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
     return [prefix + f for f in found]
 
@@ -120,7 +174,9 @@ class SampleClips:
     Needs the columns of ``clip_columns``. Adds ``x`` (uint8; training: (T, C, H, W),
     testing: (V, T, C, H, W) with V = test_views x test_crops), ``label`` (int64),
     ``flow_bound`` (float32 pixels, 0 for RGB) and keeps ``key``. Rows not in
-    ``labels`` are dropped; ``repeats`` emits a row several times (resampling).
+    ``labels``, and rows of another kind than the task's (``task_kind``: routines for
+    the event task, sub-actions for the others), are dropped; ``repeats`` emits a row
+    several times (resampling).
     """
 
     def __init__(self, config: TrainConfig, labels: dict[str, int], *, train: bool,
@@ -130,6 +186,7 @@ class SampleClips:
         self.train = train
         self.repeats = repeats or {}
         self.flow = config.modality == "flow"
+        self.kind = task_kind(config.task)
         if config.clip_model:
             self.sampler = DenseSampler(config.segments, config.dense_stride)
         else:
@@ -148,7 +205,7 @@ class SampleClips:
             shape = (0, c.test_views * c.test_crops, *shape[1:])
         xs, ys, keys, bounds = [], [], [], []
         for i, key in enumerate(batch["key"]):
-            if batch["kind"][i] != "subaction" or key not in self.labels:
+            if batch["kind"][i] != self.kind or key not in self.labels:
                 continue
             n = int(batch["num_frames"][i])
             frames = (batch["flow_x"][i], batch["flow_y"][i]) if self.flow else batch["rgb"][i]
@@ -197,8 +254,14 @@ class SampleShards(SampleClips):
     and returns its samples (see SampleClips)."""
 
     def __call__(self, batch: dict) -> dict:
+        import pyarrow.compute as pc
+
         tables = [storage.read_parquet(uri, columns=clip_columns(self.config.modality)) for uri in batch["shard"]]
         table = pa.concat_tables(tables)
+        # Only the rows sampled here become Python objects: a shard cut with events=true
+        # holds each routine (a minute or more of JPEG frames) beside its sub-actions.
+        table = table.filter(pc.and_(pc.equal(table.column("kind"), self.kind),
+                                     pc.is_in(table.column("key"), value_set=pa.array(list(self.labels), pa.string()))))
         return super().__call__({c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names})
 
 
@@ -217,7 +280,7 @@ def sampled_clips(config: TrainConfig, split: SplitLabels, *, train: bool, one_v
     if one_view:
         config = replace(config, test_views=1, test_crops=1)
     repeats = resample_repeats(split) if train and config.class_balance == "resample" else None
-    shards = shards_with(config.data, split.labels)
+    shards = shards_with(config.data, split.labels, task_kind(config.task))
     ds = ray.data.from_items([{"shard": uri} for uri in shards], override_num_blocks=len(shards))
     if train:
         ds = ds.randomize_block_order()

@@ -81,7 +81,7 @@ def checkpoint_at_test(run: str, segments: int | None = None, *, say: Callable[[
     checkpoint = checkpoints.find_latest(run, say=say, verify_state=verify_state)
     if checkpoint is None:
         raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
-    return checkpoint, config_at_test(checkpoint_config(checkpoint), segments)
+    return checkpoint, config_at_test(checkpoint_config(checkpoint, say=say), segments)
 
 
 def frame_order(key: str, length: int, seed: int = 0) -> np.ndarray:

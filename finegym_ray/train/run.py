@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import storage
 from ..config import to_yaml
+from ..dataset.labels import task_kind
 from ..lease import writer_lease
 from . import checkpoint as checkpoints
-from .config import TrainConfig
+from .config import TrainConfig, recorded_config
 from .data import SplitLabels, load_split_labels, sampled_clips
 
 
@@ -54,17 +55,43 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
 def training_labels(config: TrainConfig, *,
                     say: Callable[[str], None] = print) -> tuple[SplitLabels, SplitLabels | None]:
     """The train and (with ``val_every``) validation labels of ``config``'s task; raises
-    ValueError when they cannot train it."""
+    ValueError when they cannot train it, or when the run exists under a task name that
+    has changed meaning since (``refuse_renamed_task``)."""
+    refuse_renamed_task(config)
     train = load_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
         raise ValueError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
                          f"cannot feed {config.workers} workers")
     val = load_split_labels(config.data, config.task, config.val_split) if config.val_every else None
     counts = train.counts()
-    say(f"task {config.task}: {train.num_classes} classes, {len(train.labels)} train clips "
+    clips = "routines" if task_kind(config.task) == "event" else "clips"
+    say(f"task {config.task}: {train.num_classes} classes, {len(train.labels)} train {clips} "
         f"({int((counts > 0).sum())} classes present)"
-        + (f", {len(val.labels)} val clips" if val else ""))
+        + (f", {len(val.labels)} val {clips}" if val else ""))
     return train, val
+
+
+def refuse_renamed_task(config: TrainConfig) -> None:
+    """Raise ValueError when ``config``'s run exists, recorded with a task name that meant
+    another task then (a run of the old ``event``, the sub-action task now called
+    ``subaction_event``, asked to resume as ``event``): its checkpoints hold another
+    task's model, trained on other clips. Checked before the labels, whose own refusals
+    (no event clips in the store) would not name the cause."""
+    import yaml
+
+    uri = storage.join(run_uri(config), "config.yaml")
+    try:
+        raw = yaml.safe_load(storage.read_text(uri))
+    except FileNotFoundError:
+        return
+    if not isinstance(raw, dict):
+        return  # not a config we wrote: _check_same_config refuses it on resume
+    saved, renamed = recorded_config(raw, uri)
+    if renamed and config.task == raw.get("task") != saved["task"]:
+        raise ValueError(f"{run_uri(config)} was trained on task {saved['task']!r}, recorded under its old name "
+                         f"{config.task!r}; {config.task!r} is now routine-level event recognition (10 events): "
+                         f"resume the run with --set task={saved['task']} --set name={config.run_name}, or train "
+                         f"{config.task!r} under another name (--set name=...)")
 
 
 def train_run(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, *, callbacks: tuple = (),
@@ -145,7 +172,8 @@ def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
     import yaml
 
-    saved = yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml")))
+    saved, _ = recorded_config(yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml"))),
+                               f"{uri}/config.yaml")
     # epochs is not among them: the cosine schedule spans the run's epochs, so a resume
     # with another number would continue on a schedule the run never had.
     mutable = {"workers", "cpus_per_worker", "use_gpu", "max_failures", "val_every", "runs",
@@ -165,13 +193,19 @@ def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: s
                          f"but {data} holds hash {data_hash}: resume on the same clips, or use another name")
 
 
-def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> TrainConfig:
-    """The TrainConfig a checkpoint was written with."""
+def checkpoint_config(checkpoint: checkpoints.Checkpoint, *, say: Callable[[str], None] | None = None) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with, in today's task names
+    (``recorded_config``: a run recorded with the old ``event`` task is read as
+    ``subaction_event``, the task it trained; ``say`` hears of it)."""
     import yaml
 
     from ..config import from_dict
 
-    return from_dict(TrainConfig, yaml.safe_load(checkpoint.config_yaml), f"{checkpoint.uri}/config.yaml")
+    where = f"{checkpoint.uri}/config.yaml"
+    data, renamed = recorded_config(yaml.safe_load(checkpoint.config_yaml), where)
+    if renamed and say is not None:
+        say(renamed)
+    return from_dict(TrainConfig, data, where)
 
 
 def model_for(config: TrainConfig, num_classes: int, *, pretrained: bool = True):

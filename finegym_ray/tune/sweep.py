@@ -25,7 +25,7 @@ from ray import tune
 from .. import storage
 from ..config import parse_yaml
 from ..lease import writer_lease
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, recorded_config
 from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 
@@ -127,6 +127,9 @@ def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool
     except FileNotFoundError:
         storage.write_text(uri, yaml.safe_dump(mine, sort_keys=False))
         return False
+    # In today's task names: a sweep recorded before task_version (its old 'event' is
+    # 'subaction_event') resumes under the new name and is refused under the old one.
+    saved["base"], _ = recorded_config(saved["base"], f"{uri} base")
     changed = sorted([k for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
                      + [f"train.{k}" for k in mine["base"] if k not in OWNED  # every trial sets these
                         and saved["base"].get(k) != mine["base"][k]])

@@ -257,3 +257,50 @@ def test_files_named_as_finegyms_with_other_counts_are_warned_about(tmp_path):
     # A small file under FineGym's name (SynGym writes such files): not FineGym's, no warning.
     small = _generated_split(tmp_path / "gym99_val_element.txt", 128)
     assert build(categories=[cats], splits=[small]).summary["count_warnings"] == []
+
+
+def _routines_annotations(folder: Path, events: list[int]) -> str:
+    """A FineGym annotation JSON with two routines of each event id in ``events`` (one
+    sub-action each for the women's 1-4, ``segments: null`` for the others, as FineGym
+    annotates the men's), over two videos."""
+    from finegym_ray.dataset.annotations import Event, SubAction, format_annotations
+
+    routines = []
+    for i, label in enumerate(e for e in events for _ in range(2)):
+        video, start = ("vidA_000001", "vidB-000002")[i % 2], 100.0 * (i + 1)
+        event_id = f"E_{int(start):06d}_{int(start) + 60:06d}"
+        subs = (SubAction(video, event_id, "A_0003_0005", start, ((3.2, 5.1),)),) if label <= 4 else None
+        routines.append(Event(video, event_id, label, start, start + 60.5, subs))
+    path = folder / "finegym_annotation_info_v1.1.json"
+    path.write_text(format_annotations(routines))
+    return str(path)
+
+
+def test_event_task_labels_routines_into_the_ten_events(tmp_path):
+    from finegym_ray.train.data import load_split_labels
+
+    write_manifest(build(annotations=_routines_annotations(tmp_path, list(range(1, 11))), splits=[]),
+                   str(tmp_path / "data" / "manifest"))
+    data = str(tmp_path / "data")
+    train, val = (load_split_labels(data, "event", s) for s in ("train", "val"))
+    assert train.num_classes == val.num_classes == 10
+    assert train.class_names == ("VT", "FX", "BB", "UB", *(f"event_{i}" for i in range(5, 11)))
+    events = {r["event_key"]: r["event_label"] for r in
+              pq.read_table(tmp_path / "data" / "manifest" / "events.parquet").to_pylist()}
+    # Every routine, the men's too, in one split, labelled with its event id - 1; one of
+    # each event's two routines in val.
+    assert {**train.labels, **val.labels} == {k: e - 1 for k, e in events.items()} and len(events) == 20
+    assert sorted(val.labels.values()) == list(range(10)) == sorted(train.labels.values())
+    assert all("_A_" not in k for k in events)  # routine keys, not sub-action keys
+    # Routines need no split file; the sub-action variant labels only the sub-actions split files list.
+    with pytest.raises(ValueError, match="no sub-action of split 'train' has a label for task 'subaction_event'"):
+        load_split_labels(data, "subaction_event", "train")
+
+
+def test_event_ids_outside_the_ten_are_refused_not_dropped(tmp_path):
+    from finegym_ray.train.data import load_split_labels
+
+    write_manifest(build(annotations=_routines_annotations(tmp_path, [1, 5, 11]), splits=[]),
+                   str(tmp_path / "data" / "manifest"))
+    with pytest.raises(ValueError, match="event ids 11 are none of the event task's 10"):
+        load_split_labels(str(tmp_path / "data"), "event", "train")

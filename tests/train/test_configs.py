@@ -35,6 +35,24 @@ def test_config_loads_and_its_model_takes_its_input(path):
         assert model.eval()(x).shape == (1, 99)
 
 
+def test_the_event_config_is_tsn_rgb_on_whole_routines():
+    config = load_config(TrainConfig, Path(__file__).parents[2] / "configs" / "tsn_rgb_event.yaml")
+    assert (config.task, config.model, config.modality, config.depth) == ("event", "tsn", "rgb", 50)
+    assert config.task_version == train_config.TASK_VERSION  # configs one writes leave it out
+
+
+def test_task_version_is_todays_and_old_recorded_configs_are_read_in_todays_names():
+    with pytest.raises(ValueError, match="task_version must be 2"):
+        TrainConfig(task_version=1)
+    read = train_config.recorded_config
+    assert read({"task": "event"})[0] == {"task": "subaction_event", "task_version": 2}  # no version: 1
+    assert "today's 'subaction_event'" in read({"task": "event"}, "r/config.yaml")[1]
+    assert read({"task": "event", "task_version": 2}) == ({"task": "event", "task_version": 2}, None)
+    assert read({"task": "gym99"}) == ({"task": "gym99", "task_version": 2}, None)
+    with pytest.raises(ValueError, match="task_version 3 is not one"):
+        read({"task": "event", "task_version": 3})
+
+
 def test_config_names_the_models_there_are():
     assert set(train_config.MODELS) == set(models.MODELS)
     assert set(train_config.CLIP_MODELS) == set(models.CLIP_MODELS)

@@ -52,3 +52,65 @@ def test_one_frame_flow_clip_enters_as_no_motion():
     config = TrainConfig(modality="flow", segments=2, frames_per_segment=2, crop=32, test_short=36)
     out = SampleClips(config, {"a": 0}, train=True)(batch)
     assert out["x"].shape == (1, 2, 4, 32, 32) and (out["x"] == 128).all()
+
+
+def _shard_rows(frame: bytes) -> dict:
+    """Three sub-actions and the routine they belong to, as a shard cut with events=true holds them."""
+    return {"key": np.array(["v_E_000010_000070_A_0001_0002", "v_E_000010_000070_A_0005_0007", "other",
+                             "v_E_000010_000070"], dtype=object),
+            "kind": np.array(["subaction", "subaction", "subaction", "event"], dtype=object),
+            "num_frames": np.array([5, 7, 3, 90]), "height": np.array([36] * 4), "width": np.array([64] * 4),
+            "rgb": np.array([[frame] * n for n in (5, 7, 3, 90)], dtype=object)}
+
+
+def test_the_event_task_samples_routines_and_the_others_sub_actions(tmp_path):
+    import cv2
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finegym_ray.train.config import TrainConfig
+    from finegym_ray.train.data import SampleClips, SampleShards
+
+    frame = cv2.imencode(".jpg", np.zeros((36, 64, 3), np.uint8))[1].tobytes()
+    rows = _shard_rows(frame)
+    # A label for every key: only the kind decides which rows a task reads.
+    labels = {k: i % 2 for i, k in enumerate(rows["key"])}
+    config = TrainConfig(segments=4, crop=32, test_short=36)
+    sub = SampleClips(replace(config, task="subaction_event"), labels, train=True)(rows)
+    assert sub["key"].tolist() == rows["key"][:3].tolist()
+    routine = SampleClips(replace(config, task="event"), labels, train=False)(rows)
+    assert routine["key"].tolist() == ["v_E_000010_000070"] and routine["x"].shape == (1, 6, 4, 3, 32, 32)
+    # Read from a shard file: the rows of the other kind (and unlabelled ones) are left out before sampling.
+    shard = tmp_path / "shard.parquet"
+    pq.write_table(pa.table({k: list(v) for k, v in rows.items()}), shard)
+    got = SampleShards(replace(config, task="event"), {"v_E_000010_000070": 3}, train=True)({"shard": [str(shard)]})
+    assert got["key"].tolist() == ["v_E_000010_000070"] and got["label"].tolist() == [3]
+    got = SampleShards(replace(config, task="gym99"), labels, train=True)({"shard": [str(shard)]})
+    assert sorted(got["key"].tolist()) == sorted(rows["key"][:3].tolist())
+
+
+def test_the_event_task_is_refused_on_clips_cut_without_routines(tmp_path):
+    import json
+
+    import pytest
+
+    from finegym_ray.train.data import check_clip_kind
+
+    def settings(**kw):
+        (tmp_path / "preprocess.json").write_text(json.dumps({"hash": "x", "settings": kw}))
+
+    from finegym_ray.preprocess.pipeline import SETTINGS_FILE
+    from finegym_ray.train.data import PREPROCESS_SETTINGS
+
+    assert PREPROCESS_SETTINGS == SETTINGS_FILE
+    check_clip_kind(str(tmp_path), "event")  # no preprocess.json: nothing to go by here
+    settings(events=False, subactions=True)
+    with pytest.raises(ValueError, match=r"task 'event' classifies whole routines.*events=false: "
+                                         r"preprocess with --set events=true") as e:
+        check_clip_kind(str(tmp_path), "event")
+    assert "\n" not in str(e.value)
+    check_clip_kind(str(tmp_path), "subaction_event")
+    settings(events=True, subactions=False)
+    check_clip_kind(str(tmp_path), "event")
+    with pytest.raises(ValueError, match="preprocess with --set subactions=true"):
+        check_clip_kind(str(tmp_path), "gym99")

@@ -111,7 +111,8 @@ def test_metrics_carry_a_95_percent_bootstrap_interval():
 # one checkpoint of an untrained tiny model: the variants concern what the model is
 # shown, which needs weights, not training.
 # ----------------------------------------------------------------------------------
-TINY = dict(task="event", depth=10, base_width=8, crop=32, test_short=48, test_views=1, test_crops=1, batch_size=4)
+TINY = dict(task="subaction_event", depth=10, base_width=8, crop=32, test_short=48, test_views=1, test_crops=1,
+            batch_size=4)
 
 
 def write_run(runs: Path, model: str, *, data: str = "unused", segments: int = 2,
@@ -210,7 +211,7 @@ def test_evaluate_flags_parse():
 
 def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
-    split = load_split_labels(data, "event", "val")
+    split = load_split_labels(data, "subaction_event", "val")
     run = Path(write_run(tmp_path, "tsm", data=data, segments=2, class_names=split.class_names))
     standard = evaluate(str(run), say=lambda _m: None)["run"]
     before = {p.name: p.read_bytes() for p in (run / "eval").iterdir() if p.is_file()}
@@ -241,7 +242,7 @@ def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ra
 
 def test_fusion_records_its_weights_and_every_evaluation_its_interval(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
-    names = load_split_labels(data, "event", "val").class_names
+    names = load_split_labels(data, "subaction_event", "val").class_names
     rgb = write_run(tmp_path / "rgb", "tsn", data=data, class_names=names)
     flow = write_run(tmp_path / "flow", "tsn", data=data, class_names=names, modality="flow")
     said = []

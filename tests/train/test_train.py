@@ -28,8 +28,8 @@ from tests.conftest import TINY_PREPROCESS
 from tests.preprocess.checks import pids_with
 from tests.s3server import restart_when
 
-# A tiny TSM on the event task; two workers of half a CPU leave one CPU to Ray Data.
-TINY = ["task=event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
+# A tiny TSM on the subaction_event task; two workers of half a CPU leave one CPU to Ray Data.
+TINY = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
         "batch_size=4", "workers=2", "cpus_per_worker=0.5", "test_views=1", "test_crops=1", "lr=0.05"]
 
 
@@ -53,8 +53,8 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
     run = Path(result["run"])
     assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0000", "epoch_0001"]
     history = result["history"]
-    train_clips = len(load_split_labels(data, "event", "train").labels)
-    val_clips = len(load_split_labels(data, "event", "val").labels)
+    train_clips = len(load_split_labels(data, "subaction_event", "train").labels)
+    val_clips = len(load_split_labels(data, "subaction_event", "val").labels)
     # Each epoch saw every train clip once across the 2 shards (equal split may drop < 2).
     assert [m["epoch"] for m in history] == [0, 1]
     assert all(train_clips - 2 < m["train_samples"] <= train_clips for m in history)
@@ -189,13 +189,13 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
     run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
     result = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0), say=quiet)
-    assert result["run"] == storage.join(runs, "tsm_rgb_event")
+    assert result["run"] == storage.join(runs, "tsm_rgb_subaction_event")
     assert result["checkpoint"] == storage.join(result["run"], "epoch_0000")
     assert storage.exists(storage.join(result["checkpoint"], "state.pt"))
-    assert result["history"][0]["train_samples"] == len(load_split_labels(data, "event", "train").labels)
+    assert result["history"][0]["train_samples"] == len(load_split_labels(data, "subaction_event", "train").labels)
     results = evaluate(result["run"], say=quiet)
     assert storage.exists(storage.join(result["run"], "eval", "metrics.json"))
-    assert results["run"]["clips"] == len(load_split_labels(data, "event", "val").labels)
+    assert results["run"]["clips"] == len(load_split_labels(data, "subaction_event", "val").labels)
 
 
 def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_server, s3_prefix):
@@ -224,8 +224,8 @@ def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
 
 def test_more_workers_than_clips_is_a_clear_error(tiny_store, tmp_path):
     data, _ = tiny_store
-    clips = len(load_split_labels(data, "event", "train").labels)
-    with pytest.raises(ValueError, match=f"{clips} train clips of task event cannot feed {clips + 1} workers"):
+    clips = len(load_split_labels(data, "subaction_event", "train").labels)
+    with pytest.raises(ValueError, match=f"{clips} train clips of task subaction_event cannot feed {clips + 1} "):
         run_training(tiny_config(data, str(tmp_path), workers=clips + 1), say=quiet)
     assert not list(tmp_path.iterdir())  # nothing written
 
@@ -235,4 +235,4 @@ def test_element_tasks_know_each_class_set_and_event(tiny_store):
     gym99 = load_split_labels(data, "gym99", "train")
     assert len(gym99.levels["set"]) == len(gym99.levels["event"]) == gym99.num_classes == 99
     assert gym99.levels["set"][0] == 1 and gym99.levels["event"][0] == 1  # Gym99 starts with vault
-    assert load_split_labels(data, "event", "train").levels == {}
+    assert load_split_labels(data, "subaction_event", "train").levels == {}

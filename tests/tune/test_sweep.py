@@ -24,9 +24,9 @@ from finegym_ray.tune.config import load_sweep
 from finegym_ray.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-# A tiny TSN on the event task, validated on its training clips (the tiny SynGym's val
+# A tiny TSN on the subaction_event task, validated on its training clips (the tiny SynGym's val
 # split may be empty). One worker of one CPU leaves the other CPU to Ray Data.
-TRAIN = {"task": "event", "model": "tsn", "depth": 10, "base_width": 8, "segments": 2, "crop": 32,
+TRAIN = {"task": "subaction_event", "model": "tsn", "depth": 10, "base_width": 8, "segments": 2, "crop": 32,
          "test_short": 48, "batch_size": 4, "test_views": 1, "test_crops": 1, "val_split": "train",
          "optimizer": "adamw"}
 
