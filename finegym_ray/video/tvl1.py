@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .flow import check_chunk
+
 _CHECK_EVERY = 5  # inner iterations between convergence checks on a GPU (see TVL1._level)
 _MIN_LEVEL_SIDE = 16  # pixels: OpenCV's pyramid stops before a level smaller than this
 
@@ -108,13 +110,8 @@ class TVL1:
         Returns (N', H, W, 2) float32 pixels per frame: prev -> frames[0] when prev is
         given, then frames[0] -> frames[1], ...; N' = N with prev, else max(N - 1, 0).
         """
-        frames = np.asarray(frames)
-        if frames.dtype != np.uint8 or frames.ndim != 3:
-            raise ValueError(f"frames must be (N, H, W) uint8 grey, got {frames.dtype} {frames.shape}")
+        frames, prev = check_chunk(frames, prev)
         if prev is not None:
-            prev = np.asarray(prev)
-            if prev.dtype != np.uint8 or prev.shape != frames.shape[1:]:
-                raise ValueError(f"prev must be a {frames.shape[1:]} uint8 frame, got {prev.dtype} {prev.shape}")
             frames = np.concatenate([prev[None], frames])
         n_pairs = max(len(frames) - 1, 0)
         out = np.empty((n_pairs, *frames.shape[1:], 2), dtype=np.float32)
