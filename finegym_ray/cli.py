@@ -22,6 +22,9 @@ from .dataset.errors import FormatError
 from .ray_connect import init_ray
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+# Commands whose rerun resumes where an interrupted one stopped (Ctrl-C says so).
+RESUMABLE = ("train", "tune", "preprocess")
 
 
 def _endpoint_url(text: str) -> str:
@@ -58,7 +61,7 @@ def _add_synth_options(p: argparse.ArgumentParser, default_preset: str = "small"
                    help="frame rate of every video (default: each video draws one of 25, 29.97, 30)")
     p.add_argument("--config", metavar="YAML", help="synth config file (fields of SynthConfig)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field, e.g. --set noise_std=4 (repeatable)")
+                   help="override one config field, e.g. --set noise=4 (repeatable)")
 
 
 def _synth_config(args: argparse.Namespace):
@@ -140,7 +143,7 @@ SMOKE_SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]",
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from .config import load_config, to_yaml
     from .preprocess.config import PreprocessConfig
-    from .preprocess.pipeline import format_summary, run_preprocess
+    from .preprocess.pipeline import format_summary, run_preprocess, videos_to_cut
 
     overrides = list(args.overrides)
     if args.smoke_test:
@@ -160,14 +163,24 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("annotations", "videos", "out") if not getattr(args, n)]
     if missing:
         raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
+    videos_to_cut(args.videos)  # no folder, or no video in it: refused before Ray starts
     print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
     init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              break_lease=args.break_lease, say=lambda m: print(f"[preprocess] {m}", flush=True))
     print(format_summary(summary))
-    out = args.out.rstrip("/")
-    print(f"clips:   {out}/clips/\nerrors:  {out}/errors/\nsummary: {out}/summary.json\nconfig:  {out}/config.yaml")
+    print(preprocess_outputs(args.out))
     return preprocess_exit_code(summary, strict=args.strict)
+
+
+def preprocess_outputs(out: str) -> str:
+    """Where preprocessing's outputs are, one per line; errors/ only when it exists
+    (nothing failed: none is written)."""
+    from . import storage
+
+    out = out.rstrip("/")
+    errors = f"errors:  {out}/errors/\n" if storage.list_uris(storage.join(out, "errors")) else ""
+    return f"clips:   {out}/clips/\n{errors}summary: {out}/summary.json\nconfig:  {out}/config.yaml"
 
 
 def _smoke_store() -> str:
@@ -206,6 +219,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if flag:
             overrides.append(f"{key}={flag}")
     config = load_config(TrainConfig, args.config, overrides)
+    if not args.smoke_test:
+        from .train.data import check_data_settings
+
+        # The clips' recorded settings against the task and modality, before Ray starts.
+        check_data_settings(config.data, config.task, config.modality)
     init_ray(args.address)
     if args.smoke_test:
         import tempfile
@@ -241,11 +259,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           ("--segments", args.segments)):
         if value is not None and value < 1:
             raise ValueError(f"evaluate {option} must be >= 1, got {value}")
-    if args.segments is not None:
-        # A model that cannot take other segments (TRN, I3D) is refused from its config
-        # alone (no state.pt read), before Ray starts.
+    if not args.smoke_test:
+        from .train.data import check_data_settings
+
+        if not args.run:
+            raise ValueError("evaluate needs --run (or --smoke-test)")
+        # Before Ray starts, from each run's config alone (no state.pt read): a run that is
+        # not there, a model that cannot take other segments (TRN, I3D), clips that lack
+        # what the run's task or modality reads.
         for uri in filter(None, (args.run, args.fuse)):
-            checkpoint_at_test(uri, args.segments, verify_state=False)
+            _, config = checkpoint_at_test(uri, args.segments, verify_state=False)
+            check_data_settings(config.data, config.task, config.modality)
     init_ray(args.address)
     if args.smoke_test:
         import tempfile
@@ -373,6 +397,35 @@ def preprocess_exit_code(summary: dict, *, strict: bool) -> int:
     return 0
 
 
+def train_settings_help() -> str:
+    """Every TrainConfig field with its default (and its choices where the config module
+    names them), generated from the dataclass so that ``train --help`` cannot drift."""
+    from dataclasses import MISSING, fields
+
+    from .dataset.labels import TASK_NAMES
+    from .train import config as train_config
+
+    choices = {"task": TASK_NAMES, "modality": train_config.MODALITIES, "model": train_config.MODELS,
+               "class_balance": train_config.CLASS_BALANCE, "optimizer": train_config.OPTIMIZERS,
+               "depth": train_config.DEPTHS}
+
+    def shown(value) -> str:
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(map(shown, value)) + "]"
+        return "''" if value == "" else str(value)
+
+    items = []
+    for f in fields(train_config.TrainConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        more = f" ({'|'.join(map(str, choices[f.name]))})" if f.name in choices else ""
+        items.append(f"{f.name}={shown(default)}{more}")
+    return ", ".join(items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finegym-ray",
@@ -453,12 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUNS/NAME (the last keep_checkpoints and the best kept); running the same command again "
                     "continues after the newest complete one, and a worker that dies is replaced and resumes "
                     "from it. Another epochs, model or preprocessing of the clips is refused on resume.",
-        epilog="settings (--set KEY=VALUE or --config YAML, see configs/): data, task=gym99|gym288|gym530|event|"
-               "set|vt|fx|fx_s1|ub_s1, modality=rgb|flow, model=tsn|trn|trn_multiscale|tsm|i3d|nl_i3d, depth, "
-               "base_width, pretrained=URI, segments, frames_per_segment, crop, test_short, class_balance="
-               "none|loss|resample, epochs, batch_size (per worker), lr, warmup_epochs, workers, "
-               "cpus_per_worker, use_gpu, bf16, max_failures, val_every, keep_checkpoints=2 (0: all), "
-               "keep_best=true, runs, name. "
+        epilog=f"settings (--set KEY=VALUE or --config YAML, see configs/; the comments in "
+               f"finegym_ray/train/config.py explain each), with their defaults: {train_settings_help()}. "
                "Example: finegym-ray train --config configs/tsm_flow_demo.yaml --data finegym_demo/store")
     p.add_argument("--config", metavar="YAML", help="train config file (configs/*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -665,6 +714,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_endpoint(args.s3_endpoint)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
+        print(f"finegym-ray: interrupted; run the same command again to resume the {args.command}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:
         message = bad_input_message(e)
         if message is None or os.environ.get("FINEGYM_RAY_DEBUG"):

@@ -180,4 +180,6 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
         _say("train", "\n" + format_history(trained["history"]))
         results = evaluate(trained["run"], say=lambda m: _say("evaluate", m))
         where.update(run=trained["run"], evaluation=storage.join(trained["run"], "eval"))
+    if not storage.list_uris(where["errors"]):
+        del where["errors"]  # nothing failed: no errors/ was written
     return {"outputs": where, "results": results if train is not None else None, "seconds": time.time() - t0}

@@ -70,7 +70,7 @@ def test_bad_training_settings_exit_2_naming_the_field(tmp_path):
     r = cli("train", "--data", tmp_path, "--set", "model=resnet")
     assert r.returncode == 2 and "model must be one of" in r.stderr and "Traceback" not in r.stderr
     r = cli("evaluate", "--run", tmp_path / "nothing")
-    assert r.returncode == 2 and "no complete checkpoint" in r.stderr
+    assert r.returncode == 2 and "no such run" in r.stderr
 
 
 def test_bad_override_exits_2(tmp_path):
@@ -128,7 +128,8 @@ def test_refused_credentials_exit_2_naming_the_uri(tmp_path):
     r = cli_env("preprocess", "--annotations", "s3://bucket/ann/finegym_annotation_info_v1.1.json",
                 "--videos", "s3://bucket/videos", "--out", tmp_path / "out", "--s3-endpoint", "http://127.0.0.1:1",
                 env=no_aws_env(tmp_path))
-    one_error_line(r, "s3://bucket/ann/finegym_annotation_info_v1.1.json", "credentials")
+    # The videos are listed first: "no video at all" is refused before Ray starts.
+    one_error_line(r, "s3://bucket/videos", "credentials")
     assert time.monotonic() - t0 < 20
 
 
@@ -138,8 +139,8 @@ def test_a_dead_endpoint_exits_2_naming_the_uri_and_endpoint(tmp_path):
                 "--out", tmp_path / "out", "--s3-endpoint", "http://127.0.0.1:1",
                 env=no_aws_env(tmp_path, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                                FINEGYM_RAY_S3_RETRY_S="3"))  # the default, 30 s, rides out a server restart
-    one_error_line(r, "s3://bucket/ann", "127.0.0.1:1",
-                   progress=r"^ListObjectsV2 s3://bucket/ann failed .* retry \d+ in .*budget 3 s")
+    one_error_line(r, "s3://bucket/videos", "127.0.0.1:1",
+                   progress=r"^ListObjectsV2 s3://bucket/videos failed .* retry \d+ in .*budget 3 s")
     assert time.monotonic() - t0 < 20
 
 
@@ -148,6 +149,7 @@ def test_a_video_id_that_is_a_path_exits_2_naming_file_and_key(tmp_path):
     ann.write_text(json.dumps({"../../escaped/evil": {"E_000010_000020": {
         "event": 5, "timestamps": [[10.0, 20.0]], "segments": None}}}))
     (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "other.mp4").write_bytes(b"")  # a folder without any video is refused first
     r = cli("preprocess", "--annotations", ann, "--videos", tmp_path / "videos", "--out", tmp_path / "out")
     one_error_line(r, str(ann), "'../../escaped/evil'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json", "videos"]
@@ -193,3 +195,148 @@ def test_messages_with_several_lines_become_one(tmp_path, capsys):
 @pytest.mark.parametrize("option", ["--workers", "--cpus-per-worker"])
 def test_evaluate_counts_below_one_exit_2_naming_the_option(tmp_path, option):
     one_error_line(cli("evaluate", "--run", tmp_path, option, "0"), option)
+
+
+# --- Issue 20: refusals before Ray starts, help and output slips. ---
+
+# Runs the CLI in a real process whose init_ray refuses to run: a refusal that must come
+# before Ray starts fails the test loudly instead of starting a cluster.
+NO_RAY = ("import sys, finegym_ray.cli as c\n"
+          "def no_ray(*a, **k):\n"
+          "    print('RAY WOULD START', file=sys.stderr); sys.exit(99)\n"
+          "c.init_ray = no_ray\n"
+          "sys.exit(c.main(sys.argv[1:]))\n")
+
+
+def cli_no_ray(*args):
+    import time
+
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", NO_RAY, *map(str, args)], capture_output=True, text=True, timeout=120)
+    r.seconds = time.monotonic() - t0
+    return r
+
+
+def _store_without_flow(tmp_path, flow) -> Path:
+    import json
+
+    store = tmp_path / "store"
+    store.mkdir()
+    settings = {"short_side": 64, "flow": flow, "events": False, "subactions": True}
+    (store / "preprocess.json").write_text(json.dumps({"hash": "0123456789ab", "settings": settings}))
+    return store
+
+
+@pytest.mark.parametrize("flow", [{"method": "none"}, "none"])  # today's record, and older outputs'
+def test_flow_model_on_clips_without_flow_is_refused_before_ray(tmp_path, flow):
+    store = _store_without_flow(tmp_path, flow)
+    r = cli_no_ray("train", "--data", store, "--runs", tmp_path / "runs", "--set", "modality=flow")
+    one_error_line(r, str(store), "flow=none", "modality=rgb")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_of_a_flow_run_on_clips_without_flow_is_refused_before_ray(tmp_path):
+    from tests.train.test_evaluate import write_run
+
+    store = _store_without_flow(tmp_path, {"method": "none"})
+    run = write_run(tmp_path / "runs", "tsn", data=str(store), modality="flow")
+    r = cli_no_ray("evaluate", "--run", run)
+    one_error_line(r, str(store), "flow=none")
+    assert not (Path(run) / "eval").exists()
+
+
+def test_evaluate_of_a_missing_run_is_refused_before_ray(tmp_path):
+    r = cli_no_ray("evaluate", "--run", tmp_path / "nothing")
+    one_error_line(r, str(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])  # no such folder; a folder without videos
+def test_preprocess_without_any_video_is_refused_before_ray(tmp_path, content):
+    videos = tmp_path / "videos"
+    if content:
+        videos.mkdir()
+        (videos / content).write_text("x")
+    r = cli_no_ray("preprocess", "--annotations", DATA / "annotations.json", "--videos", videos,
+                   "--out", tmp_path / "out")
+    one_error_line(r, str(videos), ".mp4", ".mkv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_with_some_videos_passes_the_video_check(tmp_path):
+    from finegym_ray.preprocess.pipeline import videos_to_cut
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    assert videos_to_cut(str(tmp_path)) == {"a": str(tmp_path / "a.mp4")}
+
+
+def _subparsers():
+    import argparse
+
+    parser = cli_module.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_set_example_in_the_help_is_a_valid_setting():
+    from finegym_ray.config import load_config
+    from finegym_ray.preprocess.config import PreprocessConfig
+    from finegym_ray.synth.config import SynthConfig
+    from finegym_ray.train.config import TrainConfig
+    from finegym_ray.tune.config import load_sweep
+
+    def sweep(item):
+        return load_sweep(None, [item, "name=x"] if not item.startswith("train.data") else [item + "d", "name=x"])
+
+    check = {"synth": lambda o: load_config(SynthConfig, overrides=[o]),
+             "demo": lambda o: load_config(SynthConfig, overrides=[o]),
+             "preprocess": lambda o: load_config(PreprocessConfig, overrides=[o]),
+             "train": lambda o: load_config(TrainConfig, overrides=[o]),
+             "tune": sweep, "study": sweep}
+    seen = 0
+    for name, parser in _subparsers().items():
+        text = " ".join(parser.format_help().split())
+        for item in re.findall(r"--(?:train-)?set ([a-z_][a-z_0-9.]*=\S*)", text):
+            item = item.rstrip(",.;):")
+            if re.fullmatch(r"[A-Z_]+", item.split("=", 1)[1]):
+                continue  # a placeholder (--set flow=NAME), not an example
+            if name == "demo" and "--train-set" in text and item.split("=")[0] in TrainConfig.__dataclass_fields__:
+                load_config(TrainConfig, overrides=[item])
+            else:
+                check[name](item)  # raises ConfigError for an unknown key or bad value
+            seen += 1
+        for item in re.findall(r"--train-set \S+ .*?e\.g\. ([a-z_]+=\S+)", text):
+            load_config(TrainConfig, overrides=[item.rstrip(",.;)")])
+    assert seen >= 8
+
+
+def test_train_help_lists_every_setting_with_its_default():
+    from dataclasses import MISSING, fields
+
+    from finegym_ray.train.config import TrainConfig
+
+    text = " ".join(_subparsers()["train"].format_help().split())
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        assert f"{f.name}=" in text, f.name
+        if isinstance(default, (int, float, str)) and default != "" and not isinstance(default, bool):
+            assert f"{f.name}={default}" in text, (f.name, default)
+
+
+def test_errors_folder_is_printed_only_when_it_exists(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "errors:" not in cli_module.preprocess_outputs(str(out))
+    (out / "errors").mkdir()
+    (out / "errors" / "u.json").write_text("{}")
+    assert f"errors:  {out}/errors/" in cli_module.preprocess_outputs(str(out))
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "preprocess"])
+def test_ctrl_c_says_the_same_command_resumes(monkeypatch, capsys, command):
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, f"cmd_{command}", interrupted)
+    assert cli_module.main([command]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "same command" in err[0], err

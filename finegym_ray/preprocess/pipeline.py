@@ -62,6 +62,19 @@ def find_videos(videos: str) -> dict[str, str]:
     return found
 
 
+def videos_to_cut(videos: str) -> dict[str, str]:
+    """``find_videos``, refusing (ValueError) a folder that does not exist or holds no
+    video file at all: every unit would fail for want of its video. Some videos missing
+    is fine (their units are recorded as failed)."""
+    found = find_videos(videos)
+    if not found:
+        kinds = ", ".join(VIDEO_EXTENSIONS)
+        loc = storage.parse_uri(videos)
+        what = "no such folder" if not loc.is_s3 and not os.path.exists(loc.key) else "no video file in it"
+        raise ValueError(f"--videos {videos}: {what} (looked for files ending in {kinds})")
+    return found
+
+
 def plan(config: PreprocessConfig, manifest) -> list[WorkUnit]:
     """Work units for the clips ``config`` asks for, largest first."""
     parts = []
@@ -159,11 +172,12 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
     """
     t_start = time.time()
     manifest = build_manifest_from(annotations)
+    video_uris = videos_to_cut(videos)  # before anything is written
     with writer_lease(out, what=f"preprocess --out {out}", break_lease=break_lease, say=say):
-        return _preprocess(config, manifest, videos, out, prune, say, t_start)
+        return _preprocess(config, manifest, videos, video_uris, out, prune, say, t_start)
 
 
-def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune: bool,
+def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dict[str, str], out: str, prune: bool,
                 say: Callable[[str], None], t_start: float) -> dict[str, Any]:
     _check_settings(config, out)
     storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
@@ -187,7 +201,6 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, out: str, prune
     existing, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings)
     for reason, ids in sorted(redo.items()):
         say(f"cutting {len(ids)} unit(s) again whose shard is {reason}, e.g. {ids[0]}")
-    video_uris = find_videos(videos)
     todo = [u for u in units if u.unit_id not in existing]
     missing = [u for u in todo if u.video_id not in video_uris]
     for u in missing:

@@ -115,17 +115,44 @@ def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
     return SplitLabels(labels, view.class_names)
 
 
+def recorded_settings(data: str) -> dict:
+    """The preprocessing settings recorded in ``data`` (preprocess.json), {} without the file."""
+    import json
+
+    try:
+        return json.loads(storage.read_text(storage.join(data, PREPROCESS_SETTINGS))).get("settings") or {}
+    except FileNotFoundError:
+        return {}
+
+
+def check_clip_modality(data: str, modality: str) -> None:
+    """Raise ValueError when a flow model is to read clips that the settings recorded in
+    ``data`` say were cut without flow (``flow`` method "none": no flow columns). The
+    record is ``flow: {method, ...}``; older outputs hold ``flow: "none"``."""
+    if modality != "flow":
+        return
+    flow = recorded_settings(data).get("flow")
+    method = flow.get("method") if isinstance(flow, dict) else flow
+    if method == "none":
+        raise ValueError(f"{data}: a flow model (modality=flow) needs optical flow, but these clips were cut with "
+                         f"flow=none (no flow columns): train with --set modality=rgb, or preprocess with a flow "
+                         f"method (--set flow=dis) into another --out")
+
+
+def check_data_settings(data: str, task: str, modality: str) -> None:
+    """The checks of the preprocessing settings recorded in ``data`` against a task and
+    modality (``check_clip_kind``, ``check_clip_modality``): reads preprocess.json only,
+    so that the CLI runs them before Ray starts."""
+    check_clip_kind(data, task)
+    check_clip_modality(data, modality)
+
+
 def check_clip_kind(data: str, task: str) -> None:
     """Raise ValueError when the preprocessing settings recorded in ``data``
     (preprocess.json) say that the clips were cut without the kind ``task`` classifies:
     the event task needs ``events=true``, the others ``subactions=true``. Without the
     file nothing is checked here (``shards_with`` then finds no clip of the kind)."""
-    import json
-
-    try:
-        settings = json.loads(storage.read_text(storage.join(data, PREPROCESS_SETTINGS))).get("settings") or {}
-    except FileNotFoundError:
-        return
+    settings = recorded_settings(data)
     kind = task_kind(task)
     setting = "events" if kind == "event" else "subactions"
     if settings.get(setting) is False:

@@ -29,7 +29,7 @@ from ..metrics import (bootstrap, confusion_matrix, confusion_mean_class, confus
                        interval)
 from . import checkpoint as checkpoints
 from .config import TrainConfig
-from .data import SplitLabels, load_split_labels, sampled_clips
+from .data import SplitLabels, check_data_settings, load_split_labels, sampled_clips
 from .run import checkpoint_config
 
 # Models whose weights fit one number of segments: TRN's relation MLPs take the features
@@ -80,6 +80,8 @@ def checkpoint_at_test(run: str, segments: int | None = None, *, say: Callable[[
     ``verify_state``. Raises FileNotFoundError without a checkpoint."""
     checkpoint = checkpoints.find_latest(run, say=say, verify_state=verify_state)
     if checkpoint is None:
+        if not storage.list_uris(run):
+            raise FileNotFoundError(f"{run}: no such run (nothing there; a run is RUNS/NAME, as train printed)")
         raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
     return checkpoint, config_at_test(checkpoint_config(checkpoint, say=say), segments)
 
@@ -286,6 +288,8 @@ def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, fl
     # Every run is checked before any is scored: a refused fuse run wastes no scoring.
     tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say))
               for name, uri in (("run", run), ("other", fuse)) if uri is not None}
+    for _uri, _checkpoint, config in tested.values():
+        check_data_settings(config.data, config.task, config.modality)
     if fuse:
         weights = _checked_weights(fuse_weights or default_fuse_weights(tested["run"][2].modality,
                                                                         tested["other"][2].modality))

@@ -20,7 +20,7 @@ from ..dataset.labels import task_kind
 from ..lease import writer_lease
 from . import checkpoint as checkpoints
 from .config import TrainConfig, recorded_config
-from .data import SplitLabels, load_split_labels, sampled_clips
+from .data import SplitLabels, check_clip_modality, load_split_labels, sampled_clips
 
 
 def run_uri(config: TrainConfig) -> str:
@@ -58,6 +58,7 @@ def training_labels(config: TrainConfig, *,
     ValueError when they cannot train it, or when the run exists under a task name that
     has changed meaning since (``refuse_renamed_task``)."""
     refuse_renamed_task(config)
+    check_clip_modality(config.data, config.modality)  # the clip kind: load_split_labels checks it
     train = load_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
         raise ValueError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
