@@ -9,6 +9,10 @@ Writes under ``out``:
   decision-tree analogue), with which attributes a single frame can show;
 - ``videos/<video_id>.mp4``: H.264, yuv420p;
 - ``syngym.yaml``: the config, written last: its presence marks a complete dataset.
+
+With ``val_videos_seed`` the val split is videos of its own (planned and rendered from
+that seed), written in the same files: one annotation file for all videos, and split
+files in which each video's keys are all train or all val.
 """
 
 from __future__ import annotations
@@ -52,18 +56,30 @@ class SynthSummary:
     labelled: dict[str, int]  # split -> labelled sub-actions (Gym288 keys)
     classes_seen: int  # Gym530 classes with at least one instance
     seconds: float  # wall time
+    val_videos: int = 0  # videos of the val split's own (val_videos_seed), 0: val shares the videos
 
     def describe(self) -> str:
         split = ", ".join(f"{k} {v}" for k, v in sorted(self.labelled.items()))
+        if self.val_videos:
+            split += f" (val: {self.val_videos} videos of its own)"
         return (f"{self.videos} videos ({self.hours * 60:.1f} min, {self.frames} frames), {self.events} routines "
                 f"({self.mens_events} men's, without sub-actions), {self.subactions} sub-actions "
                 f"({self.classes_seen} of 530 element classes), labelled: {split}; {self.seconds:.1f} s")
 
 
 def plan_dataset(config: SynthConfig) -> list[VideoPlan]:
-    """The plans of every video; cheap (no pixels), deterministic per config."""
+    """The plans of every video; cheap (no pixels), deterministic per config. With
+    ``val_videos_seed`` the last ``config.val_videos`` are the val split's own videos,
+    drawn from that seed; the others are the first videos of the dataset without it."""
     elements = build_elements()
-    return [plan_video(config, i, elements) for i in range(config.videos)]
+    n_train = config.videos - config.val_videos
+    plans = [plan_video(config, i, elements) for i in range(n_train)]
+    plans += [plan_video(config, i, elements, seed=config.val_videos_seed, val=True)
+              for i in range(n_train, config.videos)]
+    ids = [p.video_id for p in plans]
+    if len(set(ids)) < len(ids):  # two videos would share one file and one key prefix
+        raise ValueError("synth config: two videos drew the same id; change seed or val_videos_seed")
+    return plans
 
 
 def annotation_events(plans: Sequence[VideoPlan]) -> list[Event]:
@@ -83,13 +99,19 @@ def annotation_events(plans: Sequence[VideoPlan]) -> list[Event]:
 def assign_splits(plans: Sequence[VideoPlan], val_fraction: float, seed: int) -> dict[str, tuple[str, int]]:
     """key -> (split, glabel) for every sub-action: per class, ``val_fraction`` of the
     instances (at least one when a class has two or more) go to val. Train and val share
-    videos and routines, as in FineGym."""
+    videos and routines, as in FineGym. Where plans are marked ``val`` (the val split's
+    own videos), their sub-actions are val and all others train."""
     by_class: dict[int, list[str]] = defaultdict(list)
+    by_video: dict[str, tuple[str, int]] = {}
+    separate = any(plan.val for plan in plans)
     for plan in plans:
         for ev in plan.events:
             for s in ev.subactions or ():
                 key = instance_key(plan.video_id, event_id(ev.start_s, ev.end_s), subaction_id(s.stages))
                 by_class[s.glabel].append(key)
+                by_video[key] = ("val" if plan.val else "train", s.glabel)
+    if separate:
+        return by_video
     rng = np.random.default_rng([seed, 1 << 20])
     out = {}
     for glabel in sorted(by_class):
@@ -196,4 +218,5 @@ def _summary(plans: Sequence[VideoPlan], config: SynthConfig, seconds: float) ->
         labelled=dict(labelled),
         classes_seen=len({g for _, g in splits.values()}),
         seconds=seconds,
+        val_videos=sum(p.val for p in plans),
     )

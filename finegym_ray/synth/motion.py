@@ -96,7 +96,10 @@ def _twist_window(timing: str) -> tuple[float, float]:
 
 def salto(a: dict, u: float, place: Place, frontal: bool = False) -> Pose:
     """Take off (crouch), fly with ``rotations`` somersaults and ``twists`` turns in
-    ``shape``, land. ``direction`` backward turns the rotation around."""
+    ``shape``, land. ``direction`` backward turns the rotation around. ``sideways`` (or
+    ``frontal``): a side salto, about the sagittal axis: she faces the camera, legs
+    apart, and turns in the image plane, the head leading the travel as in a cartwheel."""
+    frontal = frontal or bool(a.get("sideways"))
     sign = -1.0 if a.get("direction") == "backward" else 1.0
     crouch = 1 - phase(u, 0.0, 0.15) if u < 0.15 else phase(u, 0.85, 1.0) * (1 - phase(u, 0.9, 1.0))
     f = phase(u, 0.15, 0.85)

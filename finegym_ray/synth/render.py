@@ -104,41 +104,68 @@ def _backdrop(event: int, width: int, height: int, clutter: int, rng: np.random.
 
 
 def _joints(pose: Pose) -> dict[str, tuple[float, float]]:
-    """Scene positions of the figure's joints for ``pose``."""
-    # Body frame: x forward, y up, origin at the hips.
-    ct = math.cos(pose.twist)
-    fx = 1.0 if pose.frontal else ct  # a frontal figure is not foreshortened by the twist
-    arm_len = 0.3 * BODY
+    """Scene positions of the figure's joints for ``pose``.
 
-    def leg(angle: float, knee: float) -> tuple[tuple[float, float], tuple[float, float]]:
-        k = (LEG * math.sin(angle), -LEG * math.cos(angle))
-        f = (k[0] + LEG * math.sin(angle - knee), k[1] - LEG * math.cos(angle - knee))
+    The body frame is 3-D: x forward, y up (the long axis), z to her side, origin at
+    the hips. Hips and knees flex in the sagittal plane (x, y). In profile the legs
+    split and the arms swing in that plane too; a frontal figure (side salto, a turn
+    with the free leg to the side) spreads them sideways (z). The twist turns the body
+    about y (her front towards the camera as it grows: ``_faces_camera``); the camera
+    looks along z at a figure in profile, along x at a frontal one, orthographically,
+    and the somersault (about z in profile, about the sagittal axis x from the front)
+    then turns the drawing in the image plane. A flat figure is foreshortened by
+    cos(twist) either way; a frontal one's flexed hips and knees come into view as it
+    twists. Profile poses come out exactly as from the 2-D figure of before.
+    """
+    ct, st = math.cos(pose.twist), math.sin(pose.twist)
+    arm_len = 0.3 * BODY
+    # Legs: flexion ``angle`` forward in the sagittal plane, spread sideways by ``side``.
+    spread = 0.5 * pose.split if pose.frontal else 0.0
+
+    def leg(angle: float, knee: float, side: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        c, s = math.cos(side), math.sin(side)
+        k = (LEG * math.sin(angle) * c, -LEG * math.cos(angle) * c, LEG * s)
+        f = (k[0] + LEG * math.sin(angle - knee) * c, k[1] - LEG * math.cos(angle - knee) * c, k[2] + LEG * s)
         return k, f
 
-    k1, f1 = leg(pose.hip + pose.split / 2, pose.knee)
-    k2, f2 = leg(pose.hip - pose.split / 2, pose.knee + pose.back_knee)
-    neck = (0.0, TORSO)
-    h1 = (neck[0] + arm_len * math.sin(pose.arm + 0.15), neck[1] - arm_len * math.cos(pose.arm + 0.15))
-    back_arm = -pose.arm if pose.frontal else pose.arm - 0.15
-    h2 = (neck[0] + arm_len * math.sin(back_arm), neck[1] - arm_len * math.cos(back_arm))
-    body = {"hip": (0.0, 0.0), "neck": neck, "head": (0.0, TORSO + 0.08 * BODY),
-            "bun": (-0.06 * BODY, TORSO + 0.11 * BODY), "chest": (0.02 * BODY, 0.7 * TORSO),
+    if pose.frontal:  # seen from the front, -z is screen right: leg 1 to the right
+        k1, f1 = leg(pose.hip, pose.knee, -spread)
+        k2, f2 = leg(pose.hip, pose.knee + pose.back_knee, spread)
+    else:
+        k1, f1 = leg(pose.hip + pose.split / 2, pose.knee, 0.0)
+        k2, f2 = leg(pose.hip - pose.split / 2, pose.knee + pose.back_knee, 0.0)
+    neck = (0.0, TORSO, 0.0)
+    if pose.frontal:  # arms raised sideways, one to each side
+        h1 = (0.0, neck[1] - arm_len * math.cos(pose.arm + 0.15), -arm_len * math.sin(pose.arm + 0.15))
+        h2 = (0.0, neck[1] - arm_len * math.cos(pose.arm), arm_len * math.sin(pose.arm))
+    else:
+        h1 = (arm_len * math.sin(pose.arm + 0.15), neck[1] - arm_len * math.cos(pose.arm + 0.15), 0.0)
+        h2 = (arm_len * math.sin(pose.arm - 0.15), neck[1] - arm_len * math.cos(pose.arm - 0.15), 0.0)
+    body = {"hip": (0.0, 0.0, 0.0), "neck": neck, "head": (0.0, TORSO + 0.08 * BODY, 0.0),
+            "bun": (-0.06 * BODY, TORSO + 0.11 * BODY, 0.0), "chest": (0.02 * BODY, 0.7 * TORSO, 0.0),
             "knee1": k1, "foot1": f1, "knee2": k2, "foot2": f2, "hand1": h1, "hand2": h2}
     cr, sr = math.cos(pose.rotation), math.sin(pose.rotation)
     out = {}
-    for name, (x, y) in body.items():
-        x *= fx
+    for name, (x, y, z) in body.items():
+        # Twist about the long axis, then what the camera sees across the image: x in
+        # profile (the camera on the +z side), -z from the front (the camera ahead of her).
+        x = -(x * st + z * ct) if pose.frontal else x * ct - z * st
         xr, yr = x * cr + y * sr, -x * sr + y * cr  # forward rotation turns the head forward
         out[name] = (pose.x + pose.facing * xr, pose.y - yr)
     return out
+
+
+def _faces_camera(pose: Pose) -> float:
+    """How far her front turns to the camera: 1 facing it, -1 her back to it."""
+    return math.cos(pose.twist) if pose.frontal else math.sin(pose.twist)
 
 
 def _draw_figure(frame: np.ndarray, pose: Pose, view: _View, colours: tuple[tuple[int, int, int], ...]) -> None:
     front, back, skin = colours
     j = _joints(pose)
     thick = max(2, int(0.022 * view.scale))
-    facing_camera = pose.frontal or math.sin(pose.twist) >= 0.0
-    suit = front if facing_camera else back
+    toward = _faces_camera(pose)
+    suit = front if toward >= 0.0 else back
 
     def line(a: str, b: str, colour, t: int = thick) -> None:
         cv2.line(frame, view.px(*j[a]), view.px(*j[b]), colour, t, cv2.LINE_AA)
@@ -151,10 +178,11 @@ def _draw_figure(frame: np.ndarray, pose: Pose, view: _View, colours: tuple[tupl
     line("knee1", "foot1", suit)
     line("neck", "hand1", skin)
     cv2.circle(frame, view.px(*j["head"]), max(2, int(0.065 * BODY * view.scale)), skin, -1, cv2.LINE_AA)
-    if not pose.frontal:
-        # Hair tied at the back of the head: which way she faces shows in any frame.
+    if not pose.frontal or toward < 0.0:
+        # Hair tied at the back of the head: which way she faces shows in any frame
+        # (hidden behind the head while she faces the camera).
         cv2.circle(frame, view.px(*j["bun"]), max(1, int(0.035 * BODY * view.scale)), (30, 40, 60), -1, cv2.LINE_AA)
-    if pose.frontal or math.sin(pose.twist) > 0.3:
+    if toward > 0.3:
         # The emblem on the front of the leotard: seen only while she faces the camera.
         cv2.circle(frame, view.px(*j["chest"]), max(1, thick // 2 + 1), (255, 255, 255), -1, cv2.LINE_AA)
 
@@ -188,6 +216,14 @@ def _end_facing(sub: SubActionPlan) -> int:
     return sub.place.facing * (-1 if round(2 * twists) % 2 else 1)
 
 
+def element_pose(element: Element, u: float, place: Place, cuts: tuple[float, ...] = ()) -> Pose:
+    """The pose ``u`` (0-1) of the way through ``element`` at ``place``; ``cuts``: a
+    vault's stage ends (fractions of the whole)."""
+    if element.family == "vault" and cuts:
+        return FAMILIES["vault"](element.motion, u, place, cuts)
+    return FAMILIES[element.family](element.motion, u, place)
+
+
 def _routine_pose(ev: EventPlan, ar: Arena, rel: float) -> Pose:
     """The gymnast's pose ``rel`` seconds into routine ``ev``."""
     if ev.subactions is None:  # men's events: continuous giant swings around the apparatus
@@ -199,12 +235,8 @@ def _routine_pose(ev: EventPlan, ar: Arena, rel: float) -> Pose:
         if rel < start:
             return _between(ev, ar, rel, prev, sub)
         if rel < end:
-            element = _elements()[sub.glabel]
-            u = (rel - start) / (end - start)
-            if element.family == "vault":
-                cuts = ((sub.stages[0][1] - start) / (end - start), (sub.stages[1][1] - start) / (end - start))
-                return FAMILIES["vault"](element.attrs, u, sub.place, cuts)
-            return FAMILIES[element.family](element.attrs, u, sub.place)
+            return element_pose(_elements()[sub.glabel], (rel - start) / (end - start), sub.place,
+                                tuple((b - start) / (end - start) for _, b in sub.stages[:-1]))
         prev = sub
     return _between(ev, ar, rel, prev, None)
 
@@ -241,7 +273,7 @@ def _noise_bank(rng: np.random.Generator, height: int, width: int, std: float, n
 def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
     """Render ``plan`` to an H.264 MP4 at ``path`` (written to a temporary name, then
     renamed: a half-written video never has the final name). Returns ``path``."""
-    rng = np.random.default_rng([config.seed, plan.index, 1])
+    rng = np.random.default_rng([config.seed if plan.seed is None else plan.seed, plan.index, 1])
     w, h = config.width, config.height
     camera = _Camera(rng, config.camera_jitter * h / 360.0, config.zoom)
     noise = _noise_bank(rng, h, w, config.noise) if config.noise > 0 else []

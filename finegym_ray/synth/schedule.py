@@ -45,6 +45,8 @@ class VideoPlan:
     fps: Fraction  # frames per second, exact (30000/1001 for 29.97)
     duration_s: float
     events: tuple[EventPlan, ...]
+    seed: int | None = None  # the seed it was planned and is rendered from (None: the config's)
+    val: bool = False  # a video of the val split's own (SynthConfig.val_videos_seed)
 
     @property
     def num_frames(self) -> int:
@@ -56,8 +58,8 @@ def exact_fps(fps: float) -> Fraction:
     return Fraction(30000, 1001) if abs(fps - 29.97) < 1e-6 else Fraction(fps).limit_denominator(1001)
 
 
-def video_rng(config: SynthConfig, index: int) -> np.random.Generator:
-    return np.random.default_rng([config.seed, index])
+def video_rng(config: SynthConfig, index: int, seed: int | None = None) -> np.random.Generator:
+    return np.random.default_rng([config.seed if seed is None else seed, index])
 
 
 def video_id(rng: np.random.Generator) -> str:
@@ -99,7 +101,7 @@ def _routine_elements(rng: np.random.Generator, event: int, n: int, by_event: di
 def _place(rng: np.random.Generator, element: Element, event: int, aspect: float) -> Place:
     """Where the element happens and which way she faces (see motion.py)."""
     ar = arena(event, aspect)
-    a = element.attrs
+    a = element.motion
     backward = a.get("direction") == "backward"
     if element.family == "vault":
         return Place(ar.lo, ar.hi - 0.05 * aspect, ar.floor, ar.floor, 1, table=ar.table)
@@ -132,9 +134,12 @@ def _duration(rng: np.random.Generator, config: SynthConfig) -> float:
     return float(np.clip(config.subaction_median_s * np.exp(rng.normal(0.0, 0.45)), lo, hi))
 
 
-def plan_video(config: SynthConfig, index: int, elements: list[Element]) -> VideoPlan:
-    """The plan of video ``index``: idle footage, routines, and their sub-actions."""
-    rng = video_rng(config, index)
+def plan_video(config: SynthConfig, index: int, elements: list[Element], *, seed: int | None = None,
+               val: bool = False) -> VideoPlan:
+    """The plan of video ``index``: idle footage, routines, and their sub-actions, drawn
+    from ``seed`` (default the config's); ``val``: a video of the val split's own."""
+    seed = config.seed if seed is None else seed
+    rng = video_rng(config, index, seed)
     vid = video_id(rng)
     fps = exact_fps(config.fps if config.fps is not None else float(rng.choice(FPS_CHOICES)))
     aspect = config.width / config.height
@@ -157,7 +162,7 @@ def plan_video(config: SynthConfig, index: int, elements: list[Element]) -> Vide
             end = round(start + subs[-1].stages[-1][1] + _uniform(rng, [0.8, 2.5]), 2)
             events.append(EventPlan(label, start, end, tuple(subs)))
         t = end + _uniform(rng, config.idle_range_s)
-    return VideoPlan(index, vid, fps, round(t, 2), tuple(events))
+    return VideoPlan(index, vid, fps, round(t, 2), tuple(events), seed, val)
 
 
 def _plan_subactions(rng: np.random.Generator, chosen: list[Element], event: int, aspect: float,

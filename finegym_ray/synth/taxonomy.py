@@ -97,6 +97,16 @@ SET_FAMILIES: dict[int, tuple[str, list[Attribute]]] = {
                    _a("rotations", (1.0, 2.0, 3.0)), _a("twists", (0.0, 0.5, 1.0, 1.5, 2.0))]),
 }
 
+# How every element of a set moves, beyond its attributes: the set itself answers these
+# questions, so they are not part of any class's decision path (nor of its name). The
+# renderer reads them with the attributes (``Element.motion``). Floor saltos differ by
+# set: a side salto (23) rotates about the sagittal axis, cartwheel-like, drawn from the
+# front; a back salto (25) rotates backward; a front salto (24) forward, the default.
+SET_MOTION: dict[int, dict[str, object]] = {
+    23: {"sideways": True},
+    25: {"direction": "backward"},
+}
+
 
 @dataclass(frozen=True)
 class Element:
@@ -114,6 +124,11 @@ class Element:
     @property
     def attrs(self) -> dict[str, object]:
         return dict(self.attributes)
+
+    @property
+    def motion(self) -> dict[str, object]:
+        """What the renderer moves by: the attributes and the set's own motion (SET_MOTION)."""
+        return {**SET_MOTION.get(self.set_id, {}), **self.attrs}
 
     @property
     def name(self) -> str:
