@@ -28,4 +28,4 @@ def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run():
     job = Path(__file__).resolve().parents[2] / "jobs" / "evaluate.py"
     r = subprocess.run([sys.executable, str(job), "--smoke-test"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "[train] epoch 1/1" in r.stdout and "mean class" in r.stdout and "tsm_rgb_event" in r.stdout
+    assert "[train] epoch 1/1" in r.stdout and "mean class" in r.stdout and "tsm_rgb_subaction_event" in r.stdout
