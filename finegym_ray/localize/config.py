@@ -1,0 +1,117 @@
+"""Localization settings: one dataclass, loaded from YAML (``configs/localize/*.yaml``) and
+``--set key=value`` (``finegym_ray/config.py``: unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import check_range
+
+LEVELS = ("action", "subaction")
+# "classes": the level's classes (action: FineGym's events; sub-action: the sets);
+# "class_agnostic": one class, "action" (where a proposal stage would sit).
+TASKS = ("classes", "class_agnostic")
+AGNOSTIC_LABEL = "action"
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Times in seconds, lengths of feature sequences in steps (snippets), learning rates
+    per batch of ``batch_size`` sequences."""
+
+    # extract-features output (OUT, a folder or s3://): sequences under OUT/<level>/.
+    features: str = "./finegym_features"
+    # Ground truth: a FineGym annotation folder or JSON, or an ActivityNet-format JSON
+    # ({"database": ...}); read by localize.formats.read_ground_truth at ``level``.
+    annotations: str = ""
+    # "action": routines (events) in whole videos; "subaction": sub-actions in their routine.
+    level: str = "action"
+    task: str = "classes"
+
+    # One of models.DETECTORS and its keyword arguments (in_channels and num_classes
+    # come from the features and the task).
+    detector: str = "pyramid"
+    detector_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    # Optimisation: AdamW (as ActionFormer) with a linear warm-up, then cosine decay.
+    optimizer: str = "adamw"
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    grad_clip: float = 1.0
+    # Training crops: a sequence longer than this many steps is cut to a random window
+    # of it each epoch (0: whole sequences). Segments cut by the window are clipped to it.
+    max_steps: int = 0
+    seed: int = 0
+
+    # Validation split: the level's videos ordered by a hash of the video id (sha256, the
+    # same on every machine), the first round(val_fraction x n) in val (at least one when
+    # there are two videos or more). Sub-action sequences go with their routine's video,
+    # so a video's routines never straddle the split.
+    val_fraction: float = 0.25
+    # Validation loss every val_every epochs (0: never); the mAP is evaluate's.
+    val_every: int = 1
+
+    # Inference (evaluate): soft-NMS (Gaussian, sigma), then the top max_detections per
+    # sequence above score_threshold.
+    score_threshold: float = 0.001
+    sigma: float = 0.5
+    max_detections: int = 100
+
+    # Scale: Ray Train workers (DDP), CPUs each, GPUs when the cluster has them (None:
+    # use them if present); worker failures survived by restarting from the checkpoint.
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | None = None
+    max_failures: int = 2
+    # Checkpoints kept: the newest keep_checkpoints (0: every epoch's).
+    keep_checkpoints: int = 2
+
+    # Runs live at runs/name (default name: detector_level_task); the same name resumes.
+    runs: str = "./finegym_runs"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.level not in LEVELS:
+            problems.append(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.task not in TASKS:
+            problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not isinstance(self.detector, str) or not self.detector:
+            problems.append(f"detector must name one of models.DETECTORS, got {self.detector!r}")
+        if not self.features:
+            problems.append("features must name the extract-features output (a folder or s3://)")
+        for name in ("epochs", "batch_size", "workers", "max_detections"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "val_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps and self.max_steps < 8:
+            problems.append(f"max_steps must be 0 (whole sequences) or >= 8, got {self.max_steps}")
+        check_range(problems, "lr", self.lr, gt=0)
+        check_range(problems, "momentum", self.momentum, ge=0, lt=1)
+        check_range(problems, "weight_decay", self.weight_decay, ge=0)
+        check_range(problems, "grad_clip", self.grad_clip, ge=0)  # 0: no clipping
+        check_range(problems, "seed", self.seed, ge=0, lt=2**63)
+        check_range(problems, "val_fraction", self.val_fraction, gt=0, lt=1)
+        check_range(problems, "score_threshold", self.score_threshold, ge=0, lt=1)
+        check_range(problems, "sigma", self.sigma, gt=0)
+        check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
+        check_range(problems, "max_failures", self.max_failures, ge=-1)
+        if self.name and ("/" in self.name or self.name in (".", "..")):
+            problems.append(f"name must be one plain folder name, got {self.name!r}")
+        if problems:
+            raise ValueError("localize config: " + "; ".join(problems))
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: ``name``, or detector_level_task (no timestamp: reruns resume)."""
+        return self.name or f"{self.detector}_{self.level}_{self.task}"

@@ -1,0 +1,106 @@
+"""The detector trained on a real Ray cluster (2 DDP workers) from real feature files,
+its resume after an unfinished checkpoint, its evaluation; bad settings refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from finegym_ray.localize.config import LocalizeConfig
+from finegym_ray.localize.evaluate import evaluate_run
+from finegym_ray.localize.formats import read_detections, read_ground_truth
+from finegym_ray.localize.metric import TIOU_THRESHOLDS, detection_map
+from finegym_ray.localize.toy import write_toy_features
+from finegym_ray.localize.train import run_localize_training
+from finegym_ray.train import checkpoint as ckpt
+
+TINY = dict(detector_kwargs={"embed_dim": 32, "head_dim": 32, "num_levels": 4}, epochs=3, batch_size=2,
+            warmup_epochs=0, lr=0.003, workers=2, cpus_per_worker=0.5)
+
+
+def quiet(_m: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> tuple[str, str]:
+    """(features folder, ground truth JSON): 10 toy videos of 96 steps x 16 features."""
+    out = str(tmp_path_factory.mktemp("toy_features"))
+    return out, write_toy_features(out, videos=10, steps=96, dim=16)
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, toy, tmp_path_factory) -> tuple[LocalizeConfig, dict]:
+    features, gt = toy
+    config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path_factory.mktemp("runs")),
+                            name="toy", **TINY)
+    return config, run_localize_training(config, say=quiet)
+
+
+def test_two_workers_train_a_checkpoint_per_epoch(trained):
+    config, result = trained
+    assert [m["epoch"] for m in result["history"]] == [0, 1, 2]
+    assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["val_loss"]) for m in result["history"])
+    latest = ckpt.find_latest(result["run"])
+    assert latest.epoch == 2 and latest.meta["class_names"] == ["BB", "FX", "UB", "VT"]
+    # keep_checkpoints=2: the oldest one pruned.
+    assert sorted(p.parent.name for p in Path(result["run"]).glob("epoch_*/manifest.json")) == [
+        ckpt.dir_name(1), ckpt.dir_name(2)]
+
+
+def test_the_same_command_resumes_after_the_newest_complete_checkpoint(trained):
+    config, result = trained
+    run = Path(result["run"])
+    said = []
+    assert run_localize_training(config, say=said.append)["checkpoint"].endswith(ckpt.dir_name(2))
+    assert any("has trained all 3 epochs" in s for s in said)
+    (run / ckpt.dir_name(2) / "manifest.json").unlink()  # as a kill mid-write leaves it
+    said.clear()
+    again = run_localize_training(config, say=said.append)
+    assert any("resuming" in s and ckpt.dir_name(1) in s for s in said), said
+    assert [m["epoch"] for m in again["history"]] == [0, 1, 2]  # each epoch once, in order
+    assert (run / ckpt.dir_name(2) / "manifest.json").exists()
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        run_localize_training(replace(config, lr=0.01), say=quiet)
+
+
+def test_evaluation_writes_metrics_detections_and_a_timeline(trained):
+    config, result = trained
+    results = evaluate_run(config, say=quiet)
+    out = Path(result["run"]) / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tiou_thresholds"] == list(TIOU_THRESHOLDS) and len(metrics["map"]) == 10
+    assert all(0 <= m <= 1 for m in metrics["map"]) and metrics["videos"] >= 2
+    lo, hi = metrics["interval_95"]["average_map"]
+    assert lo <= metrics["average_map"] <= hi
+    # metrics.json is what the metric gives on detections.json against the ground truth.
+    detections = read_detections(str(out / "detections.json"))
+    gt = read_ground_truth(config.annotations)
+    again = detection_map({v: gt[v] for v in detections}, detections)
+    assert np.allclose(again.map, metrics["map"]) and sum(map(len, detections.values())) == metrics["detections"]
+    image = cv2.imread(str(out / "timeline.png"))
+    assert image is not None and image.shape[1] == 960 and image.shape[0] > 100
+    assert results["result"].average_map == pytest.approx(metrics["average_map"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "finegym_ray.cli", "localize", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("setting, says", [("level=frames", "level must be one of action, subaction"),
+                                           ("detector=transformer", "unknown detector 'transformer'")])
+def test_bad_settings_are_refused_with_one_line_before_ray_starts(toy, tmp_path, setting, says):
+    features, gt = toy
+    r = _cli("train", "--set", f"features={features}", "--set", f"annotations={gt}", "--set",
+             f"runs={tmp_path / 'runs'}", "--set", setting)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()
