@@ -35,7 +35,8 @@ Checks, in order (``env`` always runs first; it also warms CUDA up):
   agreement with the same pairs computed on the CPU (one ``synth.flow_pairs`` case of
   each family, with ground truth): endpoint differences in px, failing at a mean over
   0.05 px. The SIGTERM of ``timeout`` writes the JSON and the table before exiting.
-- ``detector``: a localization detector's training step, if the project has one.
+- ``detector``: the localization detector (ActionFormer's sizes) on random features:
+  training steps/s, finite loss and gradients, soft-NMS inference on the device.
 
 Each check runs guarded (a failing check's traceback is printed and recorded, then the
 next runs) in a thread of its own, with a share of ``--budget-s``: time left over by a
@@ -43,7 +44,7 @@ check goes to the later ones; a check that runs past its share plus a grace peri
 recorded as ``timeout`` and left behind. Results are printed as they come and written
 to ``$OUT/gpu_check.json`` (``--out``; default ./gpu_check_out/) after every
 measurement, so a killed run still leaves what it measured. Exit status: 0 when every
-check that ran passed (a missing detector counts as skipped), else 1.
+check that ran passed, else 1.
 """
 
 from __future__ import annotations
@@ -779,20 +780,65 @@ def agreement(run: Run, row: dict, TVL1, opts: dict, cpu_opts: dict, reference: 
 # --------------------------------------------------------------------------------------
 
 def check_detector(run: Run, rec: dict) -> None:
-    import finegym_ray
-    pkg = Path(finegym_ray.__file__).parent
-    files = sorted(str(p.relative_to(pkg.parent)) for p in pkg.rglob("*.py")
-                   if "detect" in p.name.lower() or "locali" in p.name.lower())
-    names = sorted(n for n in MODELS if "detect" in n.lower())
-    rec.update(files=files, models=names)
-    if not files and not names:
-        rec.update(ok=None, skipped="not present: no detector module in finegym_ray/ and none in models.MODELS")
-        run.say("  detector: not present")
-        return
-    # A detector appeared after this script was written: say so rather than guess its API.
-    rec["ok"] = False
-    rec["problems"] = [f"detector code found ({files or names}) but this script has no step for it yet"]
-    run.say("  detector: " + rec["problems"][0])
+    """The localization detector (models.DETECTORS, ActionFormer's sizes: 6 levels, 256
+    channels) on the device: training steps on random features with random segments
+    (AdamW), finite loss and gradients, steps/s, then inference with soft-NMS on the
+    device, each detection inside its sequence."""
+    from finegym_ray.models import DETECTORS
+
+    dev = run.device
+    batch, steps_t, channels, classes = (2, 64, 16, 3) if run.quick else (16, 2304, 2048, 10)
+    kwargs = {"embed_dim": 16, "head_dim": 16, "num_levels": 4} if run.quick else \
+        {"embed_dim": 256, "head_dim": 256, "num_levels": 6}
+    rec["config"] = {"batch": batch, "steps": steps_t, "channels": channels, "classes": classes, **kwargs}
+    torch.manual_seed(0)
+    model = DETECTORS["pyramid"](in_channels=channels, num_classes=classes, **kwargs).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    feats = torch.randn(batch, channels, steps_t, device=dev)
+    lengths = torch.randint(steps_t // 2, steps_t + 1, (batch,), device=dev)
+    mask = torch.arange(steps_t, device=dev)[None] < lengths[:, None]  # (B, T)
+    targets = []
+    for b in range(batch):  # 1-4 segments inside each sequence's valid steps
+        k = int(torch.randint(1, 5, ()))
+        start = torch.rand(k, device=dev) * lengths[b] * 0.8
+        end = torch.minimum(start + 2 + torch.rand(k, device=dev) * lengths[b] * 0.2, lengths[b].float())
+        targets.append((torch.stack([start, end], 1), torch.randint(0, classes, (k,), device=dev)))
+    problems = []
+
+    def step() -> float:
+        losses = model.loss(model(feats, mask), targets)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        return float(losses["loss"])
+
+    reset_peak(dev)
+    first = step()  # warm-up
+    bad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    if not math.isfinite(first) or bad:
+        problems.append(f"loss {first}, parameters without a finite gradient: {bad[:5]}")
+    n, t0 = 0, time.perf_counter()
+    target_s = 0.3 if run.quick else 3.0
+    while time.perf_counter() - t0 < target_s and run.left() > 1:
+        loss = step()
+        n += 1
+    sync(dev)
+    step_s = (time.perf_counter() - t0) / max(n, 1)
+    model.eval()
+    with torch.no_grad():
+        detections = model.detect(model(feats, mask))
+    sync(dev)
+    for b, (segments, scores, labels) in enumerate(detections):
+        if segments.numel() and (segments.device.type != dev.type or float(segments.min()) < 0
+                                 or float(segments.max()) > float(lengths[b]) + 1e-3):
+            problems.append(f"sequence {b}: detections outside [0, {int(lengths[b])}] steps or off the device")
+    rec.update(step_s=round(step_s, 4), steps=n, sequences_per_s=round(batch / step_s, 1) if n else None,
+               last_loss=round(loss, 4) if n else None, peak_gib=peak_gib(dev),
+               detections=[int(d[0].shape[0]) for d in detections], problems=problems, ok=not problems)
+    run.say(f"  detector {channels}->{kwargs['embed_dim']} x {kwargs['num_levels']} levels, batch {batch} x "
+            f"{steps_t} steps: {rec['sequences_per_s']} sequences/s (step {rec['step_s']} s over {n}), peak "
+            f"{rec['peak_gib']} GiB, detections per sequence {rec['detections']}"
+            + ("" if not problems else " FAIL " + "; ".join(problems)))
 
 
 FUNCTIONS = {"env": check_env, "models": check_models, "tsm_r50": check_tsm_r50, "tvl1": check_tvl1,

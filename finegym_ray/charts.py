@@ -18,22 +18,76 @@ def _png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def confusion_png(cm: np.ndarray, title: str) -> bytes:
-    """Row-normalised confusion matrix (true class down, predicted across) as a heat map;
-    each cell 2 to 24 pixels so that 530 classes still fit in about 1,000 pixels."""
+# What the colours of confusion.png are: said in its title, so a reader need not guess.
+CONFUSION_NOTE = "rows normalised: each true class's clips sum to 100 %"
+
+
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
+
+
+def confusion_image(cm: np.ndarray, title: str,
+                    class_names: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
+    """The row-normalised confusion matrix (true class down, predicted across) as a
+    heat map with class names as tick labels on both axes, a colour bar (0 to 100 % of
+    the true class's clips), each cell's percentage when there are at most 20 classes,
+    and ``CONFUSION_NOTE`` under the title. Cells are 2 to 24 pixels, so 530 classes
+    still fit in about 1,000 pixels; with cells under 10 pixels every n-th class is
+    labelled. Returns the BGR image and its layout: ``labelled`` (the class ids whose
+    labels it drew), the matrix's ``left`` and ``top`` edge and ``cell`` size, and the
+    colour bar's ``bar_x`` (pixels)."""
     k = cm.shape[0]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(k)]
     cell = int(np.clip(1000 // max(k, 1), 2, 24))
+    every = max(1, math.ceil(10 / cell))  # a label needs about 10 pixels of height
+    labelled = list(range(0, k, every))
+    scale = 0.35
+    texts = {i: (f"{i}: {names[i]}" if class_names is not None else names[i])[:32] for i in labelled}
+    margin = min(260, max([_text_width(t, scale) for t in texts.values()] + [20]) + 8)
     rows = cm.sum(1, keepdims=True)
     share = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
-    heat = cv2.applyColorMap((share * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-    heat = cv2.resize(heat, (k * cell, k * cell), interpolation=cv2.INTER_NEAREST)
-    top, left = 40, 40
-    img = np.full((top + k * cell + 30, left + k * cell + 20, 3), 255, np.uint8)
-    img[top:top + k * cell, left:left + k * cell] = heat
-    cv2.putText(img, title, (left, 25), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "predicted ->", (left, top + k * cell + 20), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "true", (2, top + 12), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return _png(img)
+    n = k * cell
+    top, left = 62, margin + 24
+    bar_x, bar_h = left + n + 24, max(n, 120)
+    width = max(bar_x + 16 + 60, _text_width(title[:120], 0.5) + 20, _text_width(CONFUSION_NOTE, 0.42) + 20)
+    img = np.full((top + max(n, bar_h) + margin + 40, width, 3), 255, np.uint8)
+    heat = cv2.applyColorMap((share * 255).round().astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    img[top:top + n, left:left + n] = cv2.resize(heat, (n, n), interpolation=cv2.INTER_NEAREST)
+    ink = (0, 0, 0)
+    # Row labels, right-aligned against the matrix; column labels drawn the same way in
+    # a block turned a quarter anticlockwise, so they read upwards and end at the matrix.
+    columns = np.full((n, margin, 3), 255, np.uint8)
+    for i, text in texts.items():
+        y = top + i * cell + (cell + 8) // 2
+        cv2.putText(img, text, (left - 4 - _text_width(text, scale), y), _FONT, scale, ink, 1, cv2.LINE_AA)
+        cv2.putText(columns, text, (margin - 4 - _text_width(text, scale), i * cell + (cell + 8) // 2), _FONT,
+                    scale, ink, 1, cv2.LINE_AA)
+    img[top + n + 2:top + n + 2 + margin, left:left + n] = cv2.rotate(columns, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if k <= 20:
+        for t in range(k):
+            for p in range(k):
+                if share[t, p] >= 0.005:
+                    text = f"{share[t, p]:.0%}".rstrip("%")
+                    colour = ink if share[t, p] > 0.6 else (255, 255, 255)  # viridis: dark low, yellow high
+                    cv2.putText(img, text, (left + p * cell + (cell - _text_width(text, 0.28)) // 2,
+                                            top + t * cell + cell // 2 + 4), _FONT, 0.28, colour, 1, cv2.LINE_AA)
+    gradient = np.linspace(255, 0, bar_h).round().astype(np.uint8)[:, None].repeat(16, 1)
+    img[top:top + bar_h, bar_x:bar_x + 16] = cv2.applyColorMap(gradient, cv2.COLORMAP_VIRIDIS)
+    cv2.rectangle(img, (bar_x, top), (bar_x + 15, top + bar_h - 1), ink, 1)
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = int(top + (1 - frac) * (bar_h - 1))
+        cv2.line(img, (bar_x + 16, y), (bar_x + 19, y), ink, 1)
+        cv2.putText(img, f"{frac:.0%}", (bar_x + 22, y + 4), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+    cv2.putText(img, title[:120], (10, 22), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    cv2.putText(img, CONFUSION_NOTE, (10, 42), _FONT, 0.42, ink, 1, cv2.LINE_AA)
+    cv2.putText(img, "true class", (4, top - 6), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    cv2.putText(img, "predicted class", (left, top + n + margin + 24), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    return img, {"labelled": labelled, "left": left, "top": top, "cell": cell, "bar_x": bar_x}
+
+
+def confusion_png(cm: np.ndarray, title: str, class_names: Sequence[str] | None = None) -> bytes:
+    """:func:`confusion_image` as PNG bytes."""
+    return _png(confusion_image(cm, title, class_names)[0])
 
 
 def per_class_png(accuracy: np.ndarray, counts: np.ndarray, names: Sequence[str], title: str) -> bytes:
@@ -185,4 +239,125 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
     cv2.putText(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     (tw, _), _ = cv2.getTextSize(x_label, _FONT, 0.45, 1)
     cv2.putText(img, x_label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    return _png(img)
+
+
+def timeline_png(truth: dict[str, Sequence[tuple[str, float, float]]],
+                 detected: dict[str, Sequence[tuple[str, float, float, float]]],
+                 spans: dict[str, tuple[float, float]], *, class_names: Sequence[str], title: str,
+                 max_detections: int = 12) -> bytes:
+    """Per video (one band each, in ``truth``'s order): true segments (label, start s,
+    end s) in a row above the detected ones (label, start s, end s, score), coloured by
+    class; detections are the ``max_detections`` best, drawn as bars whose height is the
+    score, the best on top. ``spans``: each video's (start, end) seconds, the x axis.
+    960 pixels wide; a legend names the classes."""
+    palette = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
+               (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(class_names)}
+    ink, grid = (0, 0, 0), (225, 225, 225)
+    width, left, right, band, row_h = 960, 150, 940, 84, 26
+    legend_rows = -(-len(class_names) // 6)
+    top = 34 + 16 * legend_rows
+    img = np.full((top + band * max(len(truth), 1) + 10, width, 3), 255, np.uint8)
+    cv2.putText(img, title[:110], (5, 18), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    for i, name in enumerate(class_names):
+        x, y = 5 + (i % 6) * 155, 32 + (i // 6) * 16
+        cv2.rectangle(img, (x, y - 9), (x + 12, y + 1), colour[name], -1)
+        cv2.putText(img, str(name)[:20], (x + 16, y), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+    for v, video in enumerate(truth):
+        y0 = top + v * band
+        lo, hi = spans.get(video, (0.0, 1.0))
+        hi = hi if hi > lo else lo + 1.0
+
+        def x_of(t: float) -> int:
+            return int(round(left + (right - left) * (min(max(t, lo), hi) - lo) / (hi - lo)))
+
+        cv2.putText(img, str(video)[:22], (5, y0 + 18), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+        cv2.putText(img, "true", (100, y0 + 18), _FONT, 0.33, ink, 1, cv2.LINE_AA)
+        cv2.putText(img, "detected", (90, y0 + 20 + row_h + 16), _FONT, 0.33, ink, 1, cv2.LINE_AA)
+        for t in _ticks(lo, hi, log=False):
+            cv2.line(img, (x_of(t), y0 + 4), (x_of(t), y0 + 8 + 2 * row_h + 8), grid, 1)
+            cv2.putText(img, f"{t:.4g}", (x_of(t) - 10, y0 + 2 * row_h + 28), _FONT, 0.3, ink, 1, cv2.LINE_AA)
+        for label, s, e in truth[video]:
+            cv2.rectangle(img, (x_of(s), y0 + 6), (max(x_of(e), x_of(s) + 1), y0 + 6 + row_h),
+                          colour.get(label, ink), -1)
+        best = sorted(detected.get(video, []), key=lambda d: -d[3])[:max_detections]
+        base = y0 + 12 + 2 * row_h
+        for label, s, e, score in reversed(best):  # the best drawn last, on top
+            h = max(2, int(round(row_h * min(max(score, 0.0), 1.0))))
+            c = colour.get(label, ink)
+            cv2.rectangle(img, (x_of(s), base - h), (max(x_of(e), x_of(s) + 1), base), c, -1)
+            cv2.rectangle(img, (x_of(s), base - h), (max(x_of(e), x_of(s) + 1), base), ink, 1)
+        cv2.line(img, (left, base), (right, base), ink, 1)
+    return _png(img)
+
+
+def _line_panel(img: np.ndarray, box: tuple[int, int, int, int], lines: dict[str, list[tuple[float, float]]], *,
+                title: str, colours: Sequence[tuple[int, int, int]], fixed: tuple[float, float] | None,
+                x_max: int) -> None:
+    """One chart drawn into ``img`` within ``box`` (left, top, right, bottom, pixels):
+    each of ``lines`` a name -> [(x, y), ...] polyline with its points marked (a single
+    point stays visible), x from 1 to ``x_max``; ``fixed``: the y range, else the data's."""
+    left, top, right, bottom = box
+    ink, grid = (0, 0, 0), (225, 225, 225)
+    ys = [y for points in lines.values() for _, y in points if math.isfinite(y)]
+    if fixed is not None:
+        lo, hi = fixed
+    else:
+        lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        pad = (hi - lo) * 0.08 or max(abs(lo) * 0.1, 0.5)
+        lo, hi = max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        col = left + (x - 1) / max(x_max - 1, 1) * (right - left) if x_max > 1 else (left + right) / 2
+        return int(col), int(bottom - (y - lo) / (hi - lo) * (bottom - top))
+
+    for t in _ticks(lo, hi, log=False):
+        row = px(1, t)[1]
+        cv2.line(img, (left, row), (right, row), grid, 1)
+        cv2.putText(img, f"{t:.3g}", (left - 45, row + 4), _FONT, 0.38, ink, 1, cv2.LINE_AA)
+    step = max(1, math.ceil(x_max / 10))
+    for x in range(1, x_max + 1, step):
+        col = px(x, lo)[0]
+        cv2.line(img, (col, bottom), (col, bottom + 4), ink, 1)
+        (tw, _), _ = cv2.getTextSize(str(x), _FONT, 0.38, 1)
+        cv2.putText(img, str(x), (col - tw // 2, bottom + 17), _FONT, 0.38, ink, 1, cv2.LINE_AA)
+    for i, (name, points) in enumerate(lines.items()):
+        colour = colours[i % len(colours)]
+        drawn = [px(x, y) for x, y in points if math.isfinite(y)]
+        for a, b in zip(drawn, drawn[1:]):
+            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+        for p in drawn:
+            cv2.circle(img, p, 3, colour, -1, cv2.LINE_AA)
+        cy = top + 12 + i * 15
+        cv2.line(img, (right - 150, cy), (right - 130, cy), colour, 2)
+        cv2.putText(img, name, (right - 125, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
+    cv2.putText(img, title, (left, top - 10), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize("epoch", _FONT, 0.42, 1)
+    cv2.putText(img, "epoch", ((left + right - tw) // 2, bottom + 36), _FONT, 0.42, ink, 1, cv2.LINE_AA)
+
+
+def curves_png(history: Sequence[dict], *, title: str) -> bytes:
+    """Training curves from a run's history (one dict per epoch, ``epoch`` counted from
+    0 and drawn from 1): loss (train, validation) on the left, accuracy (train top-1,
+    validation top-1 and mean class, 0 to 100 %) on the right; 1,000 x 420 pixels.
+    Epochs without validation leave a gap in its lines' points, not a zero."""
+    width, height = 1000, 420
+    img = np.full((height, width, 3), 255, np.uint8)
+    x_max = max([int(m["epoch"]) + 1 for m in history] or [1])
+
+    def points(key: str, scale: float = 1.0) -> list[tuple[float, float]]:
+        return [(int(m["epoch"]) + 1, float(m[key]) * scale) for m in history
+                if isinstance(m.get(key), (int, float))]
+
+    colours = ((180, 120, 40), (40, 40, 200), (60, 150, 60), (150, 60, 150))
+    loss = {"train": points("train_loss"), "val": points("val_loss")}
+    accuracy = {"train top-1": points("train_top1", 100), "val top-1": points("val_top1", 100),
+                "val mean class": points("val_mean_class", 100)}
+    _line_panel(img, (60, 60, 470, 360), {k: v for k, v in loss.items() if v}, title="loss (cross-entropy)",
+                colours=colours, fixed=None, x_max=x_max)
+    _line_panel(img, (570, 60, 980, 360), {k: v for k, v in accuracy.items() if v}, title="accuracy (%)",
+                colours=colours, fixed=(0.0, 100.0), x_max=x_max)
+    cv2.putText(img, title[:110], (10, 22), _FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return _png(img)

@@ -24,7 +24,7 @@ from .ray_connect import init_ray
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # Commands whose rerun resumes where an interrupted one stopped (Ctrl-C says so).
-RESUMABLE = ("train", "tune", "preprocess")
+RESUMABLE = ("train", "tune", "preprocess", "extract-features", "localize")
 
 
 def _endpoint_url(text: str) -> str:
@@ -86,6 +86,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .video.check import run_check
+
+    return run_check(args.annotations, args.videos, args.csv, allow_vfr=args.allow_vfr,
+                     say=lambda m: print(m, flush=True))
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     from .dataset.manifest import build_manifest, format_summary, write_manifest
 
@@ -103,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import ray
 
     from . import storage
-    from .config import apply_overrides, to_yaml
+    from .config import apply_overrides
     from .demo import claim_store, run_demo
     from .preprocess.config import PreprocessConfig
     from .train.config import DEMO
@@ -116,12 +123,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.overrides = SMOKE_SYNTH + list(args.overrides)
         preprocess = PreprocessConfig(short_side=64, unit_seconds=4.0)
         train = apply_overrides(DEMO, SMOKE_TRAIN + list(args.train_overrides))
+    preprocess = apply_overrides(preprocess, args.preprocess_overrides)
     synth = _synth_config(args)
     store = args.store or os.path.join(args.out, "store")
     train = replace(train, data=store, runs=storage.join(store, "runs"))  # what claim_store sets
-    print(f"[demo] synth settings:\n{to_yaml(synth)}[demo] preprocess settings:\n{to_yaml(preprocess)}"
-          + ("" if args.no_train else f"[demo] train settings:\n{to_yaml(train)}"), flush=True)
     plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train)
+    from .demo import MARKER
+    from .progress import settings_line
+
+    print(f"[demo] synth {settings_line(synth, ('videos', 'width', 'height', 'seed'))}; preprocess "
+          f"{settings_line(preprocess, ('short_side', 'flow.method'))}"
+          + ("" if args.no_train else f"; train {settings_line(train, TRAIN_SETTINGS_SHOWN)}")
+          + f"; all settings in {storage.join(store, MARKER)}", flush=True)
     init_ray(args.address)
     try:
         done = run_demo(plan)
@@ -140,8 +153,14 @@ SMOKE_SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]",
                "idle_range_s=[1.0, 2.0]"]
 
 
+# The settings in the one line train, preprocess and demo start with (all: in a file).
+TRAIN_SETTINGS_SHOWN = ("task", "modality", "model", "segments", "epochs", "batch_size", "lr", "workers",
+                        "cpus_per_worker", "use_gpu")
+PREPROCESS_SETTINGS_SHOWN = ("short_side", "flow.method", "unit_seconds", "events", "subactions", "workers")
+
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from .config import load_config, to_yaml
+    from .config import load_config
     from .preprocess.config import PreprocessConfig
     from .preprocess.pipeline import format_summary, run_preprocess, videos_to_cut
 
@@ -164,7 +183,11 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
     videos_to_cut(args.videos)  # no folder, or no video in it: refused before Ray starts
-    print(f"[preprocess] settings:\n{to_yaml(config)}", flush=True)
+    from . import storage
+    from .progress import settings_line
+
+    print(f"[preprocess] {settings_line(config, PREPROCESS_SETTINGS_SHOWN)}; all settings in "
+          f"{storage.join(args.out, 'config.yaml')}", flush=True)
     init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              break_lease=args.break_lease, say=lambda m: print(f"[preprocess] {m}", flush=True))
@@ -209,7 +232,7 @@ SMOKE_TRAIN = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config, to_yaml
+    from .config import load_config
     from .train.config import TrainConfig
 
     overrides = list(args.overrides)
@@ -219,6 +242,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if flag:
             overrides.append(f"{key}={flag}")
     config = load_config(TrainConfig, args.config, overrides)
+    from .train.config import with_absolute_paths
+
+    config = with_absolute_paths(config)  # as the run records them: it reads the same data from anywhere
     if not args.smoke_test:
         from .train.data import check_data_settings
 
@@ -233,7 +259,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, data=store, runs=args.runs or tempfile.mkdtemp(prefix="finegym_runs_"))
     from .train.run import format_history, run_training
 
-    print(f"[train] settings:\n{to_yaml(config)}", flush=True)
+    from .progress import settings_line
+    from .train.run import run_uri
+
+    print(f"[train] {settings_line(config, TRAIN_SETTINGS_SHOWN)}; all settings in {run_uri(config)}/config.yaml",
+          flush=True)
     result = run_training(config, break_lease=args.break_lease, say=lambda m: print(f"[train] {m}", flush=True))
     print(format_history(result["history"]))
     print(f"run:        {result['run']}\ncheckpoint: {result['checkpoint']}\nconfig:     {result['run']}/config.yaml")
@@ -267,8 +297,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # Before Ray starts, from each run's config alone (no state.pt read): a run that is
         # not there, a model that cannot take other segments (TRN, I3D), clips that lack
         # what the run's task or modality reads.
-        for uri in filter(None, (args.run, args.fuse)):
-            _, config = checkpoint_at_test(uri, args.segments, verify_state=False)
+        tested = [checkpoint_at_test(uri, args.segments, verify_state=False, which=args.checkpoint, data=args.data)
+                  for uri in filter(None, (args.run, args.fuse))]
+        if args.fuse:
+            from .train.evaluate import check_fusable
+
+            check_fusable(tested[0][1], tested[1][1], (tested[0][0].meta["class_names"],
+                                                       tested[1][0].meta["class_names"]), (args.run, args.fuse))
+        for _, config in tested:
             check_data_settings(config.data, config.task, config.modality)
     init_ray(args.address)
     if args.smoke_test:
@@ -286,9 +322,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate(args.run, fuse=args.fuse, fuse_weights=args.fuse_weights, workers=args.workers,
                        cpus_per_worker=args.cpus_per_worker,
                        segments=args.segments, shuffle_frames=args.shuffle_frames, seed=args.seed,
+                       checkpoint=args.checkpoint, data=args.data, rescore=args.rescore,
                        say=lambda m: print(f"[evaluate] {m}", flush=True))
     print(format_results(results))
     return 0
+
+
+def cmd_extract_features(args: argparse.Namespace) -> int:
+    from .localize.extract import cli_extract_features
+
+    return cli_extract_features(args, init_ray=lambda: init_ray(args.address))
 
 
 # Sweep of --smoke-test: two one-epoch trials of the smoke training, over the segments.
@@ -370,17 +413,41 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score_detections(args: argparse.Namespace) -> int:
+    from .localize.score import run
+
+    return run(args.ground_truth, args.detections, level=args.level, subset=args.subset,
+               agnostic=args.class_agnostic, as_json=args.json)
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    from .localize.commands import demo_command, evaluate_command, train_command
+
+    return {"train": train_command, "evaluate": evaluate_command, "demo": demo_command}[args.action](args, init_ray)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .train.runs import run
+
+    return run(args.uri, as_json=args.json)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import config_as_overrides, stages, submit, sweep_file_args
+    from .submit import config_as_overrides, job_paths, stages, submit, sweep_file_args
 
     if args.stage not in stages():
         raise ValueError(f"no job entry point for stage {args.stage!r}; stages: {', '.join(stages())}")
     rest = list(args.stage_args)
+    sweep = []
     if args.stage == "tune" and args.config:
-        rest, args.config = sweep_file_args(args.config) + rest, None
+        sweep, args.config = sweep_file_args(args.config), None
     overrides = (config_as_overrides(args.config) if args.config else []) + list(args.overrides)
     for item in overrides:
         rest += ["--set", item]
+    rest, notes = job_paths(rest)  # relative paths would be read in the job's uploaded working directory
+    rest = sweep + rest + ["--verbose"] * bool(args.verbose)
+    for note in notes:
+        print(f"[submit] {note}", flush=True)
     return submit(args.stage, args.address, rest, wait=args.wait, submission_id=args.job_id,
                   token_file=args.token_file)
 
@@ -432,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="FineGym fine-grained gymnastics: synthetic data, manifests, preprocessing "
                     "and training on Ray. Run 'finegym-ray demo' for the whole pipeline on synthetic data.",
     )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -445,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a tiny version: 2 small videos, 64-pixel clips, one epoch of a tiny model")
     p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one training setting of the demo (configs/tsm_flow_demo.yaml), e.g. epochs=3")
+    p.add_argument("--preprocess-set", dest="preprocess_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one preprocessing setting of the demo (short_side=128; the keys of "
+                        "'finegym-ray preprocess --help'), e.g. flow=farneback; a change re-cuts the demo's clips")
     p.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
     p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
@@ -528,12 +599,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
                     "(top-1 and mean class accuracy with 95 % bootstrap intervals, per class), confusion.png, "
                     "per_class.png. With --fuse RUN2 also evaluates RUN2 and writes the late fusion of both "
-                    "(weighted mean, --fuse-weights) under RUN/eval/fused_<RUN2>/. "
+                    "(weighted mean, --fuse-weights) under RUN/eval/fused_<RUN2 name>_<hash of its URI>/, reusing either "
+                    "run's scores when its checkpoint, clips and test settings are unchanged. "
                     "--segments and --shuffle-frames test the paper's Sec. 4.4 variants; their outputs go to "
                     "RUN/eval/VARIANT/ (segments_12, shuffled, segments_5_shuffled, shuffled_seed_3), leaving "
                     "RUN/eval/ as it was.")
-    p.add_argument("--run", metavar="URI", help="a run folder (RUNS/NAME), local or s3://")
-    p.add_argument("--fuse", metavar="URI", help="a second run to fuse with (e.g. the flow run of an RGB run)")
+    p.add_argument("--run", metavar="URI", help="a run folder (RUNS/NAME) or one of its checkpoint folders "
+                                                "(RUNS/NAME/epoch_NNNN), local or s3://")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last",
+                   help="which checkpoint of a run folder: last (the newest complete one, default; results in "
+                        "RUN/eval/) or best (by validation mean class accuracy; results in RUN/eval/<its folder>/ "
+                        "unless it is the newest)")
+    p.add_argument("--data", metavar="URI",
+                   help="the clips to score (default: the run's recorded data), e.g. a copy elsewhere; refused "
+                        "unless their preprocessing settings hash is the one the run was trained on")
+    p.add_argument("--rescore", action="store_true",
+                   help="score again even where RUN/eval/ holds scores of the same checkpoint, clips and settings")
+    p.add_argument("--fuse", metavar="URI", help="a second run (or checkpoint) to fuse with (e.g. the flow run of an "
+                                                 "RGB run); its task, split and classes must be the run's")
     p.add_argument("--fuse-weights", type=_fuse_weights, metavar="W_RUN,W_FUSE",
                    help="weights of the --run and --fuse scores in their weighted mean (default: TSN's, RGB 1 and "
                         "flow 1.5 by each run's modality); recorded in the fusion's metrics.json")
@@ -554,6 +637,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
     _add_storage_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "extract-features", help="snippet features of videos (or routines) with a trained run's backbone, "
+                                 "on Ray Data, for localization",
+        description="Slide snippets over whole videos (--level action) or over each routine (subaction, times "
+                    "relative to the routine start), embed them with the backbone of a trained recognition run "
+                    "(its features()), and write OUT/<level>/<id>.parquet, plus per-instance features of the "
+                    "run's element clips (OUT/elements/). Decoding and flow on CPU actors, the backbone on GPU "
+                    "actors where the cluster has GPUs. Running the same command again skips complete files.",
+        epilog="Settings (--set): snippet_frames=16, stride_frames=8, fps=0 (the clips' rate), short_side, "
+               "input_height/input_width, segments=12, elements=true, batch_size=32, workers, model_workers, "
+               "gpus_per_model_worker, model_cpus. Exit status: 0, 1 if an item failed (see OUT/errors/), "
+               "2 for bad input.")
+    p.add_argument("--run", metavar="RUN_URI", help="a trained run (RUNS/NAME) or one of its epoch_NNNN folders")
+    p.add_argument("--videos", metavar="URI", help="folder of <video_id>.mp4 files (local or s3://)")
+    p.add_argument("--annotations", metavar="PATH", help="FineGym annotation folder or JSON")
+    p.add_argument("--out", metavar="URI", help="output folder (local or s3://)")
+    p.add_argument("--level", choices=("action", "subaction"), help="snippets over whole videos or routines")
+    p.add_argument("--config", metavar="YAML", help="extraction config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one extraction setting (repeatable)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a tiny generated SynGym, preprocessed, a one-epoch tiny run, then extraction, in a temp "
+                        "folder")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_extract_features)
 
     p = sub.add_parser(
         "tune", help="sweep training settings with Ray Tune (grid/random search, ASHA); resumes by sweep name",
@@ -609,6 +719,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser(
+        "localize", help="train a temporal detector on feature sequences with Ray Train, or evaluate it (mAP)",
+        description="train: a 1-D detector (models/detector.py) on the feature sequences of extract-features "
+                    "(FEATURES/<level>/) with their ground truth, on Ray Train; checkpoints to RUNS/NAME, and the "
+                    "same command resumes. evaluate: detections on the validation videos, mAP at tIoU "
+                    "0.50:0.05:0.95 in the paper's Table 4 layout, RUN/eval/ (metrics.json, detections.json, "
+                    "timeline.png). --smoke-test: a tiny detector on generated toy features, in a temp folder.",
+        epilog="settings (--set KEY=VALUE or --config YAML, see configs/localize/*.yaml and "
+               "finegym_ray/localize/config.py): features, annotations, level=action|subaction, "
+               "task=classes|class_agnostic, detector=pyramid, detector_kwargs, epochs, batch_size, lr, "
+               "weight_decay, warmup_epochs, max_steps, val_fraction, score_threshold, sigma, max_detections, "
+               "workers, cpus_per_worker, use_gpu, max_failures, runs, name. "
+               "Example: finegym-ray localize train --config configs/localize/syngym_action.yaml")
+    p.add_argument("action", choices=("train", "evaluate", "demo"),
+                   help="train (or resume) the run, evaluate it, or demo: both levels on the main demo's SynGym "
+                        "and run (after 'finegym-ray demo'; writes OUT/localize/)")
+    p.add_argument("--out", metavar="DIR", help="demo: the main demo's folder (default ./finegym_demo)")
+    p.add_argument("--level", choices=("action", "subaction"), help="demo: one level only (default both)")
+    p.add_argument("--config", metavar="YAML", help="localize config file (configs/localize/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set epochs=5 (repeatable)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a few epochs of a tiny detector on toy feature sequences (evaluate: train, then evaluate)")
+    _add_lease_option(p, "RUNS/NAME")
+    p.add_argument("--address", help="Ray cluster to use (default: the job's cluster, else a new local Ray)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_localize)
+
+    p = sub.add_parser(
         "submit", help="submit a stage (preprocess, ...) as a Ray job to a cluster",
         usage="finegym-ray submit STAGE [--address URL] [--config YAML] [--set K=V ...] [--wait] -- [STAGE OPTIONS]",
         description="Submit 'python jobs/STAGE.py ARGS' through Ray's Jobs API, with this checkout as the "
@@ -648,13 +786,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="URI", help="output folder or s3://bucket/prefix")
     _add_storage_options(p)
     p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser(
+        "check", help="before preprocessing: is every annotated video there, readable and long enough (no Ray)",
+        description="For every video the annotations name: whether its file is under --videos (<video_id>.mp4, "
+                    ".mkv, .webm, .mov or .avi), whether it opens and decodes a frame near its start and near the "
+                    "end of its last annotated event, whether it lasts as long as its annotations reach, its frame "
+                    "rate and whether that varies (timestamps sampled at the start, middle and end). Prints the "
+                    "problems and a summary, writes one CSV row per video. Decodes a few frames per video, "
+                    "eight videos at a time: about a second per video or less.",
+        epilog="Exit status: 0 when every annotated video can be cut, 1 when some cannot (missing, unreadable, "
+               "too short, or a variable frame rate without --allow-vfr), 2 for bad input.")
+    p.add_argument("--annotations", required=True, metavar="DIR_OR_JSON",
+                   help="FineGym annotation folder or annotation JSON (path or s3:// URI)")
+    p.add_argument("--videos", required=True, metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
+    p.add_argument("--csv", default="finegym_video_check.csv", metavar="PATH",
+                   help="where the per-video CSV goes, path or s3:// URI (default ./finegym_video_check.csv)")
+    p.add_argument("--allow-vfr", action="store_true",
+                   help="a variable frame rate is no problem (as for preprocessing with allow_vfr=true)")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_check)
+
+    from .localize.score import FORMATS_HELP
+
+    p = sub.add_parser(
+        "score-detections", help="temporal detection mAP at tIoU 0.50:0.05:0.95 (ActivityNet's evaluation)",
+        description="Score detections of any system (ActivityNet results JSON) against ground truth "
+                    "(ActivityNet JSON, FineGym's annotation JSON or folder); prints the FineGym paper's "
+                    "Table 4 layout and AP per class. Runs in this process (no Ray).",
+        epilog=FORMATS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ground-truth", required=True, metavar="GT", help="ground truth file or FineGym folder "
+                   "(path or s3:// URI)")
+    p.add_argument("--detections", required=True, metavar="DET.json", help="ActivityNet results JSON (path or s3://)")
+    p.add_argument("--level", choices=["action", "subaction"], default="action",
+                   help="for FineGym ground truth: routines in videos (action, default) or sub-actions in routines")
+    p.add_argument("--subset", help="ActivityNet ground truth: score only the videos of this subset, e.g. validation")
+    p.add_argument("--class-agnostic", action="store_true", help="ignore every label: score the segments alone")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_score_detections)
+
+    p = sub.add_parser(
+        "runs", help="list the training runs under a runs folder: model, epochs, best and last accuracy, state",
+        description="One row per training run below URI (sweep trials included): model, input, task, epochs "
+                    "done / planned, best (by mean class) and last validation mean class and top-1 accuracy, "
+                    "and a state: finished, running, partial (stopped: the same command resumes it) or failed "
+                    "(training raised, or its job is gone and left its lease). Reads no weights; no Ray.")
+    p.add_argument("uri", nargs="?", default="./finegym_runs", metavar="URI",
+                   help="runs folder (path or s3:// URI; default ./finegym_runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per run instead of the table")
+    _add_storage_options(p)
+    p.set_defaults(func=cmd_runs)
+    for p in sub.choices.values():  # before or after the command; SUPPRESS keeps a leading one
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
+VERBOSE_HELP = ("also print what Ray prints (its workers' lines, Ray Data's progress, warnings); by default "
+                "those go to Ray's log files under its session folder (/tmp/ray/session_*/logs)")
+
+
 def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
+    import time
+
+    from .progress import rate_eta
+
+    t0 = time.time()
+
     def report(done: int, total: int) -> None:
         end = "\n" if done >= total or not sys.stdout.isatty() else "\r"
-        print(f"[{stage}] {done}/{total} {unit}", end=end, flush=True)
+        print(f"[{stage}] {rate_eta(done, total, time.time() - t0, unit)}", end=end, flush=True)
     return report
 
 
@@ -706,6 +907,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = argv[:argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
     args.stage_args = stage_args
+    if args.verbose:
+        from .ray_output import set_verbose
+
+        set_verbose(True)
     if getattr(args, "s3_endpoint", None):
         from .storage import use_endpoint
 

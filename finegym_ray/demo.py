@@ -56,7 +56,10 @@ def _say(stage: str, message: str) -> None:
 
 
 def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
-    return lambda done, total: _say(stage, f"{done}/{total} {unit}")
+    from .progress import rate_eta
+
+    t0 = time.time()
+    return lambda done, total: _say(stage, rate_eta(done, total, time.time() - t0, unit))
 
 
 MARKER = "demo.yaml"
@@ -161,6 +164,10 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
              "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
              "settings": storage.join(store, "demo.yaml")}
     _say("ray", f"cluster resources: {ray.cluster_resources()}")
+    if train is not None:  # checked before the synthetic data and clips are made
+        from .capacity import check_capacity, train_needs
+
+        check_capacity(train_needs(train), what="the demo's training")
     if synth_is_current(data_dir, synth):
         _say("synth", f"reusing {data_dir} (same settings)")
     else:

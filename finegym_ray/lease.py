@@ -150,3 +150,14 @@ def _heartbeat(uri: str, mine: dict, every_s: float, stop: threading.Event,
         except Exception as e:  # noqa: BLE001 - a storage hiccup must not stop the job; the next beat retries
             if say:
                 say(f"warning: lease heartbeat failed ({type(e).__name__}: {e})")
+
+
+def lease_holder_state(uri: str) -> tuple[str, dict]:
+    """("none", {}) without a lease at ``uri``, else ("gone" or "live", the lease record):
+    gone when its holder ran on this host and its process no longer exists. How old a
+    live holder's heartbeat may be is the reader's call (``record["heartbeat"]``, seconds
+    since the epoch)."""
+    record = _read(uri)
+    if not record:
+        return "none", {}
+    return ("gone" if _holder_is_gone(record) else "live"), record

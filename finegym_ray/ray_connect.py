@@ -30,6 +30,7 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     nodes were started with. A ``runtime_env`` passed in keeps its own values."""
     import ray
 
+    from . import ray_output
     from .storage import worker_env
 
     os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_MS))
@@ -55,8 +56,14 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     saved = os.environ.get(OVERRIDE_JOB_ENV)
     if override:
         os.environ[OVERRIDE_JOB_ENV] = "1"
+    # The project's own lines only, Ray's internals to its log files (ray_output.py);
+    # --verbose brings Ray's output back, worker lines included.
+    if ray_output.verbose():
+        kwargs.pop("log_to_driver", None)
+    ray_output.before_init()
     try:
         ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
+        ray_output.after_init()
     finally:
         if override:
             if saved is None:

@@ -16,6 +16,7 @@ workers from their own environment (instance profile, IRSA, a Kubernetes secret)
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import sys
 import time
@@ -76,6 +77,77 @@ def sweep_file_args(path: str) -> list[str]:
     return ["--config", str(resolved.relative_to(root))]
 
 
+# Stage options and --set keys (the last part of a dotted key: train.data) that name
+# local files or folders. A job runs in its uploaded working directory on the cluster,
+# so a path relative to where submit ran is made absolute before it is sent.
+PATH_OPTIONS = ("--annotations", "--videos", "--out", "--data", "--runs", "--run", "--fuse", "--store")
+PATH_SET_KEYS = ("data", "runs", "pretrained", "sweeps")
+
+
+def _relative_local(value: str) -> bool:
+    from .storage import parse_uri
+
+    try:
+        loc = parse_uri(value)
+    except ValueError:
+        return False
+    return not loc.is_s3 and not value.startswith("file://") and not os.path.isabs(value)
+
+
+def job_paths(args: list[str]) -> tuple[list[str], list[str]]:
+    """``args`` of a stage with its relative local paths made absolute (against this
+    directory), and a line per change. A job runs in its uploaded working directory
+    (this checkout, unpacked on the cluster), where a relative path would name something
+    else. A stage's ``--config`` is read by the job from the upload: one inside the
+    checkout is sent relative to it; one outside is refused (ValueError) with a hint."""
+    out, notes = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, inline = arg.partition("=")
+        if arg.startswith("--") and name in (*PATH_OPTIONS, "--config"):
+            if eq:
+                value, step = inline, 1
+            elif i + 1 < len(args):
+                value, step = args[i + 1], 2
+            else:
+                out.append(arg)
+                break
+            if _relative_local(value) or (name == "--config" and not value.startswith("s3://")):
+                value = _config_in_checkout(value) if name == "--config" else _absolute(value, name, notes)
+            out += [name, value]
+            i += step
+            continue
+        if arg == "--set" and i + 1 < len(args):
+            key, eq, value = args[i + 1].partition("=")
+            if eq and key.rsplit(".", 1)[-1] in PATH_SET_KEYS and _relative_local(value):
+                value = _absolute(value, f"--set {key}", notes)
+            out += ["--set", f"{key}{eq}{value}"]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out, notes
+
+
+def _absolute(value: str, what: str, notes: list[str]) -> str:
+    resolved = os.path.abspath(value)
+    notes.append(f"{what} {value} is relative to this directory; sent as {resolved} (a job runs in its uploaded "
+                 f"working directory on the cluster, where {value} would name something else)")
+    return resolved
+
+
+def _config_in_checkout(path: str) -> str:
+    """A stage's --config as the job sees it: relative to the uploaded checkout."""
+    root = project_root()
+    resolved = Path(path).resolve()
+    if root is not None and resolved.is_relative_to(root):
+        return str(resolved.relative_to(root))
+    raise ValueError(f"--config {path}: the job reads its config from its uploaded working directory "
+                     f"({root or 'the installed package'}), which does not hold this file; use submit's own "
+                     f"--config (sent as --set overrides) or copy the file into the checkout")
+
+
 def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
     """Entry point and runtime env for ``stage`` with its command-line ``args``."""
     root = project_root()
@@ -108,6 +180,21 @@ def auth_headers(token_file: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# Ray's job client takes the first of these that is set over the address it is given
+# (ray.dashboard.utils.get_address_for_submission_client), as Ray's own CLI does.
+ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+def jobs_address(address: str) -> tuple[str, str | None]:
+    """The address Ray's job client will use for ``address`` and the environment
+    variable that chose it instead (None: ``address`` itself), so that what is printed
+    is where the job went."""
+    for var in ADDRESS_VARS:
+        if os.environ.get(var):
+            return os.environ[var], (var if os.environ[var].rstrip("/") != address.rstrip("/") else None)
+    return address, None
+
+
 def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_id: str | None = None,
            token_file: str | None = None) -> int:
     """Submit; print the job id; with ``wait`` follow the logs and return 0 only if the
@@ -116,8 +203,12 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
 
     from ray.exceptions import AuthenticationError
 
+    from .ray_output import quiet_client
+
+    quiet_client()  # Ray's packaging and upload lines: to a log file unless --verbose
     spec = job_spec(stage, args)
     headers = auth_headers(token_file)
+    address, chosen_by = jobs_address(address)
     try:
         client = JobSubmissionClient(address, headers=headers or None)
         job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
@@ -128,15 +219,23 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
         refused = "rejected" if "403" in str(e) or "nvalid" in str(e) else "needs a token"
         raise PermissionError(f"the Ray cluster at {address} {refused}; sent {sent}. Pass the cluster's token with "
                               "--token-file PATH (see cluster/README.md)") from None
+    used = client.get_address()  # a cluster address (host:6379, ray://) becomes the Jobs API URL it serves
     print(f"submitted {job_id}: {spec['entrypoint']}", flush=True)
-    print(f"  logs:   ray job logs --address {address} --follow {job_id}", flush=True)
+    if chosen_by:
+        print(f"  address: {used} (from ${chosen_by}, which Ray puts before --address)", flush=True)
+    print(f"  logs:   ray job logs --address {used} --follow {job_id}", flush=True)
     if not wait:
         return 0
 
+    from .ray_output import JobLogFilter
+
+    shown = JobLogFilter()
+
     async def follow() -> None:
         async for lines in client.tail_job_logs(job_id):
-            sys.stdout.write(lines)
+            sys.stdout.write(shown.feed(lines))
             sys.stdout.flush()
+        sys.stdout.write(shown.close())
 
     asyncio.run(follow())
     status = client.get_job_status(job_id)

@@ -172,10 +172,13 @@ def ray_cluster(s3_server):
     # With the dashboard, as every real cluster has: Ray Train frees the CPUs of a Tune
     # trial that ASHA stops through the dashboard's State API. On a port of its own, so
     # that another Ray on this machine cannot hold it.
-    (dashboard_port,) = _free_ports(1)
+    # The job agent's HTTP port too: at its default (52365) another Ray on this host
+    # leaves this one without an agent, and every job submit fails ("No available agent").
+    dashboard_port, agent_port = _free_ports(2)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 300 * 2**20,
                                                             "include_dashboard": True,
-                                                            "dashboard_port": dashboard_port})
+                                                            "dashboard_port": dashboard_port,
+                                                            "dashboard_agent_listen_port": agent_port})
     # The address in the workers' environment too, as init_ray does (see
     # ray_connect._cluster_address_env): other Rays may run on this host.
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False,

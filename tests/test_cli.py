@@ -279,6 +279,8 @@ def _subparsers():
 
 def test_every_set_example_in_the_help_is_a_valid_setting():
     from finegym_ray.config import load_config
+    from finegym_ray.localize.config import LocalizeConfig
+    from finegym_ray.localize.extract import ExtractConfig
     from finegym_ray.preprocess.config import PreprocessConfig
     from finegym_ray.synth.config import SynthConfig
     from finegym_ray.train.config import TrainConfig
@@ -291,7 +293,9 @@ def test_every_set_example_in_the_help_is_a_valid_setting():
              "demo": lambda o: load_config(SynthConfig, overrides=[o]),
              "preprocess": lambda o: load_config(PreprocessConfig, overrides=[o]),
              "train": lambda o: load_config(TrainConfig, overrides=[o]),
-             "tune": sweep, "study": sweep}
+             "tune": sweep, "study": sweep,
+             "localize": lambda o: load_config(LocalizeConfig, overrides=[o]),
+             "extract-features": lambda o: load_config(ExtractConfig, overrides=[o])}
     seen = 0
     for name, parser in _subparsers().items():
         text = " ".join(parser.format_help().split())

@@ -1,11 +1,14 @@
 """The README's main command, as a user runs it (a real local Ray, small settings)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+
+from tests.test_output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
 
 
 def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
@@ -23,15 +26,21 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     assert clips.num_rows == rows and "units: " in r.stdout and f"clips: {rows} written" in r.stdout
     # Trained one epoch, evaluated, printed the metrics table.
     run = tmp_path / "d" / "store" / "runs" / "tsm_flow_set"
-    assert (run / "epoch_0000" / "state.pt").exists() and (run / "eval" / "metrics.json").exists()
+    assert (run / "epoch_0001" / "state.pt").exists() and (run / "eval" / "metrics.json").exists()
     assert "mean class" in r.stdout and "tsm_flow_set" in r.stdout
+    # The project's lines only: one line of settings (all of them in demo.yaml), progress
+    # with rates, no Ray internals.
+    assert_no_ray_internals(r.stdout + r.stderr)
+    settings = [line for line in r.stdout.splitlines() if line.startswith("[demo] synth videos=2")]
+    assert len(settings) == 1 and f"all settings in {tmp_path / 'd' / 'store' / 'demo.yaml'}" in settings[0]
+    assert_progress_with_rate(r.stdout, "preprocess") and assert_progress_with_rate(r.stdout, "train")
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout and "[synth] 1/2" not in again.stdout
     assert pq.read_table(manifest / "subactions.parquet").num_rows == rows
     assert "0 done" in again.stdout and pq.read_table(tmp_path / "d" / "store" / "clips").num_rows == rows
-    assert "has trained all 1 epochs" in again.stdout and not (run / "epoch_0001").exists()
+    assert "has trained all 1 epochs" in again.stdout and not (run / "epoch_0002").exists()
 
 
 def _demo_cli(tmp_path, store, *extra: str) -> list[str]:
@@ -61,7 +70,7 @@ def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
     first = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     # The demo's run (as a training would leave it) and a user's own run beside it.
-    for name in ("runs/tsm_flow_set/epoch_0000/state.pt", "runs/mine/epoch_0003/state.pt"):
+    for name in ("runs/tsm_flow_set/epoch_0001/state.pt", "runs/mine/epoch_0003/state.pt"):
         (store / name).parent.mkdir(parents=True, exist_ok=True)
         (store / name).write_bytes(b"weights")
     marker = yaml.safe_load((store / "demo.yaml").read_text())
@@ -69,11 +78,19 @@ def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
     (store / "demo.yaml").write_text(yaml.safe_dump(marker))
     mine = _tree(store / "runs" / "mine")
 
-    again = subprocess.run(_demo_cli(tmp_path, store, "--set", "noise=3"), capture_output=True, text=True,
-                           timeout=300)
+    # A bad preprocessing setting of the demo: one line naming it, before anything runs.
+    bad = subprocess.run(_demo_cli(tmp_path, store, "--preprocess-set", "short_sid=64"), capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "short_sid" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, \
+        bad.stderr
+    again = subprocess.run(_demo_cli(tmp_path, store, "--set", "noise=3", "--preprocess-set", "jpeg_quality=85",
+                                     "--verbose"), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert_some_ray_internals(again.stdout + again.stderr)  # --verbose: Ray prints as it does
     said = [line for line in again.stdout.splitlines() if "settings changed" in line]
     assert len(said) == 1 and "noise 2.0 -> 3.0" in said[0] and "tsm_flow_set" in said[0], again.stdout[-3000:]
+    assert "jpeg_quality" in said[0]  # the demo's preprocessing settings take --preprocess-set
+    assert json.loads((store / "preprocess.json").read_text())["settings"]["jpeg_quality"] == 85
     assert _tree(store / "runs" / "mine") == mine
     assert not list((store / "runs").glob("tsm_flow_set/**/*.pt"))
     assert pq.read_table(store / "clips").num_rows > 0  # cut again from the new videos

@@ -110,7 +110,7 @@ def build_manifest(
         subactions=_subactions_table(events, subsets, matched),
         categories=_categories_table(subsets, set_cats),
         unmatched=pa.Table.from_pylist(matched.unmatched, schema=_UNMATCHED_SCHEMA),
-        summary=_summary(events, subsets, specs, matched),
+        summary=_summary(events, subsets, specs, matched, set_cats),
     )
 
 
@@ -287,7 +287,7 @@ def _categories_table(subsets: dict[str, ElementCategories], sets: list[SetCateg
 
 
 def _summary(events: list[Event], subsets: dict[str, ElementCategories], specs: list[SplitSpec],
-             matched: _Matched) -> dict[str, Any]:
+             matched: _Matched, sets: list[SetCategory] | None = None) -> dict[str, Any]:
     labels, unmatched = matched.labels, matched.unmatched
     per_event: dict[str, dict[str, int]] = {}
     for ev in events:
@@ -310,6 +310,8 @@ def _summary(events: list[Event], subsets: dict[str, ElementCategories], specs: 
         "per_subset": {name: dict(sorted(by_split.items())) for name, by_split in matched.counts.items()},
         "count_warnings": _count_warnings(matched.lines),
         "per_set": {str(k): v for k, v in sorted(per_set.items())},
+        # Names of the sets counted (set_categories.txt; without it, none).
+        "set_names": {str(s.set_id): s.name for s in sets or () if s.set_id in per_set},
         "subsets": {name: cats.num_classes for name, cats in subsets.items()},
         "split_files": [{"path": s.path, "split": s.split, "subset": s.subset} for s in specs],
         "unmatched_keys": len(unmatched),
@@ -370,6 +372,11 @@ def categories_from_table(table: pa.Table) -> tuple[dict[str, ElementCategories]
     return {k: ElementCategories(k, tuple(v)) for k, v in subsets.items()}, sets
 
 
+def _set_label(set_id: str, names: dict[str, str]) -> str:
+    """``21 (VT_0 round-off ...)``: a set id with its name when known."""
+    return f"{set_id} ({names[set_id]})" if set_id in names else set_id
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable summary lines of a manifest."""
     lines = [
@@ -384,7 +391,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{name} " + ", ".join(f"{split} {c['keys']} keys ({c['matched']} matched)"
                                    for split, c in by_split.items())
             for name, by_split in summary.get("per_subset", {}).items()) or "none"),
-        "per set: " + (", ".join(f"{k}: {v}" for k, v in summary["per_set"].items()) or "none"),
+        "per set: " + (", ".join(_set_label(k, summary.get("set_names", {})) + f": {v}"
+                                 for k, v in summary["per_set"].items()) or "none"),
         "subsets: " + (", ".join(f"{k} ({v} classes)" for k, v in summary["subsets"].items()) or "none"),
     ]
     lines += [f"WARNING: {w}" for w in summary.get("count_warnings", [])]

@@ -193,19 +193,11 @@ def _train_fn(args: dict) -> None:
     optimizer = steps.make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
                                      momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
-    start_epoch, history = 0, []
-    if resumed is not None:
-        found, state = resumed
-        history = found.meta["history"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoints.set_rng_state(state["rng"])
-        start_epoch = found.epoch + 1
-        if rank == 0:
-            _say(f"resuming after {found.uri} (epoch {start_epoch} of {config.epochs})")
-    else:
+    start_epoch, history = checkpoints.restore(resumed, model=model, optimizer=optimizer, scheduler=scheduler)
+    if resumed is None:
         torch.manual_seed(config.seed)  # the same initial weights on every worker and every fresh run
+    elif rank == 0:
+        _say(f"resuming after {resumed[0].uri} ({start_epoch} of {config.epochs} epochs done)")
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
 

@@ -14,6 +14,7 @@ the benchmarks and tests call it directly. Two ways through it:
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in table_totals
 
 from ..video.decode import VideoError, WindowDecoder
 from ..video.encode import encode_jpeg
@@ -56,21 +58,41 @@ _FLOW_FIELDS = [
 FINGERPRINT_KEY = b"finegym_ray.unit_fingerprint"
 
 
+# ... and the shard's totals (clips, frames, seconds of clips), so that the summary of a
+# whole output is read from footers too. Shards written before it lack the key.
+TOTALS_KEY = b"finegym_ray.unit_totals"
+
+
+def table_totals(table: pa.Table) -> dict:
+    """``clips``, ``frames`` and ``video_seconds`` (the clips' windows, seconds) of a shard's rows."""
+    frames = pa.compute.sum(table.column("num_frames")).as_py() if table.num_rows else 0
+    seconds = pa.compute.sum(pa.compute.subtract(table.column("end_s"), table.column("start_s"))).as_py() \
+        if table.num_rows else 0.0
+    return {"clips": table.num_rows, "frames": int(frames or 0), "video_seconds": float(seconds or 0.0)}
+
+
 def with_fingerprint(table: pa.Table, fingerprint: str) -> pa.Table:
-    """``table`` with the unit's fingerprint in its schema metadata (written to the footer)."""
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
+    """``table`` with the unit's fingerprint and totals (``table_totals``) in its schema
+    metadata (written to the footer)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode(),
+                                          TOTALS_KEY: json.dumps(table_totals(table)).encode()})
 
 
-def shard_fingerprint(filesystem, path: str) -> str | None:
-    """The fingerprint in the footer of the shard at ``path`` on a pyarrow filesystem
-    (on S3: ranged reads of the footer only), None if it has none. A file that is not
-    complete Parquet raises OSError or pyarrow.ArrowInvalid."""
+def shard_footer(filesystem, path: str) -> tuple[str | None, dict | None]:
+    """(fingerprint, totals) in the footer of the shard at ``path`` on a pyarrow
+    filesystem (on S3: ranged reads of the footer only), each None if it has none. A file
+    that is not complete Parquet raises OSError or pyarrow.ArrowInvalid."""
     import pyarrow.parquet as pq
 
     with filesystem.open_input_file(path) as f:
         metadata = pq.read_metadata(f).metadata or {}
-    value = metadata.get(FINGERPRINT_KEY)
-    return value.decode() if value is not None else None
+    value, totals = metadata.get(FINGERPRINT_KEY), metadata.get(TOTALS_KEY)
+    return value.decode() if value is not None else None, json.loads(totals) if totals is not None else None
+
+
+def shard_fingerprint(filesystem, path: str) -> str | None:
+    """The fingerprint in the footer of the shard at ``path`` (``shard_footer``)."""
+    return shard_footer(filesystem, path)[0]
 
 
 def clip_schema(with_flow: bool) -> pa.Schema:

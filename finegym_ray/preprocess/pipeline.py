@@ -13,7 +13,8 @@ Output folder (local or s3://):
     manifest/             the manifest of the annotations (training joins labels from it)
     clips/<unit>.parquet  one row per clip (columns: clips.clip_schema)
     errors/<unit>.json    why a unit, or some of its windows, failed
-    summary.json          counts, frames, seconds, wall time, nodes of the last run
+    summary.json          the whole output (units with clips, clips, frames, seconds) and
+                          each run's own figures (counts, wall time, nodes) in ``runs``
 
 Actors write their own shards, rather than returning rows to a Ray Data writer, so
 that JPEG bytes never pass through the object store to a writer and each shard is named
@@ -33,33 +34,20 @@ from typing import Any
 
 import ray
 
-from .. import storage
+from .. import progress, storage
 from ..config import to_yaml
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..lease import writer_lease
-from .clips import shard_fingerprint
+from .clips import shard_footer
 from .config import PreprocessConfig, config_hash, output_settings
 from .stages import error_record, error_uri, map_cut_stages, shard_uri
 from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
+from ..video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401 - find_videos: this module's API too
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 # A shard write takes seconds; a temp file this old belongs to a writer that was killed,
 # not to one still writing (another job on the same output, say).
 ABANDONED_TEMP_S = 600.0
 SETTINGS_FILE = "preprocess.json"
-
-
-def find_videos(videos: str) -> dict[str, str]:
-    """video id (file name without extension) -> URI, for every video below ``videos``."""
-    found: dict[str, str] = {}
-    for uri in storage.list_uris(videos):
-        stem, ext = os.path.splitext(uri.rsplit("/", 1)[-1])
-        if ext.lower() in VIDEO_EXTENSIONS:
-            # Prefer .mp4 when a video exists in several containers (mmaction2's downloader
-            # can leave .mkv/.webm beside it).
-            if stem not in found or ext.lower() == ".mp4":
-                found[stem] = uri
-    return found
 
 
 def videos_to_cut(videos: str) -> dict[str, str]:
@@ -117,11 +105,13 @@ def _existing_units(out: str) -> set[str]:
             for uri in storage.list_uris(storage.join(out, "clips"), suffix=".parquet")}
 
 
-def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *,
-                  threads: int = 16) -> tuple[set[str], dict[str, list[str]]]:
+def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, threads: int = 16,
+                  totals: dict[str, dict | None] | None = None) -> tuple[set[str], dict[str, list[str]]]:
     """Which of ``units`` (each with a shard under ``out``/clips) are done: their shard's
     footer is readable and holds the unit's fingerprint. Returns (done unit ids, reason
-    -> unit ids to cut again). Reads footers only, ``threads`` at a time (S3 latency)."""
+    -> unit ids to cut again). Reads footers only, ``threads`` at a time (S3 latency).
+    ``totals``, when given, receives each done unit's footer totals (None for a shard
+    written before footers held them)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -132,11 +122,13 @@ def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *,
         shard_uri(out, unit.unit_id)  # refuses an id that would name a path elsewhere
         path = f"{root}/clips/{unit.unit_id}.parquet"
         try:
-            found = shard_fingerprint(fs, path)
+            found, unit_totals = shard_footer(fs, path)
         except (OSError, pa.ArrowInvalid):
             return "unreadable (not complete Parquet)"
         if found != unit.fingerprint(settings_hash):
             return "made for other windows or settings" if found else "without a fingerprint (an older version)"
+        if totals is not None:
+            totals[unit.unit_id] = unit_totals
         return None
 
     done, redo = set(), {}
@@ -161,8 +153,10 @@ def output_state(out: str, planned: set[str]) -> dict[str, int]:
 
 def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out: str, *, prune: bool = False,
                    break_lease: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Cut every planned clip not yet in ``out``; returns the summary (also written to
-    ``out/summary.json``). Starts a local Ray unless one is initialised or reachable.
+    """Cut every planned clip not yet in ``out``; returns this run's summary, with
+    ``output`` and ``totals``: the whole output's state (``out/summary.json`` holds those
+    and every run's figures, ``write_summary``). Starts a local Ray unless one is
+    initialised or reachable.
 
     annotations: a FineGym annotation folder or JSON (local or s3://). videos: folder of
     ``<video_id>.mp4`` files (local or s3://). prune: delete shards and error records of
@@ -173,8 +167,22 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
     t_start = time.time()
     manifest = build_manifest_from(annotations)
     video_uris = videos_to_cut(videos)  # before anything is written
-    with writer_lease(out, what=f"preprocess --out {out}", break_lease=break_lease, say=say):
-        return _preprocess(config, manifest, videos, video_uris, out, prune, say, t_start)
+    from ..capacity import StallWatchdog, check_capacity, preprocess_needs
+    from .stages import pool_sizes
+
+    units = len(plan(config, manifest))
+    if units and ray.is_initialized():  # else Ray Data starts a local Ray, which pool_sizes fits
+        check_capacity(preprocess_needs(config, pool_sizes(config, ray.cluster_resources(), units)),
+                       what="preprocess")
+    # Every line it says (a unit done) is progress; the watchdog's own are not.
+    watchdog = StallWatchdog("preprocess", say=say)
+
+    def ticking(message: str) -> None:
+        watchdog.progress()
+        say(message)
+
+    with writer_lease(out, what=f"preprocess --out {out}", break_lease=break_lease, say=say), watchdog:
+        return _preprocess(config, manifest, videos, video_uris, out, prune, ticking, t_start)
 
 
 def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dict[str, str], out: str, prune: bool,
@@ -198,7 +206,8 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
             storage.delete(error_uri(out, unit_id))
         say(f"pruned {len(stale)} shard(s) of an earlier plan")
     settings = config_hash(config)
-    existing, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings)
+    on_disk: dict[str, dict | None] = {}
+    existing, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings, totals=on_disk)
     for reason, ids in sorted(redo.items()):
         say(f"cutting {len(ids)} unit(s) again whose shard is {reason}, e.g. {ids[0]}")
     todo = [u for u in units if u.unit_id not in existing]
@@ -216,7 +225,56 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     summary = _summary(config, units, todo, missing, results, time.time() - t_start)
     summary["recut"] = {reason: len(ids) for reason, ids in sorted(redo.items())}
     summary["output"] = output_state(out, planned)
-    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=1))
+    on_disk.update({r["unit_id"]: {"clips": r["clips"], "frames": r["frames"], "video_seconds": r["video_seconds"]}
+                    for r in results if r["status"] == "done"})
+    summary["totals"] = output_totals(out, units, on_disk)
+    write_summary(out, summary, finished_at=time.time())
+    return summary
+
+
+def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict | None]) -> dict[str, Any]:
+    """What the output holds over the whole plan, whichever runs cut it: units with
+    clips, clips, frames and seconds of clips on disk, and clips planned. ``known``: unit
+    id -> its totals (from shard footers or this run's results); a shard not in it, or
+    known as None (written before footers held totals), is read for its columns."""
+    import pyarrow.parquet as pq
+
+    present = _existing_units(out) & {u.unit_id for u in units}
+    fs, root = storage.pyarrow_filesystem(out)
+    totals = {"clips": 0, "frames": 0, "video_seconds": 0.0}
+    for unit_id in sorted(present):
+        figures = known.get(unit_id)
+        if figures is None:
+            try:
+                with fs.open_input_file(f"{root}/clips/{unit_id}.parquet") as f:
+                    table = pq.read_table(f, columns=["num_frames", "start_s", "end_s"])
+            except (OSError, ValueError):
+                continue  # unreadable: the next run cuts it again, and counts it then
+            figures = {"clips": table.num_rows, "frames": int(sum(table.column("num_frames").to_pylist())),
+                       "video_seconds": float(sum(e - s for s, e in zip(table.column("start_s").to_pylist(),
+                                                                         table.column("end_s").to_pylist())))}
+        for k in totals:
+            totals[k] += figures[k]
+    return {"units_planned": len(units), "units_with_clips": len(present),
+            "clips_planned": sum(len(u.windows) for u in units), "clips": totals["clips"],
+            "frames": totals["frames"], "video_seconds": round(totals["video_seconds"], 3)}
+
+
+def write_summary(out: str, run: dict[str, Any], *, finished_at: float) -> dict[str, Any]:
+    """Write OUT/summary.json: the whole output (``output``, ``totals``, from ``run``, the
+    summary of the run just finished) and ``runs``, every run's own figures, oldest first
+    (a summary.json written before the history counts as the first run's). Returns it."""
+    uri = storage.join(out, "summary.json")
+    try:
+        before = json.loads(storage.read_text(uri))
+    except (FileNotFoundError, ValueError):
+        before = {}
+    history = before.get("runs") if isinstance(before.get("runs"), list) else ([before] if before else [])
+    this_run = {k: v for k, v in run.items() if k not in ("output", "totals")}
+    this_run["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished_at))
+    summary = {"config_hash": run["config_hash"], "output": run["output"], "totals": run["totals"],
+               "runs": [*history, this_run]}
+    storage.write_text(uri, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -231,11 +289,13 @@ def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dic
     if pools.flow_workers:
         say(f"flow {config.flow.method}: {pools.workers} decoding actor(s), {pools.flow_workers} flow actor(s) "
             + (f"with {pools.flow_gpus:g} GPU each" if pools.flow_gpus else "on CPUs"))
-    results, failed = [], 0
+    results, failed, t0 = [], 0, time.time()
     for row in rows_as_done(ds):
         results.append(row)
         failed += row["status"] != "done"
-        say(f"units {len(results)}/{len(units)} ({failed} failed)")
+        # The rate counts from the start of the stage (actors starting included), so the
+        # ETA errs long early on.
+        say(f"{progress.rate_eta(len(results), len(units), time.time() - t0, 'units')} ({failed} failed)")
         if row["status"] != "done" and not row["recorded"]:
             _record_here(out, row, units, video_uris, say)
     return results
@@ -307,4 +367,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
             f"worker seconds by stage: {stages or '-'}"
             + (f"\noutput: {summary['output']['with_clips']} of {summary['output']['planned']} units have clips, "
-               f"{summary['output']['with_errors']} have error records" if "output" in summary else ""))
+               f"{summary['output']['with_errors']} have error records" if "output" in summary else "")
+            + (f"; {summary['totals']['clips']} of {summary['totals']['clips_planned']} planned clips on disk, "
+               f"{summary['totals']['frames']} frames, {summary['totals']['video_seconds']:.1f} s"
+               if "totals" in summary else ""))

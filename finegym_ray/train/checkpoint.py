@@ -2,7 +2,8 @@
 ``RUN/epoch_NNNN/`` (local folder or s3://). No Ray here: the worker loop, resume,
 evaluation and (later) Tune trials all come through these functions.
 
-    RUN/epoch_NNNN/     NNNN: the epoch it ends, counted from 0
+    RUN/epoch_NNNN/     NNNN: the epochs done when it was written, as the log counts
+                        them (epoch_0001 holds the state after the first epoch)
         state.pt        model, optimizer, scheduler, epoch, RNG states: tensors and
                         plain Python values only, so ``torch.load(weights_only=True)``
                         reads it and a checkpoint from a shared bucket cannot run code
@@ -15,6 +16,12 @@ that size and hash. The manifest goes last, and an earlier manifest is removed b
 folder is rewritten, so a writer killed at any point leaves a folder that is not taken
 for complete. Readers take the newest complete checkpoint and say which newer folders
 they passed over and why.
+
+Epochs are counted from 1 wherever a person reads them (folder names, logs, tables);
+inside the files (``epoch`` in state.pt, meta.json, each history entry and the
+manifest) an epoch is still its 0-based index, so ``epoch_0001`` holds epoch 0.
+Checkpoints written before folders counted from 1 (format 1: ``epoch_0000`` held epoch
+0) are still read, resumed and pruned: their manifest says which numbering they use.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 
 from .. import storage
 
-FORMAT = 1
+FORMAT = 2  # 2: folder numbers count epochs done; 1: a folder's number was its 0-based epoch
 PREFIX = "epoch_"
 MANIFEST = "manifest.json"
 FILES = ("state.pt", "config.yaml", "meta.json")
@@ -47,8 +54,9 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def dir_name(epoch: int) -> str:
-    """Folder name of the checkpoint written after ``epoch`` (0-based)."""
-    return f"{PREFIX}{epoch:04d}"
+    """Folder name of the checkpoint written after ``epoch`` (0-based): the number of
+    epochs done, ``epoch_0001`` after the first."""
+    return f"{PREFIX}{epoch + 1:04d}"
 
 
 def _sha256(data: bytes) -> str:
@@ -95,8 +103,14 @@ def listing(run: str) -> list[Found]:
         head, _, tail = uri[len(base) + 1:].partition("/")
         if _DIR_RE.fullmatch(head) and tail and "/" not in tail:
             names.setdefault(head, set()).add(tail)
-    return sorted((Found(int(d[len(PREFIX):]), storage.join(run, d), frozenset(n)) for d, n in names.items()),
+    return sorted((Found(_folder_epoch(d), storage.join(run, d), frozenset(n)) for d, n in names.items()),
                   key=lambda f: f.epoch)
+
+
+def _folder_epoch(name: str) -> int:
+    """The 0-based epoch a folder named ``name`` holds in today's numbering (format 2);
+    a format-1 folder holds one more (see :func:`_manifest`)."""
+    return int(name[len(PREFIX):]) - 1
 
 
 def _manifest(found: Found) -> dict:
@@ -105,7 +119,9 @@ def _manifest(found: Found) -> dict:
     try:
         manifest = json.loads(storage.read_text(storage.join(found.uri, MANIFEST)))
         files = manifest["files"]
-        if manifest.get("format") != FORMAT or manifest.get("epoch") != found.epoch or set(files) != set(FILES):
+        # A format-1 folder's number is its epoch, one more than the listing assumed.
+        expected = {FORMAT: found.epoch, 1: found.epoch + 1}.get(manifest.get("format"))
+        if expected is None or manifest.get("epoch") != expected or set(files) != set(FILES):
             raise ValueError("unexpected format, epoch or file list")
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{found.uri}: unreadable {MANIFEST} ({e})") from None
@@ -134,6 +150,12 @@ class Checkpoint:
     config_yaml: str
     manifest: dict
 
+    @property
+    def identity(self) -> str:
+        """SHA-256 of the manifest (which holds the size and hash of every file): the
+        same checkpoint, byte for byte, has the same identity, wherever it is read."""
+        return _sha256(json.dumps(self.manifest, sort_keys=True).encode())
+
     def load_state(self) -> dict:
         """state.pt, verified against the manifest and loaded with ``weights_only=True``
         on CPU. Raises CheckpointError when it does not match or holds objects other
@@ -156,7 +178,7 @@ def _open(found: Found) -> Checkpoint:
     manifest = _manifest(found)
     meta_bytes = _read_verified(found, manifest, "meta.json")
     config_yaml = _read_verified(found, manifest, "config.yaml").decode()
-    return Checkpoint(found.uri, found.epoch, json.loads(meta_bytes), config_yaml, manifest)
+    return Checkpoint(found.uri, manifest["epoch"], json.loads(meta_bytes), config_yaml, manifest)
 
 
 def find_latest(run: str, *, say: Callable[[str], None] | None = None,
@@ -178,6 +200,77 @@ def find_latest(run: str, *, say: Callable[[str], None] | None = None,
     return None
 
 
+def run_of(uri: str) -> str:
+    """The run folder holding the checkpoint at ``uri``."""
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def open_at(uri: str, *, verify_state: bool = False) -> Checkpoint | None:
+    """The checkpoint whose folder is ``uri`` (``RUN/epoch_NNNN``), verified; None when
+    ``uri`` is not a checkpoint folder of its run. Raises CheckpointError when it is one
+    but incomplete or corrupt."""
+    uri = uri.rstrip("/")
+    match = _DIR_RE.fullmatch(uri.rsplit("/", 1)[-1])
+    if match is None or "/" not in uri:
+        return None
+    names = {u[len(uri) + 1:] for u in storage.list_uris(uri)}
+    if not names:
+        return None
+    found = Found(_folder_epoch(match.group(0)), uri, frozenset(n for n in names if "/" not in n))
+    checkpoint = _open(found)
+    if verify_state:
+        _read_verified(found, checkpoint.manifest, "state.pt")
+    return checkpoint
+
+
+def find_best(run: str, *, metric: str = "val_mean_class", say: Callable[[str], None] | None = None,
+              verify_state: bool = False) -> Checkpoint | None:
+    """The complete checkpoint of ``run`` whose epoch has the highest ``metric`` (the
+    newest of equals) in the newest checkpoint's history; the newest checkpoint when no
+    epoch recorded the metric (no validation during training: ``say`` hears so). When
+    the best epoch's checkpoint is gone (pruned with keep_best off), the best of those
+    still there, and ``say`` hears that too. None when the run has no checkpoint."""
+    latest = find_latest(run, say=say, verify_state=verify_state)
+    if latest is None:
+        return None
+    scored = {m["epoch"]: m[metric] for m in latest.meta.get("history", []) if m.get(metric) is not None}
+    if not scored:
+        if say:
+            say(f"{run}: no epoch recorded {metric} (no validation during training): taking the newest checkpoint")
+        return latest
+    best_epoch = max(scored, key=lambda e: (scored[e], e))
+    for found in sorted((f for f in listing(run) if f.epoch in scored), key=lambda f: (scored[f.epoch], f.epoch),
+                        reverse=True):
+        try:
+            checkpoint = _open(found)
+            if verify_state:
+                _read_verified(found, checkpoint.manifest, "state.pt")
+        except CheckpointError as e:
+            if say:
+                say(f"skipping {e}")
+            continue
+        if found.epoch != best_epoch and say:
+            say(f"{run}: the best epoch by {metric} ({best_epoch + 1}) has no complete checkpoint; taking the best "
+                f"one there is, {found.uri}")
+        return checkpoint
+    return latest
+
+
+def select(uri: str, which: str = "last", *, say: Callable[[str], None] | None = None,
+           verify_state: bool = False) -> Checkpoint | None:
+    """The checkpoint ``uri`` names: ``uri`` itself when it is a checkpoint folder
+    (``which`` is then ignored), else the run's ``last`` (newest complete) or ``best``
+    (highest validation mean class accuracy) checkpoint. None when there is none."""
+    if which not in ("last", "best"):
+        raise ValueError(f"checkpoint must be best or last, got {which!r}")
+    named = open_at(uri, verify_state=verify_state)
+    if named is not None:
+        return named
+    if which == "best":
+        return find_best(uri, say=say, verify_state=verify_state)
+    return find_latest(uri, say=say, verify_state=verify_state)
+
+
 def load_latest(run: str, *, say: Callable[[str], None] | None = None) -> tuple[Checkpoint, dict] | None:
     """(checkpoint, its loaded state) of the newest checkpoint that is complete and whose
     state verifies, falling back to older ones (and saying so); None when there is none.
@@ -195,6 +288,21 @@ def load_latest(run: str, *, say: Callable[[str], None] | None = None) -> tuple[
     return None
 
 
+def restore(resumed: tuple[Checkpoint, dict] | None, *, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Load what :func:`load_latest` returned into a training's model, optimizer and
+    scheduler (on their device already: an optimizer state goes to its parameters'
+    device) and restore the RNG states. Returns (the next epoch, 0-based; the history so
+    far); (0, []) when ``resumed`` is None."""
+    if resumed is None:
+        return 0, []
+    found, state = resumed
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return found.epoch + 1, found.meta["history"]
+
+
 def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_class") -> list[str]:
     """Delete complete checkpoints other than the newest ``keep_last`` (0: keep all) and,
     with ``keep_best``, the one with the highest ``metric`` in the newest one's history.
@@ -202,25 +310,24 @@ def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_
     comes round again). Returns the deleted checkpoint URIs."""
     if keep_last <= 0:
         return []
-    complete = []
+    complete = []  # (epoch from the manifest, which a format-1 folder's name is not, folder)
     for found in listing(run):
         try:
-            _manifest(found)
-            complete.append(found)
+            complete.append((_manifest(found)["epoch"], found))
         except CheckpointError:
             pass
     if len(complete) <= keep_last:
         return []
-    keep = {f.epoch for f in complete[-keep_last:]}
+    keep = {epoch for epoch, _ in complete[-keep_last:]}
     if keep_best:
-        history = _open(complete[-1]).meta.get("history", [])
+        history = _open(complete[-1][1]).meta.get("history", [])
         scored = {m["epoch"]: m[metric] for m in history if m.get(metric) is not None}
-        present = [f.epoch for f in complete if f.epoch in scored]
+        present = [epoch for epoch, _ in complete if epoch in scored]
         if present:
             keep.add(max(present, key=lambda e: (scored[e], e)))
     deleted = []
-    for found in complete:
-        if found.epoch in keep:
+    for epoch, found in complete:
+        if epoch in keep:
             continue
         # The manifest first: a prune cut short leaves an incomplete folder, never a
         # "complete" one with files gone.

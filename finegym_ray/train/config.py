@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
 from ..config import ConfigError, check_range
 from ..dataset.labels import TASK_NAMES
@@ -92,6 +93,9 @@ class TrainConfig:
     workers: int = 1
     cpus_per_worker: float = 1.0
     use_gpu: bool | None = None
+    # GPUs each worker reserves when it trains on GPU, at most 1 (a worker drives one
+    # device); a fraction lets one-worker runs share a GPU (Tune trials, small models).
+    gpus_per_worker: float = 1.0
     bf16: bool = True
     channels_last: bool = True
     # Rows kept in each worker's shuffle buffer (clips, after sampling).
@@ -136,6 +140,11 @@ class TrainConfig:
         if self.keep_checkpoints < 0:
             problems.append(f"keep_checkpoints must be >= 0 (0: keep all), got {self.keep_checkpoints}")
         check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
+        check_range(problems, "gpus_per_worker", self.gpus_per_worker, gt=0, le=1)
+        if self.gpus_per_worker < 1 and self.workers > 1:
+            # Ray may place two of them on one GPU, and NCCL refuses two ranks on one device.
+            problems.append(f"gpus_per_worker below 1 ({self.gpus_per_worker}) needs workers=1: workers of one "
+                            f"run may not share a GPU (got workers={self.workers})")
         if self.test_crops not in (1, 3):
             problems.append(f"test_crops must be 1 or 3, got {self.test_crops}")
         if not 16 <= self.crop <= self.test_short:
@@ -218,6 +227,76 @@ def recorded_config(data: dict, where: str = "recorded config") -> tuple[dict, s
         data["task"] = task
     data["task_version"] = TASK_VERSION
     return data, note
+
+
+# Settings that name a file or folder (local or s3://). A run records them absolute, so
+# that it reads the same data from any working directory: another folder, a Ray job in
+# its uploaded working directory, a Ray Train worker.
+PATH_KEYS = ("data", "runs", "pretrained")
+
+
+def absolute_uri(uri: str, base: str | None = None) -> str:
+    """``uri`` made absolute: s3:// and absolute paths unchanged, ``file:///x`` as ``/x``,
+    a relative local path joined to ``base`` (default: the current directory)."""
+    from .. import storage
+
+    loc = storage.parse_uri(uri)
+    if loc.is_s3:
+        return uri
+    if loc.scheme == "file" and os.path.isabs(loc.key):
+        return os.path.normpath(loc.key)
+    if base is not None and storage.parse_uri(base).is_s3:
+        return storage.join(base, os.path.normpath(loc.key))
+    return os.path.normpath(os.path.join(base if base is not None else os.getcwd(), loc.key))
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``data``, ``runs`` and ``pretrained`` as absolute URIs, resolved
+    against the current directory: what ``train`` records in its run."""
+    changes = {k: absolute_uri(getattr(config, k)) for k in PATH_KEYS if getattr(config, k)}
+    return replace(config, **{k: v for k, v in changes.items() if v != getattr(config, k)})
+
+
+def trained_in(run: str, recorded_runs: str | None) -> str | None:
+    """The folder a run recorded with a relative ``runs`` was trained in, deduced from
+    where the run is now: a run at ``/home/u/finegym_runs/NAME`` recorded with ``runs:
+    finegym_runs`` was trained in ``/home/u``. None when the run's location does not end
+    in its recorded ``runs`` (it was moved or copied elsewhere) or ``runs`` is absolute."""
+    from .. import storage
+
+    if not recorded_runs or os.path.isabs(recorded_runs) or storage.parse_uri(recorded_runs).scheme != "file" \
+            or recorded_runs.startswith("file://") or storage.parse_uri(run).is_s3:
+        return None
+    parts = [p for p in os.path.normpath(recorded_runs).split(os.sep) if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    parent = os.path.dirname(os.path.normpath(os.path.abspath(run)))
+    tail = os.sep.join(parts)
+    if not parts:
+        return parent
+    if parent == tail or not parent.endswith(os.sep + tail):
+        return None
+    return parent[: -len(tail) - 1] or os.sep
+
+
+def recorded_paths(data: dict, run: str) -> tuple[dict, str | None]:
+    """A recorded config mapping (a run's config.yaml or a checkpoint's) with its path
+    settings absolute. Runs recorded before paths were made absolute hold them relative
+    to the folder training ran in: that folder is deduced from the run's location and its
+    recorded ``runs`` (``trained_in``); when it cannot be (the run was moved), they are
+    taken relative to the current directory. Returns the mapping and a line saying how
+    relative paths were resolved (None when there were none)."""
+    from .. import storage
+
+    relative = [k for k in PATH_KEYS if isinstance(data.get(k), str) and data[k]
+                and not storage.parse_uri(data[k]).is_s3 and not os.path.isabs(storage.parse_uri(data[k]).key)]
+    if not relative:
+        return dict(data), None
+    base = trained_in(run, data.get("runs"))
+    note = (f"{run} records {', '.join(f'{k}: {data[k]}' for k in relative)} relative to the folder it was "
+            + (f"trained in, {base}" if base else f"trained in, which its location does not show (moved?): "
+               f"taken relative to the current directory {os.getcwd()}"))
+    return {**data, **{k: absolute_uri(data[k], base) for k in relative}}, note
 
 
 # The demo's training run (configs/tsm_flow_demo.yaml holds the same values, and says why).

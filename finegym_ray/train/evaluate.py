@@ -3,9 +3,11 @@ views x spatial crops (softmax scores averaged), then the paper's metrics and ch
 
 Writes, under RUN/eval/: ``scores.parquet`` (key, label, averaged softmax scores),
 ``metrics.json`` (with 95 % bootstrap intervals), ``confusion.png`` and
-``per_class.png``. ``--fuse RUN2`` takes the weighted mean of two runs' scores (RGB +
-flow = two-stream; TSN's weights RGB 1 : flow 1.5 unless given) into
-RUN/eval/fused_<RUN2 name>/.
+``per_class.png`` (RUN/eval/<checkpoint folder>/ for a checkpoint other than the run's
+newest), with the checkpoint's manifest hash, so that a later evaluation of the same
+checkpoint, clips and settings reuses the scores. ``--fuse RUN2`` takes the weighted
+mean of two runs' scores (RGB + flow = two-stream; TSN's weights RGB 1 : flow 1.5 unless
+given) into RUN/eval/fused_<RUN2 name>_<hash of RUN2's URI>/.
 
 The paper's test-time studies (Sec. 4.4) change the protocol: another number of test
 segments (Fig. 6c) or shuffled frame order (Fig. 6b). Their results go to
@@ -14,7 +16,9 @@ RUN/eval/<variant>/ (``variant_name``), so the standard evaluation stays as it w
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections import Counter
 from dataclasses import replace
@@ -28,7 +32,7 @@ from ..charts import confusion_png, per_class_png
 from ..metrics import (bootstrap, confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1,
                        interval)
 from . import checkpoint as checkpoints
-from .config import TrainConfig
+from .config import TrainConfig, absolute_uri
 from .data import SplitLabels, check_data_settings, load_split_labels, sampled_clips
 from .run import checkpoint_config
 
@@ -74,16 +78,101 @@ def config_at_test(config: TrainConfig, segments: int | None) -> TrainConfig:
 
 
 def checkpoint_at_test(run: str, segments: int | None = None, *, say: Callable[[str], None] | None = None,
-                       verify_state: bool = True) -> tuple[checkpoints.Checkpoint, TrainConfig]:
-    """The newest complete checkpoint of ``run`` (``say`` hears of newer ones passed over)
-    and the config it is tested with (``config_at_test``). Reads no state.pt unless
-    ``verify_state``. Raises FileNotFoundError without a checkpoint."""
-    checkpoint = checkpoints.find_latest(run, say=say, verify_state=verify_state)
+                       verify_state: bool = True, which: str = "last",
+                       data: str | None = None) -> tuple[checkpoints.Checkpoint, TrainConfig]:
+    """The checkpoint ``run`` names (a checkpoint folder, or the run's ``which``: ``last``,
+    the newest complete one, or ``best`` by validation mean class accuracy; ``say`` hears
+    of folders passed over) and the config it is tested with (``config_at_test``), its
+    clips ``data`` when given (checked against the run's preprocessing settings hash,
+    ``check_data_hash``). Reads no state.pt unless ``verify_state``. Raises
+    FileNotFoundError without a checkpoint."""
+    checkpoint = checkpoints.select(run, which, say=say, verify_state=verify_state)
     if checkpoint is None:
         if not storage.list_uris(run):
             raise FileNotFoundError(f"{run}: no such run (nothing there; a run is RUNS/NAME, as train printed)")
         raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
-    return checkpoint, config_at_test(checkpoint_config(checkpoint, say=say), segments)
+    config = checkpoint_config(checkpoint, say=say)
+    if data is not None:
+        config = replace(config, data=absolute_uri(data))
+    check_data_hash(checkpoint, config.data, overridden=data is not None)
+    return checkpoint, config_at_test(config, segments)
+
+
+def check_data_hash(checkpoint: checkpoints.Checkpoint, data: str, *, overridden: bool) -> None:
+    """Refuse (ValueError) clips ``data`` whose preprocessing settings hash is not the one
+    the checkpoint was trained on (its meta.json's ``data_hash``): another flow method or
+    frame size would be scored with a model that never saw such input. A checkpoint
+    without a recorded hash is not checked."""
+    from ..preprocess.pipeline import settings_hash
+
+    theirs = checkpoint.meta.get("data_hash")
+    if theirs is None:
+        return
+    ours = settings_hash(data)
+    if ours != theirs:
+        where = f"--data {data}" if overridden else f"its recorded data {data}"
+        holds = f"holds hash {ours}" if ours else "holds no preprocessing output (no preprocess.json)"
+        raise ValueError(f"{checkpoint.uri} was trained on clips with preprocessing settings hash {theirs}, but "
+                         f"{where} {holds}: give --data the clips it was trained on (or a copy)")
+
+
+def is_newest(checkpoint: checkpoints.Checkpoint) -> bool:
+    """Whether ``checkpoint`` is its run's newest complete checkpoint."""
+    latest = checkpoints.find_latest(checkpoints.run_of(checkpoint.uri))
+    return latest is not None and latest.uri.rstrip("/") == checkpoint.uri.rstrip("/")
+
+
+def eval_folder(checkpoint: checkpoints.Checkpoint, variant: str = "", newest: bool | None = None) -> str:
+    """Where a checkpoint's evaluation goes: RUN/eval/[VARIANT] for the run's newest
+    checkpoint (the standard place), RUN/eval/<checkpoint folder>/[VARIANT] for any other,
+    so that scoring the best epoch leaves the last one's results in place."""
+    run = checkpoints.run_of(checkpoint.uri)
+    newest = is_newest(checkpoint) if newest is None else newest
+    return storage.join(run, "eval", "" if newest else checkpoint.uri.rstrip("/").rsplit("/", 1)[-1], variant)
+
+
+def fused_folder_name(other: checkpoints.Checkpoint, other_newest: bool) -> str:
+    """The RUN/eval/ subfolder of a fusion with ``other``: its run's name and a short
+    hash of its absolute URI (the run's, or the checkpoint's when not the run's newest),
+    so that two runs of one name under different roots never share a folder."""
+    target = checkpoints.run_of(other.uri) if other_newest else other.uri.rstrip("/")
+    digest = hashlib.sha256(absolute_uri(target).encode()).hexdigest()[:8]
+    name = checkpoints.run_of(other.uri).rsplit("/", 1)[-1]
+    suffix = "" if other_newest else "_" + other.uri.rstrip("/").rsplit("/", 1)[-1]
+    return f"fused_{name}{suffix}_{digest}"
+
+
+# What must match for an earlier evaluation's scores to be reused: the checkpoint (by
+# its manifest's hash, so a retrained checkpoint of the same epoch is scored anew), the
+# clips and every test setting.
+REUSE_KEYS = ("checkpoint_sha256", "data", "task", "split", "views", "crops", "segments", "shuffle_frames", "seed")
+
+
+def reusable_scores(out: str, what: dict) -> tuple[pa.Table, dict] | None:
+    """(scores, metrics) of an evaluation in ``out`` made with everything in REUSE_KEYS
+    as in ``what``; None when there is none, or it differs in any of them."""
+    try:
+        metrics = json.loads(storage.read_text(storage.join(out, "metrics.json")))
+    except (FileNotFoundError, ValueError):
+        return None
+    if any(metrics.get(k) != what.get(k) for k in REUSE_KEYS):
+        return None
+    try:
+        return storage.read_parquet(storage.join(out, "scores.parquet")), metrics
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return None
+
+
+def check_fusable(a: TrainConfig, b: TrainConfig, class_names: tuple[list, list], runs: tuple[str, str]) -> None:
+    """Refuse (ValueError) to fuse runs of another task, split or class list: their scores
+    would not be of the same clips and classes."""
+    problems = [f"{what} {x!r} vs {y!r}" for what, x, y in (("task", a.task, b.task),
+                                                            ("validation split", a.val_split, b.val_split))
+                if x != y]
+    if not problems and list(class_names[0]) != list(class_names[1]):
+        problems.append(f"classes {len(class_names[0])} vs {len(class_names[1])} (other names or order)")
+    if problems:
+        raise ValueError(f"cannot fuse {runs[0]} with {runs[1]}: {'; '.join(problems)}")
 
 
 def frame_order(key: str, length: int, seed: int = 0) -> np.ndarray:
@@ -159,7 +248,8 @@ def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, *, worker
     rows = scored.to_arrow_refs()
     table = pa.concat_tables(ray.get(rows)).select(["key", "label", "scores"]).sort_by("key")
     check_scored(table, split.labels, f"{run} ({config.val_split})")
-    what = {"checkpoint": checkpoint.uri, "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
+    what = {"checkpoint": checkpoint.uri, "checkpoint_sha256": checkpoint.identity, "data": config.data,
+            "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
             "model": config.model, "split": config.val_split, "views": config.test_views,
             "crops": config.test_crops, "segments": config.segments, "shuffle_frames": shuffle_frames,
             "seed": seed}
@@ -220,7 +310,7 @@ def level_metrics(scores: np.ndarray, labels: np.ndarray, coarse: tuple[int, ...
 def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
                levels: dict[str, tuple[int, ...]] | None = None) -> tuple[dict, np.ndarray]:
     """metrics.json content and the confusion matrix. ``levels``: coarser levels of an
-    element task (set, event), reported under ``levels``."""
+    element task (set, event), reported under ``levels`` (left out when there are none)."""
     cm = confusion_matrix(scores, labels)
     per_class = confusion_per_class(cm)
     draws = bootstrap(scores, labels, samples=INTERVAL["samples"], seed=INTERVAL["seed"])
@@ -229,11 +319,40 @@ def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
     return {"clips": int(len(labels)), "top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm),
             "top1_lo": top1_lo, "top1_hi": top1_hi, "mean_class_lo": mean_class_lo, "mean_class_hi": mean_class_hi,
             "interval": dict(INTERVAL),
-            "levels": {name: level_metrics(scores, labels, coarse) for name, coarse in (levels or {}).items()},
+            # Element tasks only (set and event accuracy of element predictions): absent
+            # for the others rather than an empty mapping that looks like lost results.
+            **({"levels": {name: level_metrics(scores, labels, coarse) for name, coarse in levels.items()}}
+               if levels else {}),
             "classes_present": int(np.isfinite(per_class).sum()), "num_classes": len(class_names),
             "per_class": [{"class": i, "name": n, "clips": int(cm[i].sum()),
                            "accuracy": None if np.isnan(a) else float(a)}
                           for i, (n, a) in enumerate(zip(class_names, per_class))]}, cm
+
+
+# confusion.png stays readable up to this many classes; beyond it the most confused
+# pairs also go to confused_pairs.csv and the printed output.
+PAIRS_ABOVE = 20
+
+
+def most_confused(cm: np.ndarray, class_names: list[str], top: int | None = 20) -> list[dict]:
+    """Off-diagonal cells of the confusion matrix ``cm`` (true, predicted) with clips,
+    most clips first (ties: the larger share of the true class first): true and
+    predicted class ids and names, clips, and share (a fraction of the true class's
+    clips). ``top``: how many (None: all)."""
+    rows = cm.sum(1)
+    pairs = [(int(cm[t, p]), cm[t, p] / rows[t], t, p) for t, p in zip(*np.nonzero(cm)) if t != p]
+    pairs.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
+    return [{"true": int(t), "true_name": class_names[t], "predicted": int(p), "predicted_name": class_names[p],
+             "clips": n, "share": float(share)} for n, share, t, p in pairs[:top]]
+
+
+def _say_confused(metrics: dict, say: Callable[[str], None]) -> None:
+    pairs = metrics.get("most_confused")
+    if pairs:
+        say("  most confused (true -> predicted: clips, share of the true class; all in confused_pairs.csv):")
+        for q in pairs[:10]:
+            say(f"    {q['true']} {q['true_name']} -> {q['predicted']} {q['predicted_name']}: {q['clips']}, "
+                f"{q['share']:.0%}")
 
 
 def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> dict:
@@ -243,11 +362,19 @@ def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> 
     class_names = list(split.class_names)
     metrics, cm = metrics_of(s, y, class_names, split.levels)
     metrics = {**what, **metrics}
+    if len(class_names) > PAIRS_ABOVE:
+        pairs = most_confused(cm, class_names, top=None)
+        metrics["most_confused"] = pairs[:10]
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=["true", "true_name", "predicted", "predicted_name", "clips", "share"])
+        writer.writeheader()
+        writer.writerows(pairs)
+        storage.write_text(storage.join(out, "confused_pairs.csv"), table.getvalue())
     title = f"{what.get('model', '')} {what.get('modality', '')} {what.get('task', '')}: " \
             f"top-1 {metrics['top1']:.1%}, mean class {metrics['mean_class']:.1%}"
     storage.write_parquet(scores, storage.join(out, "scores.parquet"))
     storage.write_text(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1) + "\n")
-    storage.write_bytes(storage.join(out, "confusion.png"), confusion_png(cm, title))
+    storage.write_bytes(storage.join(out, "confusion.png"), confusion_png(cm, title, class_names))
     storage.write_bytes(storage.join(out, "per_class.png"),
                         per_class_png(confusion_per_class(cm), cm.sum(1), class_names, title))
     return metrics
@@ -276,18 +403,28 @@ def _figure(m: dict, name: str) -> str:
 
 def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
              workers: int = 1, cpus_per_worker: int = 1, segments: int | None = None,
-             shuffle_frames: bool = False, seed: int = 0, say: Callable[[str], None] = print) -> dict:
+             shuffle_frames: bool = False, seed: int = 0, checkpoint: str = "last", data: str | None = None,
+             rescore: bool = False, say: Callable[[str], None] = print) -> dict:
     """Evaluate ``run`` (and ``fuse`` with it). Returns the metrics of ``run`` and, when
     fusing, ``fused`` (and ``other``) metrics. ``fuse_weights``: of ``run`` and ``fuse``
     in the fusion (None: TSN's, RGB 1 and flow 1.5 by each run's modality).
+
+    ``run`` and ``fuse`` are run folders or checkpoint folders; of a run folder the
+    ``checkpoint`` one (``last`` or ``best``) is scored. ``data``: the clips to score
+    (default: each run's recorded data), refused unless their preprocessing settings hash
+    is the run's. Scores already in the output folder, made from the same checkpoint
+    (manifest hash), clips and test settings, are reused unless ``rescore``.
 
     Test-time variants (outputs in RUN/eval/<variant_name>/): ``segments`` test segments
     (None: as trained; TRN and clip models refuse another count), ``shuffle_frames``
     permutes each clip's frames, in an order fixed by ``seed`` and the clip's key."""
     variant = variant_name(segments, shuffle_frames, seed)
     # Every run is checked before any is scored: a refused fuse run wastes no scoring.
-    tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say))
+    tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say, which=checkpoint, data=data))
               for name, uri in (("run", run), ("other", fuse)) if uri is not None}
+    if fuse:
+        check_fusable(tested["run"][2], tested["other"][2],
+                      (tested["run"][1].meta["class_names"], tested["other"][1].meta["class_names"]), (run, fuse))
     for _uri, _checkpoint, config in tested.values():
         check_data_settings(config.data, config.task, config.modality)
     if fuse:
@@ -295,27 +432,47 @@ def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, fl
                                                                         tested["other"][2].modality))
     results = {}
     tables = {}
-    for name, (uri, checkpoint, config) in tested.items():
-        table, split, what = score_run(checkpoint, config, workers=workers, cpus_per_worker=cpus_per_worker,
-                                       shuffle_frames=shuffle_frames, seed=seed)
-        what["variant"] = variant
-        out = storage.join(uri, "eval", variant)  # join skips '' (the standard protocol)
-        results[name] = write_report(out, table, split, what)
-        tables[name] = table
+    newest = {}
+    for name, (uri, chosen, config) in tested.items():
+        newest[name] = is_newest(chosen)
+        out = eval_folder(chosen, variant, newest[name])  # join skips '' (the standard protocol)
+        want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
+                "split": config.val_split, "views": config.test_views, "crops": config.test_crops,
+                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed}
+        earlier = None if rescore else reusable_scores(out, want)
         shuffled = f", frames shuffled (seed {seed})" if shuffle_frames else ""
-        say(f"{uri}: top-1 {_figure(results[name], 'top1')}, mean class {_figure(results[name], 'mean_class')} "
-            f"(95 % intervals; {table.num_rows} clips, {what['views']} views x {what['crops']} crops, "
-            f"{what['segments']} segments{shuffled}) -> {out}")
+        if earlier is not None:
+            table, results[name] = earlier
+            if fuse:  # the fused report's class names and levels
+                split = load_split_labels(config.data, config.task, config.val_split)
+            say(f"{chosen.uri}: reusing the scores in {out} (same checkpoint, clips and test settings; --rescore "
+                f"scores anew): top-1 {_figure(results[name], 'top1')}, mean class "
+                f"{_figure(results[name], 'mean_class')}")
+        else:
+            table, split, what = score_run(chosen, config, workers=workers, cpus_per_worker=cpus_per_worker,
+                                           shuffle_frames=shuffle_frames, seed=seed)
+            what["variant"] = variant
+            results[name] = write_report(out, table, split, what)
+            say(f"{chosen.uri}: top-1 {_figure(results[name], 'top1')}, mean class "
+                f"{_figure(results[name], 'mean_class')} (95 % intervals; {table.num_rows} clips, {what['views']} "
+                f"views x {what['crops']} crops, {what['segments']} segments{shuffled}) -> {out}")
+            _say_confused(results[name], say)
+        tables[name] = table
+        results[name]["out"] = out
     if fuse:
         fused = fuse_scores(tables["run"], tables["other"], weights)
-        out = storage.join(run, "eval", variant, "fused_" + fuse.rstrip("/").rsplit("/", 1)[-1])
+        out = storage.join(results["run"]["out"], fused_folder_name(tested["other"][1], newest["other"]))
         # segments as asked (None: each run as trained); each run's metrics hold its count.
-        what = {"fused": [run, fuse], "fuse_weights": list(weights), "task": results["run"]["task"],
-                "modality": "two-stream", "model": results["run"]["model"], "segments": segments,
-                "shuffle_frames": shuffle_frames, "seed": seed, "variant": variant}
+        what = {"fused": [run, fuse], "fused_checkpoints": [results["run"]["checkpoint"],
+                                                             results["other"]["checkpoint"]],
+                "fuse_weights": list(weights),
+                "task": results["run"]["task"], "modality": "two-stream", "model": results["run"]["model"],
+                "segments": segments, "shuffle_frames": shuffle_frames, "seed": seed, "variant": variant}
         results["fused"] = write_report(out, fused, split, what)
+        results["fused"]["out"] = out
         say(f"fused (weights {weights[0]:g} : {weights[1]:g}): top-1 {_figure(results['fused'], 'top1')}, "
             f"mean class {_figure(results['fused'], 'mean_class')} -> {out}")
+        _say_confused(results["fused"], say)
     return results
 
 

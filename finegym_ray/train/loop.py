@@ -18,6 +18,7 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 from torch import nn
 
+from .. import progress
 from ..config import from_dict, to_yaml
 from . import checkpoint as checkpoints
 from . import steps
@@ -30,13 +31,18 @@ class _Collate(NumpyBatchCollateFn):
     """Samples -> tensors, leaving out the string ``key`` column torch cannot hold."""
 
     def __call__(self, batch: dict) -> dict:
-        return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in ("x", "label", "flow_bound")}
+        # Ray Data's arrays are read-only views of Arrow buffers, which torch can hold only
+        # with a warning (writing to such a tensor is undefined): a writable C-ordered
+        # copy where needed (a batch's copy is cheap beside the step that takes it).
+        return {k: torch.from_numpy(np.require(batch[k], requirements=("C", "W")))
+                for k in ("x", "label", "flow_bound")}
 
 
 def train_loop_per_worker(args: dict) -> None:
     """Ray Train entry point. ``args``: ``config`` (TrainConfig as a dict), ``class_names``,
     ``class_weights`` (list or None), ``run`` (the run's URI), ``data_hash`` (the
-    preprocessing settings hash of the clips, recorded in every checkpoint)."""
+    preprocessing settings hash of the clips, recorded in every checkpoint), ``train_clips``
+    (clips in the train split, for the progress lines within an epoch)."""
     import ray.train
     import ray.train.torch
 
@@ -62,19 +68,11 @@ def train_loop_per_worker(args: dict) -> None:
     optimizer = steps.make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
                                      momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
-    start_epoch, history = 0, []
-    if resumed is not None:
-        found, state = resumed
-        history = found.meta["history"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoints.set_rng_state(state["rng"])
-        start_epoch = found.epoch + 1
-        if rank == 0:
-            _say(f"resuming after {found.uri} (epoch {start_epoch} of {config.epochs})")
-    else:
+    start_epoch, history = checkpoints.restore(resumed, model=model, optimizer=optimizer, scheduler=scheduler)
+    if resumed is None:
         torch.manual_seed(config.seed)  # the same initial weights on every worker and every fresh run
+    elif rank == 0:
+        _say(f"resuming after {resumed[0].uri} ({start_epoch} of {config.epochs} epochs done)")
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
 
@@ -87,17 +85,27 @@ def train_loop_per_worker(args: dict) -> None:
     autocast = steps.autocast_for(device, config.bf16)
     inputs = {"modality": config.modality, "clip_model": config.clip_model}
 
+    # Rank 0's share of an epoch's clips (an equal split), for its lines within an epoch.
+    shard_clips = -(-int(args.get("train_clips") or 0) // world) or None
+    epoch_seconds = []  # of this session's epochs, for the run's ETA
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         model.train()
         tally = steps.Tally(num_classes, device)
         batches = InputTimer(train_batches.epoch(epoch, start_next=epoch + 1 < config.epochs))
+        ticker, seen = progress.Ticker(PROGRESS_EVERY_S) if rank == 0 else None, 0
         for batch in batches:
             x = steps.model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], **inputs)
             y = batch["label"].to(device)
             scores, loss = steps.train_step(model, x, y, optimizer, criterion, grad_clip=config.grad_clip,
                                             autocast=autocast)
             tally.add(scores, y, loss)
+            if ticker is not None:
+                seen += int(y.shape[0])
+                if ticker.due():
+                    _say(f"epoch {epoch + 1}/{config.epochs}: "
+                         + progress.rate_eta(seen, shard_clips, time.time() - t0, "clips"))
+        train_s = time.time() - t0
         scheduler.step()
         if world > 1:
             tally.all_reduce()
@@ -110,9 +118,10 @@ def train_loop_per_worker(args: dict) -> None:
         metrics["epoch_s"] = round(time.time() - t0, 2)
         metrics["data_wait_s"] = round(batches.waited, 2)  # blocked on input: near 0 when data keeps up
         history.append(metrics)
+        epoch_seconds.append(metrics["epoch_s"])
         if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
-            _say(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))))
+            eta = sum(epoch_seconds) / len(epoch_seconds) * (config.epochs - epoch - 1)
+            _say(progress.epoch_line(metrics, epochs=config.epochs, train_s=train_s, eta_s=eta))
             checkpoints.write(run, epoch, config_yaml=to_yaml(config),
                               state={"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "epoch": epoch,
@@ -120,7 +129,22 @@ def train_loop_per_worker(args: dict) -> None:
                               meta={"class_names": class_names, "data_hash": args.get("data_hash"),
                                     "history": history})
             checkpoints.prune(run, keep_last=config.keep_checkpoints, keep_best=config.keep_best)
+            _write_curves(run, history, config)
         ray.train.report(metrics)
+
+
+def _write_curves(run: str, history: list[dict], config: TrainConfig) -> None:
+    # After the checkpoint, from its history: a resumed run's curves are rebuilt, never
+    # appended to (curves.py). A chart that cannot be written costs a line, not the run.
+    from .curves import write_curves
+
+    try:
+        write_curves(run, history, title=f"{config.run_name}: {config.model} {config.modality} {config.task}")
+    except Exception as e:  # noqa: BLE001 - see above
+        _say(f"warning: training curves not written ({type(e).__name__}: {e})")
+
+
+PROGRESS_EVERY_S = 30.0  # a line within an epoch at most this often (seconds), on rank 0
 
 
 def _say(message: str) -> None:

@@ -19,7 +19,7 @@ from ..config import to_yaml
 from ..dataset.labels import task_kind
 from ..lease import writer_lease
 from . import checkpoint as checkpoints
-from .config import TrainConfig, recorded_config
+from .config import TrainConfig, recorded_config, recorded_paths, with_absolute_paths
 from .data import SplitLabels, check_clip_modality, load_split_labels, sampled_clips
 
 
@@ -47,8 +47,18 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
     past ``max_failures``. One job trains a run at a time (``lease.py``): another is
     refused with LeaseHeld, and ``break_lease`` removes a lease whose job is gone.
     """
+    from ..capacity import StallWatchdog, check_capacity, train_needs
+
+    # Before anything is read or written: a cluster too small would wait forever.
+    check_capacity(train_needs(config), what=f"train {config.run_name}")
+    config = with_absolute_paths(config)  # the run records where its data is, from anywhere
     train, val = training_labels(config, say=say)  # before the lease: bad data leaves no run folder
-    with writer_lease(run_uri(config), what=f"train {config.run_name}", break_lease=break_lease, say=say):
+    uri = run_uri(config)
+    with writer_lease(uri, what=f"train {config.run_name}", break_lease=break_lease, say=say), \
+            StallWatchdog(f"train {config.run_name}", say=say,
+                          probe=lambda: sum(len(f.names) for f in checkpoints.listing(uri)),
+                          hint="Ray Data, which feeds training, starts a task only when a whole CPU is free "
+                               "beyond the workers'"):
         return train_run(config, train, val, say=say)
 
 
@@ -102,6 +112,7 @@ def train_run(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, 
     callbacks (Tune's ``TuneReportCallback``)."""
     from ..preprocess.pipeline import settings_hash
 
+    config = with_absolute_paths(config)
     uri = run_uri(config)
     data_hash = settings_hash(config.data)
     resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
@@ -111,11 +122,18 @@ def train_run(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, 
         if resumed.epoch + 1 >= config.epochs:
             say(f"{uri} has trained all {config.epochs} epochs")
             return _result(uri, resumed)
-        say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
+        say(f"resuming {uri} after {resumed.uri.rsplit('/', 1)[-1]}")  # a format-1 folder keeps its name
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
     trainer = make_trainer(config, train, val, data_hash=data_hash, callbacks=callbacks)
-    result = trainer.fit()
+    from .runs import clear_failure, record_failure
+
+    clear_failure(uri)
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        record_failure(uri, e)  # what `finegym-ray runs` reports as failed (runs.py)
+        raise
     if result.error:
         raise RuntimeError(f"training {uri} failed: {result.error}")
     last = checkpoints.find_latest(uri, say=say)
@@ -129,32 +147,50 @@ def make_trainer(config: TrainConfig, train: SplitLabels, val: SplitLabels | Non
     """The TorchTrainer of ``config``'s run: Ray Data input of the ``train`` (and ``val``)
     labels, ``config.workers`` DDP workers, run state at ``config.runs``/``run_name``.
     ``data_hash`` (the clips' preprocessing settings hash) goes into every checkpoint."""
-    import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     datasets = {"train": sampled_clips(config, train, train=True)}
     if val:
         datasets["val"] = sampled_clips(config, val, train=False, one_view=True)
-    fs, path = storage.pyarrow_filesystem(config.runs)
-    return TorchTrainer(
+    return torch_trainer(
         _train_fn,
-        train_loop_config={"config": asdict(config), "class_names": list(train.class_names),
-                           "class_weights": class_weights(train.counts()) if config.class_balance == "loss" else None,
-                           "run": run_uri(config), "data_hash": data_hash},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),
-        run_config=RunConfig(name=config.run_name, storage_path=path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=config.max_failures),
-                             # Our checkpoints are not reported to Ray (see loop.py).
-                             checkpoint_config=CheckpointConfig(num_to_keep=None), callbacks=list(callbacks)),
+        {"config": asdict(config), "class_names": list(train.class_names),
+         "class_weights": class_weights(train.counts()) if config.class_balance == "loss" else None,
+         "run": run_uri(config), "data_hash": data_hash, "train_clips": len(train.labels)},
+        name=config.run_name, runs=config.runs, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
+        use_gpu=config.use_gpu, gpus_per_worker=config.gpus_per_worker, max_failures=config.max_failures,
         datasets=datasets,
         # Only train is split: validation runs whole on rank 0 so that no clip is dropped
         # to even out the shards. One worker needs no split: without it the train input
         # runs in the worker, as validation does, instead of in a coordinator actor that
         # took 0.2-0.4 of a core on 2 cores.
-        dataset_config=DataConfig(datasets_to_split=["train"] if config.workers > 1 else []),
+        datasets_to_split=["train"] if config.workers > 1 else [], callbacks=callbacks)
+
+
+def torch_trainer(train_fn: Callable[[dict], None], loop_config: dict, *, name: str, runs: str, workers: int,
+                  cpus_per_worker: float, use_gpu: bool | None, max_failures: int, datasets: dict | None = None,
+                  datasets_to_split: list[str] | None = None, callbacks: tuple = (),
+                  gpus_per_worker: float = 1.0):
+    """A TorchTrainer of ``workers`` DDP workers running ``train_fn(loop_config)``, its
+    Ray Train state at ``runs``/``name`` (local or s3://), GPUs when ``use_gpu`` (None:
+    when the cluster has them). The one place trainers are made: recognition
+    (:func:`make_trainer`), Tune's trials through it, and localization."""
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = use_gpu if use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    fs, path = storage.pyarrow_filesystem(runs)
+    return TorchTrainer(
+        train_fn,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker,
+                                                           **({"GPU": gpus_per_worker} if use_gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             # Our checkpoints are not reported to Ray (see loop.py).
+                             checkpoint_config=CheckpointConfig(num_to_keep=None), callbacks=list(callbacks)),
+        datasets=datasets or {},
+        dataset_config=DataConfig(datasets_to_split=datasets_to_split if datasets_to_split is not None else []),
     )
 
 
@@ -175,9 +211,12 @@ def _check_same_config(uri: str, config: TrainConfig) -> None:
 
     saved, _ = recorded_config(yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml"))),
                                f"{uri}/config.yaml")
+    # A run recorded with relative paths (before they were recorded absolute) compares
+    # as the absolute paths they meant, as this config's are.
+    saved, _ = recorded_paths(saved, uri)
     # epochs is not among them: the cosine schedule spans the run's epochs, so a resume
     # with another number would continue on a schedule the run never had.
-    mutable = {"workers", "cpus_per_worker", "use_gpu", "max_failures", "val_every", "runs",
+    mutable = {"workers", "cpus_per_worker", "use_gpu", "gpus_per_worker", "max_failures", "val_every", "runs",
                "test_views", "test_crops", "shuffle_buffer", "data", "keep_checkpoints", "keep_best"}
     changed = sorted(k for k, v in asdict(config).items() if k not in mutable and saved.get(k) != v)
     if changed:
@@ -197,15 +236,19 @@ def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: s
 def checkpoint_config(checkpoint: checkpoints.Checkpoint, *, say: Callable[[str], None] | None = None) -> TrainConfig:
     """The TrainConfig a checkpoint was written with, in today's task names
     (``recorded_config``: a run recorded with the old ``event`` task is read as
-    ``subaction_event``, the task it trained; ``say`` hears of it)."""
+    ``subaction_event``, the task it trained; ``say`` hears of it) and with absolute
+    paths (``recorded_paths``: relative ones of an older run resolved against the folder
+    it was trained in; ``say`` hears how)."""
     import yaml
 
     from ..config import from_dict
 
     where = f"{checkpoint.uri}/config.yaml"
     data, renamed = recorded_config(yaml.safe_load(checkpoint.config_yaml), where)
-    if renamed and say is not None:
-        say(renamed)
+    data, relative = recorded_paths(data, checkpoints.run_of(checkpoint.uri))
+    for note in (renamed, relative):
+        if note and say is not None:
+            say(note)
     return from_dict(TrainConfig, data, where)
 
 
@@ -234,5 +277,6 @@ def format_history(history: list[dict]) -> str:
             ("data_wait_s", "wait s", "{:.1f}")]
     lines = ["  ".join(f"{title:>10}" for _, title, _ in cols)]
     for m in history:
+        m = {**m, "epoch": m["epoch"] + 1}  # stored 0-based; counted from 1 as the log and folders count
         lines.append("  ".join(f"{(fmt.format(m[k]) if m.get(k) is not None else '-'):>10}" for k, _, fmt in cols))
     return "\n".join(lines)

@@ -26,7 +26,7 @@ KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # TrainConfig fields every trial gets from the sweep, so sweeping them would be ignored.
 OWNED = {"runs": "each trial's run lives in the sweep's folder", "name": "the sweep names each trial",
          "workers": "set resources.workers", "cpus_per_worker": "set resources.cpus_per_worker",
-         "use_gpu": "set resources.gpus_per_worker"}
+         "use_gpu": "set resources.gpus_per_worker", "gpus_per_worker": "set resources.gpus_per_worker"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class TrialResources:
         problems: list[str] = []
         check_range(problems, "workers", self.workers, ge=1)
         check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
-        check_range(problems, "gpus_per_worker", self.gpus_per_worker, ge=0)
+        check_range(problems, "gpus_per_worker", self.gpus_per_worker, ge=0, le=1)  # TrainConfig's bounds
+        if 0 < self.gpus_per_worker < 1 and self.workers > 1:
+            problems.append("gpus_per_worker below 1 needs workers=1 (NCCL refuses two ranks of a run on one GPU)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -230,7 +232,8 @@ def trial_config(base: TrainConfig, params: dict[str, Any], *, runs: str, name: 
     """One trial's TrainConfig: ``base`` with the swept ``params``, its run at ``runs/name``."""
     return from_dict(TrainConfig, {**dataclasses.asdict(base), **params, "runs": runs, "name": name,
                                    "workers": resources.workers, "cpus_per_worker": resources.cpus_per_worker,
-                                   "use_gpu": resources.gpus_per_worker > 0})
+                                   "use_gpu": resources.gpus_per_worker > 0,
+                                   "gpus_per_worker": resources.gpus_per_worker or 1.0})
 
 
 def grid_size(space: dict[str, dict[str, Any]]) -> int:

@@ -67,41 +67,69 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
         raise ValueError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "
                          "forever (start Ray with the dashboard, which ray[default] brings, or use scheduler none)")
+    from ..capacity import StallWatchdog, check_capacity, sweep_needs
+
+    check_capacity(sweep_needs(sweep.resources), what=f"tune {sweep.name} (one trial)")
     folder = _absolute(sweep.folder)
+    # Every line of the sweep (a trial event) is progress; the watchdog's own are not.
+    watchdog = StallWatchdog(f"tune {sweep.name}", say=say)
+    say = _Ticking(say)
     # Tune's newer console output prints its own header and hints (a TensorBoard path
     # in Ray's temp folder) whatever the verbosity; Progress prints what matters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Epochs without validation (val_every > 1) report no val_* metric; Tune would end
     # the sweep at the first of them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    with writer_lease(folder, what=f"tune {sweep.name}", break_lease=break_lease, say=say):
-        restoring = _record_settings(folder, sweep, base)
-        fs, path = storage.pyarrow_filesystem(folder)
-        trainable = tune.with_resources(
-            tune.with_parameters(_trial, base=dataclasses.asdict(base), runs=storage.join(folder, "trials"),
-                                 resources=dataclasses.asdict(sweep.resources)),
-            TRIAL_DRIVER)
-        if restoring and tune.Tuner.can_restore(path, storage_filesystem=fs):
-            say(f"resuming the sweep in {folder}")
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                                       storage_filesystem=fs)
-        else:
-            concurrent = concurrent_trials(sweep, ray.cluster_resources())
-            say(f"{trial_count(sweep)} trials, {concurrent} at a time, into {folder}")
-            tuner = tune.Tuner(
-                trainable, param_space=search_space(sweep.space),
-                tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                                            max_concurrent_trials=concurrent, scheduler=_scheduler(sweep),
-                                            trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name=os.path.basename(path), storage_path=os.path.dirname(path),
-                                          storage_filesystem=fs, verbose=0,
-                                          callbacks=[Progress(base, trial_count(sweep), say)],
-                                          failure_config=tune.FailureConfig(max_failures=0)))
-        grid = tuner.fit()
-        trials = [_record(r, base, folder, sweep.resources) for r in grid]
-        table = results_table(trials, metric=sweep.metric, mode=sweep.mode, params=list(sweep.space))
-        outputs = write_results(storage.join(folder, "results"), trials, sweep=sweep, base=base)
+    with writer_lease(folder, what=f"tune {sweep.name}", break_lease=break_lease, say=say), watchdog:
+        _WATCHDOGS.append(watchdog)
+        try:
+            restoring = _record_settings(folder, sweep, base)
+            fs, path = storage.pyarrow_filesystem(folder)
+            trainable = tune.with_resources(
+                tune.with_parameters(_trial, base=dataclasses.asdict(base), runs=storage.join(folder, "trials"),
+                                     resources=dataclasses.asdict(sweep.resources)),
+                TRIAL_DRIVER)
+            if restoring and tune.Tuner.can_restore(path, storage_filesystem=fs):
+                say(f"resuming the sweep in {folder}")
+                tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                           storage_filesystem=fs)
+            else:
+                concurrent = concurrent_trials(sweep, ray.cluster_resources())
+                say(f"{trial_count(sweep)} trials, {concurrent} at a time, into {folder}")
+                tuner = tune.Tuner(
+                    trainable, param_space=search_space(sweep.space),
+                    tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
+                                                max_concurrent_trials=concurrent, scheduler=_scheduler(sweep),
+                                                trial_dirname_creator=_trial_dirname),
+                    run_config=tune.RunConfig(name=os.path.basename(path), storage_path=os.path.dirname(path),
+                                              storage_filesystem=fs, verbose=0,
+                                              callbacks=[Progress(base, trial_count(sweep), say)],
+                                              failure_config=tune.FailureConfig(max_failures=0)))
+            grid = tuner.fit()
+            trials = [_record(r, base, folder, sweep.resources) for r in grid]
+            table = results_table(trials, metric=sweep.metric, mode=sweep.mode, params=list(sweep.space))
+            outputs = write_results(storage.join(folder, "results"), trials, sweep=sweep, base=base)
+        finally:
+            _WATCHDOGS.remove(watchdog)
     return {"table": table, "trials": trials, "outputs": outputs, "folder": folder}
+
+
+# The running sweeps' watchdogs. Tune pickles its callbacks (Progress holds ``say``) into
+# the sweep's folder, and a watchdog holds a thread and its lock: so ``say`` reaches them
+# through this module rather than holding one.
+_WATCHDOGS: list = []
+
+
+class _Ticking:
+    """``say`` that also tells the running sweeps' watchdogs that the sweep moved."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+
+    def __call__(self, message: str) -> None:
+        for watchdog in _WATCHDOGS:
+            watchdog.progress()
+        self.say(message)
 
 
 def _has_dashboard() -> bool:

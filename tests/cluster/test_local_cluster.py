@@ -17,6 +17,7 @@ import pytest
 
 from tests.cluster.local import running_cluster
 from tests.preprocess.checks import pids_with, row_digests, shards
+from tests.test_output import assert_no_ray_internals, assert_progress_with_rate
 
 STAGE_OPTIONS = ["--set", "short_side=64", "--set", "unit_seconds=4"]
 
@@ -45,13 +46,21 @@ def two_node_run(cluster, tiny_gym, tmp_path_factory) -> Path:
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert "submitted raysubmit_" in output and "SUCCEEDED" in output
+    # Every line once (the job's log is followed, not also echoed), Ray's own left out.
+    lines = [line for line in output.splitlines() if line.startswith("[preprocess]")]
+    assert lines and len(set(lines)) == len(lines), output[-3000:]
+    assert_no_ray_internals(output)
+    assert "INFO" not in output and "Running entrypoint" not in output, output[-3000:]
+    assert_progress_with_rate(output, "preprocess")
     return out
 
 
 def test_submitted_job_runs_units_on_both_worker_nodes(two_node_run):
     summary = json.loads((two_node_run / "summary.json").read_text())
-    assert summary["units"]["failed"] == 0 and summary["units"]["done"] == summary["units"]["planned"]
-    assert len(summary["units_per_node"]) == 2, summary["units_per_node"]
+    run = summary["runs"][-1]  # the job's own figures; the output's are in "output" and "totals"
+    assert run["units"]["failed"] == 0 and run["units"]["done"] == run["units"]["planned"]
+    assert summary["output"]["with_clips"] == summary["output"]["planned"] == run["units"]["planned"]
+    assert len(run["units_per_node"]) == 2, run["units_per_node"]
     assert (two_node_run / "config.yaml").exists()  # the job saved its resolved config
 
 

@@ -57,8 +57,8 @@ def test_train_and_evaluate_on_s3_with_workers_started_without_the_endpoint(bare
     r = _cli("train", *endpoint, "--data", store, "--runs", runs, "--name", "bare", *train_set)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = storage.join(runs, "bare")
-    assert storage.exists(storage.join(run, "epoch_0000", "state.pt"))
-    assert storage.exists(storage.join(run, "epoch_0000", "meta.json"))
+    assert storage.exists(storage.join(run, "epoch_0001", "state.pt"))
+    assert storage.exists(storage.join(run, "epoch_0001", "meta.json"))
 
     r = _cli("evaluate", *endpoint, "--run", run)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

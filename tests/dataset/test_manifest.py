@@ -67,6 +67,11 @@ def test_summary_counts():
     assert s["per_split"] == {"train": 2, "val": 2}
     assert s["per_set"] == {"1": 1, "33": 1, "35": 1, "41": 1}
     assert s["per_event"]["BB"] == {"events": 1, "subactions": 2, "labelled": 2}
+    # Per-set counts carry the sets' names (set_categories.txt), not ids alone.
+    assert s["set_names"]["1"] == "vault" and s["set_names"]["33"] == "BB_flight_salto" and len(s["set_names"]) == 4
+    assert "per set: 1 (vault): 1, 33 (BB_flight_salto): 1, " in format_summary(s)
+    without = build(sets=None).summary  # no set file: ids alone, as before
+    assert "per set: 1: 1, 33: 1" in format_summary(without)
 
 
 def test_write_and_load_round_trip(tmp_path):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_output import assert_no_ray_internals, assert_progress_with_rate
+
 JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.py"))
 
 
@@ -29,3 +31,5 @@ def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run():
     r = subprocess.run([sys.executable, str(job), "--smoke-test"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "[train] epoch 1/1" in r.stdout and "mean class" in r.stdout and "tsm_rgb_subaction_event" in r.stdout
+    assert_no_ray_internals(r.stdout + r.stderr)  # its Ray Train workers' and Ray Data's lines stay in Ray's logs
+    assert_progress_with_rate(r.stdout, "train")

@@ -22,7 +22,7 @@ from finegym_ray import storage
 from finegym_ray.cli import preprocess_exit_code
 from finegym_ray.dataset.errors import FormatError
 from finegym_ray.dataset.manifest import build_manifest_from
-from finegym_ray.preprocess.pipeline import rows_as_done, run_preprocess
+from finegym_ray.preprocess.pipeline import format_summary, rows_as_done, run_preprocess
 from finegym_ray.video import WindowDecoder
 from tests.conftest import TINY_PREPROCESS as CONFIG
 from tests.preprocess.checks import pids_with, row_digests, shards
@@ -86,7 +86,11 @@ def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, 
     assert summary["units"] == {"planned": len(shards(out)), "skipped": 0, "done": len(shards(out)), "failed": 0}
     assert summary["clips"] == {"written": table.num_rows, "failed": 0}
     assert summary["frames"] == sum(table.column("num_frames").to_pylist())
-    assert json.loads(Path(out, "summary.json").read_text()) == summary
+    written = json.loads(Path(out, "summary.json").read_text())
+    assert written["totals"] == summary["totals"] and written["output"] == summary["output"]
+    assert written["runs"][-1] == {**{k: v for k, v in summary.items() if k not in ("output", "totals")},
+                                   "finished_at": written["runs"][-1]["finished_at"]}
+    assert summary["totals"]["clips"] == table.num_rows and summary["totals"]["frames"] == summary["frames"]
     assert json.loads(Path(out, "preprocess.json").read_text())["hash"] == summary["config_hash"]
     assert Path(out, "manifest", "subactions.parquet").exists()
     # Frame counts equal the frames whose time falls in [start, end), per the decoder's index.
@@ -98,11 +102,27 @@ def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, 
 
 
 def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
-    out, _ = reference
+    out, first = reference
     before = {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)}
+    # summary.json as versions before the history wrote it: the last run's figures only.
+    old = {k: v for k, v in first.items() if k != "totals"}
+    Path(out, "summary.json").write_text(json.dumps(old))
     summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
     assert summary["units"]["skipped"] == len(before) and summary["units"]["done"] == 0
     assert {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)} == before
+    # summary.json describes the whole output, not the rerun that cut nothing, and keeps
+    # each run's own figures.
+    table = pq.read_table(os.path.join(out, "clips"), columns=["num_frames", "start_s", "end_s"])
+    written = json.loads(Path(out, "summary.json").read_text())
+    assert written["totals"] == {"units_planned": len(before), "units_with_clips": len(before),
+                                 "clips_planned": table.num_rows, "clips": table.num_rows,
+                                 "frames": sum(table.column("num_frames").to_pylist()),
+                                 "video_seconds": pytest.approx(sum(e - s for s, e in zip(
+                                     table.column("start_s").to_pylist(), table.column("end_s").to_pylist())),
+                                     abs=0.01)}
+    assert written["runs"][0] == old  # the old file's run, as the first of the history
+    assert written["runs"][-1]["units"]["done"] == 0 and written["runs"][-1]["clips"]["written"] == 0
+    assert "of %d planned clips on disk" % table.num_rows in format_summary(summary)
 
 
 def test_damaged_or_stale_shards_and_abandoned_temp_files_are_cut_again(reference, tiny_gym, tmp_path):
@@ -314,7 +334,8 @@ def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tin
                            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     table = pads.dataset(f"{out[len('s3://'):]}/clips", filesystem=fs, format="parquet").to_table()
     assert row_digests(table) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
-    assert json.loads(storage.read_text(f"{out}/summary.json")) == summary
+    written = json.loads(storage.read_text(f"{out}/summary.json"))
+    assert written["totals"] == summary["totals"] and written["runs"][-1]["units"] == summary["units"]
 
 
 def test_an_s3_restart_mid_run_loses_nothing(ray_cluster, reference, s3_server, s3_prefix, tiny_gym, tmp_path):

@@ -27,11 +27,11 @@ def test_write_then_find_and_load_round_trip(tmp_path):
     _write(run, 0)
     _write(run, 1)
     found = ckpt.find_latest(run, verify_state=True)
-    assert found.epoch == 1 and found.uri == storage.join(run, "epoch_0001")
+    assert found.epoch == 1 and found.uri == storage.join(run, "epoch_0002")
     assert found.meta["class_names"] == ["a", "b"] and found.meta["epoch"] == 1
     assert found.config_yaml == "epochs: 2\n"
     assert torch.equal(found.load_state()["model"]["w"], torch.full((3,), 1.0))
-    manifest = json.loads((tmp_path / "run" / "epoch_0001" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "epoch_0002" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"state.pt", "config.yaml", "meta.json"}
 
 
@@ -41,7 +41,7 @@ def test_a_damaged_newest_checkpoint_is_passed_over_and_named(tmp_path, damage):
     run = str(tmp_path / "run")
     _write(run, 0)
     _write(run, 1)
-    folder = tmp_path / "run" / "epoch_0001"
+    folder = tmp_path / "run" / "epoch_0002"
     if damage == "state.pt missing":  # what a non-atomic upload cut short leaves
         (folder / "state.pt").unlink()
     elif damage == "manifest missing":
@@ -54,7 +54,7 @@ def test_a_damaged_newest_checkpoint_is_passed_over_and_named(tmp_path, damage):
     said = []
     found = ckpt.find_latest(run, say=said.append, verify_state=True)
     assert found.epoch == 0
-    assert len(said) == 1 and "epoch_0001" in said[0]
+    assert len(said) == 1 and "epoch_0002" in said[0]
     loaded, state = ckpt.load_latest(run, say=said.append)
     assert loaded.epoch == 0 and torch.equal(state["model"]["w"], torch.zeros(3))
 
@@ -63,7 +63,7 @@ def test_no_complete_checkpoint_is_none(tmp_path):
     run = str(tmp_path / "run")
     assert ckpt.find_latest(run) is None and ckpt.load_latest(run) is None
     _write(run, 0)
-    (tmp_path / "run" / "epoch_0000" / "manifest.json").unlink()
+    (tmp_path / "run" / "epoch_0001" / "manifest.json").unlink()
     assert ckpt.find_latest(run) is None
 
 
@@ -85,7 +85,7 @@ def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     _write(run, 0)
     # A hostile state.pt with a manifest that vouches for it, as anyone with write
     # access to a shared bucket could make.
-    folder = tmp_path / "run" / "epoch_0000"
+    folder = tmp_path / "run" / "epoch_0001"
     torch.save({"model": _WritesMarker(str(marker))}, folder / "state.pt")
     data = (folder / "state.pt").read_bytes()
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -131,17 +131,17 @@ def test_prune_leaves_incomplete_folders_and_keep_zero_keeps_all(tmp_path):
     run = str(tmp_path / "run")
     for epoch in range(4):
         _write(run, epoch)
-    (tmp_path / "run" / "epoch_0000" / "manifest.json").unlink()
+    (tmp_path / "run" / "epoch_0001" / "manifest.json").unlink()
     assert ckpt.prune(run, keep_last=0, keep_best=True) == []
     deleted = ckpt.prune(run, keep_last=1, keep_best=False)
-    assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0002")]
+    assert deleted == [storage.join(run, "epoch_0002"), storage.join(run, "epoch_0003")]
     assert [f.epoch for f in ckpt.listing(run)] == [0, 3]
 
 
 def test_rewriting_an_epoch_never_leaves_a_stale_manifest_vouching(tmp_path):
     run = str(tmp_path / "run")
     _write(run, 0)
-    folder = tmp_path / "run" / "epoch_0000"
+    folder = tmp_path / "run" / "epoch_0001"
     old_manifest = (folder / "manifest.json").read_text()
     _write(run, 0, val=0.7)
     assert (folder / "manifest.json").read_text() != old_manifest
@@ -152,6 +152,45 @@ def test_checkpoints_on_s3(s3_prefix):
     run = storage.join(s3_prefix, "run")
     _write(run, 0)
     _write(run, 1)
-    storage.delete(storage.join(run, "epoch_0001", "state.pt"))
+    storage.delete(storage.join(run, "epoch_0002", "state.pt"))
     loaded, state = ckpt.load_latest(run)
     assert loaded.epoch == 0 and torch.equal(state["model"]["w"], torch.zeros(3))
+
+
+def test_folders_count_epochs_from_one_as_the_log_does(tmp_path):
+    run = str(tmp_path / "run")
+    uri = _write(run, 0)
+    assert uri == storage.join(run, "epoch_0001") and ckpt.dir_name(0) == "epoch_0001"
+    found = ckpt.find_latest(run, verify_state=True)
+    assert found.epoch == 0 and found.meta["history"][-1]["epoch"] == 0  # indices inside stay 0-based
+
+
+def _as_format_1(folder) -> None:
+    """What the checkpoint of the epoch a folder holds looked like before folders counted
+    from 1: named by its 0-based epoch, manifest format 1."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format"] = 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    folder.rename(folder.parent / f"epoch_{manifest['epoch']:04d}")
+
+
+def test_a_run_with_format_1_folders_resumes_and_prunes_by_its_manifests(tmp_path):
+    run = str(tmp_path / "run")
+    vals, history = [0.9, 0.1, 0.2, 0.3], []
+    for epoch in (0, 1):
+        _write(run, epoch, vals[epoch], history)
+        history.append({"epoch": epoch, "val_mean_class": vals[epoch]})
+    for epoch in (0, 1):  # epoch_0001 -> epoch_0000 before epoch_0002 -> epoch_0001
+        _as_format_1(tmp_path / "run" / f"epoch_{epoch + 1:04d}")
+    latest = ckpt.find_latest(run, verify_state=True)
+    assert latest.epoch == 1 and latest.uri == storage.join(run, "epoch_0001")
+    loaded, state = ckpt.load_latest(run)
+    assert loaded.epoch == 1 and torch.equal(state["model"]["w"], torch.ones(3))
+    for epoch in (2, 3):  # resumed: today's numbering from here on
+        _write(run, epoch, vals[epoch], history)
+        history.append({"epoch": epoch, "val_mean_class": vals[epoch]})
+    assert [f.uri.rsplit("/", 1)[-1] for f in ckpt.listing(run)] == ["epoch_0000", "epoch_0001", "epoch_0003",
+                                                                       "epoch_0004"]
+    assert ckpt.find_latest(run, verify_state=True).epoch == 3
+    deleted = ckpt.prune(run, keep_last=1, keep_best=True)  # the best is epoch 0, in format-1 epoch_0000
+    assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0003")]

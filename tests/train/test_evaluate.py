@@ -247,7 +247,8 @@ def test_fusion_records_its_weights_and_every_evaluation_its_interval(ray_cluste
     flow = write_run(tmp_path / "flow", "tsn", data=data, class_names=names, modality="flow")
     said = []
     results = evaluate(rgb, fuse=flow, say=said.append)
-    fused_dir = Path(rgb) / "eval" / "fused_tsn"
+    fused_dir = Path(results["fused"]["out"])
+    assert fused_dir.parent == Path(rgb) / "eval" and fused_dir.name.startswith("fused_tsn_")
     m = json.loads((fused_dir / "metrics.json").read_text())
     assert m["fused"] == [rgb, flow] and m["fuse_weights"] == [1.0, 1.5]  # TSN's RGB : flow
     a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from finegym_ray import storage
 from finegym_ray.preprocess.pipeline import run_preprocess
@@ -23,10 +24,12 @@ from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.data import load_split_labels
 from finegym_ray.train.evaluate import evaluate
 from finegym_ray.train import checkpoint as ckpt
+from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, read_scalars
 from finegym_ray.train.run import run_training
 from tests.conftest import TINY_PREPROCESS
 from tests.preprocess.checks import pids_with
 from tests.s3server import restart_when
+from tests.test_output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
 
 # A tiny TSM on the subaction_event task; two workers of half a CPU leave one CPU to Ray Data.
 TINY = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
@@ -51,8 +54,13 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
     config = tiny_config(data, str(tmp_path / "runs"), epochs=2)
     result = run_training(config, say=quiet)
     run = Path(result["run"])
-    assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0000", "epoch_0001"]
+    assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0001", "epoch_0002"]
     history = result["history"]
+    # Training curves, rebuilt from the history after each epoch: TensorBoard scalars and a PNG.
+    scalars = read_scalars((run / TENSORBOARD_DIR / EVENT_FILE).read_bytes())
+    assert [s for s, _ in scalars["loss/train"]] == [1, 2]
+    assert [v for _, v in scalars["accuracy/val_top1"]] == pytest.approx([m["val_top1"] for m in history])
+    assert cv2.imread(str(run / CURVES_PNG)) is not None
     train_clips = len(load_split_labels(data, "subaction_event", "train").labels)
     val_clips = len(load_split_labels(data, "subaction_event", "val").labels)
     # Each epoch saw every train clip once across the 2 shards (equal split may drop < 2).
@@ -60,7 +68,7 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
     assert all(train_clips - 2 < m["train_samples"] <= train_clips for m in history)
     assert all(m["val_samples"] == val_clips for m in history)  # validation drops nothing
     assert all(np.isfinite(m["train_loss"]) and 0 <= m["val_top1"] <= 1 for m in history)
-    saved = (run / "epoch_0001" / "config.yaml").read_text()
+    saved = (run / "epoch_0002" / "config.yaml").read_text()
     assert "workers: 2" in saved and "model: tsm" in saved
     # The same command on a finished run trains nothing more and returns its result.
     again = run_training(config, say=quiet)
@@ -78,16 +86,22 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
         assert cv2.imread(str(run / "eval" / png)) is not None
 
 
-def test_fusion_weighs_two_runs(tiny_store, tmp_path):
+def test_fusion_weighs_two_runs(tiny_store, tmp_path, monkeypatch):
     data, _ = tiny_store
     runs = str(tmp_path / "runs")
-    rgb_config = tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
+    # Given relative to where training runs, the run records its paths absolute, so that
+    # it is evaluated from any folder.
+    monkeypatch.chdir(tmp_path)
+    rgb_config = tiny_config(os.path.relpath(data), "runs", epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
     rgb = run_training(rgb_config, say=quiet)
+    for recorded in (Path(rgb["run"]) / "config.yaml", Path(rgb["checkpoint"]) / "config.yaml"):
+        assert {k: v for k, v in yaml.safe_load(recorded.read_text()).items() if k in ("data", "runs")} == \
+            {"data": data, "runs": runs}
     flow = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0,
                                     modality="flow", frames_per_segment=2), say=quiet)
     results = evaluate(rgb["run"], fuse=flow["run"], say=quiet)
     assert set(results) == {"run", "other", "fused"} and results["other"]["modality"] == "flow"
-    fused_dir = Path(rgb["run"]) / "eval" / f"fused_{Path(flow['run']).name}"
+    fused_dir = Path(results["fused"]["out"])
     a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
                for p in (Path(rgb["run"]) / "eval", Path(flow["run"]) / "eval", fused_dir))
     np.testing.assert_allclose(f, (a + 1.5 * b) / 2.5, rtol=1e-6)  # TSN's weights, RGB 1 : flow 1.5
@@ -101,15 +115,17 @@ def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_e
     data, _ = tiny_store
     config = tiny_config(data, str(tmp_path / "runs"), epochs=2, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
     run = Path(run_training(config, say=quiet)["run"])
-    first = {p.name: p.read_bytes() for p in (run / "epoch_0000").iterdir()}
+    first = {p.name: p.read_bytes() for p in (run / "epoch_0001").iterdir()}
     # What a write cut short leaves: the newest folder has everything but state.pt.
-    (run / "epoch_0001" / "state.pt").unlink()
+    (run / "epoch_0002" / "state.pt").unlink()
     said = []
     result = run_training(config, say=said.append)
-    assert any("skipping" in m and "epoch_0001" in m and "state.pt" in m for m in said), said
-    assert any("resuming" in m and "after epoch_0000" in m for m in said), said
+    assert any("skipping" in m and "epoch_0002" in m and "state.pt" in m for m in said), said
+    assert any("resuming" in m and "after epoch_0001" in m for m in said), said
     assert [m["epoch"] for m in result["history"]] == [0, 1]  # epoch 1 trained again, epoch 0 not
-    assert {p.name: p.read_bytes() for p in (run / "epoch_0000").iterdir()} == first
+    curves = read_scalars((run / TENSORBOARD_DIR / EVENT_FILE).read_bytes())
+    assert [s for s, _ in curves["loss/train"]] == [1, 2]  # the redone epoch once, not appended twice
+    assert {p.name: p.read_bytes() for p in (run / "epoch_0001").iterdir()} == first
     assert ckpt.find_latest(str(run), verify_state=True).epoch == 1
     assert evaluate(str(run), say=quiet)["run"]["epoch"] == 1
 
@@ -159,7 +175,7 @@ def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tm
     runs = tmp_path / "runs"
     cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--name", "resume")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(runs / "resume" / "epoch_0000" / "manifest.json", proc)
+    _wait_for(runs / "resume" / "epoch_0001" / "manifest.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list((runs / "resume").glob("epoch_*/manifest.json")))
@@ -167,6 +183,10 @@ def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tm
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "resuming" in rerun.stdout
+    # What a person reads: one line of settings, epochs with a rate, nothing of Ray's.
+    assert_no_ray_internals(rerun.stdout + rerun.stderr)
+    assert f"all settings in {runs / 'resume' / 'config.yaml'}" in rerun.stdout
+    assert_progress_with_rate(rerun.stdout, "train") and "[train] epoch 3/3: " in rerun.stdout
     assert _epochs(str(runs / "resume")) == [0, 1, 2]  # each epoch once, in order
 
 
@@ -174,15 +194,17 @@ def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_stor
     data, _ = tiny_store
     runs = tmp_path / "runs"
     cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--set", "max_failures=2",
-                     "--name", "killed")
+                     "--name", "killed", "--verbose")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(runs / "killed" / "epoch_0000" / "manifest.json", proc)
+    _wait_for(runs / "killed" / "epoch_0001" / "manifest.json", proc)
     workers = pids_with("RayTrainWorker")
     assert workers, "found no training worker to kill"
     os.kill(workers[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert _epochs(str(runs / "killed")) == [0, 1, 2]
+    assert_some_ray_internals(output)  # --verbose: Ray's lines, the worker's death among them
+    assert_progress_with_rate(output, "train")
 
 
 def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gym, s3_prefix):
@@ -190,7 +212,7 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
     result = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0), say=quiet)
     assert result["run"] == storage.join(runs, "tsm_rgb_subaction_event")
-    assert result["checkpoint"] == storage.join(result["run"], "epoch_0000")
+    assert result["checkpoint"] == storage.join(result["run"], "epoch_0001")
     assert storage.exists(storage.join(result["checkpoint"], "state.pt"))
     assert result["history"][0]["train_samples"] == len(load_split_labels(data, "subaction_event", "train").labels)
     results = evaluate(result["run"], say=quiet)
@@ -204,7 +226,7 @@ def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_serv
     config = tiny_config(data, runs, epochs=3, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
     run = storage.join(runs, config.run_name)
     log = {}
-    restarter = restart_when(s3_server, lambda: storage.exists(storage.join(run, "epoch_0000", "manifest.json")),
+    restarter = restart_when(s3_server, lambda: storage.exists(storage.join(run, "epoch_0001", "manifest.json")),
                              3.0, log)
     result = run_training(config, say=quiet)
     ended_at = time.monotonic()
@@ -226,7 +248,8 @@ def test_more_workers_than_clips_is_a_clear_error(tiny_store, tmp_path):
     data, _ = tiny_store
     clips = len(load_split_labels(data, "subaction_event", "train").labels)
     with pytest.raises(ValueError, match=f"{clips} train clips of task subaction_event cannot feed {clips + 1} "):
-        run_training(tiny_config(data, str(tmp_path), workers=clips + 1), say=quiet)
+        # Workers small enough for the cluster, so that the capacity check lets it through.
+        run_training(tiny_config(data, str(tmp_path), workers=clips + 1, cpus_per_worker=0.04), say=quiet)
     assert not list(tmp_path.iterdir())  # nothing written
 
 

@@ -125,7 +125,7 @@ def test_trial_config_applies_params_and_resources():
     assert cfg == replace(base, lr=0.05, segments=3, runs="s3://b/sweeps/x/trials", name="t1", workers=2,
                           cpus_per_worker=3.0, use_gpu=False)
     gpu = trial_config(base, {}, runs="r", name="t", resources=TrialResources(gpus_per_worker=0.5))
-    assert gpu.use_gpu is True
+    assert gpu.use_gpu is True and gpu.gpus_per_worker == 0.5  # trials share a GPU as the sweep says
     with pytest.raises(ConfigError, match="segments must be >= 1"):
         trial_config(base, {"segments": 0}, runs="r", name="t", resources=TrialResources())
 

@@ -47,7 +47,8 @@ def test_table_ranks_clean_trials_then_errored_then_those_without_the_metric():
     assert table.column_names == ["trial_id", "status", "lr", "model", "blocks", "best_val_mean_class", "best_epoch",
                                   "last_val_mean_class", "epochs_run", "stopped", "train_s", "run"]
     a = rows["a"]
-    assert (a["best_val_mean_class"], a["best_epoch"], a["last_val_mean_class"]) == (0.5, 1, 0.45)
+    # The second epoch (index 1), counted from 1 as people read it.
+    assert (a["best_val_mean_class"], a["best_epoch"], a["last_val_mean_class"]) == (0.5, 2, 0.45)
     assert (a["epochs_run"], a["train_s"], a["blocks"]) == (3, 4.5, "[1, 1, 1, 1]")
     assert [rows[t]["stopped"] for t in "abcde"] == [False, True, False, False, False]
     assert rows["c"]["best_val_mean_class"] is None and rows["c"]["best_epoch"] is None and rows["c"]["epochs_run"] == 2

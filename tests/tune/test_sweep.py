@@ -90,8 +90,8 @@ def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_stor
         deadline = time.time() + 400
         while time.time() < deadline and driver.poll() is None:
             runs = sorted(trials.glob("*")) if trials.exists() else []
-            done = [r for r in runs if (r / "epoch_0002" / "manifest.json").exists()]
-            started = [r for r in runs if r not in done and (r / "epoch_0000" / "manifest.json").exists()]
+            done = [r for r in runs if (r / "epoch_0003" / "manifest.json").exists()]
+            started = [r for r in runs if r not in done and (r / "epoch_0001" / "manifest.json").exists()]
             if done and started:
                 break
             time.sleep(0.2)  # later epochs of the tiny model take about a second
@@ -102,7 +102,7 @@ def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_stor
         if driver.poll() is None:
             driver.kill()
     (first,), (second,) = done, started
-    first_mtime = (first / "epoch_0002" / "manifest.json").stat().st_mtime
+    first_mtime = (first / "epoch_0003" / "manifest.json").stat().st_mtime
     before = ckpt.find_latest(str(second)).meta["history"]
 
     again = subprocess.run(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env, capture_output=True,
@@ -111,7 +111,7 @@ def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_stor
     assert again.returncode == 0, out
     assert "resuming the sweep" in out
     assert f"trial {first.name} started" not in out  # finished: not rerun
-    assert (first / "epoch_0002" / "manifest.json").stat().st_mtime == first_mtime
+    assert (first / "epoch_0003" / "manifest.json").stat().st_mtime == first_mtime
     after = ckpt.find_latest(str(second)).meta["history"]
     # Continued after its newest checkpoint: the epochs before it are the ones trained
     # before the kill, not retrained.
