@@ -25,7 +25,7 @@ from ray import tune
 from .. import storage
 from ..config import parse_yaml
 from ..lease import writer_lease
-from ..train.config import TrainConfig, recorded_config
+from ..train.config import TrainConfig, recorded_config, with_absolute_paths
 from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 
@@ -71,6 +71,9 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
 
     check_capacity(sweep_needs(sweep.resources), what=f"tune {sweep.name} (one trial)")
     folder = _absolute(sweep.folder)
+    # Trials run in folders of their own (Tune's trial directories): a path relative to
+    # here would name nothing there. The results' best.yaml then trains from anywhere.
+    base = with_absolute_paths(base)
     # Every line of the sweep (a trial event) is progress; the watchdog's own are not.
     watchdog = StallWatchdog(f"tune {sweep.name}", say=say)
     say = _Ticking(say)

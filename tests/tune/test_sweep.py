@@ -39,8 +39,11 @@ def sweep_file(tmp_path: Path, data: str, **settings) -> Path:
     return path
 
 
-def test_asha_stops_a_trial_and_every_trial_runs(tiny_store, tmp_path):
+def test_asha_stops_a_trial_and_every_trial_runs(tiny_store, tmp_path, monkeypatch):
     data, _ = tiny_store
+    # The data given relative to where the sweep starts: trials run in folders of their own.
+    monkeypatch.chdir(tmp_path)
+    data = os.path.relpath(data)
     # The first trial learns (AdamW at lr 0.01); the others jump a whole unit per step
     # (lr 1: Adam's steps are about lr whatever the gradient) and their training loss
     # after the first epoch is several times the first trial's, so ASHA stops them at
@@ -66,6 +69,7 @@ def test_asha_stops_a_trial_and_every_trial_runs(tiny_store, tmp_path):
     assert (folder / "results" / "results.csv").read_text().count("\n") == 4
     best = load_config(TrainConfig, folder / "results" / "best.yaml")
     assert best.lr == 0.01 and best.name == "sweep_best" and best.runs == str(tmp_path / "runs")
+    assert best.data == os.path.abspath(data)  # ready to train from any folder
     png = cv2.imread(str(folder / "results" / "lr.png"))
     assert png is not None and png.shape[0] > 100
     for trial_id in (r["trial_id"] for r in table):  # Tune's TensorBoard files, and each trial's own training run
