@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from competition_data import keep_on_cpu, pin_to_one_core  # noqa: E402
 from finegym_ray.config import to_yaml  # noqa: E402
+from finegym_ray.ray_connect import init_ray  # noqa: E402
 from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, ExtractConfig, find_video_files,  # noqa: E402
                                           open_backbone, plan_items, run_extract)
 
@@ -126,7 +127,7 @@ def main() -> None:
         # start deadline when pinned beside the work); its workers join the work's core.
         others = set(range(os.cpu_count() or 1)) - {cpu}
         os.sched_setaffinity(0, others or {cpu})
-        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+        init_ray("local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # Ray's lines to its logs
         # The driver (Ray Data's scheduling loop, the file writes) stays on the other cores
         # too: what is compared is the work of the stages, on one core either way.
         with keep_on_cpu("ray::", cpu):
@@ -143,7 +144,7 @@ def main() -> None:
     import torch
 
     if torch.cuda.is_available():
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        init_ray("local", include_dashboard=False, log_to_driver=False)
         gpu_config = ExtractConfig(level="action", snippet_frames=16, stride_frames=args.stride, fps=args.fps,
                                    elements=False, batch_size=64)
         n, s, steady = pipeline(gpu_config, run, videos, annotations, os.path.join(root, "out_gpu"))

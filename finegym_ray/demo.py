@@ -152,6 +152,15 @@ def claim_store(out: str, synth: SynthConfig, store: str | None = None,
     return {"out": out, "synth": synth, "store": store, "preprocess": preprocess, "train": train}
 
 
+def describe_cluster(resources: dict[str, float]) -> str:
+    """Ray's cluster resources in one line: nodes, CPUs, GPUs, memory and object store (GiB)."""
+    nodes = sum(1 for k in resources if k.startswith("node:") and k != "node:__internal_head__")
+    gib = 2 ** 30
+    return (f"cluster: {nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, "
+            f"{resources.get('memory', 0) / gib:.1f} GiB memory, "
+            f"{resources.get('object_store_memory', 0) / gib:.1f} GiB object store")
+
+
 def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     """Run the demo pipeline of ``plan`` (from :func:`claim_store`) on the Ray cluster
     this process is connected to. Returns ``outputs`` (name -> location of everything it
@@ -163,7 +172,7 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
              "manifest": storage.join(store, "manifest"), "clips": storage.join(store, "clips"),
              "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
              "settings": storage.join(store, "demo.yaml")}
-    _say("ray", f"cluster resources: {ray.cluster_resources()}")
+    _say("ray", describe_cluster(ray.cluster_resources()))
     if train is not None:  # checked before the synthetic data and clips are made
         from .capacity import check_capacity, train_needs
 
@@ -179,12 +188,12 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     # prune: shards of an earlier plan in the demo's own store are the demo's.
     cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,
                          say=lambda m: _say("preprocess", m))
-    _say("manifest", "\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
+    _say("manifest", "summary:\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
                                                                                      "summary.json")))))
-    _say("preprocess", "\n" + format_preprocess_summary(cut))
+    _say("preprocess", "summary:\n" + format_preprocess_summary(cut))
     if train is not None:
         trained = run_training(train, say=lambda m: _say("train", m))
-        _say("train", "\n" + format_history(trained["history"]))
+        _say("train", "epochs:\n" + format_history(trained["history"]))
         results = evaluate(trained["run"], say=lambda m: _say("evaluate", m))
         where.update(run=trained["run"], evaluation=storage.join(trained["run"], "eval"))
     if not storage.list_uris(where["errors"]):

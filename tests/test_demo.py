@@ -1,6 +1,7 @@
 """The README's main command, as a user runs it (a real local Ray, small settings)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     settings = [line for line in r.stdout.splitlines() if line.startswith("[demo] synth videos=2")]
     assert len(settings) == 1 and f"all settings in {tmp_path / 'd' / 'store' / 'demo.yaml'}" in settings[0]
     assert_progress_with_rate(r.stdout, "preprocess") and assert_progress_with_rate(r.stdout, "train")
+    assert re.search(r"^\[ray\] cluster: 1 node\(s\), \d+ CPUs", r.stdout, re.M) and "[manifest] summary:\n" in r.stdout
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -95,3 +97,11 @@ def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
     assert not list((store / "runs").glob("tsm_flow_set/**/*.pt"))
     assert pq.read_table(store / "clips").num_rows > 0  # cut again from the new videos
     assert yaml.safe_load((store / "demo.yaml").read_text())["synth"]["noise"] == 3.0
+
+
+def test_the_cluster_is_described_in_words():
+    from finegym_ray.demo import describe_cluster
+
+    line = describe_cluster({"CPU": 2.0, "node:192.0.2.2": 1.0, "node:__internal_head__": 1.0,
+                             "memory": 16 * 2**30, "object_store_memory": 7.5 * 2**30})
+    assert line == "cluster: 1 node(s), 2 CPUs, 0 GPUs, 16.0 GiB memory, 7.5 GiB object store"

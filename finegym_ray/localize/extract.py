@@ -660,7 +660,14 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict]
     import ray
     import ray.data
 
+    from ..capacity import Need, StallWatchdog, check_capacity
+
     pools = pool_sizes(config, ray.cluster_resources(), len(items))
+    # One actor of each pool must fit, or the pipeline waits forever.
+    check_capacity([Need("decoding actor", 1, {"CPU": float(config.cpus_per_worker)}),
+                    Need("backbone actor", 1, {"GPU": pools.gpus} if pools.gpus else {"CPU": pools.cpus})],
+                   what="extract-features")
+    watchdog = StallWatchdog("extract-features", say=say)
     say(f"{pools.decoders} decoding actor(s), {pools.embedders} backbone actor(s) "
         + (f"with {pools.gpus:g} GPU each" if pools.gpus else f"on {pools.cpus:g} CPU(s) each"))
     env = _worker_env()
@@ -678,34 +685,17 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict]
     written = failed = snippets = 0
     t0 = last = time.time()
     first: tuple[float, int] | None = None  # (time, snippets) when the first batch arrived
-    for table in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
-        for row in table.to_pylist():
-            key = (row["kind"], row["group"])
-            state = collected.setdefault(key, {"rows": {}, "closed": False})
-            if state["closed"]:
-                continue
-            if row["status"] == "empty":  # a clip shard without sub-actions: nothing to write
-                state["closed"] = True
-                continue
-            if row["status"] != "ok":
-                state["closed"] = True
-                failed += 1
-                _record(out, by_group[key], row["reason"])
-                say(f"failed: {row['kind']} {row['group']}: {row['reason']}")
-                continue
-            state["rows"][row["index"]] = row
-            snippets += 1
-            if len(state["rows"]) == row["count"]:
-                state["closed"] = True
-                _write(out, by_group[key], state["rows"], backbone, config, hashes)
-                state["rows"] = {}
-                written += 1
-        now = time.time()
-        first = first or (now, snippets)
-        if now - last >= 5.0 or written + failed == len(items):
-            last = now
-            say(f"items {written + failed}/{len(items)} ({failed} failed), {snippets} snippets, "
-                f"{snippets / max(now - t0, 1e-9):.1f} snippets/s")
+    with watchdog:
+        for table in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
+            watchdog.progress()
+            written, failed, snippets = _collect(table, collected, by_group, out, backbone, config, hashes, say,
+                                                 counts=(written, failed, snippets))
+            now = time.time()
+            first = first or (now, snippets)
+            if now - last >= 5.0 or written + failed == len(items):
+                last = now
+                say(f"items {written + failed}/{len(items)} ({failed} failed), {snippets} snippets, "
+                    f"{snippets / max(now - t0, 1e-9):.1f} snippets/s")
     unfinished = [k for k, s in collected.items() if not s["closed"]] + [k for k in by_group if k not in collected]
     for key in unfinished:
         failed += 1
@@ -715,6 +705,36 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict]
     steady = (snippets - first[1]) / (end - first[0]) if first and end > first[0] else None
     return {"written": written, "failed": failed, "snippets": snippets, "wall_s": end - t0,
             "steady_snippets_per_s": steady, "pools": asdict(pools)}
+
+
+def _collect(table, collected: dict, by_group: dict, out: str, backbone: Backbone, config: ExtractConfig,
+             hashes: dict[str, str], say: Callable[[str], None], *, counts: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Take one batch of snippet rows: a group's file is written when its last snippet
+    arrives, a failed group recorded in errors/. Returns (written, failed, snippets)
+    counted on from ``counts``."""
+    written, failed, snippets = counts
+    for row in table.to_pylist():
+        key = (row["kind"], row["group"])
+        state = collected.setdefault(key, {"rows": {}, "closed": False})
+        if state["closed"]:
+            continue
+        if row["status"] == "empty":  # a clip shard without sub-actions: nothing to write
+            state["closed"] = True
+            continue
+        if row["status"] != "ok":
+            state["closed"] = True
+            failed += 1
+            _record(out, by_group[key], row["reason"])
+            say(f"failed: {row['kind']} {row['group']}: {row['reason']}")
+            continue
+        state["rows"][row["index"]] = row
+        snippets += 1
+        if len(state["rows"]) == row["count"]:
+            state["closed"] = True
+            _write(out, by_group[key], state["rows"], backbone, config, hashes)
+            state["rows"] = {}
+            written += 1
+    return written, failed, snippets
 
 
 def _write(out: str, item: dict, rows: dict[int, dict], backbone: Backbone, config: ExtractConfig,

@@ -75,9 +75,21 @@ def run_localize_training(config: LocalizeConfig, *, break_lease: bool = False,
     ``history`` (metrics per epoch). Raises ValueError for data that cannot train or a run
     that cannot resume with these settings, RuntimeError when training fails past
     ``max_failures``. One job trains a run at a time (``lease.py``)."""
+    import ray
+
+    from ..capacity import Need, StallWatchdog, check_capacity
+
+    # Before anything is read or written: a cluster too small would wait forever. A GPU
+    # per worker when it trains on GPUs (use_gpu None: when the cluster has any).
+    use_gpu = config.use_gpu if config.use_gpu is not None else ray.cluster_resources().get("GPU", 0.0) > 0
+    gpus = 1.0 if use_gpu else 0.0
+    check_capacity([Need("train workers", config.workers, {"CPU": float(config.cpus_per_worker), "GPU": gpus})],
+                   what=f"localize train {config.run_name}")
     data = prepare(config, say=say)  # before the lease: bad data leaves no run folder
     uri = run_uri(config)
-    with writer_lease(uri, what=f"localize train {config.run_name}", break_lease=break_lease, say=say):
+    with writer_lease(uri, what=f"localize train {config.run_name}", break_lease=break_lease, say=say), \
+            StallWatchdog(f"localize train {config.run_name}", say=say,
+                          probe=lambda: sum(len(f.names) for f in checkpoints.listing(uri))):
         resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
         if resumed:
             _check_same(uri, config, resumed, data)

@@ -149,6 +149,17 @@ def test_subaction_level_resumes_after_a_killed_driver_and_records_a_bad_video(r
     one_error_line(r, str(out), "other settings", "stride_frames=4")
 
 
+def test_pools_too_big_for_the_cluster_are_refused(ray_cluster, run, tiny_gym, tmp_path):
+    from dataclasses import replace
+
+    from finegym_ray.capacity import CapacityError
+
+    # A decoding actor of 1 CPU and a backbone actor of 2: 3 CPUs at once on a 2-CPU cluster.
+    with pytest.raises(CapacityError, match=r"extract-features needs .*the cluster has 2 CPU"):
+        run_extract(replace(CONFIG, model_cpus=2.0), run, str(tiny_gym / "videos"), str(tiny_gym / "annotations"),
+                    str(tmp_path / "out"), say=quiet)
+
+
 def test_bad_run_and_videos_are_refused_before_ray(run, tiny_gym, tmp_path):
     base = ["extract-features", "--annotations", tiny_gym / "annotations", "--out", tmp_path / "out"]
     t0 = time.monotonic()

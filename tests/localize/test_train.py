@@ -104,3 +104,14 @@ def test_bad_settings_are_refused_with_one_line_before_ray_starts(toy, tmp_path,
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_detector_too_big_for_the_cluster_is_refused_at_once(ray_cluster, toy, tmp_path):
+    from finegym_ray.capacity import CapacityError
+
+    features, gt = toy
+    config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="big",
+                            **{**TINY, "workers": 3, "cpus_per_worker": 1.0})
+    with pytest.raises(CapacityError, match=r"localize train big needs 3 train workers x 1 CPU: .*the cluster has 2 CPU"):
+        run_localize_training(config, say=quiet)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
