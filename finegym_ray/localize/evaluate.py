@@ -148,5 +148,5 @@ def format_results(results: dict) -> str:
     if avg:
         lines.append(f"average mAP {100 * result.average_map:.1f} %, 95 % interval [{100 * avg[0]:.1f}, "
                      f"{100 * avg[1]:.1f}] (bootstrap over the {results['metrics']['videos']} val sequences)")
-    lines += [f"{name + ':':<11}{loc}" for name, loc in results["outputs"].items()]
+    lines += [f"{name + ':':<12}{loc}" for name, loc in results["outputs"].items()]
     return "\n".join(lines)

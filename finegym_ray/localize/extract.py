@@ -45,6 +45,7 @@ import pyarrow as pa
 from .. import storage
 from ..config import check_range
 from ..dataset.keys import safe_name
+from ..progress import rate_eta
 from . import features as F
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -694,8 +695,8 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict]
             first = first or (now, snippets)
             if now - last >= 5.0 or written + failed == len(items):
                 last = now
-                say(f"items {written + failed}/{len(items)} ({failed} failed), {snippets} snippets, "
-                    f"{snippets / max(now - t0, 1e-9):.1f} snippets/s")
+                say(f"{rate_eta(written + failed, len(items), now - t0, 'items')} ({failed} failed), "
+                    f"{snippets} snippets, {snippets / max(now - t0, 1e-9):.1f} snippets/s")
     unfinished = [k for k, s in collected.items() if not s["closed"]] + [k for k in by_group if k not in collected]
     for key in unfinished:
         failed += 1

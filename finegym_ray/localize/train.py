@@ -24,6 +24,7 @@ from typing import Callable
 from .. import storage
 from ..config import from_dict, to_yaml
 from ..lease import writer_lease
+from ..progress import duration
 from ..train import checkpoint as checkpoints
 from .config import LocalizeConfig
 from .data import Dataset, GroundTruth, load_dataset
@@ -216,6 +217,7 @@ def _train_fn(args: dict) -> None:
     def to_device(batch):
         return _to_device(batch, device)
 
+    epoch_seconds = []  # of this session's epochs, for the run's ETA
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         model.train()
@@ -237,8 +239,11 @@ def _train_fn(args: dict) -> None:
         metrics["epoch_s"] = round(time.time() - t0, 2)
         history.append(metrics)
         if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
+            epoch_seconds.append(metrics["epoch_s"])
+            left = config.epochs - epoch - 1
+            eta = f"; run ETA {duration(sum(epoch_seconds) / len(epoch_seconds) * left)}" if left else ""
             _say(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))))
+                f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))) + eta)
             checkpoints.write(run, epoch, config_yaml=to_yaml(config),
                               state={"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "epoch": epoch,

@@ -126,7 +126,7 @@ def test_subaction_level_resumes_after_a_killed_driver_and_records_a_bad_video(r
     said = []
     config = replace(CONFIG, level="subaction", elements=False, batch_size=4)
     summary = run_extract(config, run, str(videos), str(tiny_gym / "annotations"), str(out), say=said.append)
-    assert any("snippets/s" in line for line in said), said
+    assert any("snippets/s" in line and "items/s" in line for line in said), said
     assert json.loads((out / "summary.json").read_text())["items"] == summary["items"]
     assert summary["items"] == {"planned": len(events), "skipped": len(first),
                                 "written": len(good) - len(first), "failed": len(failed)}
