@@ -694,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="one of the paper's studies (frames, order, test_segments, motion): a sweep, then an "
                       "evaluation grid; resumes by name",
         description="Train the study's runs as one grid sweep (SWEEPS/NAME/trials/), evaluate each with the test "
-                    "protocol and the study's test-time variants, print a table with 95%% bootstrap intervals over "
+                    "protocol and the study's test-time variants, print a table with 95 % bootstrap intervals over "
                     "the validation clips and write SWEEPS/NAME/study/ (study.parquet, study.csv, study.png). "
                     "frames: TSN with 1-12 segments (Table 5); order: TRN and TSN on ordered and shuffled test "
                     "frames (Fig. 6b); test_segments: TSM and TSN trained with 3 segments, tested with 3-12 "

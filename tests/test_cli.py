@@ -277,6 +277,24 @@ def _subparsers():
     return action.choices
 
 
+def test_no_help_text_shows_a_formatting_escape():
+    # argparse %-formats argument help but prints a description or epilog as written.
+    import argparse
+
+    def parsers(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, f"{path} {name}")
+
+    found = [(path, p) for path, p in parsers(cli_module.build_parser(), "finegym-ray")]
+    assert len(found) >= 15  # every command and the localize subcommands
+    for path, parser in found:
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, path
+
+
 def test_every_set_example_in_the_help_is_a_valid_setting():
     from finegym_ray.config import load_config
     from finegym_ray.localize.config import LocalizeConfig

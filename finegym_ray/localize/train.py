@@ -200,6 +200,9 @@ def _train_fn(args: dict) -> None:
     val = load_examples(args["val"], gt, class_names, config.task) if rank == 0 and config.val_every else []
 
     resumed = checkpoints.load_latest(run, say=_say if rank == 0 else None)
+    # Before the model is built, so that the seed sets its initial weights: the same on
+    # every worker and in every fresh run with this seed.
+    torch.manual_seed(config.seed)
     # On the device before the optimizer exists: a resumed optimizer state is loaded onto
     # its parameters' device, which must be the one they train on.
     model = build_detector(config, in_channels=args["feature_dim"], num_classes=len(class_names)).to(device)
@@ -207,9 +210,7 @@ def _train_fn(args: dict) -> None:
                                      momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
     start_epoch, history = checkpoints.restore(resumed, model=model, optimizer=optimizer, scheduler=scheduler)
-    if resumed is None:
-        torch.manual_seed(config.seed)  # the same initial weights on every worker and every fresh run
-    elif rank == 0:
+    if resumed is not None and rank == 0:
         _say(f"resuming after {resumed[0].uri} ({start_epoch} of {config.epochs} epochs done)")
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model

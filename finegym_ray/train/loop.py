@@ -58,6 +58,9 @@ def train_loop_per_worker(args: dict) -> None:
     # Every worker, after a restart too, resumes from what storage holds, not from Ray's
     # record of reported checkpoints (see the module docstring).
     resumed = checkpoints.load_latest(run, say=_say if rank == 0 else None)
+    # Before the model is built, so that the seed sets its initial weights: the same on
+    # every worker and in every fresh run with this seed.
+    torch.manual_seed(config.seed)
     model = model_for(config, num_classes, pretrained=resumed is None)
     if device.type == "cuda" and config.channels_last:
         # With channels-last weights, convolutions produce channels-last outputs whatever
@@ -69,9 +72,7 @@ def train_loop_per_worker(args: dict) -> None:
                                      momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
     start_epoch, history = checkpoints.restore(resumed, model=model, optimizer=optimizer, scheduler=scheduler)
-    if resumed is None:
-        torch.manual_seed(config.seed)  # the same initial weights on every worker and every fresh run
-    elif rank == 0:
+    if resumed is not None and rank == 0:
         _say(f"resuming after {resumed[0].uri} ({start_epoch} of {config.epochs} epochs done)")
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model

@@ -71,6 +71,26 @@ def test_the_same_command_resumes_after_the_newest_complete_checkpoint(trained):
         run_localize_training(replace(config, lr=0.01), say=quiet)
 
 
+def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
+    # At a learning rate of 1e-9 an epoch leaves the weights where they started.
+    features, gt = toy
+
+    def weights(seed: int, name: str) -> dict:
+        config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path), name=name,
+                                **{**TINY, "epochs": 1, "workers": 1, "lr": 1e-9, "weight_decay": 0.0,
+                                   "val_every": 0, "seed": seed})
+        state = ckpt.find_latest(run_localize_training(config, say=quiet)["run"]).load_state()["model"]
+        return {k: v for k, v in state.items() if k.endswith("weight")}
+
+    def largest_gap(a: dict, b: dict) -> float:
+        assert a.keys() == b.keys()
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
+    assert largest_gap(first, again) < 1e-6
+    assert largest_gap(first, other) > 1e-3
+
+
 def test_evaluation_writes_metrics_detections_and_a_timeline(trained):
     config, result = trained
     results = evaluate_run(config, say=quiet)

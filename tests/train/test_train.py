@@ -259,3 +259,23 @@ def test_element_tasks_know_each_class_set_and_event(tiny_store):
     assert len(gym99.levels["set"]) == len(gym99.levels["event"]) == gym99.num_classes == 99
     assert gym99.levels["set"][0] == 1 and gym99.levels["event"][0] == 1  # Gym99 starts with vault
     assert load_split_labels(data, "subaction_event", "train").levels == {}
+
+
+def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
+    # At a learning rate of 1e-9 an epoch leaves the weights where they started.
+    data, _ = tiny_store
+
+    def weights(seed: int, name: str) -> dict:
+        config = tiny_config(data, str(tmp_path / name), epochs=1, workers=1, cpus_per_worker=1.0,
+                             val_every=0, lr=1e-9, weight_decay=0.0, seed=seed)
+        run = run_training(config, say=quiet)["run"]
+        state = ckpt.find_latest(run).load_state()["model"]
+        return {k: v for k, v in state.items() if k.endswith("weight")}
+
+    def largest_gap(a: dict, b: dict) -> float:
+        assert a.keys() == b.keys()
+        return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+    first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
+    assert largest_gap(first, again) < 1e-6
+    assert largest_gap(first, other) > 1e-3
