@@ -20,6 +20,7 @@ from finegym_ray.localize.metric import TIOU_THRESHOLDS, detection_map
 from finegym_ray.localize.toy import write_toy_features
 from finegym_ray.localize.train import run_localize_training
 from finegym_ray.train import checkpoint as ckpt
+from tests.train.test_train import largest_gap, latest_weights
 
 TINY = dict(detector_kwargs={"embed_dim": 32, "head_dim": 32, "num_levels": 4}, epochs=3, batch_size=2,
             warmup_epochs=0, lr=0.003, workers=2, cpus_per_worker=0.5)
@@ -79,12 +80,7 @@ def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
         config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path), name=name,
                                 **{**TINY, "epochs": 1, "workers": 1, "lr": 1e-9, "weight_decay": 0.0,
                                    "val_every": 0, "seed": seed})
-        state = ckpt.find_latest(run_localize_training(config, say=quiet)["run"]).load_state()["model"]
-        return {k: v for k, v in state.items() if k.endswith("weight")}
-
-    def largest_gap(a: dict, b: dict) -> float:
-        assert a.keys() == b.keys()
-        return max(float((a[k] - b[k]).abs().max()) for k in a)
+        return latest_weights(run_localize_training(config, say=quiet)["run"])
 
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert largest_gap(first, again) < 1e-6

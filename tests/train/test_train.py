@@ -261,6 +261,17 @@ def test_element_tasks_know_each_class_set_and_event(tiny_store):
     assert load_split_labels(data, "subaction_event", "train").levels == {}
 
 
+def latest_weights(run: str) -> dict:
+    """The weight tensors of ``run``'s newest checkpoint, by name."""
+    state = ckpt.find_latest(run).load_state()["model"]
+    return {k: v for k, v in state.items() if k.endswith("weight")}
+
+
+def largest_gap(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
 def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started.
     data, _ = tiny_store
@@ -268,13 +279,7 @@ def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
     def weights(seed: int, name: str) -> dict:
         config = tiny_config(data, str(tmp_path / name), epochs=1, workers=1, cpus_per_worker=1.0,
                              val_every=0, lr=1e-9, weight_decay=0.0, seed=seed)
-        run = run_training(config, say=quiet)["run"]
-        state = ckpt.find_latest(run).load_state()["model"]
-        return {k: v for k, v in state.items() if k.endswith("weight")}
-
-    def largest_gap(a: dict, b: dict) -> float:
-        assert a.keys() == b.keys()
-        return max(float((a[k] - b[k]).abs().max()) for k in a)
+        return latest_weights(run_training(config, say=quiet)["run"])
 
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert largest_gap(first, again) < 1e-6
