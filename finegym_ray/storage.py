@@ -5,6 +5,8 @@ folder to an object store by changing a URI. Contracts that callers can rely on:
 
 - URIs: a plain path (``data/x.parquet``, ``/abs/x``), ``file:///abs/x`` (taken
   literally, no percent-decoding) or ``s3://bucket/key``. Anything else is a ValueError.
+  Repeated slashes in an S3 key count as one (``s3://b//p//x`` is ``s3://b/p/x``), so
+  keys that hold ``//`` cannot be reached through this module.
 - Writes are atomic: a reader sees the old object, the new one, or nothing; never a
   part. Locally: temp file in the same directory, fsync, ``os.replace``. On S3: one PUT,
   or a multipart upload that is completed or aborted.
@@ -63,6 +65,8 @@ __all__ = [
     "join",
     "list_uris",
     "makedirs",
+    "ObjectInfo",
+    "object_info",
     "parse_uri",
     "pyarrow_filesystem",
     "read_bytes",
@@ -203,7 +207,10 @@ def parse_uri(uri: str | os.PathLike[str]) -> Location:
         bucket, _, key = text[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"S3 URI without a bucket: {text!r}")
-        return Location("s3", bucket, key.lstrip("/"))
+        # Empty path segments are dropped here, where every reader and writer parses its
+        # URI: s3://b//p (easily typed, or made by joining "s3://b/" and "/p") names
+        # the same objects as s3://b/p instead of keys of its own ("/p/...").
+        return Location("s3", bucket, re.sub("/{2,}", "/", key).lstrip("/"))
     if text.startswith("file://"):
         rest = text[len("file://") :]
         # file:///abs/path has an empty host; file://localhost/abs/path is also local.
@@ -553,15 +560,18 @@ def _local_missing(loc: Location) -> FileNotFoundError:
 # ------------------------------------------------------------------------ bytes/text
 
 
-def read_bytes(uri: str | os.PathLike[str], *, options: StorageOptions | None = None) -> bytes:
-    """The whole object. Missing: FileNotFoundError."""
+def read_bytes(uri: str | os.PathLike[str], *, options: StorageOptions | None = None,
+               max_bytes: int | None = None) -> bytes:
+    """The whole object. Missing: FileNotFoundError. ``max_bytes``: an object larger than
+    that is a ValueError, read no further than one byte past it (for files from others)."""
     loc = parse_uri(uri)
     if not loc.is_s3:
         try:
             with open(loc.key, "rb") as f:
-                return f.read()
+                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
         except FileNotFoundError as exc:
             raise _local_missing(loc) from exc
+        return _within(data, max_bytes, loc)
     opts = _opts(options)
     client = s3_client(opts)
 
@@ -570,9 +580,15 @@ def read_bytes(uri: str | os.PathLike[str], *, options: StorageOptions | None = 
         # restarts the GET instead of returning a short object.
         response = client.get_object(Bucket=loc.bucket, Key=loc.key)
         with contextlib.closing(response["Body"]) as body:
-            return body.read()
+            return body.read() if max_bytes is None else body.read(max_bytes + 1)
 
-    return _s3_call("GetObject", loc, opts, get)
+    return _within(_s3_call("GetObject", loc, opts, get), max_bytes, loc)
+
+
+def _within(data: bytes, max_bytes: int | None, loc: Location) -> bytes:
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{loc.uri}: more than {max_bytes} bytes, larger than such a file can be")
+    return data
 
 
 def write_bytes(uri: str | os.PathLike[str], data: bytes, *, options: StorageOptions | None = None) -> None:
@@ -634,9 +650,10 @@ def create_exclusive(uri: str | os.PathLike[str], data: bytes, *, options: Stora
     return _s3_call("PutObject", loc, opts, put)
 
 
-def read_text(uri: str | os.PathLike[str], *, encoding: str = "utf-8", options: StorageOptions | None = None) -> str:
-    """The object decoded as text."""
-    return read_bytes(uri, options=options).decode(encoding)
+def read_text(uri: str | os.PathLike[str], *, encoding: str = "utf-8", options: StorageOptions | None = None,
+              max_bytes: int | None = None) -> str:
+    """The object decoded as text (``max_bytes``: see :func:`read_bytes`)."""
+    return read_bytes(uri, options=options, max_bytes=max_bytes).decode(encoding)
 
 
 def write_text(
@@ -665,16 +682,43 @@ def exists(uri: str | os.PathLike[str], *, options: StorageOptions | None = None
     return True
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What identifies one version of an object: its size in bytes, its ETag as the
+    server sends it (None for local files) and when it was last written (seconds since
+    the epoch)."""
+
+    size: int
+    etag: str | None
+    mtime: float
+
+
+def object_info(uri: str | os.PathLike[str], *, options: StorageOptions | None = None) -> ObjectInfo:
+    """Size, ETag and last write of the object (one HEAD on S3). Missing: FileNotFoundError."""
+    loc = parse_uri(uri)
+    if not loc.is_s3:
+        try:
+            st = os.stat(loc.key)
+        except FileNotFoundError as exc:
+            raise _local_missing(loc) from exc
+        return ObjectInfo(st.st_size, None, st.st_mtime)
+    opts = _opts(options)
+    client = s3_client(opts)
+    head = _s3_call("HeadObject", loc, opts, lambda: client.head_object(Bucket=loc.bucket, Key=loc.key))
+    return ObjectInfo(int(head["ContentLength"]), head.get("ETag"), head["LastModified"].timestamp())
+
+
 def list_uris(
     prefix_uri: str | os.PathLike[str], *, suffix: str | None = None, options: StorageOptions | None = None
 ) -> list[str]:
     """Every object below the folder ``prefix_uri``, recursively, as sorted full URIs.
 
     ``prefix_uri`` is a folder on both schemes: ``s3://b/videos`` lists ``videos/...``
-    but not ``videos2/...``. Results keep the prefix's style (plain path, file://,
-    s3://). ``suffix`` keeps only names ending with it (e.g. ``".parquet"``). A missing
-    folder gives ``[]``. In-flight temp files of this module and S3 folder markers
-    (keys ending in ``/``) are skipped.
+    but not ``videos2/...``. Results are ``join(prefix_uri, name below it)``: they keep
+    the prefix's style (plain path, file://, s3://) and spelling (``s3://b//p`` lists
+    ``s3://b//p/x``), so a caller can cut its prefix off them. ``suffix`` keeps only
+    names ending with it (e.g. ``".parquet"``). A missing folder gives ``[]``. In-flight
+    temp files of this module and S3 folder markers (keys ending in ``/``) are skipped.
     """
     base = os.fspath(prefix_uri)
     loc = parse_uri(base)
@@ -708,7 +752,7 @@ def list_uris(
             key = item["Key"]
             if key.endswith("/") or (suffix is not None and not key.endswith(suffix)):
                 continue
-            found.append(f"s3://{loc.bucket}/{key}")
+            found.append(join(base, key[len(prefix):]))
         if not page.get("IsTruncated"):
             break
         token = page.get("NextContinuationToken")

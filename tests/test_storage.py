@@ -285,6 +285,22 @@ def test_list_nested_with_suffix_filter(root):
         assert storage.read_bytes(uri) == uri[len(root) + 1 :].encode()
 
 
+def test_a_doubled_slash_in_an_s3_uri_names_the_same_objects_as_the_single_one(s3_prefix):
+    bucket, _, prefix = s3_prefix[len("s3://"):].partition("/")
+    single = f"s3://{bucket}/{prefix}/run"
+    doubled = f"s3://{bucket}//{prefix}//run/"
+    assert storage.parse_uri(doubled + "/x//y") == storage.Location("s3", bucket, f"{prefix}/run/x/y")
+    storage.write_text(storage.join(doubled, "epoch_0001", "a.txt"), "written doubled")
+    storage.write_text(storage.join(single, "epoch_0002", "b.txt"), "written single")
+    for spelling in (single, doubled):
+        listed = storage.list_uris(spelling)
+        # Each listing keeps the spelling it was asked with, so that a caller can cut
+        # its own prefix off the names it gets back.
+        assert listed == [storage.join(spelling, "epoch_0001/a.txt"), storage.join(spelling, "epoch_0002/b.txt")]
+        assert [storage.read_text(u) for u in listed] == ["written doubled", "written single"]
+        assert storage.exists(storage.join(spelling, "epoch_0001", "a.txt"))
+
+
 def test_missing_objects_raise_file_not_found_with_the_uri(root, tmp_path):
     uri = storage.join(root, "no", "such.parquet")
     for call in (

@@ -84,8 +84,9 @@ class ExtractConfig:
     model_workers: int = 0
     gpus_per_model_worker: float = 1.0
     model_cpus: float = 1.0
-    # Node-local folder for videos fetched from s3://, and its size cap.
-    cache_dir: str = "/tmp/finegym_ray_videos"
+    # Node-local folder (absolute) for videos fetched from s3://, and its size cap. None:
+    # a private folder per user (preprocess.local_copy.default_folder).
+    cache_dir: str | None = None
     cache_gb: float = 50.0
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class ExtractConfig:
         check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
         check_range(problems, "model_cpus", self.model_cpus, gt=0)
         check_range(problems, "gpus_per_model_worker", self.gpus_per_model_worker, gt=0)
+        if self.cache_dir is not None and not os.path.isabs(self.cache_dir):
+            problems.append(f"cache_dir must be an absolute folder path or null, got {self.cache_dir!r}")
         check_range(problems, "cache_gb", self.cache_gb, ge=0)
         if problems:
             raise ValueError("extract config: " + "; ".join(problems))

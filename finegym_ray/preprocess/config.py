@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,8 +128,10 @@ class PreprocessConfig:
     # GPUs each takes where the cluster has GPUs.
     flow_workers: int | None = None
     flow_gpus_per_worker: float = 1.0
-    # Node-local folder where remote videos are fetched once per node, and its size cap.
-    cache_dir: str = "/tmp/finegym_ray_videos"
+    # Node-local folder (absolute) where remote videos are fetched once per node, and its
+    # size cap. None: a private folder per user (preprocess.local_copy.default_folder).
+    # A folder that is a link, another user's or writable by others is refused.
+    cache_dir: str | None = None
     cache_gb: float = 50.0
 
     def __post_init__(self) -> None:
@@ -159,6 +162,8 @@ class PreprocessConfig:
         if self.flow_workers is not None and self.flow_workers < 1:
             problems.append(f"flow_workers must be >= 1 or null, got {self.flow_workers}")
         check_range(problems, "flow_gpus_per_worker", self.flow_gpus_per_worker, gt=0)
+        if self.cache_dir is not None and not os.path.isabs(self.cache_dir):
+            problems.append(f"cache_dir must be an absolute folder path or null, got {self.cache_dir!r}")
         check_range(problems, "cache_gb", self.cache_gb, ge=0)
         if problems:
             raise ValueError("preprocess config: " + "; ".join(problems))

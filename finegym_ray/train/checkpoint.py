@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import random
 import re
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def listing(run: str) -> list[Found]:
     """Every ``epoch_NNNN/`` folder under ``run``, oldest first, complete or not."""
     base = run.rstrip("/")
     names: dict[str, set[str]] = {}
-    for uri in storage.list_uris(run):
+    for uri in storage.list_uris(base):
         head, _, tail = uri[len(base) + 1:].partition("/")
         if _DIR_RE.fullmatch(head) and tail and "/" not in tail:
             names.setdefault(head, set()).add(tail)
@@ -161,17 +162,22 @@ class Checkpoint:
         on CPU. Raises CheckpointError when it does not match or holds objects other
         than tensors and plain values (UnsafeCheckpointError: it is never unpickled with
         arbitrary globals)."""
-        import pickle
-
         import torch
 
         data = _read_verified(Found(self.epoch, self.uri, frozenset(FILES)), self.manifest, "state.pt")
         try:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0][:200]
             raise UnsafeCheckpointError(f"{self.uri}/state.pt refused: it holds objects other than tensors and plain "
-                                  f"values, which could run code when loaded ({first})") from None
+                                        f"values, which could run code when loaded{_named_global(e)}") from None
+
+
+def _named_global(e: pickle.UnpicklingError) -> str:
+    """`` (it names io.open)``: the Python object a refused pickle asked for, '' when
+    PyTorch's message names none. Only that: the rest of PyTorch's message advises
+    loading the file with weights_only=False, which would run its code."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    return f" (it names {match.group(1)})" if match else ""
 
 
 def _open(found: Found) -> Checkpoint:
@@ -304,30 +310,39 @@ def restore(resumed: tuple[Checkpoint, dict] | None, *, model, optimizer, schedu
 
 
 def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_class") -> list[str]:
-    """Delete complete checkpoints other than the newest ``keep_last`` (0: keep all) and,
-    with ``keep_best``, the one with the highest ``metric`` in the newest one's history.
-    Folders that are not complete are left alone (they are rewritten when their epoch
-    comes round again). Returns the deleted checkpoint URIs."""
+    """Delete checkpoints of ``run`` that resume and evaluation would no longer take,
+    keeping the newest ``keep_last`` (0: keep all) that verify as :func:`load_latest`
+    verifies them (every file, state.pt included, against its manifest) and, with
+    ``keep_best``, the one :func:`find_best` would take. A damaged checkpoint never
+    counts towards those kept. Only folders older than the newest verified one are
+    deleted: newer ones (damaged, or without a manifest because their write did not
+    finish) are rewritten when their epoch comes round again, and folders without a
+    manifest are left alone wherever they are. Nothing is deleted when no checkpoint
+    verifies. Reads the state of each kept checkpoint (for a ResNet-50, about 200 MB
+    each). Returns the deleted checkpoint URIs."""
     if keep_last <= 0:
         return []
-    complete = []  # (epoch from the manifest, which a format-1 folder's name is not, folder)
+    with_manifest = []  # (epoch from the manifest, which a format-1 folder's name is not, folder), oldest first
     for found in listing(run):
         try:
-            complete.append((_manifest(found)["epoch"], found))
+            with_manifest.append((_manifest(found)["epoch"], found))
         except CheckpointError:
             pass
-    if len(complete) <= keep_last:
+    kept: list[tuple[int, Checkpoint]] = []  # (index in with_manifest, checkpoint), newest first
+    for index in range(len(with_manifest) - 1, -1, -1):
+        checkpoint = _verified(with_manifest[index][1])
+        if checkpoint is not None:
+            kept.append((index, checkpoint))
+            if len(kept) == keep_last:
+                break
+    if not kept:
         return []
-    keep = {epoch for epoch, _ in complete[-keep_last:]}
+    keep = {index for index, _ in kept}
     if keep_best:
-        history = _open(complete[-1][1]).meta.get("history", [])
-        scored = {m["epoch"]: m[metric] for m in history if m.get(metric) is not None}
-        present = [epoch for epoch, _ in complete if epoch in scored]
-        if present:
-            keep.add(max(present, key=lambda e: (scored[e], e)))
+        keep |= _best_verified(with_manifest, kept[0][1].meta.get("history", []), metric)
     deleted = []
-    for epoch, found in complete:
-        if epoch in keep:
+    for index, (_, found) in enumerate(with_manifest[:kept[0][0]]):
+        if index in keep:
             continue
         # The manifest first: a prune cut short leaves an incomplete folder, never a
         # "complete" one with files gone.
@@ -335,6 +350,28 @@ def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_
             storage.delete(storage.join(found.uri, name))
         deleted.append(found.uri)
     return deleted
+
+
+def _verified(found: Found) -> Checkpoint | None:
+    """The checkpoint in ``found`` when every file matches its manifest, else None."""
+    try:
+        checkpoint = _open(found)
+        _read_verified(found, checkpoint.manifest, "state.pt")
+    except CheckpointError:
+        return None
+    return checkpoint
+
+
+def _best_verified(with_manifest: list[tuple[int, Found]], history: list[dict], metric: str) -> set[int]:
+    """{index in ``with_manifest``} of the checkpoint with the highest ``metric`` in
+    ``history`` (the newest of equals) among those that verify; empty when none does."""
+    scored = {m["epoch"]: m[metric] for m in history if m.get(metric) is not None}
+    candidates = sorted((i for i, (epoch, _) in enumerate(with_manifest) if epoch in scored),
+                        key=lambda i: (scored[with_manifest[i][0]], with_manifest[i][0]), reverse=True)
+    for index in candidates:
+        if _verified(with_manifest[index][1]) is not None:
+            return {index}
+    return set()
 
 
 def rng_state() -> dict:

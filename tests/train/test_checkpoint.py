@@ -138,6 +138,47 @@ def test_prune_leaves_incomplete_folders_and_keep_zero_keeps_all(tmp_path):
     assert [f.epoch for f in ckpt.listing(run)] == [0, 3]
 
 
+def _flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_prune_keeps_what_resume_would_use_when_the_newest_is_damaged(tmp_path, keep_best):
+    run = str(tmp_path / "run")
+    for epoch in range(3):
+        _write(run, epoch, val=0.1 * epoch)
+        ckpt.prune(run, keep_last=1, keep_best=keep_best)
+    assert [f.epoch for f in ckpt.listing(run)] == [2]
+    _flip_a_byte(tmp_path / "run" / "epoch_0003" / "state.pt")
+    assert ckpt.load_latest(run) is None  # the rerun trains from the first epoch again
+    history = []
+    for epoch in range(2):
+        _write(run, epoch, val=0.1 * epoch, history=history)
+        history.append({"epoch": epoch, "val_mean_class": 0.1 * epoch})
+        ckpt.prune(run, keep_last=1, keep_best=keep_best)
+        resumed, _ = ckpt.load_latest(run)
+        assert resumed.epoch == epoch
+    # The damaged folder is newer than anything rewritten yet: it waits for its epoch.
+    assert [f.epoch for f in ckpt.listing(run)] == [1, 2]
+
+
+def test_damaged_checkpoints_do_not_count_towards_the_kept_ones(tmp_path):
+    run = str(tmp_path / "run")
+    for epoch in range(4):
+        _write(run, epoch, val=[0.9, 0.2, 0.3, 0.1][epoch], history=[
+            {"epoch": e, "val_mean_class": v} for e, v in enumerate([0.9, 0.2, 0.3][:epoch])])
+    _flip_a_byte(tmp_path / "run" / "epoch_0003" / "state.pt")
+    _flip_a_byte(tmp_path / "run" / "epoch_0001" / "state.pt")  # the best by val_mean_class
+    deleted = ckpt.prune(run, keep_last=2, keep_best=True)
+    # Kept: the newest two that verify (epochs 3 and 1) and the best of those that
+    # verify (epoch 1 again); the damaged epochs 0 and 2 are of no use to anyone.
+    assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0003")]
+    assert [f.epoch for f in ckpt.listing(run)] == [1, 3]
+    assert ckpt.find_best(run, verify_state=True).epoch == 1
+
+
 def test_rewriting_an_epoch_never_leaves_a_stale_manifest_vouching(tmp_path):
     run = str(tmp_path / "run")
     _write(run, 0)
@@ -194,3 +235,17 @@ def test_a_run_with_format_1_folders_resumes_and_prunes_by_its_manifests(tmp_pat
     assert ckpt.find_latest(run, verify_state=True).epoch == 3
     deleted = ckpt.prune(run, keep_last=1, keep_best=True)  # the best is epoch 0, in format-1 epoch_0000
     assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0003")]
+
+
+
+def test_checkpoints_under_a_doubled_slash_are_found_under_either_spelling(s3_prefix):
+    bucket, _, prefix = s3_prefix[len("s3://"):].partition("/")
+    doubled, single = f"s3://{bucket}//{prefix}//run//", f"s3://{bucket}/{prefix}/run"
+    for epoch in range(3):
+        _write(doubled, epoch)
+    for run in (doubled, single):
+        assert [f.epoch for f in ckpt.listing(run)] == [0, 1, 2]
+        assert ckpt.find_latest(run, verify_state=True).epoch == 2
+        assert ckpt.load_latest(run)[0].epoch == 2
+    assert ckpt.prune(doubled, keep_last=2, keep_best=False) == [storage.join(doubled, "epoch_0001")]
+    assert [f.epoch for f in ckpt.listing(single)] == [1, 2]
