@@ -8,6 +8,11 @@ what their keys mean is for the owning dataclass to check. Floats are
 read as YAML 1.2 reads them: ``1e-3`` is a float (PyYAML's YAML 1.1 makes it a string).
 Each config's own ``__post_init__`` checks ranges (see :func:`check_range`); whatever it
 refuses comes out as a ConfigError, as do unreadable files and YAML that does not parse.
+YAML is read within bounds, as it may come from others (a run's config.yaml, a sweep's
+state): at most ``MAX_YAML_BYTES``, and at most ``MAX_YAML_NODES`` values once its
+aliases are expanded, none of them recursive. Anchors and merge keys as people write
+them pass; a few hundred bytes of nested aliases ("billion laughs", billions of values
+to every reader that walks them) do not.
 """
 
 from __future__ import annotations
@@ -24,13 +29,46 @@ import yaml
 
 T = TypeVar("T")
 
+MAX_YAML_BYTES = 1 << 20  # configs are a few KB
+MAX_YAML_NODES = 100_000  # values, aliases expanded; a config has a few hundred
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's fields."""
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats without a dot (``1e-3``, ``5E+4``)."""
+    """SafeLoader that also reads YAML 1.2 floats without a dot (``1e-3``, ``5E+4``) and
+    refuses documents beyond ``MAX_YAML_NODES``."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _count_expanded(node, {})
+        return self.construct_document(node)
+
+
+def _count_expanded(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """The values under ``node`` with every alias written out, counted once per node
+    (``sizes``: id -> count, None while it is being counted); yaml.YAMLError beyond
+    MAX_YAML_NODES or for an alias inside its own anchor."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:
+            raise yaml.YAMLError("a recursive alias (an anchor that holds an alias to itself)")
+        return sizes[key]
+    sizes[key] = None
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    count = 1 + sum(_count_expanded(child, sizes) for child in children)
+    if count > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"more than {MAX_YAML_NODES} values once its aliases are expanded "
+                             f"(nested aliases that multiply: refused)")
+    sizes[key] = count
+    return count
 
 
 # Added after PyYAML's own resolvers, so only scalars that were strings before change:
@@ -43,7 +81,10 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 
 def parse_yaml(text: str) -> Any:
-    """``text`` as YAML (safe types only, YAML 1.2 floats); raises yaml.YAMLError."""
+    """``text`` as YAML (safe types only, YAML 1.2 floats, within the bounds of the
+    module docstring); raises yaml.YAMLError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"{len(text)} characters, more than the {MAX_YAML_BYTES} a YAML file here may hold")
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError:
@@ -72,6 +113,25 @@ def check_range(problems: list[str], name: str, value: Any, *, gt: float | None 
     if not ok:
         what = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
         problems.append(f"{name} must be {what}{' or null' if optional else ''}, got {value!r}")
+
+
+# The one grammar of the names that name a folder (runs, sweeps): one plain folder name,
+# never a path ("/", "\\", "..", absolute), a hidden file or an option ("-x"), and the
+# same on every file system and in S3 keys.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_MAX_CHARS = 100
+
+
+def check_name(problems: list[str], key: str, value: Any, *, max_chars: int = NAME_MAX_CHARS) -> None:
+    """Append a message to ``problems`` unless ``value`` is "" (the config's default
+    name) or a folder name of the one grammar: 1 to ``max_chars`` characters of A-Z,
+    a-z, 0-9, '.', '_' and '-', the first a letter or digit, no '..'."""
+    if value == "":
+        return
+    if (not isinstance(value, str) or _FOLDER_NAME.fullmatch(value) is None or ".." in value
+            or len(value) > max_chars):
+        problems.append(f"{key} must be one plain folder name (1 to {max_chars} characters of A-Z, a-z, 0-9, "
+                        f"'.', '_' and '-', the first a letter or digit, no '..'), got {value!r}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -182,7 +242,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     config = base if base is not None else cls()
     if path is not None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                data = f.read(MAX_YAML_BYTES + 1)
+            if len(data) > MAX_YAML_BYTES:
+                raise ConfigError(f"{path}: more than {MAX_YAML_BYTES} bytes, larger than a YAML config can be")
+            text = data.decode("utf-8")
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
         except UnicodeDecodeError:

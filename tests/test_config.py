@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from finegym_ray.config import ConfigError, apply_overrides, load_config, to_yaml
 
@@ -90,6 +91,37 @@ def test_a_folder_or_unreadable_file_as_config_is_a_config_error_naming_it(tmp_p
     binary.write_bytes(b"\x80\x02\xff\xfe")
     with pytest.raises(ConfigError, match="weights.pt"):
         load_config(TrainConfig, binary)
+
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """YAML of a few hundred bytes whose aliases expand to ``width ** levels`` strings
+    ("billion laughs"): ``a: &a [x, ...]``, ``b: &b [*a, ...]``, ..."""
+    names = "abcdefghijklmnop"[:levels]
+    lines = [f"{names[0]}: &{names[0]} [{','.join('x' * width)}]"]
+    lines += [f"{n}: &{n} [{','.join([f'*{p}'] * width)}]" for p, n in zip(names, names[1:])]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_a_recursive_alias_or_a_huge_file_is_refused_and_plain_anchors_still_work(tmp_path):
+    from finegym_ray.config import parse_yaml
+
+    bomb = alias_bomb()
+    assert len(bomb.encode()) < 500
+    with pytest.raises(yaml.YAMLError, match="alias"):
+        parse_yaml(bomb)
+    with pytest.raises(yaml.YAMLError, match="alias"):
+        parse_yaml("a: &a [*a]\n")
+    p = tmp_path / "bomb.yaml"
+    p.write_text(bomb + "tags: *i\n")
+    with pytest.raises(ConfigError, match=f"{p}: not valid YAML: .*alias"):
+        load_config(Outer, p)
+    p.write_text("videos: 8\n" + "#" * (4 << 20) + "\n")
+    with pytest.raises(ConfigError, match=f"{p}: .*bytes"):
+        load_config(Outer, p)
+    # Anchors and merge keys as people write them by hand still read.
+    assert parse_yaml("base: &b {lr: 0.5, name: b}\ninner:\n  <<: *b\n  name: c\n") == {
+        "base": {"lr": 0.5, "name": "b"}, "inner": {"lr": 0.5, "name": "c"}}
 
 
 @pytest.mark.parametrize("cls, base, override, field", [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import FormatError
+from .jsonfile import parse_json
 from .keys import EVENT_ID_RE, SUBACTION_ID_RE, check_video_id, event_key, instance_key
 
 # Women's events carry sets and elements; the other ids are the men's events.
@@ -102,14 +103,10 @@ def _pair(x: Any) -> tuple[float, float] | None:
 def parse_annotations(text: str, path: str = "<annotations>") -> list[Event]:
     """Parse the annotation JSON text into events, in file order.
 
-    Raises FormatError naming ``path`` and the line of the offending entry.
+    Raises FormatError naming ``path`` and the line of the offending entry (see
+    ``jsonfile`` for the bounds of the JSON itself).
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FormatError(path, e.lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
-    except RecursionError:
-        raise FormatError(path, None, "malformed JSON: nested too deeply") from None
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise FormatError(path, 1, f"expected a JSON object of videos, got {type(data).__name__}")
 

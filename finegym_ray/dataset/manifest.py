@@ -28,6 +28,7 @@ from .annotations import Event, parse_annotations
 from .categories import (ElementCategories, ElementCategory, SetCategory, parse_element_categories,
                          parse_set_categories)
 from .errors import FormatError
+from .jsonfile import read_json_text
 from .keys import legacy_subaction_id, instance_key, parse_instance_key
 from .splits import parse_split, split_name_from_path, subset_from_path
 
@@ -100,7 +101,7 @@ def build_manifest(
         if cats.subset in subsets:
             raise FormatError(path, None, f"a second {cats.subset} categories file")
         subsets[cats.subset] = cats
-    events = parse_annotations(storage.read_text(annotations), annotations)
+    events = parse_annotations(read_json_text(annotations), annotations)
     specs = [parse_split_spec(s, list(subsets)) for s in splits]
     _refuse_two_files_per_split(specs)
 

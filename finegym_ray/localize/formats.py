@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping
 from .. import storage
 from ..dataset.annotations import Event, event_name, parse_annotations
 from ..dataset.errors import FormatError
+from ..dataset.jsonfile import parse_json, read_json_text
 from .metric import Detections, GroundTruth, check_segment, finite_number
 
 __all__ = ["FormatError", "LEVELS", "AGNOSTIC_LABEL", "LoadedGroundTruth", "read_ground_truth", "load_ground_truth",
@@ -90,15 +91,6 @@ def _video_lines(text: str, videos: Iterable[str]) -> list[int | None]:
     return lines
 
 
-def _load_json(text: str, path: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FormatError(path, e.lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
-    except RecursionError:
-        raise FormatError(path, None, "malformed JSON: nested too deeply") from None
-
-
 def _label(x: Any) -> str | None:
     # ActivityNet labels are names; numeric class ids are taken as their decimal text.
     if isinstance(x, str) and x:
@@ -127,7 +119,7 @@ def parse_ground_truth(text: str, path: str = "<ground truth>", *, level: str = 
     annotation JSON at ``level`` (see the module docstring). ``subset`` keeps only the
     ActivityNet videos of that subset (ignored for FineGym's JSON)."""
     _check_level(level)
-    data = _load_json(text, path)
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise FormatError(path, 1, f"expected a JSON object (ActivityNet's {{\"database\": ...}} or FineGym's "
                                    f"annotation JSON), got {type(data).__name__}")
@@ -271,7 +263,7 @@ def load_ground_truth(path: str, *, level: str = "action", subset: str | None = 
         if not path.endswith(".json"):
             raise FormatError(path, None, "expected a .json file (ActivityNet ground truth or FineGym's annotation "
                                           "JSON) or a FineGym annotation folder")
-        return parse_ground_truth(storage.read_text(path), path, level=level, subset=subset)
+        return parse_ground_truth(read_json_text(path), path, level=level, subset=subset)
 
     from ..dataset.manifest import build_manifest_from
 
@@ -306,7 +298,7 @@ def read_ground_truth(path: str, *, level: str = "action", subset: str | None = 
 
 def parse_detections(text: str, path: str = "<detections>") -> dict[str, list[tuple[str, float, float, float]]]:
     """``{video_id: [(label, start_s, end_s, score)]}`` from ActivityNet results JSON text."""
-    data = _load_json(text, path)
+    data = parse_json(text, path)
     if not isinstance(data, dict) or "results" not in data:
         raise FormatError(path, 1, "expected ActivityNet's results format: {\"results\": {video_id: "
                                    "[{\"label\", \"segment\": [start, end], \"score\"}]}}")
@@ -342,7 +334,7 @@ def parse_detections(text: str, path: str = "<detections>") -> dict[str, list[tu
 def read_detections(path: str) -> dict[str, list[tuple[str, float, float, float]]]:
     """Detections from an ActivityNet results JSON file (local path or ``s3://`` URI)."""
     path = os.fspath(path)
-    return parse_detections(storage.read_text(path), path)
+    return parse_detections(read_json_text(path), path)
 
 
 def format_detections(detections: Detections) -> str:

@@ -14,7 +14,13 @@ States:
   exists on this host, or, for another host, no heartbeat for ``STALE_S`` seconds (a
   driver killed with ``kill -9``, a lost node);
 - ``partial``: none of these: stopped (Ctrl-C, an ASHA-stopped trial) or never
-  checkpointed; the same training command resumes it.
+  checkpointed; the same training command resumes it;
+- ``unreadable``: its files are not what training writes (a config.yaml that is not
+  valid YAML or too large, a checkpoint history that is not a list of epoch records, a
+  lease of another shape): its row says what, and every other run still shows.
+
+A run's files are read within bounds (``config.parse_yaml``, ``dataset.jsonfile``):
+they may come from others, in a shared bucket.
 """
 
 from __future__ import annotations
@@ -23,16 +29,23 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
 from .. import storage
+from ..config import MAX_YAML_BYTES, parse_yaml
+from ..dataset.jsonfile import parse_json, read_json_text
 from ..lease import HEARTBEAT_S, LEASE_FILE, lease_holder_state
 from . import checkpoint as checkpoints
 from .config import recorded_config
 
 FAILED_FILE = "failed.json"
+UNREADABLE = "unreadable"
+MAX_FAILURE_BYTES = 64 << 10  # failed.json holds one line of an error
+# What a run's files of an unexpected shape raise on the way to its row: that run's row
+# says so instead of a traceback that hides every other run.
+_BAD_RUN_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
 _CHECKPOINT_DIR = re.compile(rf"{checkpoints.PREFIX}\d{{4,}}")
 # A lease from another host whose heartbeat is this old (seconds) counts as left behind:
 # ten missed beats. It may still be a stalled job; `runs` only reports, never breaks it.
@@ -101,45 +114,96 @@ def _lease_of(rel: str, leased: set[str]) -> list[str]:
     return [c for c in chain if c in leased]
 
 
-def _config(uri: str) -> dict:
+def _config(text: str, where: str) -> dict:
+    """The settings ``runs`` shows from a config.yaml's ``text`` ({} when it is not a
+    mapping: another stage's); ValueError naming ``where`` when it cannot be read."""
     try:
-        raw = yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml")))
-    except FileNotFoundError:
-        return {}
+        raw = parse_yaml(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ValueError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         return {}
+    for key in ("model", "modality", "task"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ValueError(f"{where}: {key} is a {type(raw[key]).__name__}, not a name")
     try:
-        return recorded_config(raw, uri)[0]
+        return recorded_config(raw, where)[0]
     except ValueError:
         return raw
 
 
+def _run_config(uri: str) -> dict:
+    where = storage.join(uri, "config.yaml")
+    try:
+        return _config(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where)
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not a YAML file (not UTF-8 text)") from None
+
+
+def _fraction(value: Any) -> float | None:
+    """``value`` when it is an accuracy (a number from 0 to 1), else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1  # NaN fails too
+    return float(value) if ok else None
+
+
+def _validated_epochs(meta: Any, where: str) -> list[dict]:
+    """The epochs of a checkpoint's history (meta.json at ``where``) that have a
+    validation accuracy and an epoch number; ValueError when the history is not a list
+    of epoch records."""
+    history = meta.get("history", []) if isinstance(meta, dict) else None
+    if not isinstance(history, list) or not all(isinstance(m, dict) for m in history):
+        raise ValueError(f"{where}: its history is not a list of epoch records")
+    return [m for m in history if _fraction(m.get("val_mean_class")) is not None
+            and isinstance(m.get("epoch"), int) and not isinstance(m["epoch"], bool) and m["epoch"] >= 0]
+
+
 def describe_run(root: str, rel: str, leased: set[str], *, now: float | None = None) -> RunRow:
-    """The row of the run at ``root``/``rel``."""
+    """The row of the run at ``root``/``rel``; ValueError (and the others of
+    ``_BAD_RUN_ERRORS``) for files of another shape than training writes."""
     uri = storage.join(root, rel) if rel else root
-    config = _config(uri)
+    config = _run_config(uri)
     skipped: list[str] = []
     latest = checkpoints.find_latest(uri, say=skipped.append)
-    history = latest.meta.get("history", []) if latest else []
+    validated = _validated_epochs(latest.meta, f"{latest.uri}/meta.json") if latest else []
     if latest and not config:  # config.yaml lost: the checkpoint keeps its own copy
-        config = yaml.safe_load(latest.config_yaml) or {}
+        config = _config(latest.config_yaml, f"{latest.uri}/config.yaml")
     planned = config.get("epochs")
     done = latest.epoch + 1 if latest else 0
-    validated = [m for m in history if isinstance(m.get("val_mean_class"), (int, float))]
-    best = max(validated, key=lambda m: (m["val_mean_class"], m["epoch"])) if validated else None
+    best = max(validated, key=lambda m: (_fraction(m["val_mean_class"]), m["epoch"])) if validated else None
     last = validated[-1] if validated else None
     state, note = _state(root, rel, leased, done=done, planned=planned, now=now)
     if skipped and not note:
         note = f"{len(skipped)} incomplete checkpoint folder(s) passed over"
-    return RunRow(name=rel or uri.rstrip("/").rsplit("/", 1)[-1], uri=uri, model=config.get("model"),
+    return RunRow(name=_row_name(rel, uri), uri=uri, model=config.get("model"),
                   input=config.get("modality"), task=config.get("task"), epochs_done=done,
                   epochs_planned=planned if isinstance(planned, int) else None,
                   best_epoch=best["epoch"] + 1 if best else None,
-                  best_mean_class=best["val_mean_class"] if best else None,
-                  best_top1=best.get("val_top1") if best else None,
+                  best_mean_class=_fraction(best["val_mean_class"]) if best else None,
+                  best_top1=_fraction(best.get("val_top1")) if best else None,
                   last_epoch=last["epoch"] + 1 if last else None,
-                  last_mean_class=last["val_mean_class"] if last else None,
-                  last_top1=last.get("val_top1") if last else None, state=state, note=note)
+                  last_mean_class=_fraction(last["val_mean_class"]) if last else None,
+                  last_top1=_fraction(last.get("val_top1")) if last else None, state=state, note=note)
+
+
+def _unreadable_row(root: str, rel: str, error: BaseException) -> RunRow:
+    """The row of a run whose files could not be read: ``error`` in one line (our own
+    refusals, ValueErrors, name the file; anything else also names its type)."""
+    uri = storage.join(root, rel) if rel else root
+    why = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+    return RunRow(name=_row_name(rel, uri), uri=uri, model=None, input=None, task=None, epochs_done=0,
+                  epochs_planned=None, best_epoch=None, best_mean_class=None, best_top1=None, last_epoch=None,
+                  last_mean_class=None, last_top1=None, state=UNREADABLE, note=_one_line(why))
+
+
+def _row_name(rel: str, uri: str) -> str:
+    """A run's name in the table: its path below the listed folder, or the folder's own name."""
+    return rel or uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
 
 
 def _state(root: str, rel: str, leased: set[str], *, done: int, planned, now: float | None) -> tuple[str, str]:
@@ -160,10 +224,11 @@ def _state(root: str, rel: str, leased: set[str], *, done: int, planned, now: fl
         return "finished", ""
     failed_uri = storage.join(root, rel, FAILED_FILE) if rel else storage.join(root, FAILED_FILE)
     try:
-        failure = json.loads(storage.read_text(failed_uri))
-        return "failed", f"{failure.get('error')}: {failure.get('message')}"
-    except (FileNotFoundError, ValueError):
-        pass
+        failure = parse_json(read_json_text(failed_uri, max_bytes=MAX_FAILURE_BYTES), failed_uri)
+    except (FileNotFoundError, ValueError):  # half a file from a store without atomic writes: no record
+        failure = None
+    if isinstance(failure, dict):
+        return "failed", _one_line(f"{failure.get('error')}: {failure.get('message')}")
     return "partial", ""
 
 
@@ -174,9 +239,14 @@ def list_runs(root: str, *, now: float | None = None) -> list[RunRow]:
     if not uris:
         raise FileNotFoundError(f"{root}: no such runs folder (nothing there)")
     folders, leased = _run_folders(root, uris)
-    rows = [describe_run(root, rel, leased, now=now) for rel in folders]
+    rows = []
+    for rel in folders:
+        try:
+            rows.append(describe_run(root, rel, leased, now=now))
+        except _BAD_RUN_ERRORS as e:
+            rows.append(_unreadable_row(root, rel, e))
     # A config.yaml without checkpoints may be another stage's (preprocessing writes one).
-    return [r for r in rows if r.epochs_done or r.model is not None]
+    return [r for r in rows if r.epochs_done or r.model is not None or r.state == UNREADABLE]
 
 
 def _pct(v: float | None) -> str:
@@ -185,7 +255,7 @@ def _pct(v: float | None) -> str:
 
 def format_runs(rows: list[RunRow]) -> str:
     """The table ``runs`` prints: accuracies in percent, epochs 1-based; a note under a
-    run that is failed or running says why."""
+    run that is failed, running or unreadable says why."""
     width = max([len(r.name) for r in rows] + [3])
     head = (f"{'run':<{width}}  {'model':<14} {'input':<5} {'task':<15} {'epochs':>7}  "
             f"{'best mean':>9} {'top-1':>6} {'epoch':>5}  {'last mean':>9} {'top-1':>6}  state")
@@ -195,7 +265,7 @@ def format_runs(rows: list[RunRow]) -> str:
         lines.append(f"{r.name:<{width}}  {(r.model or '?'):<14} {(r.input or '?'):<5} {(r.task or '?'):<15} "
                      f"{epochs:>7}  {_pct(r.best_mean_class):>9} {_pct(r.best_top1):>6} "
                      f"{(r.best_epoch or '-'):>5}  {_pct(r.last_mean_class):>9} {_pct(r.last_top1):>6}  {r.state}")
-        if r.note and r.state in ("failed", "running"):
+        if r.note and r.state in ("failed", "running", UNREADABLE):
             lines.append(f"{'':<{width}}    {r.note}")
     return "\n".join(lines)
 
@@ -210,6 +280,6 @@ def run(root: str, *, as_json: bool = False, say: Callable[[str], None] = print)
         say(f"{root}: no training runs (a run folder holds config.yaml or epoch_NNNN/)")
         return 0
     say(format_runs(rows))
-    counts = {s: sum(r.state == s for r in rows) for s in ("finished", "running", "partial", "failed")}
+    counts = {s: sum(r.state == s for r in rows) for s in ("finished", "running", "partial", "failed", UNREADABLE)}
     say(f"{len(rows)} runs under {root}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0

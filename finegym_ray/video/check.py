@@ -1,7 +1,9 @@
 """``finegym-ray check``: can every annotated video be cut, before the long job starts.
 
 For each video the annotations name: is its file there (``<video_id>.<ext>`` under the
-videos folder, as preprocessing finds it), does it open, does a frame decode near its
+videos folder, as preprocessing finds it) and a regular file (a FIFO would wait for a
+writer forever), does it open, are its frames within ``decode.MAX_FRAME_PIXELS`` (checked
+before any frame is decoded: 8 videos are checked at once), does a frame decode near its
 start and near the end of its last annotated event, does it last as long as its
 annotations reach, its frame rate, and whether that rate varies. Seconds per video, not
 a full demux: packet timestamps are sampled in a few stretches (the start, the middle
@@ -28,6 +30,7 @@ import av
 import numpy as np
 
 from .. import storage
+from .decode import VideoError, check_frame_size, open_bounded
 from .files import VIDEO_EXTENSIONS, find_videos
 
 # Statuses, worst first: the one a video gets is the first that applies.
@@ -111,10 +114,12 @@ def _open(uri: str):
     """An open PyAV container of ``uri`` and what must be closed with it."""
     loc = storage.parse_uri(uri)
     if not loc.is_s3:
-        return av.open(loc.key, metadata_errors="ignore"), None
+        if not os.path.isfile(loc.key):  # a FIFO or device named like a video: opening it could wait forever
+            raise VideoError(loc.key, "not a regular file (a FIFO, device or folder named like a video)")
+        return open_bounded(loc.key), None
     fs, path = storage.pyarrow_filesystem(uri)
     f = fs.open_input_file(path)  # seekable: the demuxer reads the index and seeks with ranged GETs
-    return av.open(f, metadata_errors="ignore"), f
+    return open_bounded(f), f
 
 
 def check_video(uri: str, video_id: str, *, events: int, annotated_end_s: float,
@@ -129,6 +134,8 @@ def check_video(uri: str, video_id: str, *, events: int, annotated_end_s: float,
 
     try:
         container, extra = _open(uri)
+    except VideoError as e:
+        return result(UNREADABLE, e.reason)
     except (av.FFmpegError, OSError) as e:
         return result(UNREADABLE, f"does not open as a video (truncated download, corrupt or not a video): "
                                   f"{_reason(e)}")
@@ -148,6 +155,10 @@ def check_video(uri: str, video_id: str, *, events: int, annotated_end_s: float,
             base["duration_s"] = round(float((stream.duration) * tb), 3)
         elif container.duration:
             base["duration_s"] = round(container.duration / 1e6, 3)
+        try:
+            check_frame_size(uri, cc.width, cc.height)
+        except VideoError as e:
+            return result(UNREADABLE, e.reason)
 
         gaps: list[np.ndarray] = []
         try:

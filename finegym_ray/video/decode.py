@@ -17,6 +17,9 @@ Contracts callers can rely on:
   and the reason, from ``probe`` and from every decode.
 - Frames are uint8 RGB ``(N, H, W, 3)``; sizes are stored pixels (sample aspect ratio
   and rotation metadata are ignored, as FineGym's YouTube videos carry neither).
+- A video whose frames hold more than ``MAX_FRAME_PIXELS`` pixels (4096x4096) raises
+  ``VideoError`` before any frame is decoded; FFmpeg's probe and the decoder get the
+  same bound (its ``max_pixels``), which they check on every frame they allocate.
 - Decoders run single-threaded: one decoder per worker process scales better on many
   cores than FFmpeg's threads (measured in shared/README.md).
 
@@ -42,6 +45,13 @@ BOUNDARY_TOLERANCE_S = Fraction(1, 1_000_000)
 # give the same pixels. "AREA" scaled 640x360 -> 456x256 about 1.5x faster here, with
 # slightly different (sharper) pixels than decord.
 PYAV_INTERPOLATION = "BICUBIC"
+
+# The largest frame, in pixels, any video may have: 4096x4096 holds 4K (3840x2160, DCI
+# 4096x2160); 8K does not pass. A decoder holds several frames at once (references,
+# reordering, the RGB copy) and `check` runs 8 of them: at the bound that is ~25 MB a
+# yuv420p frame; a 12000x12000 video took ~1 GB a decoder. Preprocessing resizes to a
+# short side of 256 anyway.
+MAX_FRAME_PIXELS = 4096 * 4096
 
 # Maximum number of earlier keyframes to try when a container seek lands after the
 # wanted frame (B-frame files whose index is keyed on decode time can do that), before
@@ -144,13 +154,34 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return _scan(os.fspath(path))[0]
 
 
+def open_bounded(source) -> av.container.InputContainer:
+    """``av.open(source)`` (a path or a seekable file object) with FFmpeg's probe and the
+    video decoders refusing frames above ``MAX_FRAME_PIXELS``: opening a file decodes a
+    frame to learn its format, which for a 12000x12000 frame took 300 MB."""
+    bound = {"max_pixels": str(MAX_FRAME_PIXELS)}
+    container = av.open(source, metadata_errors="ignore", options=bound)
+    for stream in container.streams.video:
+        if stream.codec_context is not None:
+            stream.codec_context.options = {**stream.codec_context.options, **bound}
+    return container
+
+
+def check_frame_size(path: str, width: int, height: int) -> None:
+    """Raise VideoError when a ``width`` x ``height`` pixel frame is above ``MAX_FRAME_PIXELS``."""
+    if width * height > MAX_FRAME_PIXELS:
+        side = math.isqrt(MAX_FRAME_PIXELS)
+        raise VideoError(path, f"frame size {width}x{height} ({width * height / 1e6:.1f} Mpixels) is above the "
+                               f"{MAX_FRAME_PIXELS / 1e6:.1f} Mpixels ({side}x{side}) a video may have: "
+                               f"decoding it would take too much memory (scale it down, e.g. ffmpeg -vf scale)")
+
+
 def _open(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise VideoError(path, "file not found")
     if not os.path.isfile(path):
         raise VideoError(path, "not a regular file")
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = open_bounded(path)
     except (av.FFmpegError, OSError) as e:
         # FFmpeg's message repeats the path; its strerror is the useful part.
         detail = getattr(e, "strerror", None) or str(e)
@@ -160,6 +191,12 @@ def _open(path: str) -> av.container.InputContainer:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
         raise VideoError(path, f"no video stream (streams: {', '.join(kinds)})")
+    cc = container.streams.video[0].codec_context
+    try:
+        check_frame_size(path, cc.width, cc.height)
+    except VideoError:
+        container.close()
+        raise
     return container
 
 

@@ -8,11 +8,14 @@ in test_train.py's runs."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,13 +26,15 @@ import torch
 from finegym_ray import storage
 from finegym_ray.charts import CONFUSION_NOTE, confusion_image
 from finegym_ray.cli import main
-from finegym_ray.lease import LEASE_FILE, writer_lease
+from finegym_ray.config import to_yaml
+from finegym_ray.lease import LEASE_FILE, process_namespace, writer_lease
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, read_scalars, write_curves
 from finegym_ray.train.data import SplitLabels
 from finegym_ray.train.evaluate import _say_confused, metrics_of, most_confused, write_report
 from finegym_ray.train.runs import FAILED_FILE, list_runs, record_failure
+from tests.test_config import alias_bomb
 
 
 def _history(epochs: int, val_every: int = 1) -> list[dict]:
@@ -72,7 +77,7 @@ def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
     # What a driver killed with kill -9 leaves: its lease, naming a process that is gone.
     storage.write_text(storage.join(killed, LEASE_FILE), json.dumps(
         {"token": "t", "user": "u", "host": socket.gethostname(), "pid": _gone_pid(), "process_start": 1,
-         "what": "train killed", "started": time.time(), "heartbeat": time.time()}))
+         "namespace": process_namespace(), "what": "train killed", "started": time.time(), "heartbeat": time.time()}))
     # A sweep's trials under a lease this process holds: running.
     _run(root, "sweep/trials/t0", epochs_planned=3, epochs_done=1)
     _run(root, "sweep/trials/t1", epochs_planned=1, epochs_done=1)
@@ -104,6 +109,60 @@ def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
     assert {r["name"]: r["state"] for r in listed}["sweep/trials/t0"] == "partial"  # the sweep's lease is gone now
     assert main(["runs", str(tmp_path / "nothing")]) == 2
     assert "no such runs folder" in capsys.readouterr().err
+
+
+
+def _replace_meta(checkpoint: str, data: bytes) -> None:
+    """Give a checkpoint another meta.json, its manifest updated to vouch for it."""
+    path = Path(checkpoint)
+    manifest = json.loads((path / ckpt.MANIFEST).read_text())
+    manifest["files"]["meta.json"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (path / "meta.json").write_bytes(data)
+    (path / ckpt.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_hostile_run_files_are_one_line_each_and_every_other_run_still_shows(tmp_path):
+    root = tmp_path / "runs"
+    _run(str(root), "good", epochs_planned=2, epochs_done=2)
+    bomb = alias_bomb() + "model: *i\nepochs: 2\n"
+    assert len(bomb.encode()) < 500
+    (Path(_run(str(root), "bomb", epochs_planned=2, epochs_done=0)) / "config.yaml").write_text(bomb)
+    # Checkpoints whose history holds other things than epoch records, or numbers no
+    # fraction can be.
+    config = TrainConfig(runs=str(root), name="odd", epochs=3)
+    for name, history in [("odd_history", [1, "x", None, [2]]),
+                          ("odd_numbers", [{"epoch": 0, "val_mean_class": 10 ** 400, "val_top1": [1]},
+                                           {"epoch": "1", "val_mean_class": 0.5}]),
+                          ("odd_meta", None)]:
+        run = _run(str(root), name, epochs_planned=3, epochs_done=0)
+        meta = {"class_names": ["a"], "history": history} if history is not None else {}
+        uri = ckpt.write(run, 0, state={"w": torch.zeros(2)}, config_yaml=to_yaml(config), meta=meta)
+        if history is None:
+            _replace_meta(uri, b"[1, 2]")
+    failed = _run(str(root), "odd_failure", epochs_planned=3, epochs_done=1)
+    (Path(failed) / FAILED_FILE).write_text("[1, 2]")
+
+    for mode in ([], ["--json"]):
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "runs", str(root), *mode],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert time.monotonic() - t0 < 30 and len(r.stdout) < 20_000, len(r.stdout)
+        if mode:
+            rows = {row["name"]: row for row in json.loads(r.stdout)}
+            states = {n: row["state"] for n, row in rows.items()}
+            notes = {n: row["note"] for n, row in rows.items()}
+            assert (rows["odd_numbers"]["best_mean_class"], rows["odd_numbers"]["best_top1"]) == (None, None)
+        else:
+            lines = r.stdout.splitlines()
+            states = {line.split()[0]: line.split()[-1] for line in lines[1:-1] if not line.startswith(" ")}
+            notes = {line.split()[0]: lines[i + 1].strip() for i, line in enumerate(lines[1:-1], 1)
+                     if not line.startswith(" ") and lines[i + 1].startswith(" ")}
+        assert states == {"good": "finished", "bomb": "unreadable", "odd_history": "unreadable",
+                          "odd_numbers": "partial", "odd_meta": "unreadable", "odd_failure": "partial"}, r.stdout
+        assert "config.yaml" in notes["bomb"] and "alias" in notes["bomb"], notes
+        assert "meta.json" in notes["odd_history"] and "history" in notes["odd_history"], notes
+        assert "meta.json" in notes["odd_meta"], notes
 
 
 def test_runs_and_curves_on_s3(s3_prefix):

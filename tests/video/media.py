@@ -82,3 +82,23 @@ def write_audio_only(path: Path) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_blank_video(path: Path, *, size: tuple[int, int], num_frames: int = 3, rate: int = 25) -> Path:
+    """An mp4 of ``num_frames`` black frames of ``size`` (width, height) pixels: large
+    frame sizes cheaply (4128x4096 takes well under a second and a few KB)."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for number in range(num_frames):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.pts = number
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

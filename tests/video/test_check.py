@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from finegym_ray import storage
 from finegym_ray.video.check import check_videos, run_check
+from tests.video.media import write_blank_video
 
 ANNOTATION_JSON = "finegym_annotation_info_v1.1.json"
 BLOCK_RAY_AND_TORCH = """
@@ -99,3 +101,31 @@ def test_videos_on_s3_are_checked_in_place(tiny_gym, s3_prefix):
 def test_a_videos_folder_that_does_not_exist_is_bad_input(tiny_gym, tmp_path):
     with pytest.raises(ValueError, match="no such folder"):
         check_videos(str(tiny_gym / "annotations"), str(tmp_path / "nope"))
+
+
+def test_a_fifo_named_like_a_video_is_one_bad_line_and_check_finishes(tiny_gym, tmp_path):
+    shutil.copytree(tiny_gym / "annotations", tmp_path / "annotations")
+    shutil.copytree(tiny_gym / "videos", tmp_path / "videos")
+    ann = json.loads((tmp_path / "annotations" / ANNOTATION_JSON).read_text())
+    ann["fifo_000001"] = {"E_000000_000003": {"event": 1, "timestamps": [[0.5, 3.0]], "segments": None}}
+    (tmp_path / "annotations" / ANNOTATION_JSON).write_text(json.dumps(ann))
+    os.mkfifo(tmp_path / "videos" / "fifo_000001.mp4")  # opening it for reading waits for a writer
+    out = tmp_path / "check.csv"
+    r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "check", "--annotations", tmp_path / "annotations",
+                        "--videos", tmp_path / "videos", "--csv", out], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = [line for line in r.stdout.splitlines() if "fifo_000001" in line]
+    assert len(said) == 1 and said[0].startswith("unreadable") and "not a regular file" in said[0], r.stdout
+    status = {row["video_id"]: row["status"] for row in csv.DictReader(out.open())}
+    assert status.pop("fifo_000001") == "unreadable" and set(status.values()) == {"ok"}, status
+
+
+def test_a_video_above_the_frame_size_bound_is_refused_before_decoding(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "videos").mkdir()
+    write_blank_video(tmp_path / "videos" / "bigvid_0001.mp4", size=(4128, 4096))
+    ann = {"bigvid_0001": {"E_000000_000001": {"event": 1, "timestamps": [[0.0, 0.1]], "segments": None}}}
+    (tmp_path / "annotations" / ANNOTATION_JSON).write_text(json.dumps(ann))
+    (result,) = check_videos(str(tmp_path / "annotations"), str(tmp_path / "videos"))
+    assert (result.status, result.width, result.height, result.decoded_end_s) == ("unreadable", 4128, 4096, None)
+    assert "frame size 4128x4096 (16.9 Mpixels) is above the 16.8 Mpixels (4096x4096)" in result.problem

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from finegym_ray.video import (BACKENDS, BOUNDARY_TOLERANCE_S, VideoError, WindowDecoder, decode_window, probe,
                                resized_size)
-from tests.video.media import read_numbers
+from tests.video.media import read_numbers, write_blank_video
 
 BACKEND_NAMES = sorted(BACKENDS)
 
@@ -261,6 +261,21 @@ def test_broken_files_raise_video_error(broken_files, name):
     for backend in BACKEND_NAMES:
         with pytest.raises(VideoError, match=BROKEN_REASONS[name]):
             decode_window(path, 0.0, 1.0, backend=backend)
+
+
+
+def test_frames_above_the_size_bound_are_refused_before_any_is_decoded(tmp_path):
+    # 4128x4096 is just above the bound of 4096x4096 pixels (16.8 Mpixels) and cheap to
+    # write; a 12000x12000 frame took 1 GB per decoder before the bound.
+    big = write_blank_video(tmp_path / "big.mp4", size=(4128, 4096))
+    reason = r"frame size 4128x4096 \(16.9 Mpixels\) is above the 16.8 Mpixels \(4096x4096\)"
+    with pytest.raises(VideoError, match=reason):
+        probe(big)
+    for backend in BACKEND_NAMES:
+        with pytest.raises(VideoError, match=reason):
+            decode_window(big, 0.0, 0.1, backend=backend)
+    at_bound = probe(write_blank_video(tmp_path / "at_bound.mp4", size=(4096, 4096), num_frames=1))
+    assert (at_bound.width, at_bound.height) == (4096, 4096)
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
