@@ -3,7 +3,8 @@ config with the shared trainer (``train.run.train_run``) and reports every epoch
 metrics to Tune through Ray Train's ``TuneReportCallback``.
 
 A sweep lives at ``sweeps/NAME``: ``sweep.yaml`` (its settings, checked on resume),
-Tune's experiment state and per-trial logs (TensorBoard event files among them),
+Tune's experiment state, signed (``tune/state.py``: Tune restores only state that the
+user's key signed), and per-trial logs (TensorBoard event files among them),
 ``trials/<trial id>/`` (each trial's training run, checkpoints in ``checkpoint.py``'s
 format) and ``results/`` (``tune/results.py``). Running the same sweep again restores
 it: finished and stopped trials stay as they are, unfinished ones continue from their
@@ -28,6 +29,7 @@ from ..lease import writer_lease
 from ..train.config import TrainConfig, recorded_config, with_absolute_paths
 from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
+from .state import SignedTuneState
 
 # Settings a resumed sweep may change: they decide where trials run, not what they train.
 MUTABLE = {"max_concurrent_trials", "resources", "sweeps"}
@@ -62,7 +64,8 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     """Run (or resume) ``sweep`` from ``base`` on the Ray cluster this process is
     connected to. Returns ``table`` (pyarrow, best first), ``trials`` (TrialRecords),
     ``outputs`` (where results went) and ``folder``. Raises ValueError when the sweep's
-    folder holds a sweep with other settings."""
+    folder holds a sweep with other settings, or Tune state that the user's key did not
+    sign (``tune/state.py``)."""
     if sweep.scheduler == "asha" and not _has_dashboard():
         raise ValueError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "
@@ -86,13 +89,15 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     with writer_lease(folder, what=f"tune {sweep.name}", break_lease=break_lease, say=say), watchdog:
         _WATCHDOGS.append(watchdog)
         try:
+            # Before anything is written: a folder holding state this machine did not sign is refused untouched.
+            state = SignedTuneState.open(folder, sweep=sweep.name)
             restoring = _record_settings(folder, sweep, base)
-            fs, path = storage.pyarrow_filesystem(folder)
+            fs, path = state.filesystem, state.path
             trainable = tune.with_resources(
                 tune.with_parameters(_trial, base=dataclasses.asdict(base), runs=storage.join(folder, "trials"),
                                      resources=dataclasses.asdict(sweep.resources)),
                 TRIAL_DRIVER)
-            if restoring and tune.Tuner.can_restore(path, storage_filesystem=fs):
+            if restoring and state.holds_experiment_state():
                 say(f"resuming the sweep in {folder}")
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                            storage_filesystem=fs)

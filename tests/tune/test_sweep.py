@@ -5,7 +5,9 @@ without rerunning finished trials or restarting an unfinished one from epoch 0."
 from __future__ import annotations
 
 import glob
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -17,11 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from finegym_ray import storage
 from finegym_ray.config import load_config
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.tune.config import load_sweep
+from finegym_ray.tune.state import SNAPSHOT, state_key
 from finegym_ray.tune.sweep import run_sweep
+from tests.rays import notebook_ray, run_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny TSN on the subaction_event task, validated on its training clips (the tiny SynGym's val
@@ -129,3 +134,110 @@ def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_stor
     with pytest.raises(ValueError, match="with other settings \\(space\\)"):
         run_sweep(sweep, base, say=lambda m: None)
 
+
+
+class _Planted:
+    """Unpickling this creates MARKER: what a planted pickle could do instead of any command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _plant_in_a_trial(state_file: Path, marker: Path) -> None:
+    """Replace the first trial's results in Tune's experiment state (a JSON file whose
+    trials carry cloudpickled fields, hex-encoded) with a planted pickle."""
+    state = json.loads(state_file.read_text())
+    trial = json.loads(state["trial_data"][0][0])
+    trial["results"] = pickle.dumps(_Planted(marker)).hex()
+    state["trial_data"][0][0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+
+
+def test_a_pickle_planted_in_the_sweep_folder_is_refused_and_runs_nothing(tiny_store, ray_cluster, tmp_path):
+    data, _ = tiny_store
+    path = sweep_file(tmp_path, data, space={"seed": {"grid": [0]}},
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1})
+    sweep, base = load_sweep(str(path), [])
+    run_sweep(sweep, base, say=lambda m: None)
+    folder = tmp_path / "sweeps" / "sweep"
+    marker = tmp_path / "planted-code-ran"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    tuner = folder / "tuner.pkl"
+    signed = tuner.read_bytes()
+    tuner.write_bytes(pickle.dumps(_Planted(marker)))
+    again = subprocess.run(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert not marker.exists()
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stderr.count("\n") == 1 and "tuner.pkl" in again.stderr, again.stderr
+
+    # In this process (a driver's start takes long on a small machine): the same refusal.
+    tuner.write_bytes(signed)
+    (state_file,) = folder.glob("experiment_state-*.json")
+    _plant_in_a_trial(state_file, marker)
+    with pytest.raises(ValueError, match=f"{state_file.name} was changed after this machine's sweep signed it"):
+        run_sweep(sweep, base, say=lambda m: None)
+    assert not marker.exists()
+
+
+def test_asha_sweep_on_a_ray_of_its_own_ends_beside_a_notebooks_ray(tiny_store, tmp_path):
+    """`tune` without --address starts a Ray of its own while another user's Ray (a
+    notebook's ray.init()) runs on this host. Each trial that ASHA stops must still free
+    its CPU (Ray Train's placement group cleaner must find this Ray among the others),
+    or the next trial waits forever."""
+    data, _ = tiny_store
+    path = sweep_file(tmp_path, data, space={"lr": {"grid": [0.01, 1.0, 1.0]}}, metric="train_loss", mode="min",
+                      scheduler="asha", grace_period=1, reduction_factor=2, max_concurrent_trials=1,
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 3})
+    command = [sys.executable, "-m", "finegym_ray.cli", "tune", "--config", str(path)]
+    with notebook_ray():
+        try:
+            r = run_driver(command, timeout_s=900, cwd=str(tmp_path))
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"the sweep did not end in {e.timeout} s:\n{e.stdout[-3000:]}\n{e.stderr[-2000:]}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = pq.read_table(tmp_path / "sweeps" / "sweep" / "results" / "results.parquet").to_pylist()
+    assert len(table) == 3 and all(t["status"] in ("finished", "stopped") for t in table), table
+    assert sum(t["stopped"] for t in table) >= 1, table
+
+
+def test_the_same_sweep_again_on_s3_restores_its_signed_state_without_rerunning_trials(tiny_store, s3_prefix,
+                                                                                       tmp_path):
+    data, _ = tiny_store
+    path = sweep_file(tmp_path, data, space={"seed": {"grid": [0]}}, sweeps=f"{s3_prefix}/sweeps",
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1})
+    sweep, base = load_sweep(str(path), [])
+    first = run_sweep(sweep, base, say=lambda m: None)
+    folder = first["folder"]
+    (trial,) = first["trials"]
+    assert storage.exists(storage.join(folder, SNAPSHOT))
+    # Tune's own copies of its state may go: what it restores from is the signed snapshot.
+    for uri in storage.list_uris(folder):
+        name = uri[len(folder) + 1:]
+        if name == "tuner.pkl" or name.startswith("experiment_state-"):
+            storage.delete(uri)
+
+    lines = []
+    again = run_sweep(sweep, base, say=lines.append)
+    assert f"resuming the sweep in {folder}" in lines, lines
+    assert not [line for line in lines if " started " in line], lines
+    assert [(t.trial_id, t.status, t.history) for t in again["trials"]] == [(trial.trial_id, "finished",
+                                                                            trial.history)]
+    key, _ = state_key()
+    assert not [uri for uri in storage.list_uris(folder) if key in storage.read_bytes(uri)]
+
+
+def test_an_errored_trial_is_recorded_from_its_error_text(ray_cluster, tmp_path):
+    # Tune's pickled copy of a trial's error (error.pkl) is never read back from the
+    # sweep folder (tune/state.py): the error comes from the trial's error.txt.
+    missing = tmp_path / "no-such-store"
+    path = sweep_file(tmp_path, str(missing), space={"seed": {"grid": [0]}},
+                      train={**TRAIN, "data": str(missing), "runs": str(tmp_path / "runs"), "epochs": 1})
+    sweep, base = load_sweep(str(path), [])
+    (trial,) = run_sweep(sweep, base, say=lambda m: None)["trials"]
+    assert trial.status == "errored" and str(missing) in trial.error, trial
+    assert list((tmp_path / "sweeps" / "sweep").glob("*/error.pkl"))  # Tune wrote it, for nobody to read
