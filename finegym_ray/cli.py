@@ -47,7 +47,8 @@ def _add_storage_options(p: argparse.ArgumentParser) -> None:
 def _add_lease_option(p: argparse.ArgumentParser, folder: str) -> None:
     p.add_argument("--break-lease", action="store_true",
                    help=f"one job writes {folder} at a time ({folder}/lease.json names it); remove the lease of a "
-                        "job that is gone (a lease of a killed process on this host is taken over without it)")
+                        "job that is gone (a killed job's is taken over without it: at once on its own host and "
+                        "container, elsewhere once its heartbeat is 2 minutes old)")
 
 
 def _add_synth_options(p: argparse.ArgumentParser, default_preset: str = "small") -> None:
@@ -111,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from . import storage
     from .config import apply_overrides
-    from .demo import claim_store, run_demo
+    from .demo import MARKER, claim_store, connect_ray, holding_demo_folders, run_demo
     from .preprocess.config import PreprocessConfig
     from .train.config import DEMO
     from .train.evaluate import format_results
@@ -127,19 +128,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     synth = _synth_config(args)
     store = args.store or os.path.join(args.out, "store")
     train = replace(train, data=store, runs=storage.join(store, "runs"))  # what claim_store sets
-    plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train)
-    from .demo import MARKER
     from .progress import settings_line
 
-    print(f"[demo] synth {settings_line(synth, ('videos', 'width', 'height', 'seed'))}; preprocess "
-          f"{settings_line(preprocess, ('short_side', 'flow.method'))}"
-          + ("" if args.no_train else f"; train {settings_line(train, TRAIN_SETTINGS_SHOWN)}")
-          + f"; all settings in {storage.join(store, MARKER)}", flush=True)
-    init_ray(args.address)
-    try:
-        done = run_demo(plan)
-    finally:
-        ray.shutdown()  # before the summary, so that no worker output lands inside it
+    # Held from before the demo replaces outdated outputs until its last write.
+    with holding_demo_folders(args.out, store, break_lease=args.break_lease,
+                              say=lambda m: print(f"[demo] {m}", flush=True)):
+        plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train)
+        print(f"[demo] synth {settings_line(synth, ('videos', 'width', 'height', 'seed'))}; preprocess "
+              f"{settings_line(preprocess, ('short_side', 'flow.method'))}"
+              + ("" if args.no_train else f"; train {settings_line(train, TRAIN_SETTINGS_SHOWN)}")
+              + f"; all settings in {storage.join(store, MARKER)}", flush=True)
+        connect_ray(args.address)
+        try:
+            done = run_demo(plan)
+        finally:
+            ray.shutdown()  # before the summary, so that no worker output lands inside it
     if done["results"] is not None:
         print(f"\n{format_results(done['results'])}")
     print(f"\ndemo finished in {done['seconds']:.1f} s. Outputs:")
@@ -282,30 +285,26 @@ def _fuse_weights(text: str) -> tuple[float, float]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .train.evaluate import checkpoint_at_test, evaluate, format_results
+    from .train.evaluate import format_results, plan_evaluation, run_evaluation
 
     # Checked before Ray starts: a count below 1 would otherwise fail inside Ray.
     for option, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
                           ("--segments", args.segments)):
         if value is not None and value < 1:
             raise ValueError(f"evaluate {option} must be >= 1, got {value}")
-    if not args.smoke_test:
-        from .train.data import check_data_settings
+    def say(message: str) -> None:
+        print(f"[evaluate] {message}", flush=True)
 
+    options = dict(fuse=args.fuse, fuse_weights=args.fuse_weights, segments=args.segments,
+                   shuffle_frames=args.shuffle_frames, seed=args.seed, checkpoint=args.checkpoint, data=args.data,
+                   rescore=args.rescore, out=args.out, say=say)
+    if not args.smoke_test:
         if not args.run:
             raise ValueError("evaluate needs --run (or --smoke-test)")
-        # Before Ray starts, from each run's config alone (no state.pt read): a run that is
-        # not there, a model that cannot take other segments (TRN, I3D), clips that lack
-        # what the run's task or modality reads.
-        tested = [checkpoint_at_test(uri, args.segments, verify_state=False, which=args.checkpoint, data=args.data)
-                  for uri in filter(None, (args.run, args.fuse))]
-        if args.fuse:
-            from .train.evaluate import check_fusable
-
-            check_fusable(tested[0][1], tested[1][1], (tested[0][0].meta["class_names"],
-                                                       tested[1][0].meta["class_names"]), (args.run, args.fuse))
-        for _, config in tested:
-            check_data_settings(config.data, config.task, config.modality)
+        # Before Ray starts: a run that is not there, a model that cannot take other
+        # segments (TRN, I3D), clips that lack what the run reads, outputs that cannot be
+        # written, a state.pt that would run code: each one line, and no Ray work.
+        plan = plan_evaluation(args.run, **options)
     init_ray(args.address)
     if args.smoke_test:
         import tempfile
@@ -316,14 +315,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         config = load_config(TrainConfig, overrides=[*SMOKE_TRAIN, f"data={_smoke_store()}",
                                                     f"runs={tempfile.mkdtemp(prefix='finegym_runs_')}"])
-        args.run = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))["run"]
-    if not args.run:
-        raise ValueError("evaluate needs --run (or --smoke-test)")
-    results = evaluate(args.run, fuse=args.fuse, fuse_weights=args.fuse_weights, workers=args.workers,
-                       cpus_per_worker=args.cpus_per_worker,
-                       segments=args.segments, shuffle_frames=args.shuffle_frames, seed=args.seed,
-                       checkpoint=args.checkpoint, data=args.data, rescore=args.rescore,
-                       say=lambda m: print(f"[evaluate] {m}", flush=True))
+        plan = plan_evaluation(run_training(config, say=lambda m: print(f"[train] {m}", flush=True))["run"],
+                               **options)
+    results = run_evaluation(plan, workers=args.workers, cpus_per_worker=args.cpus_per_worker, say=say)
     print(format_results(results))
     return 0
 
@@ -503,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "demo", help="run every stage on a generated synthetic dataset with a local Ray",
+        "demo", help="run every stage on a generated synthetic dataset with a Ray of its own",
         description="Generate the SynGym synthetic dataset (videos rendered in parallel on Ray), preprocess "
                     "it on Ray Data (manifest, clip shards with optical flow), train a small TSM on Ray Train "
                     "(set task, 15 classes), evaluate it and print the metrics table and where everything "
@@ -520,7 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="finegym_demo", help="working folder for the synthetic data (default ./finegym_demo)")
     p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
                                    "(default OUT/store)")
-    p.add_argument("--address", help="Ray cluster to use (default: start a local Ray for this command)")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, which a submitted job has, else "
+                                     "a new local Ray for this command, even where `ray start` left a cluster "
+                                     "running); it says which")
+    p.add_argument("--break-lease", action="store_true",
+                   help="one demo works in OUT and its store at a time (their lease.json names it); remove the "
+                        "leases of a demo that is gone (that of a killed demo is taken over without it)")
     _add_synth_options(p, default_preset="demo")
     _add_storage_options(p)
     p.set_defaults(func=cmd_demo)
@@ -547,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                "jpeg_quality=90, events=false, subactions=true, unit_seconds=60, chunk_frames=128, "
                "allow_vfr=false, workers=null (one per CPU), cpus_per_worker=1, "
                "flow_workers=null and flow_gpus_per_worker=1 (tvl1's flow actors: one per GPU, on CPUs where "
-               "the cluster has none), cache_dir=/tmp/finegym_ray_videos, cache_gb=50. "
+               "the cluster has none), cache_dir=null (a private folder per user on each node), cache_gb=50. "
                "Exit status, over the whole plan (a rerun that only retries failures exits the same): 0 "
                "(failures counted in the summary), 1 if no unit has clips or, with --strict, if any unit or "
                "clip failed, 2 for bad input.")
@@ -615,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "unless their preprocessing settings hash is the one the run was trained on")
     p.add_argument("--rescore", action="store_true",
                    help="score again even where RUN/eval/ holds scores of the same checkpoint, clips and settings")
+    p.add_argument("--out", metavar="DIR",
+                   help="write the evaluation's outputs to DIR (local or s3://) instead of RUN/eval/, in the same "
+                        "layout (with --fuse, RUN2's own in DIR/fuse_run/ instead of RUN2/eval/), e.g. for a run "
+                        "you cannot write to; scores already in DIR are reused as in RUN/eval/. Every output "
+                        "folder is checked writable before any scoring")
     p.add_argument("--fuse", metavar="URI", help="a second run (or checkpoint) to fuse with (e.g. the flow run of an "
                                                  "RGB run); its task, split and classes must be the run's")
     p.add_argument("--fuse-weights", type=_fuse_weights, metavar="W_RUN,W_FUSE",

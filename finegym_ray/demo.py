@@ -8,22 +8,29 @@ metrics table and where everything went.
 The store is the demo's own: ``STORE/demo.yaml`` marks it and records the settings and
 the runs the demo made. The demo refuses a non-empty store without that mark, and when
 its settings change it replaces only what it made (and says what and why): a user's
-own runs and files in a demo store are never touched.
+own runs and files in a demo store are never touched. demo.yaml is data: a run name in
+it that is not one plain folder name, or a folder that leads out of the store through a
+link, is refused and nothing is deleted. One demo works in a store (and an OUT folder)
+at a time: it holds their leases (``lease.py``) from before it deletes anything to its
+end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from dataclasses import asdict, replace
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import ray
 import yaml
 
 from . import storage
+from .dataset.keys import safe_name
 from .dataset.manifest import format_summary
+from .lease import LEASE_FILE, writer_lease
 from .preprocess.config import PreprocessConfig
 from .preprocess.pipeline import format_summary as format_preprocess_summary
 from .preprocess.pipeline import run_preprocess
@@ -70,21 +77,64 @@ PREPROCESS_OUTPUTS = ("clips", "errors", "manifest", "summary.json", "preprocess
 
 def read_demo_record(store: str) -> dict | None:
     """The demo's record of ``store`` (settings and run names), None if the demo did not
-    make it. Raises ValueError for a non-empty store the demo did not make."""
+    make it. Raises ValueError for a non-empty store the demo did not make, and for a
+    damaged record (see :func:`_checked_record`)."""
+    uri = storage.join(store, MARKER)
     try:
-        record = yaml.safe_load(storage.read_text(storage.join(store, MARKER)))
+        record = yaml.safe_load(storage.read_text(uri))
     except FileNotFoundError:
         record = None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{uri} is damaged (not YAML: {' '.join(str(e).split())})") from None
     if isinstance(record, dict) and {"synth", "preprocess", "train"} <= set(record):
-        if "runs" not in record:  # written before the demo recorded its runs: its one run
-            train = record.get("train") or {}
-            record["runs"] = [train.get("name") or f"{train['model']}_{train['modality']}_{train['task']}"] \
-                if train else []
-        return record
-    if storage.list_uris(store):
+        return _checked_record(record, store, uri)
+    # A lease alone is a demo's that stopped before it wrote its record.
+    if [u for u in storage.list_uris(store) if u != storage.join(store, LEASE_FILE)]:
         raise ValueError(f"{store} is not empty and was not made by the demo (no {MARKER} of the demo): "
                          f"give the demo an empty or new --store")
     return None
+
+
+def _checked_record(record: dict, store: str, uri: str) -> dict:
+    """``record`` (read from ``uri``) with ``runs`` set: the run names it lists, or for a
+    record written before the demo listed them, its one run. Raises ValueError naming
+    ``uri`` when a part has the wrong type or a run name is not one plain folder name:
+    the names become folders that the demo deletes."""
+    train = record["train"]
+    if not (isinstance(record["synth"], dict) and isinstance(record["preprocess"], dict)
+            and (train is None or isinstance(train, dict))):
+        raise ValueError(f"{uri} is damaged: its synth and preprocess settings must be mappings, train a mapping "
+                         f"or null")
+    if "runs" not in record:
+        record["runs"] = [_run_name(train)] if train else []
+    if not isinstance(record["runs"], list):
+        raise ValueError(f"{uri} is damaged: runs must be a list of run names")
+    for name in record["runs"]:
+        _run_folder(store, name, source=uri)
+    return record
+
+
+def _run_folder(store: str, name: object, *, source: str) -> str:
+    """``STORE/runs/NAME``; ValueError naming ``source`` (where the name comes from) when
+    ``name`` is not one plain folder name, which could lead outside the store."""
+    try:
+        return safe_name(storage.join(store, "runs"), name)
+    except ValueError:
+        raise ValueError(f"{source}: run name {name!r} is not one plain folder name (no '/', '\\', '..'): "
+                         f"the demo deletes nothing outside the store {store}") from None
+
+
+def _refuse_links_out(store: str, uris: list[str]) -> None:
+    """ValueError when one of the local ``uris`` leads outside ``store`` through a link
+    (S3 has none): the demo deletes below them."""
+    if storage.parse_uri(store).is_s3:
+        return
+    root = os.path.realpath(storage.parse_uri(store).key)
+    for uri in uris:
+        real = os.path.realpath(storage.parse_uri(uri).key)
+        if os.path.commonpath([root, real]) != root:
+            raise ValueError(f"{uri} leads outside the store {store} (a link to {real}): the demo deletes nothing "
+                             f"outside the store; remove the link")
 
 
 def _changed(old: dict | None, new: dict | None) -> list[str]:
@@ -95,25 +145,29 @@ def _changed(old: dict | None, new: dict | None) -> list[str]:
 def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None]) -> list[str]:
     """Delete what the demo made in ``store`` that ``settings`` (synth, preprocess,
     train) no longer produce, saying what and why; returns the run names the store
-    keeps. Only the demo's own outputs and recorded runs are deleted."""
+    keeps. Only the demo's own outputs and recorded runs are deleted, all inside
+    ``store``: ValueError, nothing deleted, for a run name or link that leads out."""
     if record is None:
         return []
     runs = list(record["runs"])
     data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
     doomed = []
     if data_change:
-        doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS] + [storage.join(store, "runs", r)
-                                                                              for r in runs]
+        doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS] + [
+            _run_folder(store, r, source=storage.join(store, MARKER)) for r in runs]
+        _refuse_links_out(store, doomed)
         say(f"settings changed ({'; '.join(data_change)}): replacing the clips and runs the demo made "
             f"from the old data: {', '.join(doomed)}")
         runs = []
     elif settings["train"] and _changed(record["train"], settings["train"]):
-        run = storage.join(store, "runs", _run_name(settings["train"]))
-        if _run_name(settings["train"]) in runs:
+        name = _run_name(settings["train"])
+        run = _run_folder(store, name, source="the demo's train settings")
+        if name in runs:
+            _refuse_links_out(store, [run])
             say(f"train settings changed ({'; '.join(_changed(record['train'], settings['train']))}): "
                 f"replacing the demo's run {run}")
             doomed = [run]
-            runs.remove(_run_name(settings["train"]))
+            runs.remove(name)
     for uri in doomed:
         for item in storage.list_uris(uri):
             storage.delete(item)
@@ -121,7 +175,7 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
 
 
 def _run_name(train: dict) -> str:
-    return train["name"] or f"{train['model']}_{train['modality']}_{train['task']}"
+    return train.get("name") or f"{train.get('model')}_{train.get('modality')}_{train.get('task')}"
 
 
 def synth_is_current(out: str, config: SynthConfig) -> bool:
@@ -130,12 +184,44 @@ def synth_is_current(out: str, config: SynthConfig) -> bool:
     return os.path.exists(path) and yaml.safe_load(open(path)) == asdict(config)
 
 
+@contextlib.contextmanager
+def holding_demo_folders(out: str, store: str, *, break_lease: bool = False,
+                         say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the leases of ``out`` (the synthetic data) and ``store`` for the ``with``
+    block: a demo, a preprocessing or a training at work there is never changed under
+    it. A store the demo did not make is refused first, untouched (ValueError); a folder
+    another job holds, with LeaseHeld. ``break_lease``: the operator's word that the
+    job holding them is gone."""
+    read_demo_record(store)
+    with writer_lease(out, what=f"demo --out {out}", break_lease=break_lease, say=say), \
+            writer_lease(store, what=f"demo --store {store}", break_lease=break_lease, say=say):
+        yield
+
+
+def connect_ray(address: str | None) -> None:
+    """Start or join the demo's Ray and say which: ``address`` (``--address``), else
+    ``$RAY_ADDRESS`` (where a submitted job's driver finds its cluster), else a new local
+    Ray of its own; never a cluster that ``ray start`` left recorded on this host, which
+    a plain ``ray.init()`` would join."""
+    from .ray_connect import init_ray
+
+    chosen = address or os.environ.get("RAY_ADDRESS") or "local"
+    init_ray(chosen)
+    at = ray.get_runtime_context().gcs_address
+    if chosen == "local":
+        _say("ray", f"started a local Ray for this demo ({at}); --address joins a running cluster")
+    else:
+        _say("ray", f"joined the Ray cluster at {at} ({'--address' if address else '$RAY_ADDRESS'} {chosen})")
+
+
 def claim_store(out: str, synth: SynthConfig, store: str | None = None,
                 preprocess: PreprocessConfig | None = None, train: TrainConfig | None = None) -> dict[str, Any]:
     """Make ``store`` (default OUT/store) the demo's before anything runs: refuse a store
-    the demo did not make (ValueError, nothing touched), replace what changed settings
-    made outdated, record the settings. No Ray needed. Returns the plan :func:`run_demo`
-    runs; ``train``'s ``data`` and ``runs`` are set to the store (None: no training)."""
+    the demo did not make or a damaged record of it (ValueError, nothing touched),
+    replace what changed settings made outdated, record the settings. Call it holding
+    the folders (:func:`holding_demo_folders`). No Ray needed. Returns the plan
+    :func:`run_demo` runs; ``train``'s ``data`` and ``runs`` are set to the store (None:
+    no training)."""
     store = store or os.path.join(out, "store")
     preprocess = preprocess or PreprocessConfig()
     if train is not None:

@@ -1,14 +1,24 @@
 """The README's main command, as a user runs it (a real local Ray, small settings)."""
 
+import contextlib
 import json
+import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
+from finegym_ray.lease import writer_lease
+from tests.preprocess.checks import pids_with
 from tests.test_output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
 
 
@@ -105,3 +115,105 @@ def test_the_cluster_is_described_in_words():
     line = describe_cluster({"CPU": 2.0, "node:192.0.2.2": 1.0, "node:__internal_head__": 1.0,
                              "memory": 16 * 2**30, "object_store_memory": 7.5 * 2**30})
     assert line == "cluster: 1 node(s), 2 CPUs, 0 GPUs, 16.0 GiB memory, 7.5 GiB object store"
+
+
+def _plant_demo_store(store: Path, runs: list[str]) -> None:
+    """A store as an earlier demo left it (its record and outputs, and a user's own run),
+    made with settings other than the demo's today: the next demo replaces what it made."""
+    for name in ("manifest/subactions.parquet", "clips/u0.parquet", "config.yaml", "preprocess.json",
+                 "runs/mine/epoch_0001/state.pt"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"the demo's own output")
+    (store / "demo.yaml").write_text(yaml.safe_dump({"made_by": "finegym-ray demo", "synth": {"seed": 7},
+                                                     "preprocess": {"short_side": 96}, "train": None, "runs": runs}))
+
+
+@pytest.mark.parametrize("how", ["a name that climbs out", "a link that points out"])
+def test_a_run_recorded_in_demo_yaml_never_deletes_outside_the_store(tmp_path, how):
+    victim = tmp_path / "victim"
+    (victim / "epoch_0001").mkdir(parents=True)
+    (victim / "epoch_0001" / "state.pt").write_bytes(b"someone else's weights")
+    store = tmp_path / "d" / "store"
+    if how == "a name that climbs out":
+        _plant_demo_store(store, ["../../../victim"])
+    else:
+        _plant_demo_store(store, ["tsm_flow_set"])
+        (store / "runs" / "tsm_flow_set").symlink_to(victim)
+    before, theirs = _tree(store), _tree(victim)
+    r = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    assert _tree(victim) == theirs
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and str(store) in errors[0] and "outside the store" in errors[0], r.stderr
+    assert _tree(store) == before
+
+
+def test_a_second_demo_on_a_store_being_written_is_refused_and_changes_nothing(tmp_path):
+    store = tmp_path / "d" / "store"
+    _plant_demo_store(store, [])
+    before = _tree(tmp_path / "d")
+    # Demo A at work: it holds the store's lease, as its preprocessing does.
+    with writer_lease(str(store), what="demo A"):
+        r = subprocess.run(_demo_cli(tmp_path, store, "--preprocess-set", "jpeg_quality=85"), capture_output=True,
+                           text=True, timeout=300)
+        after = {k: v for k, v in _tree(tmp_path / "d").items() if k != "store/lease.json"}
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "demo A" in errors[0] and "being written by another job" in errors[0], r.stderr
+    assert after == before
+
+
+def _stop_processes_with(text: str) -> None:
+    """SIGTERM, then SIGKILL, the processes whose command line holds ``text`` (GCS may
+    ignore SIGTERM for long); returns once none is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + 10
+        while pids_with(text) and time.monotonic() < deadline:
+            for pid in pids_with(text):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(0.2)
+    assert not pids_with(text), f"processes of {text} outlived the test"
+
+
+@contextlib.contextmanager
+def _recorded_ray_cluster(num_cpus: int):
+    """A head node started with `ray start`, as a user leaves one: Ray records its address
+    on the host (RAY_TMPDIR/ray/ray_current_cluster), where a plain ray.init() finds and
+    joins it. Yields (its address, the env of a shell on that host); stops exactly its
+    processes (those whose command line holds its temp dir)."""
+    root = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=root, RAY_AUTH_MODE="disabled")
+    ray = Path(sys.executable).with_name("ray")
+    try:
+        for _ in range(2):  # a loaded machine can pass Ray's 30 s wait for its raylet
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            started = subprocess.run([str(ray), "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}",
+                                      "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root}/ray"],
+                                     env=env, capture_output=True, text=True, timeout=180)
+            if started.returncode == 0:
+                break
+            _stop_processes_with(root)
+        assert started.returncode == 0, started.stderr[-2000:]
+        yield (Path(root) / "ray" / "ray_current_cluster").read_text().strip(), env
+    finally:
+        _stop_processes_with(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_demo_starts_its_own_ray_and_joins_a_running_cluster_only_when_told(tmp_path):
+    # 7 CPUs: a number this machine's own local Ray does not have.
+    with _recorded_ray_cluster(num_cpus=7) as (address, env):
+        # Training too many workers for any of these clusters: the demo stops right after
+        # it has connected and described its cluster (exit 2, nothing run).
+        cmd = [sys.executable, "-m", "finegym_ray.cli", "demo", "--smoke-test", "--out", str(tmp_path / "d"),
+               "--train-set", "workers=64"]
+        own = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        joined = subprocess.run([*cmd, "--address", address], env=env, capture_output=True, text=True, timeout=300)
+    assert own.returncode == 2 and joined.returncode == 2, own.stderr[-2000:] + joined.stderr[-2000:]
+    assert "started a local Ray for this demo" in own.stdout and "7 CPUs" not in own.stdout, own.stdout
+    assert "joined the Ray cluster at" in joined.stdout and f"(--address {address})" in joined.stdout, joined.stdout
+    assert re.search(r"^\[ray\] cluster: 1 node\(s\), 7 CPUs", joined.stdout, re.M), joined.stdout

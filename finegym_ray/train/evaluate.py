@@ -7,7 +7,14 @@ Writes, under RUN/eval/: ``scores.parquet`` (key, label, averaged softmax scores
 newest), with the checkpoint's manifest hash, so that a later evaluation of the same
 checkpoint, clips and settings reuses the scores. ``--fuse RUN2`` takes the weighted
 mean of two runs' scores (RGB + flow = two-stream; TSN's weights RGB 1 : flow 1.5 unless
-given) into RUN/eval/fused_<RUN2 name>_<hash of RUN2's URI>/.
+given) into RUN/eval/fused_<RUN2 name>_<hash of RUN2's URI>/. ``out`` puts what would go
+to RUN/eval/ in another folder (a read-only run, a shared bucket), in the same layout,
+and RUN2's own results in OUT/fuse_run/.
+
+Everything a command can be refused for is checked on the driver before any Ray work
+(``plan_evaluation``): the checkpoints, the clips, each state.pt (loaded there, once,
+so that a state that would run code is refused in one line, and handed to the scoring
+actors through the object store) and whether the outputs can be written.
 
 The paper's test-time studies (Sec. 4.4) change the protocol: another number of test
 segments (Fig. 6c) or shuffled frame order (Fig. 6b). Their results go to
@@ -20,8 +27,11 @@ import csv
 import hashlib
 import io
 import json
+import os
+import tempfile
+import uuid
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -122,13 +132,50 @@ def is_newest(checkpoint: checkpoints.Checkpoint) -> bool:
     return latest is not None and latest.uri.rstrip("/") == checkpoint.uri.rstrip("/")
 
 
-def eval_folder(checkpoint: checkpoints.Checkpoint, variant: str = "", newest: bool | None = None) -> str:
-    """Where a checkpoint's evaluation goes: RUN/eval/[VARIANT] for the run's newest
-    checkpoint (the standard place), RUN/eval/<checkpoint folder>/[VARIANT] for any other,
-    so that scoring the best epoch leaves the last one's results in place."""
-    run = checkpoints.run_of(checkpoint.uri)
+def eval_folder(checkpoint: checkpoints.Checkpoint, variant: str = "", newest: bool | None = None,
+                root: str | None = None) -> str:
+    """Where a checkpoint's evaluation goes: ROOT/[VARIANT] for the run's newest
+    checkpoint (the standard place), ROOT/<checkpoint folder>/[VARIANT] for any other,
+    so that scoring the best epoch leaves the last one's results in place. ``root``:
+    RUN/eval unless given (``--out``)."""
+    root = storage.join(checkpoints.run_of(checkpoint.uri), "eval") if root is None else root
     newest = is_newest(checkpoint) if newest is None else newest
-    return storage.join(run, "eval", "" if newest else checkpoint.uri.rstrip("/").rsplit("/", 1)[-1], variant)
+    return storage.join(root, "" if newest else checkpoint.uri.rstrip("/").rsplit("/", 1)[-1], variant)
+
+
+# Under --out, the --fuse run's own results: beside the --run's, which take OUT itself.
+FUSE_RUN_FOLDER = "fuse_run"
+
+
+def check_writable(folder: str) -> None:
+    """Refuse (ValueError) ``folder`` when the evaluation's outputs cannot be written
+    there, before any scoring: a read-only run (a shared mount, a bucket with read-only
+    credentials) would otherwise lose its scores at the end. Leaves nothing behind:
+    locally an unnamed temporary file in the nearest folder that exists, on S3 a probe
+    object, deleted at once."""
+    location = storage.parse_uri(folder)
+    try:
+        if location.is_s3:
+            probe = storage.join(folder, f".write_check-{uuid.uuid4().hex}")
+            storage.write_bytes(probe, b"")
+            storage.delete(probe)
+        else:
+            with tempfile.TemporaryFile(dir=_nearest_existing(location.key)):
+                pass
+    except storage.StorageError:
+        raise  # storage that cannot be reached: its own message says so
+    except OSError as e:
+        raise ValueError(f"{folder}: the evaluation's outputs cannot be written there ({e.strerror or e}); give "
+                         f"--out DIR (a folder or an s3:// prefix) to write them elsewhere") from None
+
+
+def _nearest_existing(path: str) -> str:
+    """``path`` or the nearest of its parents that exists (the folder a write creates
+    the rest in)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def fused_folder_name(other: checkpoints.Checkpoint, other_newest: bool) -> str:
@@ -194,11 +241,14 @@ class ScoreClips:
     (N, K) float32, softmax averaged over the V views. Keeps ``key`` and ``label``.
 
     The model is built from ``config`` (the checkpoint's, or ``config_at_test``'s with
-    other segments) and loads the checkpoint's weights. ``shuffle_seed``: not None
-    permutes each clip's frames (``permute_frames``) before the model sees them."""
+    other segments) for ``classes`` classes and takes ``weights``: the model's state
+    dict as the driver loaded it from the checkpoint, or its ObjectRef (one copy in the
+    object store for every actor; no actor reads or unpickles a checkpoint file).
+    ``shuffle_seed``: not None permutes each clip's frames (``permute_frames``) before
+    the model sees them."""
 
-    def __init__(self, checkpoint: checkpoints.Checkpoint, config: TrainConfig, threads: int,
-                 shuffle_seed: int | None = None):
+    def __init__(self, weights, classes: int, config: TrainConfig, threads: int, shuffle_seed: int | None = None):
+        import ray
         import torch
 
         from .run import model_for
@@ -207,8 +257,8 @@ class ScoreClips:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.config = config
         self.shuffle_seed = shuffle_seed
-        model = model_for(config, len(checkpoint.meta["class_names"]), pretrained=False)
-        model.load_state_dict(checkpoint.load_state()["model"])
+        model = model_for(config, classes, pretrained=False)
+        model.load_state_dict(ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights)
         self.model = model.eval().to(self.device)
 
     def __call__(self, batch: dict) -> dict:
@@ -229,10 +279,11 @@ class ScoreClips:
         return {"key": batch["key"], "label": batch["label"], "scores": scores.cpu().numpy()}
 
 
-def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, *, workers: int = 1,
+def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: dict, *, workers: int = 1,
               cpus_per_worker: int = 1, shuffle_frames: bool = False,
               seed: int = 0) -> tuple[pa.Table, SplitLabels, dict]:
-    """Score the validation split with ``checkpoint`` and ``config`` (``checkpoint_at_test``:
+    """Score the validation split with ``checkpoint``'s model ``weights`` (its state dict,
+    loaded on the driver: ``Checkpoint.load_state``) and ``config`` (``checkpoint_at_test``:
     sampling and model take its segments). Returns the table (key, label, scores), the
     split's labels, and what was evaluated (checkpoint, views, test options)."""
     import ray.data
@@ -241,7 +292,8 @@ def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, *, worker
     split = load_split_labels(config.data, config.task, config.val_split)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     scored = sampled_clips(config, split, train=False).map_batches(
-        ScoreClips, fn_constructor_kwargs=dict(checkpoint=checkpoint, config=config, threads=cpus_per_worker,
+        ScoreClips, fn_constructor_kwargs=dict(weights=ray.put(weights), classes=len(checkpoint.meta["class_names"]),
+                                               config=config, threads=cpus_per_worker,
                                                shuffle_seed=seed if shuffle_frames else None),
         batch_size=config.batch_size, batch_format="numpy", num_cpus=cpus_per_worker, num_gpus=gpus,
         compute=ray.data.ActorPoolStrategy(size=workers))
@@ -401,10 +453,131 @@ def _figure(m: dict, name: str) -> str:
     return f"{m[name]:.1%} [{m[name + '_lo']:.1%}, {m[name + '_hi']:.1%}]"
 
 
+@dataclass(frozen=True)
+class Part:
+    """One run of an evaluation, checked on the driver and ready to score: its URI as
+    given, checkpoint, test config, whether that is the run's newest checkpoint, where
+    its results go, and the earlier (scores, metrics) it reuses (``reusable_scores``),
+    else the model's weights to score with."""
+
+    uri: str
+    checkpoint: checkpoints.Checkpoint
+    config: TrainConfig
+    newest: bool
+    out: str
+    earlier: tuple[pa.Table, dict] | None
+    weights: dict | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An evaluation checked before any Ray work (``plan_evaluation``): ``parts`` by name
+    (``run``, and ``other`` when fusing), the test options, and for a fusion its weights
+    and folder."""
+
+    parts: dict[str, Part]
+    fuse: str | None
+    segments: int | None
+    shuffle_frames: bool
+    seed: int
+    variant: str
+    fuse_weights: tuple[float, float] | None
+    fused_out: str | None
+
+
+def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
+                    segments: int | None = None, shuffle_frames: bool = False, seed: int = 0,
+                    checkpoint: str = "last", data: str | None = None, rescore: bool = False,
+                    out: str | None = None, say: Callable[[str], None] = print) -> Plan:
+    """Check everything an evaluation can be refused for, on the driver and before any
+    Ray work, and return what ``run_evaluation`` scores (arguments as ``evaluate``'s).
+
+    Both runs are checked before either is scored (a refused ``fuse`` run wastes no
+    scoring): their checkpoints, clips and test settings, whether they can be fused,
+    whether each output folder can be written (``check_writable``), then each state.pt
+    to be scored, loaded here (``Checkpoint.load_state``): a state that would run code
+    is refused with one line rather than in every scoring actor, and the actors get the
+    weights this loaded, never the file."""
+    variant = variant_name(segments, shuffle_frames, seed)
+    tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say, which=checkpoint, data=data))
+              for name, uri in (("run", run), ("other", fuse)) if uri is not None}
+    if fuse:
+        check_fusable(tested["run"][2], tested["other"][2],
+                      (tested["run"][1].meta["class_names"], tested["other"][1].meta["class_names"]), (run, fuse))
+        fuse_weights = _checked_weights(fuse_weights or default_fuse_weights(tested["run"][2].modality,
+                                                                             tested["other"][2].modality))
+    for _uri, _checkpoint, config in tested.values():
+        check_data_settings(config.data, config.task, config.modality)
+    parts = {}
+    for name, (uri, chosen, config) in tested.items():
+        newest = is_newest(chosen)
+        root = None if out is None else out if name == "run" else storage.join(out, FUSE_RUN_FOLDER)
+        folder = eval_folder(chosen, variant, newest, root)  # join skips '' (the standard protocol)
+        want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
+                "split": config.val_split, "views": config.test_views, "crops": config.test_crops,
+                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed}
+        parts[name] = Part(uri, chosen, config, newest, folder, None if rescore else reusable_scores(folder, want),
+                           None)
+    fused_out = (storage.join(parts["run"].out, fused_folder_name(parts["other"].checkpoint, parts["other"].newest))
+                 if fuse else None)
+    for folder in [p.out for p in parts.values() if p.earlier is None] + ([fused_out] if fuse else []):
+        check_writable(folder)
+    for name, part in parts.items():
+        if part.earlier is None:
+            parts[name] = replace(part, weights=part.checkpoint.load_state()["model"])
+    return Plan(parts, fuse, segments, shuffle_frames, seed, variant, fuse_weights, fused_out)
+
+
+def run_evaluation(plan: Plan, *, workers: int = 1, cpus_per_worker: int = 1,
+                   say: Callable[[str], None] = print) -> dict:
+    """Score (or reuse) each run of ``plan`` on Ray, write its report, and the fusion's;
+    returns what ``evaluate`` does."""
+    results = {}
+    tables = {}
+    shuffled = f", frames shuffled (seed {plan.seed})" if plan.shuffle_frames else ""
+    for name, part in plan.parts.items():
+        chosen, config = part.checkpoint, part.config
+        if part.earlier is not None:
+            table, results[name] = part.earlier
+            if plan.fuse:  # the fused report's class names and levels
+                split = load_split_labels(config.data, config.task, config.val_split)
+            say(f"{chosen.uri}: reusing the scores in {part.out} (same checkpoint, clips and test settings; "
+                f"--rescore scores anew): top-1 {_figure(results[name], 'top1')}, mean class "
+                f"{_figure(results[name], 'mean_class')}")
+        else:
+            table, split, what = score_run(chosen, config, part.weights, workers=workers,
+                                           cpus_per_worker=cpus_per_worker, shuffle_frames=plan.shuffle_frames,
+                                           seed=plan.seed)
+            what["variant"] = plan.variant
+            results[name] = write_report(part.out, table, split, what)
+            say(f"{chosen.uri}: top-1 {_figure(results[name], 'top1')}, mean class "
+                f"{_figure(results[name], 'mean_class')} (95 % intervals; {table.num_rows} clips, {what['views']} "
+                f"views x {what['crops']} crops, {what['segments']} segments{shuffled}) -> {part.out}")
+            _say_confused(results[name], say)
+        tables[name] = table
+        results[name]["out"] = part.out
+    if plan.fuse:
+        weights = plan.fuse_weights
+        fused = fuse_scores(tables["run"], tables["other"], weights)
+        # segments as asked (None: each run as trained); each run's metrics hold its count.
+        what = {"fused": [plan.parts["run"].uri, plan.fuse],
+                "fused_checkpoints": [results["run"]["checkpoint"], results["other"]["checkpoint"]],
+                "fuse_weights": list(weights),
+                "task": results["run"]["task"], "modality": "two-stream", "model": results["run"]["model"],
+                "segments": plan.segments, "shuffle_frames": plan.shuffle_frames, "seed": plan.seed,
+                "variant": plan.variant}
+        results["fused"] = write_report(plan.fused_out, fused, split, what)
+        results["fused"]["out"] = plan.fused_out
+        say(f"fused (weights {weights[0]:g} : {weights[1]:g}): top-1 {_figure(results['fused'], 'top1')}, "
+            f"mean class {_figure(results['fused'], 'mean_class')} -> {plan.fused_out}")
+        _say_confused(results["fused"], say)
+    return results
+
+
 def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
              workers: int = 1, cpus_per_worker: int = 1, segments: int | None = None,
              shuffle_frames: bool = False, seed: int = 0, checkpoint: str = "last", data: str | None = None,
-             rescore: bool = False, say: Callable[[str], None] = print) -> dict:
+             rescore: bool = False, out: str | None = None, say: Callable[[str], None] = print) -> dict:
     """Evaluate ``run`` (and ``fuse`` with it). Returns the metrics of ``run`` and, when
     fusing, ``fused`` (and ``other``) metrics. ``fuse_weights``: of ``run`` and ``fuse``
     in the fusion (None: TSN's, RGB 1 and flow 1.5 by each run's modality).
@@ -413,67 +586,17 @@ def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, fl
     ``checkpoint`` one (``last`` or ``best``) is scored. ``data``: the clips to score
     (default: each run's recorded data), refused unless their preprocessing settings hash
     is the run's. Scores already in the output folder, made from the same checkpoint
-    (manifest hash), clips and test settings, are reused unless ``rescore``.
+    (manifest hash), clips and test settings, are reused unless ``rescore``. ``out``: a
+    folder (or s3:// prefix) that takes RUN/eval/'s place, ``fuse``'s own results in
+    OUT/fuse_run/ (None: RUN/eval/ and RUN2/eval/).
 
     Test-time variants (outputs in RUN/eval/<variant_name>/): ``segments`` test segments
     (None: as trained; TRN and clip models refuse another count), ``shuffle_frames``
     permutes each clip's frames, in an order fixed by ``seed`` and the clip's key."""
-    variant = variant_name(segments, shuffle_frames, seed)
-    # Every run is checked before any is scored: a refused fuse run wastes no scoring.
-    tested = {name: (uri, *checkpoint_at_test(uri, segments, say=say, which=checkpoint, data=data))
-              for name, uri in (("run", run), ("other", fuse)) if uri is not None}
-    if fuse:
-        check_fusable(tested["run"][2], tested["other"][2],
-                      (tested["run"][1].meta["class_names"], tested["other"][1].meta["class_names"]), (run, fuse))
-    for _uri, _checkpoint, config in tested.values():
-        check_data_settings(config.data, config.task, config.modality)
-    if fuse:
-        weights = _checked_weights(fuse_weights or default_fuse_weights(tested["run"][2].modality,
-                                                                        tested["other"][2].modality))
-    results = {}
-    tables = {}
-    newest = {}
-    for name, (uri, chosen, config) in tested.items():
-        newest[name] = is_newest(chosen)
-        out = eval_folder(chosen, variant, newest[name])  # join skips '' (the standard protocol)
-        want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
-                "split": config.val_split, "views": config.test_views, "crops": config.test_crops,
-                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed}
-        earlier = None if rescore else reusable_scores(out, want)
-        shuffled = f", frames shuffled (seed {seed})" if shuffle_frames else ""
-        if earlier is not None:
-            table, results[name] = earlier
-            if fuse:  # the fused report's class names and levels
-                split = load_split_labels(config.data, config.task, config.val_split)
-            say(f"{chosen.uri}: reusing the scores in {out} (same checkpoint, clips and test settings; --rescore "
-                f"scores anew): top-1 {_figure(results[name], 'top1')}, mean class "
-                f"{_figure(results[name], 'mean_class')}")
-        else:
-            table, split, what = score_run(chosen, config, workers=workers, cpus_per_worker=cpus_per_worker,
-                                           shuffle_frames=shuffle_frames, seed=seed)
-            what["variant"] = variant
-            results[name] = write_report(out, table, split, what)
-            say(f"{chosen.uri}: top-1 {_figure(results[name], 'top1')}, mean class "
-                f"{_figure(results[name], 'mean_class')} (95 % intervals; {table.num_rows} clips, {what['views']} "
-                f"views x {what['crops']} crops, {what['segments']} segments{shuffled}) -> {out}")
-            _say_confused(results[name], say)
-        tables[name] = table
-        results[name]["out"] = out
-    if fuse:
-        fused = fuse_scores(tables["run"], tables["other"], weights)
-        out = storage.join(results["run"]["out"], fused_folder_name(tested["other"][1], newest["other"]))
-        # segments as asked (None: each run as trained); each run's metrics hold its count.
-        what = {"fused": [run, fuse], "fused_checkpoints": [results["run"]["checkpoint"],
-                                                             results["other"]["checkpoint"]],
-                "fuse_weights": list(weights),
-                "task": results["run"]["task"], "modality": "two-stream", "model": results["run"]["model"],
-                "segments": segments, "shuffle_frames": shuffle_frames, "seed": seed, "variant": variant}
-        results["fused"] = write_report(out, fused, split, what)
-        results["fused"]["out"] = out
-        say(f"fused (weights {weights[0]:g} : {weights[1]:g}): top-1 {_figure(results['fused'], 'top1')}, "
-            f"mean class {_figure(results['fused'], 'mean_class')} -> {out}")
-        _say_confused(results["fused"], say)
-    return results
+    plan = plan_evaluation(run, fuse=fuse, fuse_weights=fuse_weights, segments=segments,
+                           shuffle_frames=shuffle_frames, seed=seed, checkpoint=checkpoint, data=data,
+                           rescore=rescore, out=out, say=say)
+    return run_evaluation(plan, workers=workers, cpus_per_worker=cpus_per_worker, say=say)
 
 
 def format_results(results: dict) -> str:

@@ -199,6 +199,20 @@ def test_kuberay_rayjobs_run_existing_entry_points(name):
                                submitter["metadata"]["labels"])
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (CLUSTER / "kuberay").glob("rayjob-*.yaml")))
+def test_a_rayjob_applied_again_takes_over_the_lease_of_its_killed_driver(name):
+    """Applied again, a RayJob's driver runs on a new head pod, where the killed driver's
+    pid says nothing: it waits until that driver's heartbeat is stale and takes the lease
+    over (test_lease.py::test_a_killed_driver_on_another_pod_is_taken_over_once_its_heartbeat_is_stale).
+    The manifest says how long, and never breaks a lease itself: a live job keeps it."""
+    from finegym_ray.lease import HEARTBEAT_S, STALE_BEATS
+
+    text = (CLUSTER / "kuberay" / name).read_text()
+    header = " ".join(line.lstrip("#").strip() for line in text.split("apiVersion:")[0].splitlines())
+    assert "apply it again" in header and f"{STALE_BEATS * HEARTBEAT_S / 60:g} minutes" in header, header
+    assert "--break-lease" not in load(f"kuberay/{name}")["spec"]["entrypoint"]
+
+
 def test_dockerfile_copies_what_the_jobs_need():
     text = (CLUSTER / "Dockerfile").read_text()
     for needed in ("COPY finegym_ray", "COPY jobs", "COPY configs", "pip install --no-cache-dir -e .", "WORKDIR /app"):

@@ -2,6 +2,7 @@
 test-time variants of the paper's Sec. 4.4 (other segments, shuffled frames)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_variant_names_and_which_models_take_other_segments():
 
 def test_test_segments_reach_the_model_and_shuffling_changes_only_order_sensitive_models(tmp_path):
     checkpoint, config = checkpoint_at_test(write_run(tmp_path, "tsm", segments=2), 5)
-    scorer = ScoreClips(checkpoint, config, threads=1)
+    scorer = ScoreClips(checkpoint.load_state()["model"], 3, config, threads=1)
     assert {m.shift[0] for m in scorer.model.modules() if getattr(m, "shift", None)} == {5}  # TSM's shift
     seen = []
     scorer.model.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
@@ -185,7 +186,8 @@ def test_test_segments_reach_the_model_and_shuffling_changes_only_order_sensitiv
     assert all(not np.array_equal(frame_order(k, 4, 0), np.arange(4)) for k in _batch(4)["key"])
     for model, order_matters in (("trn", True), ("tsn", False)):
         checkpoint, config = checkpoint_at_test(write_run(tmp_path, model, segments=4))
-        ordered, shuffled = (ScoreClips(checkpoint, config, threads=1, shuffle_seed=s)(_batch(4))["scores"]
+        ordered, shuffled = (ScoreClips(checkpoint.load_state()["model"], 3, config, threads=1,
+                                        shuffle_seed=s)(_batch(4))["scores"]
                              for s in (None, 0))
         # TSN averages per-segment scores, which no order changes; TRN's relations read the order.
         assert np.allclose(ordered, shuffled, rtol=1e-5, atol=1e-6) is not order_matters, model
@@ -260,3 +262,104 @@ def test_fusion_records_its_weights_and_every_evaluation_its_interval(ray_cluste
     # Weights given: recorded as given.
     m = evaluate(rgb, fuse=flow, fuse_weights=(1.0, 1.0), say=lambda _m: None)["fused"]
     assert m["fuse_weights"] == [1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------
+# Refusals before any Ray work: a checkpoint whose unpickling would run code, and
+# outputs that cannot be written.
+# ----------------------------------------------------------------------------------
+def _make_hostile(run: str, marker: Path) -> None:
+    """Replace the state.pt of ``run``'s checkpoint with one whose unpickling would write
+    ``marker``, and rewrite its manifest to vouch for it, as anyone with write access to
+    a shared bucket could."""
+    from tests.train.test_checkpoint import _WritesMarker
+
+    folder = Path(run) / "epoch_0001"
+    torch.save({"model": _WritesMarker(str(marker))}, folder / "state.pt")
+    blob = (folder / "state.pt").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = {"bytes": len(blob), "sha256": ckpt._sha256(blob)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _drivers() -> int:
+    """How many drivers have ever joined the session's cluster (the GCS job table)."""
+    import ray
+
+    return len(ray._private.state.jobs())
+
+
+def _evaluate_cli(*argv, read_only: str | None = None) -> subprocess.CompletedProcess:
+    """``finegym-ray evaluate ARGV`` in a process of its own; ``read_only``: a folder that
+    process cannot write. Root writes through chmod, so as root that folder is a
+    read-only bind mount in a mount namespace of the process's own; otherwise chmod a-w."""
+    command = [sys.executable, "-m", "finegym_ray.cli", "evaluate", *map(str, argv)]
+    if read_only is None:
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if os.geteuid() == 0:
+        mount = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", read_only, *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    subprocess.run(["chmod", "-R", "a-w", read_only], check=True)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", read_only], check=True)
+
+
+def _files(folder: str) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("hostile", ["run", "fuse"])
+def test_a_state_that_would_run_code_is_refused_on_the_driver_in_one_line_before_ray(ray_cluster, tiny_store,
+                                                                                      tmp_path, hostile):
+    data, _ = tiny_store
+    names = load_split_labels(data, "subaction_event", "val").class_names
+    runs = {name: write_run(tmp_path / name, "tsn", data=data, class_names=names) for name in ("run", "fuse")}
+    marker = tmp_path / "marker"
+    _make_hostile(runs[hostile], marker)
+    before = {name: _files(run) for name, run in runs.items()}
+    drivers = _drivers()
+    fuse = ["--fuse", runs["fuse"]] if hostile == "fuse" else []
+    r = _evaluate_cli("--run", runs["run"], *fuse, "--address", ray_cluster.address)
+    said = (r.stdout + r.stderr).strip().splitlines()
+    assert r.returncode == 2 and len(said) == 1, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+    assert said[0].startswith("finegym-ray: error: ") and f"{runs[hostile]}/epoch_0001/state.pt refused" in said[0]
+    # PyTorch's own text advises loading it with weights_only=False: never echoed.
+    assert "weights_only" not in said[0] and "trust" not in said[0], said[0]
+    assert not marker.exists()
+    assert _drivers() == drivers  # no driver joined the cluster: no Ray work at all
+    assert {name: _files(run) for name, run in runs.items()} == before  # nothing written, either run
+
+
+def test_a_read_only_run_is_refused_before_scoring_and_out_takes_the_outputs(ray_cluster, tiny_store, tmp_path,
+                                                                            s3_prefix):
+    from finegym_ray import storage
+
+    data, _ = tiny_store
+    split = load_split_labels(data, "subaction_event", "val")
+    run = write_run(tmp_path / "runs", "tsn", data=data, class_names=split.class_names)
+    before = _files(run)
+    drivers = _drivers()
+    r = _evaluate_cli("--run", run, "--address", ray_cluster.address, read_only=run)
+    said = (r.stdout + r.stderr).strip().splitlines()
+    assert r.returncode == 2 and len(said) == 1, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+    assert said[0].startswith(f"finegym-ray: error: {run}/eval: ") and "--out" in said[0], said[0]
+    assert _drivers() == drivers  # refused before Ray: nothing scored
+    # --out: the outputs go there (here a bucket), the run stays as it was.
+    out = f"{s3_prefix}/eval"
+    r = _evaluate_cli("--run", run, "--out", out, "--address", ray_cluster.address, read_only=run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"-> {out}" in r.stdout
+    metrics = json.loads(storage.read_text(storage.join(out, "metrics.json")))
+    assert metrics["clips"] == len(split.labels) == storage.read_parquet(storage.join(out, "scores.parquet")).num_rows
+    assert storage.exists(storage.join(out, "confusion.png"))
+    assert _files(run) == before
+
+
+def test_evaluate_help_documents_out(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--out DIR" in text and "instead of RUN/eval/" in text and "s3://" in text, text
