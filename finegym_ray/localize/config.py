@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import check_range
+from ..config import check_name, check_range
 
 LEVELS = ("action", "subaction")
 # "classes": the level's classes (action: FineGym's events; sub-action: the sets);
@@ -106,8 +106,7 @@ class LocalizeConfig:
         check_range(problems, "sigma", self.sigma, gt=0)
         check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
         check_range(problems, "max_failures", self.max_failures, ge=-1)
-        if self.name and ("/" in self.name or self.name in (".", "..")):
-            problems.append(f"name must be one plain folder name, got {self.name!r}")
+        check_name(problems, "name", self.name)
         if problems:
             raise ValueError("localize config: " + "; ".join(problems))
 

@@ -74,14 +74,13 @@ def plan(config: PreprocessConfig, manifest) -> list[WorkUnit]:
 
 
 def _check_settings(config: PreprocessConfig, out: str) -> None:
-    """Refuse to add shards made with other settings to an existing output; record ours."""
-    uri = storage.join(out, SETTINGS_FILE)
-    ours = {"hash": config_hash(config), "settings": output_settings(config)}
-    # Create-only: of two jobs starting on a fresh output, one records its settings and
-    # the other finds them.
-    if storage.create_exclusive(uri, json.dumps(ours, indent=1).encode()):
+    """Refuse (ValueError) to add shards made with other settings to an existing output.
+    Writes nothing."""
+    try:
+        theirs = json.loads(storage.read_text(storage.join(out, SETTINGS_FILE)))
+    except FileNotFoundError:
         return
-    theirs = json.loads(storage.read_text(uri))
+    ours = {"hash": config_hash(config), "settings": output_settings(config)}
     if theirs.get("hash") != ours["hash"]:
         # Keys of either side: an output made before a setting was renamed or folded
         # into another (dis_preset into flow) names both.
@@ -90,6 +89,15 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
                          if recorded.get(k) != ours["settings"].get(k))
         raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
                          f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
+
+
+def _record_settings(config: PreprocessConfig, out: str) -> None:
+    """Record ``config``'s settings in ``out`` unless it records them already."""
+    ours = {"hash": config_hash(config), "settings": output_settings(config)}
+    # Create-only; settings found were checked before (_check_settings), but a writer
+    # that broke this job's lease may have recorded its own since.
+    if not storage.create_exclusive(storage.join(out, SETTINGS_FILE), json.dumps(ours, indent=1).encode()):
+        _check_settings(config, out)
 
 
 def settings_hash(out: str) -> str | None:
@@ -187,20 +195,23 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
 
 def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dict[str, str], out: str, prune: bool,
                 say: Callable[[str], None], t_start: float) -> dict[str, Any]:
-    _check_settings(config, out)
-    storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
-    write_manifest(manifest, storage.join(out, "manifest"))
     units = plan(config, manifest)
     planned = {u.unit_id for u in units}
+    # Every refusal before the first write: a refused run leaves the output as it was
+    # (its manifest above all, which training reads).
+    _check_settings(config, out)
+    existing = _existing_units(out)
+    stale = sorted(existing - planned)
+    if stale and not prune:
+        raise ValueError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
+                         f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
+    _record_settings(config, out)
+    storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
+    write_manifest(manifest, storage.join(out, "manifest"))
     removed = storage.remove_abandoned_temp_files(storage.join(out, "clips"), older_than_s=ABANDONED_TEMP_S)
     if removed:
         say(f"removed {len(removed)} temporary file(s) left by a killed writer")
-    existing = _existing_units(out)
-    stale = sorted(existing - planned)
     if stale:
-        if not prune:
-            raise ValueError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
-                             f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
         for unit_id in stale:
             storage.delete(shard_uri(out, unit_id))
             storage.delete(error_uri(out, unit_id))

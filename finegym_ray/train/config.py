@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from ..config import ConfigError, check_range
+from ..config import ConfigError, check_name, check_range
 from ..dataset.labels import TASK_NAMES
 
 # The meaning of the task names. Version 2: ``event`` is the paper's routine-level event
@@ -163,6 +163,7 @@ class TrainConfig:
         check_range(problems, "warmup_epochs", self.warmup_epochs, ge=0)
         check_range(problems, "val_every", self.val_every, ge=0)
         check_range(problems, "max_failures", self.max_failures, ge=-1)
+        check_name(problems, "name", self.name)
         if self.depth not in DEPTHS:
             problems.append(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {self.depth!r}")
         if self.blocks is not None and (not self.blocks or any(b < 1 for b in self.blocks)):

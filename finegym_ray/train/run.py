@@ -171,15 +171,17 @@ def torch_trainer(train_fn: Callable[[dict], None], loop_config: dict, *, name: 
                   gpus_per_worker: float = 1.0):
     """A TorchTrainer of ``workers`` DDP workers running ``train_fn(loop_config)``, its
     Ray Train state at ``runs``/``name`` (local or s3://), GPUs when ``use_gpu`` (None:
-    when the cluster has them). The one place trainers are made: recognition
+    when the cluster has them), and a Ctrl-C that stops the run and raises
+    KeyboardInterrupt (``trainer.py``). The one place trainers are made: recognition
     (:func:`make_trainer`), Tune's trials through it, and localization."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from .trainer import StoppableTorchTrainer
 
     use_gpu = use_gpu if use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     fs, path = storage.pyarrow_filesystem(runs)
-    return TorchTrainer(
+    return StoppableTorchTrainer(
         train_fn,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,

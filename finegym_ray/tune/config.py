@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, check_range, from_dict, load_config, parse_yaml
+from ..config import NAME_MAX_CHARS, ConfigError, check_name, check_range, from_dict, load_config, parse_yaml
 from ..storage import join
 from ..train.config import TrainConfig
 
@@ -77,8 +77,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if "/" in self.name or self.name in (".", ".."):
-            problems.append(f"name must be a plain folder name, got {self.name!r}")
+        # "": the sweep file's stem (load_sweep). Its best run is named NAME_best (results.py).
+        check_name(problems, "name", self.name, max_chars=NAME_MAX_CHARS - len("_best"))
         for key, allowed in (("metric", METRICS), ("mode", ("max", "min")), ("scheduler", ("none", "asha"))):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

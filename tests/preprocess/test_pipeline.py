@@ -177,6 +177,36 @@ def test_other_settings_or_a_changed_plan_are_refused(reference, tiny_gym, tmp_p
                        copy, say=quiet)
 
 
+def _contents(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def test_a_refused_rerun_changes_nothing_in_out(reference, ray_cluster, tiny_gym, tmp_path):
+    """A rerun whose plan lacks units the output has (other annotations) is refused,
+    asking for --prune, and leaves every file as it was: the manifest too, which training
+    would otherwise read. With --prune it deletes those units' shards and cuts nothing."""
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    annotations = tmp_path / "annotations"
+    shutil.copytree(tiny_gym / "annotations", annotations)
+    info = annotations / "finegym_annotation_info_v1.1.json"
+    videos = json.loads(info.read_text())
+    dropped = sorted(videos)[0]
+    info.write_text(json.dumps({v: events for v, events in videos.items() if v != dropped}))
+    before = _contents(out)
+    r = subprocess.run(_cli(ray_cluster, annotations, tiny_gym / "videos", out), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "--prune" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert _contents(out) == before
+
+    summary = run_preprocess(CONFIG, str(annotations), str(tiny_gym / "videos"), str(out), prune=True, say=quiet)
+    assert summary["units"]["done"] == 0 and summary["units"]["skipped"] == len(shards(str(out)))
+    assert not any(name.startswith(f"{dropped}-") for name in shards(str(out)))
+    manifest = pq.read_table(out / "manifest" / "subactions.parquet", columns=["video_id"])
+    assert set(manifest.column("video_id").to_pylist()) == set(videos) - {dropped}
+
+
 def _cli(cluster, annotations, videos, out, *extra) -> list[str]:
     return [sys.executable, "-m", "finegym_ray.cli", "preprocess", "--annotations", str(annotations),
             "--videos", str(videos), "--out", str(out), "--address", cluster.address,

@@ -74,3 +74,39 @@ def test_bad_settings_name_the_field():
         TrainConfig(task="gym100")
     with pytest.raises(ValueError, match="frames_per_segment must be 1"):
         TrainConfig(model="i3d", frames_per_segment=5)
+
+
+# Names that would leave the runs (or sweeps) folder, or that a shell or file system
+# reads as something else, and names as people write them.
+BAD_NAMES = ["../../x", "a/b", "..", ".", "/abs", "a\\b", "a..b", ".hidden", "-x", "a b", "a\x00b", "x" * 101]
+GOOD_NAMES = ["tsm_rgb_gym99", "run-2.v1", "0", "x" * 95]
+
+
+def _named(kind: str, name: str):
+    from finegym_ray.localize.config import LocalizeConfig
+    from finegym_ray.tune.config import SweepConfig
+
+    return {"run": lambda: TrainConfig(name=name), "sweep": lambda: SweepConfig(name=name),
+            "localize": lambda: LocalizeConfig(features="f", name=name)}[kind]()
+
+
+@pytest.mark.parametrize("kind", ["run", "sweep", "localize"])
+def test_run_sweep_and_localization_names_follow_one_grammar(kind):
+    import re
+
+    for name in BAD_NAMES:
+        with pytest.raises(ValueError, match=f"name must be one plain folder name .*got {re.escape(repr(name))}"):
+            _named(kind, name)
+    for name in GOOD_NAMES:
+        assert _named(kind, name).name == name
+    # A recorded config (a run's config.yaml, read by evaluate) goes through the same check.
+    with pytest.raises(ValueError, match="name must be one plain folder name"):
+        load_config(TrainConfig, overrides=["name=../../x"])
+
+
+def test_a_sweep_name_leaves_room_for_its_best_run():
+    from finegym_ray.tune.config import SweepConfig
+
+    assert TrainConfig(name=f"{SweepConfig(name='x' * 95).name}_best").name == "x" * 95 + "_best"
+    with pytest.raises(ValueError, match="1 to 95 characters"):
+        SweepConfig(name="x" * 96)

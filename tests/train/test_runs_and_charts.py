@@ -52,8 +52,10 @@ def _run(root: str, name: str, *, epochs_planned: int, epochs_done: int, model: 
     """A run folder as training leaves it: config.yaml and real checkpoints (tiny state)."""
     from finegym_ray.config import to_yaml
 
-    config = TrainConfig(runs=root, name=name, model=model, task="set", epochs=epochs_planned)
     run = storage.join(root, name)
+    # A sweep's trial (name "sweep/trials/t0") records its folder's parent as its runs.
+    config = TrainConfig(runs=run.rsplit("/", 1)[0], name=run.rsplit("/", 1)[1], model=model, task="set",
+                         epochs=epochs_planned)
     storage.write_text(storage.join(run, "config.yaml"), to_yaml(config))
     history = _history(epochs_done)
     for e in range(epochs_done):
