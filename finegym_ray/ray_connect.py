@@ -16,6 +16,14 @@ IDLE_WORKER_MS = 60_000
 # Set by Ray's job manager in a submitted job's driver: the job's runtime env.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
+# Ray Train's placement group cleaner (the actor that frees the CPUs of a trial that
+# Tune stops) asks the State API, which finds its cluster by RAY_ADDRESS or else by
+# looking for Ray processes on the host: beside another Ray (a notebook's ray.init())
+# that fails with "Found multiple active Ray instances", the stopped trial keeps its CPUs
+# and the next trial waits forever. So every worker of a job sets RAY_ADDRESS to the
+# cluster it belongs to before it runs anything; a Ray that init_ray starts has no
+# address until it runs, so workers take it from their own connection.
+WORKER_SETUP_HOOK = "finegym_ray.ray_connect.set_ray_address_to_own_cluster"
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
@@ -27,7 +35,9 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     Every task and actor of the job (Ray Data stages, Ray Train's controller and workers)
     gets this process's S3 endpoint and region (``storage.worker_env``) in its
     environment, so that all of them reach the bucket the driver reaches, whatever the
-    nodes were started with. A ``runtime_env`` passed in keeps its own values."""
+    nodes were started with, and ``RAY_ADDRESS`` naming its own cluster, whatever other
+    Rays run on its host (``WORKER_SETUP_HOOK``). A ``runtime_env`` passed in keeps its
+    own values."""
     import ray
 
     from . import ray_output
@@ -42,7 +52,8 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                              f"starting a new local Ray\n")
             address = "local"
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
-    env = {**worker_env(), **_cluster_address_env(address), **(runtime_env.get("env_vars") or {})}
+    runtime_env.setdefault("worker_process_setup_hook", WORKER_SETUP_HOOK)
+    env = {**worker_env(), **(runtime_env.get("env_vars") or {})}
     job_env = _submitted_job_env_vars()
     # Ray refuses a driver env var that the submitted job's runtime env also sets, even
     # to the same value: leave those out. One set differently (``--s3-endpoint`` given
@@ -72,25 +83,12 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ[OVERRIDE_JOB_ENV] = saved
 
 
-def _cluster_address_env(address: str | None) -> dict[str, str]:
-    """``RAY_ADDRESS`` of the running cluster ``address`` names (None or "auto": the one
-    ray.init would join), {} when a new local Ray is about to start.
+def set_ray_address_to_own_cluster() -> None:
+    """Ray's worker setup hook (``WORKER_SETUP_HOOK``): ``RAY_ADDRESS`` in this worker
+    process's environment = the GCS address (host:port) of the cluster it is part of."""
+    import ray
 
-    Ray Train's placement group cleaner, which frees the CPUs of a trial that Tune
-    stops, finds its cluster through the State API's auto-detection, and on a host with
-    several Rays that picks the newest one: the cleaner fails, the stopped trial keeps
-    its CPUs and the next trial waits forever. With the address in every worker's
-    environment it asks its own cluster. (A new local Ray is the newest when it starts,
-    so only a Ray started on the same host after it can still mislead the cleaner.)"""
-    if address == "local":
-        return {}
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        found = canonicalize_bootstrap_address(address)
-    except (ConnectionError, ValueError):
-        return {}  # ray.init reports it
-    return {"RAY_ADDRESS": found} if found else {}
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def _dead_recorded_cluster() -> str | None:

@@ -1,12 +1,13 @@
 """Submit a stage as a Ray job (Ray's JobSubmissionClient), optionally following it.
 
-The job runs ``python jobs/<stage>.py ARGS`` with this checkout as its working
-directory, so the cluster runs the code you have. Ray uploads it minus what the
-checkout's ``.rayignore`` lists (credentials, environments, outputs, weights, videos,
-Parquet: the one list, also cluster/aws.yaml's ``rsync_exclude``); without that file
-nothing is uploaded. Where this is an installed package rather than a
-checkout, it runs ``finegym-ray <stage> ARGS`` and the cluster's image must hold the
-package.
+The job runs ``python jobs/<stage>.py ARGS`` in a working directory that holds only
+what a job needs of this checkout (``UPLOAD``: the package's Python files, the job entry
+points, the configs, pyproject.toml), so the cluster runs the code you have. Nothing
+else is uploaded: not keys and tokens of any tool, outputs, weights or data, whatever
+their names; within those folders ``.rayignore``'s patterns are kept back too (a
+checkout without that file is not uploaded). Where this is an installed package rather
+than a checkout, it runs ``finegym-ray <stage> ARGS`` and the cluster's image must hold
+the package.
 
 Only non-secret settings go into the job's environment (the S3 endpoint and region):
 a runtime env is shown in Ray's dashboard and logs, so credentials must reach the
@@ -16,16 +17,24 @@ workers from their own environment (instance profile, IRSA, a Kubernetes secret)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fnmatch
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
-# The one list of what never leaves this machine; Ray reads it from the working dir.
+# What a job reads of the checkout, by top-level entry: a file, or a folder and the
+# names of its files (at any depth) that are uploaded. Everything else stays here.
+UPLOAD = {"pyproject.toml": None, "finegym_ray": "*.py", "jobs": "*.py", "configs": "*.yaml"}
+# The one list of what never leaves this machine (also cluster/aws.yaml's rsync_exclude
+# and Ray's own `ray job submit --working-dir .`): kept back inside UPLOAD's folders too.
 UPLOAD_IGNORE = ".rayignore"
 
 
@@ -63,18 +72,28 @@ def config_as_overrides(path: str) -> list[str]:
 
 
 def sweep_file_args(path: str) -> list[str]:
-    """``--config`` for a sweep file inside the uploaded checkout, as the job sees it
+    """``--config`` for a sweep file among the uploaded configs, as the job sees it
     (relative to the checkout). A sweep names its base config by a path relative to its
     own folder and takes its name from its file: flattened into overrides it would lose
     both, so a sweep file elsewhere is refused."""
     root = project_root()
-    resolved = Path(path).resolve()
     if root is None:
         raise ValueError("submit tune needs a checkout (this is an installed package): run it from the project")
-    if not resolved.is_relative_to(root):
-        raise ValueError(f"{path}: a sweep file must be inside the checkout the job uploads ({root}); "
-                         f"copy it under configs/sweeps/")
-    return ["--config", str(resolved.relative_to(root))]
+    uploaded = _uploaded_path(path)
+    if uploaded is None:
+        raise ValueError(f"{path}: a sweep file must be inside the checkout's configs, which the job uploads "
+                         f"({root / 'configs'}, *.yaml); copy it under configs/sweeps/")
+    return ["--config", uploaded]
+
+
+def _uploaded_path(path: str) -> str | None:
+    """``path`` relative to the checkout where the job's upload holds that file, else None."""
+    root = project_root()
+    resolved = Path(path).resolve()
+    if root is None or not resolved.is_relative_to(root):
+        return None
+    relative = str(resolved.relative_to(root))
+    return relative if relative in upload_files(root) else None
 
 
 # Stage options and --set keys (the last part of a dotted key: train.data) that name
@@ -139,32 +158,66 @@ def _absolute(value: str, what: str, notes: list[str]) -> str:
 
 def _config_in_checkout(path: str) -> str:
     """A stage's --config as the job sees it: relative to the uploaded checkout."""
+    uploaded = _uploaded_path(path)
+    if uploaded is not None:
+        return uploaded
     root = project_root()
-    resolved = Path(path).resolve()
-    if root is not None and resolved.is_relative_to(root):
-        return str(resolved.relative_to(root))
     raise ValueError(f"--config {path}: the job reads its config from its uploaded working directory "
-                     f"({root or 'the installed package'}), which does not hold this file; use submit's own "
-                     f"--config (sent as --set overrides) or copy the file into the checkout")
+                     f"({root or 'the installed package'}: of its files only configs/**/*.yaml), which does not hold "
+                     f"this file; use submit's own --config (sent as --set overrides) or copy the file under configs/")
 
 
-def job_spec(stage: str, args: list[str]) -> dict[str, Any]:
-    """Entry point and runtime env for ``stage`` with its command-line ``args``."""
+def upload_files(root: Path) -> list[str]:
+    """The files of the checkout ``root`` that a job gets, relative to it (sorted): those
+    ``UPLOAD`` names, less hidden files, symbolic links and what ``.rayignore`` lists."""
+    if not (root / UPLOAD_IGNORE).is_file():
+        # The list keeps back what slipped into the uploaded folders (a secrets.yaml in configs/).
+        raise ValueError(f"{root / UPLOAD_IGNORE} is missing: refusing to upload {root} without it")
+    lines = (root / UPLOAD_IGNORE).read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    files = []
+    for top, names in UPLOAD.items():
+        if names is None:
+            files += [top] if (root / top).is_file() and not (root / top).is_symlink() else []
+            continue
+        for folder, dirs, found in os.walk(root / top):  # symbolic links to folders are not followed
+            dirs[:] = [d for d in dirs if not _kept_back(d, True, ignored)]
+            files += [os.path.relpath(os.path.join(folder, f), root) for f in found
+                      if fnmatch.fnmatchcase(f, names) and not _kept_back(f, False, ignored)
+                      and not os.path.islink(os.path.join(folder, f))]
+    return sorted(files)
+
+
+def _kept_back(name: str, is_dir: bool, patterns: list[str]) -> bool:
+    """Whether a file or folder called ``name`` stays here: a hidden one (``.envrc``,
+    ``.vault-token``: never code or config), or one matching a ``.rayignore`` pattern
+    (names and globs matched at any depth, a trailing / for folders only: the only forms
+    that file uses, tests/cluster/test_configs.py)."""
+    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p.rstrip("/")) for p in patterns
+                                       if is_dir or not p.endswith("/"))
+
+
+@contextlib.contextmanager
+def job_spec(stage: str, args: list[str]) -> Iterator[dict[str, Any]]:
+    """Entry point and runtime env for ``stage`` with its command-line ``args``. From a
+    checkout the job's working directory is a copy of ``upload_files``, which lasts
+    until the block ends: submit inside it."""
     root = project_root()
     from .storage import worker_env
 
     env = worker_env()
     runtime_env: dict[str, Any] = {"env_vars": env} if env else {}
     quoted = " ".join(shlex.quote(a) for a in args)
-    if root is not None:
-        if not (root / UPLOAD_IGNORE).is_file():
-            # Without the list Ray would upload everything here: keys, outputs, weights.
-            raise ValueError(f"{root / UPLOAD_IGNORE} is missing: refusing to upload {root} without it")
-        runtime_env["working_dir"] = str(root)
-        entrypoint = f"python jobs/{stage}.py {quoted}".strip()
-    else:
-        entrypoint = f"finegym-ray {stage} {quoted}".strip()
-    return {"entrypoint": entrypoint, "runtime_env": runtime_env}
+    if root is None:
+        yield {"entrypoint": f"finegym-ray {stage} {quoted}".strip(), "runtime_env": runtime_env}
+        return
+    files = upload_files(root)
+    with tempfile.TemporaryDirectory(prefix="finegym_upload_") as staged:
+        for rel in files:
+            (Path(staged) / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / rel, Path(staged) / rel)
+        runtime_env["working_dir"] = staged
+        yield {"entrypoint": f"python jobs/{stage}.py {quoted}".strip(), "runtime_env": runtime_env}
 
 
 def auth_headers(token_file: str | None) -> dict[str, str]:
@@ -206,19 +259,19 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
     from .ray_output import quiet_client
 
     quiet_client()  # Ray's packaging and upload lines: to a log file unless --verbose
-    spec = job_spec(stage, args)
     headers = auth_headers(token_file)
     address, chosen_by = jobs_address(address)
-    try:
-        client = JobSubmissionClient(address, headers=headers or None)
-        job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
-                                   submission_id=submission_id)
-    except AuthenticationError as e:
-        # Ray's message explains its lookup at length; one line says what to do here.
-        sent = "the token of --token-file" if headers else "no token (or Ray's default lookup's)"
-        refused = "rejected" if "403" in str(e) or "nvalid" in str(e) else "needs a token"
-        raise PermissionError(f"the Ray cluster at {address} {refused}; sent {sent}. Pass the cluster's token with "
-                              "--token-file PATH (see cluster/README.md)") from None
+    with job_spec(stage, args) as spec:  # Ray uploads the working directory in submit_job
+        try:
+            client = JobSubmissionClient(address, headers=headers or None)
+            job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
+                                       submission_id=submission_id)
+        except AuthenticationError as e:
+            # Ray's message explains its lookup at length; one line says what to do here.
+            sent = "the token of --token-file" if headers else "no token (or Ray's default lookup's)"
+            refused = "rejected" if "403" in str(e) or "nvalid" in str(e) else "needs a token"
+            raise PermissionError(f"the Ray cluster at {address} {refused}; sent {sent}. Pass the cluster's token "
+                                  "with --token-file PATH (see cluster/README.md)") from None
     used = client.get_address()  # a cluster address (host:6379, ray://) becomes the Jobs API URL it serves
     print(f"submitted {job_id}: {spec['entrypoint']}", flush=True)
     if chosen_by:

@@ -180,7 +180,7 @@ def ray_cluster(s3_server):
                                                             "dashboard_port": dashboard_port,
                                                             "dashboard_agent_listen_port": agent_port})
     # The address in the workers' environment too, as init_ray does (see
-    # ray_connect._cluster_address_env): other Rays may run on this host.
+    # ray_connect.WORKER_SETUP_HOOK): other Rays may run on this host.
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}})
     try:

@@ -10,6 +10,7 @@ import tempfile
 import pytest
 
 from finegym_ray.ray_connect import IDLE_WORKER_ENV, IDLE_WORKER_MS
+from tests.rays import notebook_ray, run_driver
 
 CODE = """
 import os, ray
@@ -108,3 +109,27 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == ray_cluster.address
+
+
+STARTED_CODE = """
+import ray
+from finegym_ray.ray_connect import init_ray
+init_ray(None, num_cpus=1, log_to_driver=False)
+
+@ray.remote
+def nodes_seen_by_the_state_api():
+    from ray.util.state import list_nodes  # as Ray Train's placement group cleaner asks
+    return [n.node_id for n in list_nodes()]
+
+print(ray.get(nodes_seen_by_the_state_api.remote()) == [ray.get_runtime_context().get_node_id()])
+"""
+
+
+def test_workers_of_a_ray_it_starts_find_that_ray_with_a_notebooks_ray_on_the_host():
+    """A Ray that init_ray starts (nothing recorded to join) beside another user's Ray:
+    its workers' State API, through which Ray Train frees a stopped trial's CPUs, asks
+    that Ray, not "Found multiple active Ray instances"."""
+    with notebook_ray():
+        r = run_driver([sys.executable, "-c", STARTED_CODE], timeout_s=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "True"

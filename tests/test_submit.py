@@ -13,8 +13,11 @@ from finegym_ray import submit
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CODE = ["pyproject.toml", "README.md", "finegym_ray/__init__.py", "finegym_ray/train/run.py", "jobs/preprocess.py",
-        "configs/tsm_rgb_gym99.yaml", "cluster/aws.yaml"]
+# What a job needs of the checkout: the package, the job entry points, the configs.
+CODE = ["pyproject.toml", "finegym_ray/__init__.py", "finegym_ray/train/run.py", "jobs/preprocess.py",
+        "configs/tsm_rgb_gym99.yaml", "configs/sweeps/tsm_rgb_gym99.yaml"]
+# The rest of a checkout, harmless but not needed by a job.
+OTHER = ["README.md", "cluster/aws.yaml", "benchmarks/decode.py", "tests/test_cli.py", "notes.txt"]
 SENSITIVE = [
     ".env", ".env.local", "configs/.env", "key.pem", "cluster/deploy.key", "tls/server.p12", "ray.token",
     "id_rsa", "id_ed25519.pub", "credentials", ".aws/credentials", ".aws/config", ".ssh/id_ed25519",
@@ -23,6 +26,15 @@ SENSITIVE = [
     "finegym_runs/tsm_rgb_event/epoch_0000/state.pt", "finegym_demo/store/clips/u.parquet", "runs/a/meta.json",
     "store/manifest/events.parquet", "ray_results/trial/result.json", "model.pt", "weights/resnet.pth",
     "finegym_ray/models/best.ckpt", "w.safetensors", "videos/abc.mp4", "abc.mkv", "clips.parquet", "backup.tar.gz",
+    # Credentials of other tools, also where code and configs live.
+    ".envrc", "jobs/.envrc", ".s3cfg", ".boto", ".pgpass", ".vault-token", "kubeconfig", "cluster/kubeconfig",
+    "service-account.json", "configs/gcp-sa-key.json", "secrets.yaml", "configs/secrets.yaml",
+    "finegym_ray/secrets.yaml", "terraform.tfstate", "cluster/terraform.tfstate.backup",
+    # Weights, also inside the package.
+    "pytorch_model.bin", "weights/resnet50.h5", "finegym_ray/models/tsm.safetensors", "finegym_ray/models/r.bin",
+    # The project's own outputs: features, sweeps (a Tuner pickle among them), studies.
+    "finegym_features/tsm/features.npy", "finegym_features/tsm/manifest.json", "finegym_sweeps/lr/tuner.pkl",
+    "finegym_sweeps/lr/experiment_state-2026-12-01.json", "finegym_studies/frames/results/results.csv",
 ]
 
 
@@ -33,9 +45,12 @@ def _checkout(tmp: Path) -> Path:
         if (ROOT / name).exists():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, root / name)
-    for rel in [*CODE, *SENSITIVE]:
+    for rel in [*CODE, *OTHER, *SENSITIVE]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x\n")
+    # Links out of the uploaded folders, named like code and configs.
+    (root / "finegym_ray" / "keys.py").symlink_to(root / ".aws" / "credentials")
+    (root / "configs" / "deploy").symlink_to(root / "cluster", target_is_directory=True)
     return root
 
 
@@ -45,7 +60,6 @@ def _uploaded(root: Path, tmp: Path, *, include_gitignore: bool) -> set[str]:
     from ray._private.runtime_env.packaging import create_package
     from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
 
-    spec = submit.job_spec("preprocess", ["--out", "s3://b/x"])
     packages: list[Path] = []
 
     def build(working_dir: str, excludes: list[str], is_file: bool = False) -> None:
@@ -53,7 +67,9 @@ def _uploaded(root: Path, tmp: Path, *, include_gitignore: bool) -> set[str]:
         packages.append(tmp / f"package{len(packages)}.zip")
         create_package(working_dir, packages[-1], include_gitignore=include_gitignore, excludes=excludes)
 
-    upload_working_dir_if_needed(dict(spec["runtime_env"]), include_gitignore=include_gitignore, upload_fn=build)
+    with submit.job_spec("preprocess", ["--out", "s3://b/x"]) as spec:
+        upload_working_dir_if_needed(dict(spec["runtime_env"]), include_gitignore=include_gitignore,
+                                     upload_fn=build)
     (package,) = packages
     with zipfile.ZipFile(package) as z:
         return {n for n in z.namelist() if not n.endswith("/")}
@@ -70,8 +86,7 @@ def test_submit_uploads_the_code_and_none_of_the_secrets_outputs_or_weights(tmp_
     uploaded = _uploaded(root, tmp_path, include_gitignore=include_gitignore)
     leaked = sorted(set(SENSITIVE) & uploaded)
     assert not leaked, f"submit would upload {leaked}"
-    assert set(CODE) <= uploaded, sorted(set(CODE) - uploaded)
-    assert uploaded <= set(CODE) | {".rayignore", ".gitignore"}, sorted(uploaded - set(CODE))
+    assert uploaded == set(CODE), (sorted(set(CODE) - uploaded), sorted(uploaded - set(CODE)))
 
 
 def test_the_job_env_names_no_credential(monkeypatch):
@@ -80,8 +95,8 @@ def test_the_job_env_names_no_credential(monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-value-0123456789")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-value-0123456789")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    spec = submit.job_spec("preprocess", [])
-    text = repr(spec)
+    with submit.job_spec("preprocess", []) as spec:
+        text = repr(spec)
     for secret in ("AKIAEXAMPLE", "secret-value", "session-value", "ray-token-value"):
         assert secret not in text
     assert spec["runtime_env"]["env_vars"]["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
@@ -92,7 +107,8 @@ def test_a_checkout_without_the_list_is_not_uploaded(tmp_path, monkeypatch):
     (root / ".rayignore").unlink()
     monkeypatch.setattr(submit, "project_root", lambda: root)
     with pytest.raises(ValueError, match=r"\.rayignore is missing"):
-        submit.job_spec("preprocess", [])
+        with submit.job_spec("preprocess", []):
+            pass
 
 
 def test_a_sweep_file_goes_by_its_path_in_the_checkout(tmp_path):
@@ -104,3 +120,18 @@ def test_a_sweep_file_goes_by_its_path_in_the_checkout(tmp_path):
     outside.write_text("space: {}\n")
     with pytest.raises(ValueError, match="must be inside the checkout"):
         submit.sweep_file_args(str(outside))
+
+
+def test_a_config_in_the_checkout_that_the_upload_leaves_out_is_refused(tmp_path, monkeypatch):
+    # The job reads its --config (a sweep file too) from its upload, which holds only the
+    # checkout's configs: a file elsewhere, or one .rayignore keeps back, is not there.
+    root = _checkout(tmp_path)
+    monkeypatch.setattr(submit, "project_root", lambda: root)
+    (root / "my_sweep.yaml").write_text("space: {}\n")
+    for path in (root / "my_sweep.yaml", root / "configs" / "secrets.yaml"):
+        with pytest.raises(ValueError, match="uploaded working directory .* configs"):
+            submit.job_paths(["--config", str(path)])
+        with pytest.raises(ValueError, match="must be inside the checkout's configs"):
+            submit.sweep_file_args(str(path))
+    assert submit.job_paths(["--config", str(root / "configs" / "tsm_rgb_gym99.yaml")])[0] == \
+        ["--config", "configs/tsm_rgb_gym99.yaml"]

@@ -246,10 +246,10 @@ def test_evaluate_as_a_job_with_relative_paths_the_best_checkpoint_and_a_data_ov
     assert args[1] == old and args[5] == str(link)
     # submit's own job (this checkout uploaded as its working directory), started with
     # this interpreter: the session's cluster has no `python` with the package on PATH.
-    spec = job_spec("evaluate", args)
     client = JobSubmissionClient(f"http://{ray_cluster.head_node.webui_url}")
-    job = client.submit_job(entrypoint=spec["entrypoint"].replace("python ", f"{sys.executable} ", 1),
-                            runtime_env=spec["runtime_env"])
+    with job_spec("evaluate", args) as spec:
+        job = client.submit_job(entrypoint=spec["entrypoint"].replace("python ", f"{sys.executable} ", 1),
+                                runtime_env=spec["runtime_env"])
     status = None
     for _ in range(600):
         status = client.get_job_status(job)
