@@ -95,6 +95,16 @@ def parse_yaml(text: str) -> Any:
         raise yaml.constructor.ConstructorError(None, None, f"cannot read {text!r}: {e}") from None
 
 
+def parse_recorded_yaml(text: str, where: str) -> Any:
+    """``text``, a YAML file read back from disk or a bucket (``where`` names it: a run's
+    config.yaml, demo.yaml), parsed within :func:`parse_yaml`'s bounds; a ConfigError
+    naming ``where`` when it does not parse or exceeds them."""
+    try:
+        return parse_yaml(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{where}: not a YAML file this project wrote: {' '.join(str(e).split())[:300]}") from None
+
+
 def check_range(problems: list[str], name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
                 lt: float | None = None, le: float | None = None, optional: bool = False) -> None:
     """Append a message to ``problems`` unless ``value`` is a finite number within the

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import storage
-from ..config import to_yaml
+from ..config import MAX_YAML_BYTES, parse_recorded_yaml, to_yaml
 from ..dataset.labels import task_kind
 from ..lease import writer_lease
 from . import checkpoint as checkpoints
@@ -88,11 +88,9 @@ def refuse_renamed_task(config: TrainConfig) -> None:
     ``subaction_event``, asked to resume as ``event``): its checkpoints hold another
     task's model, trained on other clips. Checked before the labels, whose own refusals
     (no event clips in the store) would not name the cause."""
-    import yaml
-
     uri = storage.join(run_uri(config), "config.yaml")
     try:
-        raw = yaml.safe_load(storage.read_text(uri))
+        raw = parse_recorded_yaml(storage.read_text(uri, max_bytes=MAX_YAML_BYTES), uri)
     except FileNotFoundError:
         return
     if not isinstance(raw, dict):
@@ -117,6 +115,9 @@ def train_run(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, 
     data_hash = settings_hash(config.data)
     resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
     if resumed:
+        # Unpickled here once, so that a state that would run code is refused in one line
+        # before any worker starts (the workers load it again, as safely).
+        resumed.load_state()
         _check_same_config(uri, config)
         _check_same_data(resumed, config.data, data_hash)
         if resumed.epoch + 1 >= config.epochs:
@@ -209,10 +210,8 @@ def _train_fn(args: dict) -> None:
 
 def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
-    import yaml
-
-    saved, _ = recorded_config(yaml.safe_load(storage.read_text(storage.join(uri, "config.yaml"))),
-                               f"{uri}/config.yaml")
+    where = storage.join(uri, "config.yaml")
+    saved, _ = recorded_config(parse_recorded_yaml(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where), where)
     # A run recorded with relative paths (before they were recorded absolute) compares
     # as the absolute paths they meant, as this config's are.
     saved, _ = recorded_paths(saved, uri)
@@ -241,12 +240,10 @@ def checkpoint_config(checkpoint: checkpoints.Checkpoint, *, say: Callable[[str]
     ``subaction_event``, the task it trained; ``say`` hears of it) and with absolute
     paths (``recorded_paths``: relative ones of an older run resolved against the folder
     it was trained in; ``say`` hears how)."""
-    import yaml
-
     from ..config import from_dict
 
     where = f"{checkpoint.uri}/config.yaml"
-    data, renamed = recorded_config(yaml.safe_load(checkpoint.config_yaml), where)
+    data, renamed = recorded_config(parse_recorded_yaml(checkpoint.config_yaml, where), where)
     data, relative = recorded_paths(data, checkpoints.run_of(checkpoint.uri))
     for note in (renamed, relative):
         if note and say is not None:

@@ -284,3 +284,44 @@ def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert largest_gap(first, again) < 1e-6
     assert largest_gap(first, other) > 1e-3
+
+
+def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ray_cluster, tiny_store, tmp_path):
+    from finegym_ray.config import to_yaml
+    from finegym_ray.preprocess.pipeline import settings_hash
+    from finegym_ray.train.config import with_absolute_paths
+    from tests.train.test_evaluate import _make_hostile
+
+    data, _ = tiny_store
+    runs = tmp_path / "runs"
+    # A run with one checkpoint of the settings below, made to run code on unpickling,
+    # its manifest vouching for it: the same command would resume it.
+    config = with_absolute_paths(tiny_config(data, str(runs), epochs=2, name="tsm"))
+    run = str(runs / "tsm")
+    storage.write_text(storage.join(run, "config.yaml"), to_yaml(config))
+    ckpt.write(run, 0, state={"model": {}}, config_yaml=to_yaml(config),
+               meta={"data_hash": settings_hash(data), "history": [{"epoch": 0}]})
+    marker = tmp_path / "marker"
+    _make_hostile(run, marker)
+    r = subprocess.run(_train_cli(ray_cluster, data, str(runs), "--set", "epochs=2", "--name", "tsm"),
+                       capture_output=True, text=True, timeout=300)
+    errors = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(errors) == 1, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+    assert errors[0].startswith("finegym-ray: error: ") and f"{run}/epoch_0001/state.pt refused" in errors[0]
+    assert "weights_only" not in r.stdout + r.stderr and not marker.exists()
+    assert "epoch 1/2" not in r.stdout  # refused before a worker trained
+
+
+def test_a_run_config_that_is_an_alias_bomb_is_one_error_naming_it(tmp_path):
+    from finegym_ray.config import ConfigError
+    from finegym_ray.train.run import refuse_renamed_task
+    from tests.test_config import alias_bomb
+
+    config = tiny_config(str(tmp_path / "data"), str(tmp_path / "runs"), name="bomb")
+    where = tmp_path / "runs" / "bomb" / "config.yaml"
+    where.parent.mkdir(parents=True)
+    where.write_text(alias_bomb())
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=f"{where}: .*alias"):
+        refuse_renamed_task(config)
+    assert time.monotonic() - started < 5
