@@ -14,7 +14,10 @@ to, so the sweep's driver hands Tune a filesystem (:class:`SignedTuneState`) tha
   memory, never from the folder: Ray reads exactly what was verified, however the folder
   changes meanwhile, and a state file that was never signed does not exist for it;
 - hides every trial's ``error.pkl`` (a pickled exception that Tune reads back for an
-  errored trial): Tune then takes the error's text from ``error.txt``.
+  errored trial): Tune then takes the error's text from ``error.txt``;
+- hides the sweep's ``lease.json`` and drops Tune's writes of it: on restore Tune copies
+  every top-level ``*.json`` of its folder into its staging folder and uploads that copy
+  at each save, which would put a dead driver's lease over the live one.
 
 Before a sweep starts or resumes, :meth:`SignedTuneState.open` checks the folder: each
 state file there must be a version this key signed, or the sweep is refused (one line,
@@ -40,6 +43,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .. import storage
+from ..lease import LEASE_FILE
 
 KEY_ENV = "FINEGYM_RAY_STATE_KEY"
 MIN_KEY_CHARS = 32
@@ -255,10 +259,14 @@ class SignedTuneState(_Passthrough):
         return None
 
     def _hidden(self, path: str) -> bool:
-        """Whether Tune must not see ``path``: a state file that was never signed, or a
-        trial's pickled error."""
+        """Whether Tune must not see ``path``: a state file that was never signed, a
+        trial's pickled error, or the sweep's lease."""
         name = self._state_name(path)
-        return (name is not None and name not in self._files) or posixpath.basename(path) == ERROR_PICKLE
+        return ((name is not None and name not in self._files) or posixpath.basename(path) == ERROR_PICKLE
+                or self._is_lease(path))
+
+    def _is_lease(self, path: str) -> bool:
+        return posixpath.normpath(path) == posixpath.join(self.path, LEASE_FILE)
 
     # ------------------------------------------------------------------ Tune's reads
 
@@ -301,6 +309,8 @@ class SignedTuneState(_Passthrough):
     # ------------------------------------------------------------------ Tune's writes
 
     def open_output_stream(self, path: str, metadata: dict | None) -> pa.NativeFile:
+        if self._is_lease(path):
+            return pa.PythonFile(_OnClose(lambda data: None), mode="w")
         name = self._state_name(path)
         if name is None:
             return self.fs.open_output_stream(path, metadata=metadata)

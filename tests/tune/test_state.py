@@ -122,3 +122,17 @@ def test_a_folder_without_a_snapshot_but_with_tune_state_is_refused(tmp_path):
     (tmp_path / "sweep" / "lease.json").write_bytes(b"{}")  # not Tune's state: never read by Tune as a pickle
     with pytest.raises(ValueError, match="tuner.pkl is Tune state that this machine's key .* never signed"):
         SignedTuneState.open(str(tmp_path / "sweep"), sweep="sweep")
+
+
+def test_tune_neither_sees_nor_overwrites_the_sweeps_lease(tmp_path):
+    # Tune copies every top-level *.json of its folder into its staging folder on restore
+    # and uploads that copy at each save: an old lease.json over the live one.
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "lease.json").write_text('{"pid": 1, "what": "the live sweep"}')
+    state = SignedTuneState.open(str(folder), sweep="sweep")
+    listed = [os.path.basename(i.path) for i in state.filesystem.get_file_info(pafs.FileSelector(state.path))]
+    assert "lease.json" not in listed
+    assert state.filesystem.get_file_info(f"{state.path}/lease.json").type == pafs.FileType.NotFound
+    _write(state, "lease.json", b'{"pid": 2, "what": "a stale copy"}')
+    assert (folder / "lease.json").read_text() == '{"pid": 1, "what": "the live sweep"}'
