@@ -52,6 +52,7 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 
 __all__ = [
+    "ForeignParquetError",
     "Location",
     "StorageError",
     "StorageOptions",
@@ -72,6 +73,7 @@ __all__ = [
     "read_bytes",
     "read_parquet",
     "read_text",
+    "refuse_extension_columns",
     "remove_abandoned_temp_files",
     "s3_client",
     "upload_file",
@@ -892,18 +894,66 @@ def write_parquet(
     write_bytes(uri, sink.getvalue().to_pybytes(), options=options)
 
 
+class ForeignParquetError(pa.ArrowInvalid):
+    """A Parquet file with a column of an Arrow extension type. This project writes
+    none, and some run code when read: the values of Ray's
+    ``ray.data.arrow_pickled_object`` are pickles, unpickled on conversion in any
+    process that has imported ``ray.data``. An ``ArrowInvalid``, so that callers treat
+    it as any other file that is not one of ours (a resumed stage writes it again)."""
+
+
+def _extension_in(dtype: pa.DataType) -> pa.BaseExtensionType | None:
+    """The first extension type in ``dtype`` or nested in it (lists, structs, maps,
+    dictionaries, run-end encoding), else None."""
+    if isinstance(dtype, pa.BaseExtensionType):
+        return dtype
+    if pa.types.is_dictionary(dtype):  # its value type is no child field
+        return _extension_in(dtype.value_type)
+    for i in range(dtype.num_fields):
+        found = _extension_in(dtype.field(i).type)
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_extension_columns(schema: pa.Schema, uri: str | os.PathLike[str]) -> None:
+    """Raise ForeignParquetError naming ``uri`` when ``schema`` (of the Parquet file or
+    folder at ``uri``) has a column of an Arrow extension type; for readers that read
+    columns through pyarrow themselves (ranged reads, datasets) rather than
+    :func:`read_parquet`, before they convert a value."""
+    for column in schema:
+        found = _extension_in(column.type)
+        if found is not None:
+            raise ForeignParquetError(
+                f"{os.fspath(uri)}: column {column.name!r} is of Arrow extension type {found.extension_name!r}, which "
+                f"no file of this project holds and whose values may run code when read (Ray's pickled "
+                f"objects do): refused before any value is read")
+
+
+def _read_checked_parquet(source: pa.NativeFile, columns: list[str] | None, uri: str) -> pa.Table:
+    # The whole file's schema (footer only), before a single value is read, whichever
+    # columns were asked for.
+    refuse_extension_columns(pq.read_schema(source), uri)
+    return pq.read_table(source, columns=columns)
+
+
 def read_parquet(
     uri: str | os.PathLike[str], *, columns: list[str] | None = None, options: StorageOptions | None = None
 ) -> pa.Table:
-    """Read one Parquet file (not a folder dataset). Missing: FileNotFoundError."""
+    """Read one Parquet file (not a folder dataset). Missing: FileNotFoundError. A file
+    with a column of any Arrow extension type: ForeignParquetError (a ValueError)
+    naming it, before any value is read."""
     loc = parse_uri(uri)
     if not loc.is_s3:
         try:
-            return pq.read_table(loc.key, columns=columns)
+            source = pa.OSFile(loc.key)
         except FileNotFoundError as exc:
             raise _local_missing(loc) from exc
-    data = read_bytes(uri, options=options)
-    return pq.read_table(pa.BufferReader(data), columns=columns)
+        # One open file for the check and the read: a file replaced in between cannot
+        # slip past the check.
+        with source:
+            return _read_checked_parquet(source, columns, loc.uri)
+    return _read_checked_parquet(pa.BufferReader(read_bytes(uri, options=options)), columns, loc.uri)
 
 
 def pyarrow_filesystem(

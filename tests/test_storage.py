@@ -259,6 +259,36 @@ def s3_server_if_s3(request, root):
     return request.getfixturevalue("s3_server") if root.startswith("s3://") else None
 
 
+class _WritesMarker:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("column", ["pickles", "pickles in a list", "uuid"])
+def test_a_parquet_file_with_a_column_of_pickles_is_refused_and_runs_nothing(root, tmp_path, column):
+    # Importing ray.data registers Ray's pickled-object type with pyarrow: from then on
+    # every value of such a column is unpickled when converted, in this process.
+    from ray.data.extensions import ArrowPythonObjectArray
+
+    marker = tmp_path / "marker"
+    pickles = ArrowPythonObjectArray.from_objects([_WritesMarker(str(marker))])
+    values = {"pickles": pickles, "pickles in a list": pa.ListArray.from_arrays([0, 1], pickles),
+              "uuid": pa.array([b"\x00" * 16], pa.uuid())}[column]
+    uri = storage.join(root, "clips", "unit-0001.parquet")
+    storage.write_parquet(pa.table({"key": ["k"], "rgb": values}), uri)
+    for columns in (None, ["key"]):
+        with pytest.raises(ValueError) as info:
+            storage.read_parquet(uri, columns=columns).to_pylist()
+        message = str(info.value)
+        assert message.startswith(f"{uri}: column 'rgb'") and "extension type" in message and "\n" not in message
+    assert not marker.exists()
+
+
 def test_exists_and_delete(root):
     uri = storage.join(root, "a", "b.txt")
     assert not storage.exists(uri)

@@ -28,7 +28,7 @@ from .annotations import Event, parse_annotations
 from .categories import (ElementCategories, ElementCategory, SetCategory, parse_element_categories,
                          parse_set_categories)
 from .errors import FormatError
-from .jsonfile import read_json_text
+from .jsonfile import parse_json, read_json_text
 from .keys import legacy_subaction_id, instance_key, parse_instance_key
 from .splits import parse_split, split_name_from_path, subset_from_path
 
@@ -356,8 +356,16 @@ def load_manifest(out: str) -> Manifest:
         subactions=storage.read_parquet(storage.join(out, "subactions.parquet")),
         categories=storage.read_parquet(storage.join(out, "categories.parquet")),
         unmatched=storage.read_parquet(storage.join(out, "unmatched_keys.parquet")),
-        summary=json.loads(storage.read_text(storage.join(out, "summary.json"))),
+        summary=_read_summary(storage.join(out, "summary.json")),
     )
+
+
+def _read_summary(uri: str) -> dict[str, Any]:
+    """summary.json: a JSON object within jsonfile's bounds, else FormatError naming it."""
+    summary = parse_json(read_json_text(uri), uri)
+    if not isinstance(summary, dict):
+        raise FormatError(uri, None, "not a JSON object")
+    return summary
 
 
 def categories_from_table(table: pa.Table) -> tuple[dict[str, ElementCategories], list[SetCategory]]:

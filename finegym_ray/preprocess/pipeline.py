@@ -258,6 +258,7 @@ def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict | None]
         if figures is None:
             try:
                 with fs.open_input_file(f"{root}/clips/{unit_id}.parquet") as f:
+                    storage.refuse_extension_columns(pq.read_schema(f), f"{root}/clips/{unit_id}.parquet")
                     table = pq.read_table(f, columns=["num_frames", "start_s", "end_s"])
             except (OSError, ValueError):
                 continue  # unreadable: the next run cuts it again, and counts it then

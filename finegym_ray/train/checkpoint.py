@@ -38,12 +38,17 @@ from typing import Callable
 import numpy as np
 
 from .. import storage
+from ..dataset.errors import FormatError
+from ..dataset.jsonfile import parse_json
 
 FORMAT = 2  # 2: folder numbers count epochs done; 1: a folder's number was its 0-based epoch
 PREFIX = "epoch_"
 MANIFEST = "manifest.json"
 FILES = ("state.pt", "config.yaml", "meta.json")
 _DIR_RE = re.compile(r"epoch_(\d{4,})")
+# meta.json holds the class names and some hundred bytes per epoch, config.yaml and the
+# manifest a page: a file far past that is refused before it is read whole.
+MAX_TEXT_BYTES = 16 << 20
 
 
 class CheckpointError(ValueError):
@@ -118,7 +123,7 @@ def _manifest(found: Found) -> dict:
     if MANIFEST not in found.names:
         raise CheckpointError(f"{found.uri}: no {MANIFEST} (the write did not finish)")
     try:
-        manifest = json.loads(storage.read_text(storage.join(found.uri, MANIFEST)))
+        manifest = json.loads(storage.read_text(storage.join(found.uri, MANIFEST), max_bytes=MAX_TEXT_BYTES))
         files = manifest["files"]
         # A format-1 folder's number is its epoch, one more than the listing assumed.
         expected = {FORMAT: found.epoch, 1: found.epoch + 1}.get(manifest.get("format"))
@@ -132,8 +137,11 @@ def _manifest(found: Found) -> dict:
     return manifest
 
 
-def _read_verified(found: Found, manifest: dict, name: str) -> bytes:
-    data = storage.read_bytes(storage.join(found.uri, name))
+def _read_verified(found: Found, manifest: dict, name: str, *, max_bytes: int | None = None) -> bytes:
+    try:
+        data = storage.read_bytes(storage.join(found.uri, name), max_bytes=max_bytes)
+    except ValueError as e:  # more than max_bytes; the message names the file
+        raise CheckpointError(str(e)) from None
     want = manifest["files"][name]
     if len(data) != want["bytes"] or _sha256(data) != want["sha256"]:
         raise CheckpointError(f"{found.uri}: {name} is {len(data)} bytes and does not match its manifest "
@@ -180,11 +188,33 @@ def _named_global(e: pickle.UnpicklingError) -> str:
     return f" (it names {match.group(1)})" if match else ""
 
 
+def _read_text(found: Found, manifest: dict, name: str) -> str:
+    """The verified text file ``name`` of ``found``, at most MAX_TEXT_BYTES bytes of
+    UTF-8; CheckpointError naming it otherwise."""
+    data = _read_verified(found, manifest, name, max_bytes=MAX_TEXT_BYTES)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{storage.join(found.uri, name)}: not UTF-8 text (at byte {e.start})") from None
+
+
+def _read_meta(found: Found, manifest: dict) -> dict:
+    """meta.json of ``found``: a JSON object within parse_json's bounds (no integer past
+    64 bits), else CheckpointError naming it."""
+    uri = storage.join(found.uri, "meta.json")
+    try:
+        meta = parse_json(_read_text(found, manifest, "meta.json"), uri)
+    except FormatError as e:
+        raise CheckpointError(str(e)) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{uri}: not a JSON object")
+    return meta
+
+
 def _open(found: Found) -> Checkpoint:
     manifest = _manifest(found)
-    meta_bytes = _read_verified(found, manifest, "meta.json")
-    config_yaml = _read_verified(found, manifest, "config.yaml").decode()
-    return Checkpoint(found.uri, manifest["epoch"], json.loads(meta_bytes), config_yaml, manifest)
+    meta = _read_meta(found, manifest)
+    return Checkpoint(found.uri, manifest["epoch"], meta, _read_text(found, manifest, "config.yaml"), manifest)
 
 
 def find_latest(run: str, *, say: Callable[[str], None] | None = None,

@@ -186,6 +186,7 @@ def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> l
         index = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "kind", "__filename"])
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(storage.join(data, "clips")) from e
+    storage.refuse_extension_columns(index.schema, storage.join(data, "clips"))  # before to_pylist converts
     found = sorted({f for k, clip_kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
                     if clip_kind == kind and k in labels})
     if not found:

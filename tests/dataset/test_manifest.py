@@ -89,6 +89,17 @@ def test_write_and_load_round_trip(tmp_path):
     assert view.label(set_id=33) == 8
 
 
+@pytest.mark.parametrize("summary,says", [('{"videos": ' + "9" * 400 + "}", "beyond 64 bits"),
+                                          ('{"videos": 1,', "malformed JSON"), ("[1]", "not a JSON object")])
+def test_a_summary_json_out_of_bounds_is_a_format_error_naming_it(tmp_path, summary, says):
+    out = tmp_path / "manifest"
+    write_manifest(build(), str(out))
+    (out / "summary.json").write_text(summary)
+    with pytest.raises(FormatError, match=says) as e:
+        load_manifest(str(out))
+    assert e.value.path == str(out / "summary.json")
+
+
 def test_conflicting_labels_across_files_raise(tmp_path):
     other = tmp_path / "gym4_val_element.txt"
     other.write_text("A0xAXXysHUo_E_002184_002237_A_0035_0036 2\n")

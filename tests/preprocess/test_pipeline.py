@@ -458,3 +458,31 @@ def test_tvl1_runs_in_a_flow_stage_of_its_own_on_a_cluster_without_gpus(ray_clus
     rerun = replace(config, flow=FlowConfig("tvl1", {**TVL1_FAST, "device": "cpu", "batch_pairs": 3}))
     again = run_preprocess(rerun, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
     assert again["units"]["skipped"] == summary["units"]["planned"] and again["units"]["done"] == 0
+
+
+class _WritesMarker:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_shard_whose_counts_are_pickles_is_not_counted_and_runs_nothing(tmp_path):
+    # Ray's pickled-object type is registered in this process (as in every driver that
+    # has imported ray.data): converting such a column would unpickle its values.
+    import pyarrow as pa
+    from ray.data.extensions import ArrowPythonObjectArray
+
+    from finegym_ray.preprocess.pipeline import output_totals
+    from finegym_ray.preprocess.units import WorkUnit
+
+    marker = tmp_path / "marker"
+    out = str(tmp_path / "out")
+    storage.write_parquet(pa.table({"num_frames": ArrowPythonObjectArray.from_objects([_WritesMarker(str(marker))]),
+                                    "start_s": [0.0], "end_s": [1.0]}), storage.join(out, "clips", "u1.parquet"))
+    totals = output_totals(out, [WorkUnit("u1", "v", ())], {})
+    assert totals["units_with_clips"] == 1 and totals["clips"] == 0  # unreadable: cut again by the next run
+    assert not marker.exists()

@@ -102,6 +102,44 @@ def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     assert pickle.dumps(_WritesMarker("x"))  # the object itself pickles: the refusal is the loader's
 
 
+@pytest.mark.parametrize("file,content,says", [
+    ("meta.json", b'{"class_names": ["a", "b"], "history": [', "malformed JSON"),
+    ("meta.json", b'{"epoch": 0}' + b" " * (17 << 20), "more than"),  # valid JSON, past the 16 MiB bound
+    ("meta.json", b'{"epoch": ' + b"9" * 400 + b"}", "beyond 64 bits"),
+    ("meta.json", b'["a", "b"]', "not a JSON object"),
+    ("config.yaml", b"epochs: \xff\n", "not UTF-8"),
+])
+def test_a_malformed_or_huge_meta_json_vouched_for_is_one_error_naming_it(tmp_path, file, content, says):
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    _write(run, 1)
+    # Written with a manifest that vouches for it, as anyone with write access to a
+    # shared bucket could.
+    folder = tmp_path / "run" / "epoch_0002"
+    (folder / file).write_bytes(content)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][file] = {"bytes": len(content), "sha256": ckpt._sha256(content)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.open_at(str(folder))
+    message = str(info.value)
+    assert message.startswith(storage.join(run, "epoch_0002", file)) and says in message and "\n" not in message
+    said = []
+    assert ckpt.find_latest(run, say=said.append).epoch == 0  # passed over, and named
+    assert len(said) == 1 and storage.join(run, "epoch_0002", file) in said[0]
+
+
+def test_a_huge_manifest_is_passed_over_and_named(tmp_path):
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    _write(run, 1)
+    manifest = tmp_path / "run" / "epoch_0002" / "manifest.json"
+    manifest.write_text(manifest.read_text() + " " * (17 << 20))  # valid JSON, past the 16 MiB bound
+    said = []
+    assert ckpt.find_latest(run, say=said.append).epoch == 0
+    assert len(said) == 1 and "manifest.json" in said[0] and "more than" in said[0]
+
+
 def test_rng_states_load_with_weights_only_and_restore_every_generator(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     state = ckpt.rng_state()

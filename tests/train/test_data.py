@@ -114,3 +114,32 @@ def test_the_event_task_is_refused_on_clips_cut_without_routines(tmp_path):
     check_clip_kind(str(tmp_path), "event")
     with pytest.raises(ValueError, match="preprocess with --set subactions=true"):
         check_clip_kind(str(tmp_path), "gym99")
+
+
+class _WritesMarker:
+    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_shard_whose_keys_are_pickles_is_refused_and_runs_nothing(tmp_path):
+    # Ray's pickled-object type is registered in this process (as in every driver that
+    # has imported ray.data): converting such a column would unpickle its values.
+    import pyarrow as pa
+    import pytest
+    from ray.data.extensions import ArrowPythonObjectArray
+
+    from finegym_ray import storage
+    from finegym_ray.train.data import shards_with
+
+    marker = tmp_path / "marker"
+    data = str(tmp_path / "data")
+    storage.write_parquet(pa.table({"key": ArrowPythonObjectArray.from_objects([_WritesMarker(str(marker))]),
+                                    "kind": ["subaction"]}), storage.join(data, "clips", "u1.parquet"))
+    with pytest.raises(ValueError, match="column 'key' is of Arrow extension type 'ray.data.arrow_pickled_object'"):
+        shards_with(data, {"k": 0})
+    assert not marker.exists()
