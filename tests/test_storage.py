@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from finegym_ray import storage
 from finegym_ray.storage import StorageOptions
+from tests.hostile import WritesMarker as _WritesMarker
 
 MiB = 1024 * 1024
 # S3's smallest legal part; the threshold is set low so tests go multipart cheaply.
@@ -257,16 +258,6 @@ def test_parquet_round_trip_and_plain_pyarrow_reads_it(root, s3_server_if_s3):
 @pytest.fixture
 def s3_server_if_s3(request, root):
     return request.getfixturevalue("s3_server") if root.startswith("s3://") else None
-
-
-class _WritesMarker:
-    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @pytest.mark.parametrize("column", ["pickles", "pickles in a list", "uuid"])

@@ -27,6 +27,7 @@ from finegym_ray.video import WindowDecoder
 from tests.conftest import TINY_PREPROCESS as CONFIG
 from tests.preprocess.checks import pids_with, row_digests, shards
 from tests.s3server import restart_when
+from tests.hostile import WritesMarker as _WritesMarker
 
 OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
 
@@ -458,16 +459,6 @@ def test_tvl1_runs_in_a_flow_stage_of_its_own_on_a_cluster_without_gpus(ray_clus
     rerun = replace(config, flow=FlowConfig("tvl1", {**TVL1_FAST, "device": "cpu", "batch_pairs": 3}))
     again = run_preprocess(rerun, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
     assert again["units"]["skipped"] == summary["units"]["planned"] and again["units"]["done"] == 0
-
-
-class _WritesMarker:
-    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_a_shard_whose_counts_are_pickles_is_not_counted_and_runs_nothing(tmp_path):

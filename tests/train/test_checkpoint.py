@@ -13,6 +13,7 @@ import torch
 
 from finegym_ray import storage
 from finegym_ray.train import checkpoint as ckpt
+from tests.hostile import WritesMarker as _WritesMarker
 
 
 def _write(run: str, epoch: int, val: float | None = None, history: list | None = None) -> str:
@@ -65,16 +66,6 @@ def test_no_complete_checkpoint_is_none(tmp_path):
     _write(run, 0)
     (tmp_path / "run" / "epoch_0001" / "manifest.json").unlink()
     assert ckpt.find_latest(run) is None
-
-
-class _WritesMarker:
-    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 
 from finegym_ray.train.data import SplitLabels, resample_repeats
 from finegym_ray.train.run import class_weights
+from tests.hostile import WritesMarker as _WritesMarker
 
 
 def test_rare_classes_are_repeated_towards_the_median():
@@ -114,16 +115,6 @@ def test_the_event_task_is_refused_on_clips_cut_without_routines(tmp_path):
     check_clip_kind(str(tmp_path), "event")
     with pytest.raises(ValueError, match="preprocess with --set subactions=true"):
         check_clip_kind(str(tmp_path), "gym99")
-
-
-class _WritesMarker:
-    """Unpickling this runs ``open(path, "w")``: a stand-in for any code in a pickle."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_a_shard_whose_keys_are_pickles_is_refused_and_runs_nothing(tmp_path):
