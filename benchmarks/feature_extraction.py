@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from competition_data import keep_on_cpu, pin_to_one_core  # noqa: E402
 from finegym_ray.config import to_yaml  # noqa: E402
 from finegym_ray.ray_connect import init_ray  # noqa: E402
-from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, ExtractConfig, find_video_files,  # noqa: E402
-                                          open_backbone, plan_items, run_extract)
+from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, ExtractConfig, backbone_weights,  # noqa: E402
+                                          find_video_files, open_backbone, plan_items, run_extract)
 
 
 def make_run(root: str, *, data: str) -> str:
@@ -75,7 +75,7 @@ def bare_loop(config: ExtractConfig, run: str, videos: str, annotations: str) ->
     backbone = open_backbone(run, config)
     items, _ = plan_items(config, backbone, annotations, find_video_files(videos))
     decode = DecodeSnippets(backbone, config)
-    embed = EmbedSnippets(backbone, threads=1)
+    embed = EmbedSnippets(backbone, backbone_weights(backbone), threads=1)
     snippets, first = 0, None
     for item in items:
         batch = {k: [v] for k, v in item.items()}

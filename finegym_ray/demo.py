@@ -28,6 +28,7 @@ import ray
 import yaml
 
 from . import storage
+from .config import MAX_YAML_BYTES, parse_recorded_yaml
 from .dataset.keys import safe_name
 from .dataset.manifest import format_summary
 from .lease import LEASE_FILE, writer_lease
@@ -81,11 +82,9 @@ def read_demo_record(store: str) -> dict | None:
     damaged record (see :func:`_checked_record`)."""
     uri = storage.join(store, MARKER)
     try:
-        record = yaml.safe_load(storage.read_text(uri))
+        record = read_yaml(uri)
     except FileNotFoundError:
         record = None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{uri} is damaged (not YAML: {' '.join(str(e).split())})") from None
     if isinstance(record, dict) and {"synth", "preprocess", "train"} <= set(record):
         return _checked_record(record, store, uri)
     # A lease alone is a demo's that stopped before it wrote its record.
@@ -93,6 +92,17 @@ def read_demo_record(store: str) -> dict | None:
         raise ValueError(f"{store} is not empty and was not made by the demo (no {MARKER} of the demo): "
                          f"give the demo an empty or new --store")
     return None
+
+
+def read_yaml(uri: str) -> Any:
+    """The YAML file at ``uri``, read as data from others is: within
+    ``config.parse_yaml``'s bounds. FileNotFoundError when there is none; ValueError
+    naming it when it is not YAML (or holds nested aliases that multiply)."""
+    try:
+        text = storage.read_text(uri, max_bytes=MAX_YAML_BYTES)
+    except UnicodeDecodeError:
+        raise ValueError(f"{uri} is damaged (not UTF-8 text)") from None
+    return parse_recorded_yaml(text, uri)
 
 
 def _checked_record(record: dict, store: str, uri: str) -> dict:
@@ -180,8 +190,10 @@ def _run_name(train: dict) -> str:
 
 def synth_is_current(out: str, config: SynthConfig) -> bool:
     """True if ``out`` holds a complete synthetic dataset made with ``config``."""
-    path = os.path.join(out, CONFIG_FILE)
-    return os.path.exists(path) and yaml.safe_load(open(path)) == asdict(config)
+    try:
+        return read_yaml(os.path.join(out, CONFIG_FILE)) == asdict(config)
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager

@@ -148,6 +148,23 @@ def test_a_run_recorded_in_demo_yaml_never_deletes_outside_the_store(tmp_path, h
     assert _tree(store) == before
 
 
+def test_a_demo_yaml_of_nested_aliases_is_refused_in_one_line_and_touches_nothing(tmp_path):
+    from tests.test_config import alias_bomb
+
+    store = tmp_path / "d" / "store"
+    _plant_demo_store(store, [])
+    # A million run names once its aliases are expanded, from about 200 bytes.
+    record = (store / "demo.yaml").read_text().replace("runs: []", "runs: *f")
+    (store / "demo.yaml").write_text(alias_bomb(levels=6, width=10) + record)
+    before = _tree(store)
+    r = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"{store / 'demo.yaml'}" in errors[0] and "aliases" in errors[0], r.stderr[:2000]
+    assert len(errors[0]) < 1000, len(errors[0])
+    assert _tree(store) == before
+
+
 def test_a_second_demo_on_a_store_being_written_is_refused_and_changes_nothing(tmp_path):
     store = tmp_path / "d" / "store"
     _plant_demo_store(store, [])

@@ -2,7 +2,9 @@
 
     driver: the backbone (a trained recognition run), the work items (one per video at
             action level, one per routine at sub-action level, one per clip shard for the
-            element features), the items whose file is already complete skipped
+            element features), the items whose file is already complete skipped; the
+            backbone's weights loaded once, here (a state that would run code is
+            refused before any Ray work), into the object store for the actors
       └─ Ray Data: from_items(items)
            DecodeSnippets (CPU actor pool): fetch the video once per node, seek and
                decode only the window, resized at decode to the run's preprocessing
@@ -121,7 +123,8 @@ class ExtractConfig:
 class Backbone:
     """What the actors need to rebuild and feed the backbone (pickles into Ray workers).
 
-    ``train``: the run's TrainConfig as a dict; ``short_side`` (pixels, 0 native),
+    ``train``: the run's TrainConfig as a dict; ``classes``: the classes its model was
+    trained on (the size of its head); ``short_side`` (pixels, 0 native),
     ``fps`` (None: the video's), ``flow`` ({method, options} or None), ``flow_bound``
     (pixels): how frames are decoded and flow computed, the run's preprocessing settings
     unless the config overrides them; ``input_size`` (height, width) pixels."""
@@ -130,6 +133,7 @@ class Backbone:
     checkpoint: str
     epoch: int
     train: dict
+    classes: int
     short_side: int
     fps: float | None
     flow: dict | None
@@ -178,6 +182,9 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
                                         "or one of its epoch_NNNN folders)")
             raise FileNotFoundError(f"--run {run}: no complete checkpoint (train the run first)")
     train = checkpoint_config(checkpoint)
+    class_names = checkpoint.meta.get("class_names")
+    if not isinstance(class_names, list) or not class_names:
+        raise ValueError(f"--run {checkpoint.uri}/meta.json names no classes: not a checkpoint of a trained run")
     settings = recorded_settings(train.data)
     flow = settings.get("flow") if train.modality == "flow" else None
     if train.modality == "flow":
@@ -196,7 +203,7 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
     size = (config.input_height, config.input_width or config.input_height) if config.input_height \
         else train.input_size
     return Backbone(run=run, checkpoint=checkpoint.uri, epoch=checkpoint.epoch, train=asdict(train),
-                    short_side=int(short or 0), fps=float(fps) if fps else None, flow=flow,
+                    classes=len(class_names), short_side=int(short or 0), fps=float(fps) if fps else None, flow=flow,
                     flow_bound=float(settings.get("flow_bound", 20.0)), input_size=tuple(size), store=train.data)
 
 
@@ -451,25 +458,41 @@ _OUT_SCHEMA = pa.schema([("group", pa.string()), ("kind", pa.string()), ("index"
                          ("features", pa.list_(pa.float32()))])
 
 
+def backbone_weights(backbone: Backbone) -> dict:
+    """The model state dict of ``backbone``'s checkpoint, verified against its manifest
+    and loaded on CPU (``Checkpoint.load_state``): on the driver, before any Ray work, so
+    that a state that would run code is refused in one line (UnsafeCheckpointError) and
+    no actor reads or unpickles the file."""
+    from ..train import checkpoint as checkpoints
+
+    checkpoint = checkpoints.open_at(backbone.checkpoint)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{backbone.checkpoint}: checkpoint gone")
+    return checkpoint.load_state()["model"]
+
+
 class EmbedSnippets:
     """``map_batches`` actor (GPU where the cluster has GPUs, else CPU): snippet rows ->
     the backbone's ``features()`` (C,) float32 per row (failed rows: empty), with
-    the input normalised as in training (``train.steps.model_input``)."""
+    the input normalised as in training (``train.steps.model_input``).
 
-    def __init__(self, backbone: Backbone, threads: int):
+    ``weights``: the backbone's state dict as the driver loaded it (``backbone_weights``),
+    or its ObjectRef (one copy in the object store for every actor)."""
+
+    def __init__(self, backbone: Backbone, weights, threads: int):
+        import ray
         import torch
 
-        from ..train import checkpoint as checkpoints
-        from ..train.run import load_checkpoint_model
+        from ..config import from_dict
+        from ..train.config import TrainConfig
+        from ..train.run import model_for
 
         torch.set_num_threads(max(int(threads), 1))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.b = backbone
-        found = [f for f in checkpoints.listing(backbone.run) if f.uri.rstrip("/") == backbone.checkpoint.rstrip("/")]
-        if not found:
-            raise FileNotFoundError(f"{backbone.checkpoint}: checkpoint gone")
-        model, _, _ = load_checkpoint_model(checkpoints._open(found[0]))
-        self.model = model.to(self.device)
+        model = model_for(from_dict(TrainConfig, backbone.train), backbone.classes, pretrained=False)
+        model.load_state_dict(ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights)
+        self.model = model.eval().to(self.device)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         import torch
@@ -626,6 +649,7 @@ def run_extract(config: ExtractConfig, run: str, videos: str, annotations: str, 
     hashes = {"sequence": F.settings_hash(sequence_settings(backbone, config)),
               "elements": F.settings_hash(element_settings(backbone, config))}
     todo, done = split_done(out, items, hashes)
+    weights = backbone_weights(backbone) if todo else None  # before anything is written, and before Ray
     for it in missing:
         _record(out, it, f"no video file {it['video_id']}.* under {videos}")
     kinds = {k: sum(it["kind"] == k for it in items) for k in KINDS}
@@ -634,7 +658,7 @@ def run_extract(config: ExtractConfig, run: str, videos: str, annotations: str, 
         f"{len(done)} already done, {len(missing)} without a video file, {len(todo)} to extract")
     if todo and connect is not None:
         connect()
-    stats = _extract_on_ray(config, backbone, todo, out, hashes, say) if todo else {
+    stats = _extract_on_ray(config, backbone, weights, todo, out, hashes, say) if todo else {
         "written": 0, "failed": 0, "snippets": 0, "wall_s": 0.0, "steady_snippets_per_s": None, "pools": None}
     summary = {"level": config.level, "run": backbone.run, "checkpoint": backbone.checkpoint,
                "settings_hash": hashes, "settings": sequence_settings(backbone, config),
@@ -659,8 +683,8 @@ def _worker_env() -> dict[str, Any] | None:
     return {"env_vars": env} if env else None
 
 
-def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict], out: str, hashes: dict[str, str],
-                    say: Callable[[str], None]) -> dict[str, Any]:
+def _extract_on_ray(config: ExtractConfig, backbone: Backbone, weights: dict, items: list[dict], out: str,
+                    hashes: dict[str, str], say: Callable[[str], None]) -> dict[str, Any]:
     import ray
     import ray.data
 
@@ -680,7 +704,7 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, items: list[dict]
                         batch_size=1, batch_format="numpy", num_cpus=config.cpus_per_worker, runtime_env=env,
                         compute=ray.data.ActorPoolStrategy(size=pools.decoders, max_tasks_in_flight_per_actor=1))
     resources = {"num_gpus": pools.gpus} if pools.gpus else {"num_cpus": pools.cpus}
-    ds = ds.map_batches(EmbedSnippets, fn_constructor_kwargs={"backbone": backbone,
+    ds = ds.map_batches(EmbedSnippets, fn_constructor_kwargs={"backbone": backbone, "weights": ray.put(weights),
                                                               "threads": int(pools.cpus) or 1},
                         batch_size=config.batch_size, batch_format="numpy", runtime_env=env,
                         compute=ray.data.ActorPoolStrategy(size=pools.embedders), **resources)
@@ -788,9 +812,9 @@ def format_summary(summary: dict[str, Any], out: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Backbone", "DecodeSnippets", "EmbedSnippets", "ExtractConfig", "Pools", "check_inputs",
-           "find_video_files", "format_summary", "open_backbone", "plan_items", "pool_sizes", "run_extract",
-           "sample_indices", "snippet_starts"]
+__all__ = ["Backbone", "DecodeSnippets", "EmbedSnippets", "ExtractConfig", "Pools", "backbone_weights",
+           "check_inputs", "find_video_files", "format_summary", "open_backbone", "plan_items", "pool_sizes",
+           "run_extract", "sample_indices", "snippet_starts"]
 
 
 # The extraction of --smoke-test: short snippets at a low rate, few element segments.

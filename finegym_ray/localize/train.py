@@ -21,8 +21,9 @@ import time
 from dataclasses import asdict, replace
 from typing import Callable
 
+
 from .. import storage
-from ..config import from_dict, to_yaml
+from ..config import from_dict, parse_recorded_yaml, to_yaml
 from ..lease import writer_lease
 from ..progress import duration
 from ..train import checkpoint as checkpoints
@@ -92,11 +93,15 @@ def run_localize_training(config: LocalizeConfig, *, break_lease: bool = False,
             StallWatchdog(f"localize train {config.run_name}", say=say,
                           probe=lambda: sum(len(f.names) for f in checkpoints.listing(uri))):
         resumed = checkpoints.find_latest(uri, say=say, verify_state=True)
+        resume = None
         if resumed:
             _check_same(uri, config, resumed, data)
             if resumed.epoch + 1 >= config.epochs:
                 say(f"{uri} has trained all {config.epochs} epochs")
                 return _result(uri, resumed)
+            # Loaded here, before Ray Train starts a worker: a state that would run code
+            # is refused in one line, and the workers take what this loaded.
+            resume = {"identity": resumed.identity, "state": ray.put(resumed.load_state())}
             say(f"resuming {uri} after {checkpoints.dir_name(resumed.epoch)}")
         else:
             storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
@@ -104,7 +109,7 @@ def run_localize_training(config: LocalizeConfig, *, break_lease: bool = False,
 
         loop_config = {"config": asdict(config), "class_names": data.class_names, "run": uri,
                        "train": data.train, "val": data.val, "ground_truth": data.ground_truth,
-                       "feature_dim": data.feature_dim, "data_hash": data.settings_hash}
+                       "feature_dim": data.feature_dim, "data_hash": data.settings_hash, "resume": resume}
         trainer = torch_trainer(_train_fn, loop_config, name=config.run_name, runs=config.runs,
                                 workers=config.workers, cpus_per_worker=config.cpus_per_worker,
                                 use_gpu=config.use_gpu, max_failures=config.max_failures)
@@ -122,11 +127,19 @@ def _result(uri: str, checkpoint: checkpoints.Checkpoint) -> dict:
             "class_names": checkpoint.meta["class_names"]}
 
 
+def saved_settings(checkpoint: checkpoints.Checkpoint) -> dict:
+    """The settings in a checkpoint's config.yaml, read as data from others is
+    (``config.parse_recorded_yaml``); ValueError naming it when it is not a YAML mapping."""
+    where = f"{checkpoint.uri}/config.yaml"
+    saved = parse_recorded_yaml(checkpoint.config_yaml, where)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where}: not a mapping of settings")
+    return saved
+
+
 def _check_same(uri: str, config: LocalizeConfig, checkpoint: checkpoints.Checkpoint, data: Dataset) -> None:
     """Refuse to resume with settings that change the model or its data."""
-    import yaml
-
-    saved = yaml.safe_load(checkpoint.config_yaml) or {}
+    saved = saved_settings(checkpoint)
     changed = sorted(k for k, v in asdict(config).items() if k not in MUTABLE and saved.get(k) != v)
     if changed:
         was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
@@ -141,9 +154,7 @@ def _check_same(uri: str, config: LocalizeConfig, checkpoint: checkpoints.Checkp
 
 def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> LocalizeConfig:
     """The LocalizeConfig a checkpoint was written with."""
-    import yaml
-
-    return from_dict(LocalizeConfig, yaml.safe_load(checkpoint.config_yaml), f"{checkpoint.uri}/config.yaml")
+    return from_dict(LocalizeConfig, saved_settings(checkpoint), f"{checkpoint.uri}/config.yaml")
 
 
 def build_detector(config: LocalizeConfig, *, in_channels: int, num_classes: int):
@@ -173,7 +184,8 @@ def format_history(history: list[dict]) -> str:
 def _train_fn(args: dict) -> None:
     """Ray Train entry point. ``args``: ``config`` (LocalizeConfig as a dict),
     ``class_names``, ``run`` (URI), ``train`` / ``val`` (sequence URIs), ``ground_truth``
-    (sequence id -> [(label, start s, end s)]), ``feature_dim``, ``data_hash``."""
+    (sequence id -> [(label, start s, end s)]), ``feature_dim``, ``data_hash``, ``resume``
+    (the checkpoint the driver loaded to resume from, see ``_resume_point``; None: none)."""
     import numpy as np
     import ray.train
     import ray.train.torch
@@ -199,7 +211,7 @@ def _train_fn(args: dict) -> None:
     train = load_examples(shard, gt, class_names, config.task)
     val = load_examples(args["val"], gt, class_names, config.task) if rank == 0 and config.val_every else []
 
-    resumed = checkpoints.load_latest(run, say=_say if rank == 0 else None)
+    resumed = _resume_point(run, args["resume"], say=_say if rank == 0 else None)
     # Before the model is built, so that the seed sets its initial weights: the same on
     # every worker and in every fresh run with this seed.
     torch.manual_seed(config.seed)
@@ -253,6 +265,20 @@ def _train_fn(args: dict) -> None:
                                     "feature_dim": args["feature_dim"], "history": history})
             checkpoints.prune(run, keep_last=config.keep_checkpoints, keep_best=False)
         ray.train.report(metrics)
+
+
+def _resume_point(run: str, given: dict | None, *, say: Callable[[str], None] | None) -> tuple | None:
+    """(checkpoint, state) a worker resumes from: the driver's (``given``: the identity of
+    the checkpoint it loaded and an ObjectRef of that state) while that is the run's
+    newest checkpoint; else, after a worker group restarted past a checkpoint this job
+    wrote, the newest one, loaded here (``checkpoints.load_latest``). None: a fresh run."""
+    import ray
+
+    if given is not None:
+        latest = checkpoints.find_latest(run)
+        if latest is not None and latest.identity == given["identity"]:
+            return latest, ray.get(given["state"])
+    return checkpoints.load_latest(run, say=say)
 
 
 def _to_device(batch, device):

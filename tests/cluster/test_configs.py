@@ -213,6 +213,26 @@ def test_a_rayjob_applied_again_takes_over_the_lease_of_its_killed_driver(name):
     assert "--break-lease" not in load(f"kuberay/{name}")["spec"]["entrypoint"]
 
 
+def test_the_tune_rayjobs_driver_takes_the_sweep_state_key_from_a_secret():
+    """Applied again, the sweep's driver runs on a new head pod, without the key file the
+    old pod made: the key that signs the sweep's state (tune/state.py) comes from a
+    Secret, the same for every head pod, to the head (the driver) only, never as a
+    literal in the manifest or in the job's runtime env (shown in Ray's dashboard)."""
+    from finegym_ray.tune.state import KEY_ENV
+
+    text = (CLUSTER / "kuberay" / "rayjob-tune.yaml").read_text()
+    spec = load("kuberay/rayjob-tune.yaml")["spec"]
+    (head,) = _containers(spec["rayClusterSpec"]["headGroupSpec"])
+    key = {e["name"]: e for e in head["env"]}[KEY_ENV]
+    assert "value" not in key and key["valueFrom"]["secretKeyRef"] == {"name": "finegym-state-key", "key": "state-key"}
+    others = [*spec["submitterPodTemplate"]["spec"]["containers"],
+              *(c for g in spec["rayClusterSpec"]["workerGroupSpecs"] for c in _containers(g))]
+    assert all(KEY_ENV not in {e["name"] for e in c.get("env", [])} for c in others)
+    assert KEY_ENV not in spec["runtimeEnvYAML"]
+    header = " ".join(line.lstrip("#").strip() for line in text.split("apiVersion:")[0].splitlines())
+    assert re.search(r"kubectl create secret generic finegym-state-key .*--from-literal=state-key=", header), header
+
+
 def test_dockerfile_copies_what_the_jobs_need():
     text = (CLUSTER / "Dockerfile").read_text()
     for needed in ("COPY finegym_ray", "COPY jobs", "COPY configs", "pip install --no-cache-dir -e .", "WORKDIR /app"):

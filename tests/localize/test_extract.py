@@ -175,6 +175,23 @@ def test_bad_run_and_videos_are_refused_before_ray(run, tiny_gym, tmp_path):
     assert max(x.seconds for x in (r, r2, r3)) < 5.0, [x.seconds for x in (r, r2, r3)]
 
 
+def test_a_backbone_state_that_would_run_code_is_refused_before_ray_in_one_line(tiny_store, tiny_gym, tmp_path):
+    from tests.train.test_evaluate import _make_hostile
+
+    run = write_run(tmp_path / "runs", "tsn", data=tiny_store[0])
+    marker = tmp_path / "marker"
+    _make_hostile(run, marker)
+    before = {p: p.read_bytes() for p in Path(run).rglob("*") if p.is_file()}
+    r = cli_no_ray("extract-features", "--run", run, "--videos", tiny_gym / "videos", "--annotations",
+                   tiny_gym / "annotations", "--out", tmp_path / "out")
+    one_error_line(r, f"{run}/epoch_0001/state.pt refused")
+    # PyTorch's own text advises loading it with weights_only=False: never echoed.
+    assert "weights_only" not in r.stdout + r.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    assert {p: p.read_bytes() for p in Path(run).rglob("*") if p.is_file()} == before
+    assert r.seconds < 30, r.seconds  # no Ray (cli_no_ray exits 99 if it would start): torch's import at most
+
+
 def test_pool_sizes_in_one_place():
     cpu = pool_sizes(ExtractConfig(), {"CPU": 2.0}, items=10)
     assert cpu == Pools(decoders=1, embedders=1, gpus=0.0, cpus=1.0)
@@ -202,14 +219,15 @@ def test_stages_feed_flow_and_clip_models_as_they_were_tested(tiny_store, tiny_g
     """The two stages called directly (no Ray): flow computed with the run's
     preprocessing method, and a clip model's dense frames, reach features() in the
     layout the model takes."""
-    from finegym_ray.localize.extract import DecodeSnippets, EmbedSnippets, find_video_files, plan_items
+    from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, backbone_weights, find_video_files,
+                                              plan_items)
 
     run = write_run(tmp_path / "runs", model, data=tiny_store[0], modality=modality)
     config = replace(CONFIG, level="subaction", elements=False)
     backbone = open_backbone(run, config)
     assert (backbone.flow or {}).get("method") == ("dis" if modality == "flow" else None)
     items, _ = plan_items(config, backbone, str(tiny_gym / "annotations"), find_video_files(str(tiny_gym / "videos")))
-    decode, embed = DecodeSnippets(backbone, config), EmbedSnippets(backbone, threads=1)
+    decode, embed = DecodeSnippets(backbone, config), EmbedSnippets(backbone, backbone_weights(backbone), threads=1)
     batches = list(decode({k: [v] for k, v in items[0].items()}))
     rows = batches[0]
     assert set(rows["status"]) == {"ok"} and rows["count"][0] == sum(len(b["index"]) for b in batches)

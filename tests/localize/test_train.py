@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -131,3 +132,72 @@ def test_a_detector_too_big_for_the_cluster_is_refused_at_once(ray_cluster, toy,
     with pytest.raises(CapacityError, match=r"localize train big needs 3 train workers x 1 CPU: .*the cluster has 2 CPU"):
         run_localize_training(config, say=quiet)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------------
+# Run folders are data: a resumed checkpoint is checked on the driver before Ray Train
+# starts a worker.
+# ----------------------------------------------------------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _planted_run(config: LocalizeConfig, *, state: dict, config_yaml: str) -> Path:
+    """The run of ``config`` with one checkpoint (epoch 1 of 3) holding ``state`` and
+    ``config_yaml``, its manifest vouching for both, as anyone with write access to a
+    shared bucket could leave it; its meta matches the features, so that it resumes."""
+    from finegym_ray.localize.train import prepare, run_uri
+
+    data = prepare(config, say=quiet)
+    run = run_uri(config)
+    ckpt.write(run, 0, state=state, config_yaml=config_yaml,
+               meta={"class_names": data.class_names, "data_hash": data.settings_hash,
+                     "feature_dim": data.feature_dim, "history": []})
+    return Path(run)
+
+
+def _train_cli(config: LocalizeConfig, tmp_path: Path, address: str) -> subprocess.CompletedProcess:
+    from finegym_ray.config import to_yaml
+
+    path = tmp_path / "localize.yaml"
+    path.write_text(to_yaml(config))
+    return subprocess.run([sys.executable, "-m", "finegym_ray.cli", "localize", "train", "--config", str(path),
+                           "--address", address], capture_output=True, text=True, timeout=600)
+
+
+def test_a_resumed_state_that_would_run_code_is_refused_on_the_driver_in_one_line(ray_cluster, toy, tmp_path):
+    from finegym_ray.config import to_yaml
+    from tests.test_cli import one_error_line
+    from tests.hostile import WritesMarker
+
+    features, gt = toy
+    config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="planted",
+                            **{**TINY, "max_failures": 0})
+    marker = tmp_path / "marker"
+    run = _planted_run(config, state={"model": WritesMarker(str(marker))}, config_yaml=to_yaml(config))
+    before = _files(run)
+    t0 = time.monotonic()
+    r = _train_cli(config, tmp_path, ray_cluster.address)
+    seconds = time.monotonic() - t0
+    one_error_line(r, f"{run}/{ckpt.dir_name(0)}/state.pt refused")
+    # PyTorch's own text advises loading it with weights_only=False: never echoed.
+    assert "weights_only" not in r.stdout + r.stderr
+    assert not marker.exists()
+    assert _files(run) == before  # no Ray Train run state, no lease left, nothing else written
+    assert seconds < 60, seconds  # no Ray Train worker started (and no stall warning waited for)
+
+
+def test_a_checkpoint_config_that_is_an_alias_bomb_is_refused_in_one_line(ray_cluster, toy, tmp_path):
+    from tests.test_cli import one_error_line
+    from tests.test_config import alias_bomb
+
+    features, gt = toy
+    config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="bomb", **TINY)
+    # A million values once its aliases are expanded, from about 200 bytes (few enough
+    # that the code before the bounded reader printed them rather than ran out of memory).
+    run = _planted_run(config, state={"model": {}}, config_yaml=alias_bomb(levels=6, width=10) + "lr: *f\n")
+    before = _files(run)
+    r = _train_cli(config, tmp_path, ray_cluster.address)
+    one_error_line(r, f"{run}/{ckpt.dir_name(0)}/config.yaml", "aliases")
+    assert len(r.stderr) < 1000, len(r.stderr)
+    assert _files(run) == before
