@@ -895,18 +895,24 @@ def write_parquet(
 
 
 class ForeignParquetError(pa.ArrowInvalid):
-    """A Parquet file with a column of an Arrow extension type. This project writes
-    none, and some run code when read: the values of Ray's
-    ``ray.data.arrow_pickled_object`` are pickles, unpickled on conversion in any
-    process that has imported ``ray.data``. An ``ArrowInvalid``, so that callers treat
-    it as any other file that is not one of ours (a resumed stage writes it again)."""
+    """A Parquet file with a column of an Arrow extension type other than Ray's tensors
+    (which Ray Data writes for this project's array columns, e.g. evaluation scores).
+    Some run code when read: the values of Ray's ``ray.data.arrow_pickled_object`` are
+    pickles, unpickled on conversion in any process that has imported ``ray.data``. An
+    ``ArrowInvalid``, so that callers treat it as any other file that is not one of ours
+    (a resumed stage writes it again)."""
+
+
+# Ray Data's tensor columns: their values are plain numbers in Arrow buffers.
+TENSOR_EXTENSIONS = frozenset({"ray.data.arrow_tensor", "ray.data.arrow_tensor_v2",
+                               "ray.data.arrow_variable_shaped_tensor"})
 
 
 def _extension_in(dtype: pa.DataType) -> pa.BaseExtensionType | None:
-    """The first extension type in ``dtype`` or nested in it (lists, structs, maps,
-    dictionaries, run-end encoding), else None."""
+    """The first extension type other than Ray's tensors in ``dtype`` or nested in it
+    (lists, structs, maps, dictionaries, run-end encoding), else None."""
     if isinstance(dtype, pa.BaseExtensionType):
-        return dtype
+        return None if dtype.extension_name in TENSOR_EXTENSIONS else dtype
     if pa.types.is_dictionary(dtype):  # its value type is no child field
         return _extension_in(dtype.value_type)
     for i in range(dtype.num_fields):
@@ -918,7 +924,7 @@ def _extension_in(dtype: pa.DataType) -> pa.BaseExtensionType | None:
 
 def refuse_extension_columns(schema: pa.Schema, uri: str | os.PathLike[str]) -> None:
     """Raise ForeignParquetError naming ``uri`` when ``schema`` (of the Parquet file or
-    folder at ``uri``) has a column of an Arrow extension type; for readers that read
+    folder at ``uri``) has a column of an Arrow extension type other than Ray's tensors; for readers that read
     columns through pyarrow themselves (ranged reads, datasets) rather than
     :func:`read_parquet`, before they convert a value."""
     for column in schema:

@@ -280,6 +280,18 @@ def test_a_parquet_file_with_a_column_of_pickles_is_refused_and_runs_nothing(roo
     assert not marker.exists()
 
 
+def test_a_parquet_file_with_ray_tensor_columns_reads_as_written(tmp_path):
+    # Ray Data writes array columns (evaluation scores) as its tensor types: plain numbers.
+    import numpy as np
+    from ray.data.extensions import ArrowTensorArray
+
+    uri = str(tmp_path / "scores.parquet")
+    scores = np.arange(6, dtype=np.float32).reshape(2, 3)
+    storage.write_parquet(pa.table({"key": ["a", "b"], "scores": ArrowTensorArray.from_numpy(scores)}), uri)
+    table = storage.read_parquet(uri)
+    np.testing.assert_array_equal(table.column("scores").combine_chunks().to_numpy(), scores)
+
+
 def test_exists_and_delete(root):
     uri = storage.join(root, "a", "b.txt")
     assert not storage.exists(uri)

@@ -160,11 +160,13 @@ def test_hostile_run_files_are_one_line_each_and_every_other_run_still_shows(tmp
             states = {line.split()[0]: line.split()[-1] for line in lines[1:-1] if not line.startswith(" ")}
             notes = {line.split()[0]: lines[i + 1].strip() for i, line in enumerate(lines[1:-1], 1)
                      if not line.startswith(" ") and lines[i + 1].startswith(" ")}
+        # odd_meta: a meta.json that is no JSON object makes its one checkpoint damaged,
+        # passed over as resume passes it over, so the run has no epoch done.
         assert states == {"good": "finished", "bomb": "unreadable", "odd_history": "unreadable",
-                          "odd_numbers": "partial", "odd_meta": "unreadable", "odd_failure": "partial"}, r.stdout
+                          "odd_numbers": "partial", "odd_meta": "partial", "odd_failure": "partial"}, r.stdout
         assert "config.yaml" in notes["bomb"] and "alias" in notes["bomb"], notes
         assert "meta.json" in notes["odd_history"] and "history" in notes["odd_history"], notes
-        assert "meta.json" in notes["odd_meta"], notes
+
 
 
 def test_runs_and_curves_on_s3(s3_prefix):
