@@ -947,8 +947,8 @@ def read_parquet(
     uri: str | os.PathLike[str], *, columns: list[str] | None = None, options: StorageOptions | None = None
 ) -> pa.Table:
     """Read one Parquet file (not a folder dataset). Missing: FileNotFoundError. A file
-    with a column of any Arrow extension type: ForeignParquetError (a ValueError)
-    naming it, before any value is read."""
+    with a column of an Arrow extension type other than Ray's tensors:
+    ForeignParquetError (a ValueError) naming it, before any value is read."""
     loc = parse_uri(uri)
     if not loc.is_s3:
         try:

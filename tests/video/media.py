@@ -63,11 +63,15 @@ def write_video(path: Path, *, rate: Fraction | int, pts: list[int] | None = Non
             frame.pts = ts
             if time_base is not None:
                 frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            _encode(container, stream, frame)
+        _encode(container, stream, None)
     return path
+
+
+def _encode(container, stream, frame) -> None:
+    """Mux what ``stream`` makes of ``frame`` (None: flush the encoder)."""
+    for packet in stream.encode(frame):
+        container.mux(packet)
 
 
 def write_audio_only(path: Path) -> Path:
@@ -77,10 +81,8 @@ def write_audio_only(path: Path) -> Path:
         samples = np.zeros((1, 800), dtype=np.int16)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = 8000
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        _encode(container, stream, frame)
+        _encode(container, stream, None)
     return path
 
 
@@ -97,8 +99,6 @@ def write_blank_video(path: Path, *, size: tuple[int, int], num_frames: int = 3,
             for plane in frame.planes:
                 plane.update(bytes(plane.buffer_size))
             frame.pts = number
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            _encode(container, stream, frame)
+        _encode(container, stream, None)
     return path
