@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,10 +21,11 @@ OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
 # Tune stops) asks the State API, which finds its cluster by RAY_ADDRESS or else by
 # looking for Ray processes on the host: beside another Ray (a notebook's ray.init())
 # that fails with "Found multiple active Ray instances", the stopped trial keeps its CPUs
-# and the next trial waits forever. So every worker of a job sets RAY_ADDRESS to the
-# cluster it belongs to before it runs anything; a Ray that init_ray starts has no
-# address until it runs, so workers take it from their own connection.
-WORKER_SETUP_HOOK = "finegym_ray.ray_connect.set_ray_address_to_own_cluster"
+# and the next trial waits forever. So every worker of a job has RAY_ADDRESS naming the
+# cluster it belongs to. Not through a runtime env (a worker setup hook, or env_vars for
+# a Ray started here): a job with one cannot use the worker processes Ray starts ahead,
+# and every task and actor waited seconds for a fresh process.
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
@@ -36,8 +38,7 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     gets this process's S3 endpoint and region (``storage.worker_env``) in its
     environment, so that all of them reach the bucket the driver reaches, whatever the
     nodes were started with, and ``RAY_ADDRESS`` naming its own cluster, whatever other
-    Rays run on its host (``WORKER_SETUP_HOOK``). A ``runtime_env`` passed in keeps its
-    own values."""
+    Rays run on its host. A ``runtime_env`` passed in keeps its own values."""
     import ray
 
     from . import ray_output
@@ -51,9 +52,13 @@ def init_ray(address: str | None = None, **kwargs) -> None:
             sys.stderr.write(f"[ray] the Ray cluster recorded on this machine ({stale}) is not running: "
                              f"starting a new local Ray\n")
             address = "local"
+    try:
+        joined = _cluster_to_join(address)
+    except (ConnectionError, ValueError):
+        joined = ""  # not one ray.init can start or join: it says why
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
-    runtime_env.setdefault("worker_process_setup_hook", WORKER_SETUP_HOOK)
-    env = {**worker_env(), **(runtime_env.get("env_vars") or {})}
+    own_address = {"RAY_ADDRESS": joined} if joined else {}
+    env = {**worker_env(), **own_address, **(runtime_env.get("env_vars") or {})}
     job_env = _submitted_job_env_vars()
     # Ray refuses a driver env var that the submitted job's runtime env also sets, even
     # to the same value: leave those out. One set differently (``--s3-endpoint`` given
@@ -73,7 +78,11 @@ def init_ray(address: str | None = None, **kwargs) -> None:
         kwargs.pop("log_to_driver", None)
     ray_output.before_init()
     try:
-        ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
+        if joined is not None:
+            ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
+        else:
+            with _address_inherited_by_new_ray():
+                ray.init(address="local", configure_logging=False, runtime_env=runtime_env or None, **kwargs)
         ray_output.after_init()
     finally:
         if override:
@@ -83,12 +92,36 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ[OVERRIDE_JOB_ENV] = saved
 
 
-def set_ray_address_to_own_cluster() -> None:
-    """Ray's worker setup hook (``WORKER_SETUP_HOOK``): ``RAY_ADDRESS`` in this worker
-    process's environment = the GCS address (host:port) of the cluster it is part of."""
-    import ray
+def _cluster_to_join(address: str | None) -> str | None:
+    """The GCS address (host:port) of the running cluster that ``ray.init(address)``
+    would join, None when it would start a new local Ray (ray.init's own rule)."""
+    from ray._private.services import canonicalize_bootstrap_address
 
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    return canonicalize_bootstrap_address(address)
+
+
+@contextlib.contextmanager
+def _address_inherited_by_new_ray():
+    """While a new local Ray starts: its GCS port chosen here (``RAY_GCS_SERVER_PORT``)
+    and ``RAY_ADDRESS`` naming it, in this process's environment, which the Ray
+    processes it starts and their workers inherit; this process's own environment is
+    restored after. A port taken between the choice and Ray's start fails ray.init."""
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    saved = {name: os.environ.get(name) for name in (GCS_PORT_ENV, "RAY_ADDRESS")}
+    os.environ[GCS_PORT_ENV] = str(port)
+    os.environ["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _dead_recorded_cluster() -> str | None:
