@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import replace
 
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 from finegym_ray.tune.config import load_sweep
 from finegym_ray.tune.studies import make_study_store, store_settings
 from finegym_ray.tune.sweep import run_sweep

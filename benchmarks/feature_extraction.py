@@ -34,10 +34,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from competition_data import keep_on_cpu, pin_to_one_core  # noqa: E402
+
 from finegym_ray.config import to_yaml  # noqa: E402
-from finegym_ray.ray_connect import init_ray  # noqa: E402
-from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, ExtractConfig, backbone_weights,  # noqa: E402
-                                          find_video_files, open_backbone, plan_items, run_extract)
+from finegym_ray.localize.extract import (  # noqa: E402
+    DecodeSnippets,
+    EmbedSnippets,
+    ExtractConfig,
+    backbone_weights,
+    find_video_files,
+    open_backbone,
+    plan_items,
+    run_extract,
+)
+from finegym_ray.runtime.connect import init_ray  # noqa: E402
 
 
 def make_run(root: str, *, data: str) -> str:

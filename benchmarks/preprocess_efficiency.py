@@ -32,9 +32,9 @@ from collections import defaultdict
 
 import cv2
 import numpy as np
-
 from competition_data import DEFAULT_DIR, competition_data, keep_on_cpu, pin_to_one_core
 from preprocess_vs_baseline import pick_events, run_pipeline_one_worker
+
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.video.decode import WindowDecoder
 from finegym_ray.video.encode import encode_jpeg, set_thread_limits

@@ -37,12 +37,12 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import ray
-
 from competition_data import DEFAULT_DIR, competition_data, pin_to_one_core
+
 from finegym_ray import storage
 from finegym_ray.preprocess.config import FlowConfig, PreprocessConfig
 from finegym_ray.preprocess.pipeline import run_preprocess
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 from finegym_ray.video.decode import resized_size
 from finegym_ray.video.flow import build_flow, quantize_flow
 

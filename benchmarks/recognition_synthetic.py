@@ -20,7 +20,7 @@ import ray
 
 from finegym_ray import storage
 from finegym_ray.config import apply_overrides
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 from finegym_ray.train.config import DEMO
 from finegym_ray.train.evaluate import evaluate, format_results
 from finegym_ray.train.run import run_training

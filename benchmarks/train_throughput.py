@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from finegym_ray.config import apply_overrides
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
+from finegym_ray.train import steps
 from finegym_ray.train.batches import InputTimer
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.data import SampleClips, clip_columns, load_split_labels
-from finegym_ray.train import steps
-from finegym_ray.train.run import model_for, run_training
+from finegym_ray.train.loop import model_for
+from finegym_ray.train.run import run_training
 
 
 class ShardSamples(torch.utils.data.IterableDataset):

@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from finegym_ray.config import apply_overrides
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 from finegym_ray.train.config import DEMO, TrainConfig
 from finegym_ray.train.run import run_training
 from finegym_ray.tune.config import SweepConfig, TrialResources

@@ -21,8 +21,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+
+from .errors import InputError
 
 CHECK_ENV = "FINEGYM_RAY_CAPACITY_CHECK"
 STALL_ENV = "FINEGYM_RAY_STALL_WARNING_S"
@@ -33,7 +36,7 @@ DEFAULT_STALL_WARNING_S = 300.0
 DATA_TASK = {"CPU": 1.0}
 
 
-class CapacityError(ValueError):
+class CapacityError(InputError):
     """The connected cluster cannot hold what a job asks for (bad input: exit 2)."""
 
 
@@ -126,27 +129,21 @@ def autoscales() -> bool:
     names each node's type after the node's own id (``node_<id>``), while a real one
     maps nodes to the config's node types. A v2 autoscaler (KubeRay) marks the cluster
     in the GCS."""
-    import json
-
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get
+    from .runtime.internals import autoscaler_report, runs_autoscaler_v2
 
     try:
-        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-        report = (json.loads(raw).get("autoscaler_report") if raw else None) or {}
+        report = autoscaler_report()
         types = report.get("node_type_mapping") or {}
         if report.get("pending_launches") or report.get("pending_nodes") or any(
                 kind not in (node, f"node_{node}") for node, kind in types.items()):
             return True
-        from ray.autoscaler.v2.utils import is_autoscaler_v2
-
-        return bool(is_autoscaler_v2(fetch_from_server=True))
+        return runs_autoscaler_v2()
     except Exception:  # noqa: BLE001 - unknown: check as for a fixed cluster
         return False
 
 
 def _gpus_per_worker(config: Any, cluster_gpus: float) -> float:
-    # use_gpu None: GPUs when the cluster has any, as make_trainer decides.
+    # use_gpu None: GPUs when the cluster has any, as train/engine.py torch_trainer decides.
     use_gpu = config.use_gpu if config.use_gpu is not None else cluster_gpus > 0
     if not use_gpu:
         return 0.0
@@ -194,9 +191,9 @@ def stall_warning_s() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{STALL_ENV} must be a number of seconds, got {text!r}") from None
+        raise InputError(f"{STALL_ENV} must be a number of seconds, got {text!r}") from None
     if value < 0:
-        raise ValueError(f"{STALL_ENV} must be >= 0 seconds, got {text!r}")
+        raise InputError(f"{STALL_ENV} must be >= 0 seconds, got {text!r}")
     return value
 
 
@@ -206,11 +203,11 @@ def waiting_for(hint: str = "") -> str:
     and GPUs. ``hint`` is added when nothing waits (what else may hold the stage up)."""
     import ray
 
+    from .runtime.internals import resource_demands
+
     parts = []
     try:
-        from ray.autoscaler.v2.sdk import get_cluster_status
-
-        demands = get_cluster_status(ray.get_runtime_context().gcs_address).resource_demands
+        demands = resource_demands()
         for d in demands.ray_task_actor_demand:
             for b in d.bundles_by_count:
                 parts.append(f"{b.count} task(s)/actor(s) of {_bundle(b.bundle)}")
@@ -263,7 +260,7 @@ class StallWatchdog:
         """The stage moved (a unit cut, an epoch reported)."""
         self._last = time.monotonic()
 
-    def __enter__(self) -> "StallWatchdog":
+    def __enter__(self) -> StallWatchdog:
         if self.stall_s > 0:
             self._thread = threading.Thread(target=self._watch, name=f"stall-watchdog {self.what}", daemon=True)
             self._thread.start()

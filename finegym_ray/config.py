@@ -27,13 +27,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 MAX_YAML_BYTES = 1 << 20  # configs are a few KB
 MAX_YAML_NODES = 100_000  # values, aliases expanded; a config has a few hundred
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that does not fit the config's fields."""
 
 

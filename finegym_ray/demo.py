@@ -21,8 +21,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import ray
 import yaml
@@ -31,10 +32,10 @@ from . import storage
 from .config import MAX_YAML_BYTES, parse_recorded_yaml
 from .dataset.keys import safe_name
 from .dataset.manifest import format_summary
+from .errors import InputError
 from .lease import LEASE_FILE, writer_lease
 from .preprocess.config import PreprocessConfig
-from .preprocess.pipeline import format_summary as format_preprocess_summary
-from .preprocess.pipeline import run_preprocess
+from .preprocess.pipeline import format_summary as format_preprocess_summary, run_preprocess
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 from .train.config import TrainConfig
@@ -89,7 +90,7 @@ def read_demo_record(store: str) -> dict | None:
         return _checked_record(record, store, uri)
     # A lease alone is a demo's that stopped before it wrote its record.
     if [u for u in storage.list_uris(store) if u != storage.join(store, LEASE_FILE)]:
-        raise ValueError(f"{store} is not empty and was not made by the demo (no {MARKER} of the demo): "
+        raise InputError(f"{store} is not empty and was not made by the demo (no {MARKER} of the demo): "
                          f"give the demo an empty or new --store")
     return None
 
@@ -101,7 +102,7 @@ def read_yaml(uri: str) -> Any:
     try:
         text = storage.read_text(uri, max_bytes=MAX_YAML_BYTES)
     except UnicodeDecodeError:
-        raise ValueError(f"{uri} is damaged (not UTF-8 text)") from None
+        raise InputError(f"{uri} is damaged (not UTF-8 text)") from None
     return parse_recorded_yaml(text, uri)
 
 
@@ -113,12 +114,12 @@ def _checked_record(record: dict, store: str, uri: str) -> dict:
     train = record["train"]
     if not (isinstance(record["synth"], dict) and isinstance(record["preprocess"], dict)
             and (train is None or isinstance(train, dict))):
-        raise ValueError(f"{uri} is damaged: its synth and preprocess settings must be mappings, train a mapping "
+        raise InputError(f"{uri} is damaged: its synth and preprocess settings must be mappings, train a mapping "
                          f"or null")
     if "runs" not in record:
         record["runs"] = [_run_name(train)] if train else []
     if not isinstance(record["runs"], list):
-        raise ValueError(f"{uri} is damaged: runs must be a list of run names")
+        raise InputError(f"{uri} is damaged: runs must be a list of run names")
     for name in record["runs"]:
         _run_folder(store, name, source=uri)
     return record
@@ -130,7 +131,7 @@ def _run_folder(store: str, name: object, *, source: str) -> str:
     try:
         return safe_name(storage.join(store, "runs"), name)
     except ValueError:
-        raise ValueError(f"{source}: run name {name!r} is not one plain folder name (no '/', '\\', '..'): "
+        raise InputError(f"{source}: run name {name!r} is not one plain folder name (no '/', '\\', '..'): "
                          f"the demo deletes nothing outside the store {store}") from None
 
 
@@ -143,7 +144,7 @@ def _refuse_links_out(store: str, uris: list[str]) -> None:
     for uri in uris:
         real = os.path.realpath(storage.parse_uri(uri).key)
         if os.path.commonpath([root, real]) != root:
-            raise ValueError(f"{uri} leads outside the store {store} (a link to {real}): the demo deletes nothing "
+            raise InputError(f"{uri} leads outside the store {store} (a link to {real}): the demo deletes nothing "
                              f"outside the store; remove the link")
 
 
@@ -215,7 +216,7 @@ def connect_ray(address: str | None) -> None:
     ``$RAY_ADDRESS`` (where a submitted job's driver finds its cluster), else a new local
     Ray of its own; never a cluster that ``ray start`` left recorded on this host, which
     a plain ``ray.init()`` would join."""
-    from .ray_connect import init_ray
+    from .runtime.connect import init_ray
 
     chosen = address or os.environ.get("RAY_ADDRESS") or "local"
     init_ray(chosen)

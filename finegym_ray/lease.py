@@ -37,9 +37,10 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from . import storage
+from .errors import InputError
 
 LEASE_FILE = "lease.json"
 HEARTBEAT_S = 30.0
@@ -51,7 +52,7 @@ STALE_BEATS = 4
 _HELD = threading.local()
 
 
-class LeaseHeld(ValueError):
+class LeaseHeld(InputError):
     """Another job holds the folder's lease."""
 
 

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores, labels = np.asarray(scores), np.asarray(labels)
     if scores.ndim != 2 or labels.shape != (scores.shape[0],):
-        raise ValueError(f"scores must be (N, K) and labels (N,), got {scores.shape} and {labels.shape}")
+        raise InputError(f"scores must be (N, K) and labels (N,), got {scores.shape} and {labels.shape}")
     if len(labels) == 0:
-        raise ValueError("no samples to score")
+        raise InputError("no samples to score")
     if labels.min() < 0 or labels.max() >= scores.shape[1]:
-        raise ValueError(f"labels must be in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}")
+        raise InputError(f"labels must be in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}")
     # arg-max of a row of NaN is 0: a diverged model would score as predicting class 0.
     bad = np.flatnonzero(~np.isfinite(scores).all(1))
     if len(bad):
         rows = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        raise ValueError(f"{len(bad)} of {len(labels)} score rows are not finite (row{'s' * (len(bad) > 1)} {rows})")
+        raise InputError(f"{len(bad)} of {len(labels)} score rows are not finite (row{'s' * (len(bad) > 1)} {rows})")
     return scores, labels
 
 

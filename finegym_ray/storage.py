@@ -21,7 +21,7 @@ folder to an object store by changing a URI. Contracts that callers can rely on:
 - Clients are created lazily per process and cached; ``StorageOptions`` is a plain
   frozen dataclass, so it pickles into Ray workers, which build their own clients.
 
-No ray or torch here (see ARCHITECTURE.md): numpy/pyarrow/boto3 only.
+No ray or torch here (see docs/architecture.md): numpy/pyarrow/boto3 only.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .errors import BadInput, InputError
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,13 @@ def _env_seconds(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise InputError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not 0 <= value < float("inf"):
-        raise ValueError(f"{name} must be >= 0 seconds, got {raw!r}")
+        raise InputError(f"{name} must be >= 0 seconds, got {raw!r}")
     return value
 
 
-class StorageError(OSError):
+class StorageError(BadInput, OSError):
     """An S3 request that failed for a reason other than 'missing' or 'refused'."""
 
 
@@ -138,15 +140,15 @@ class StorageOptions:
         if self.endpoint_url is not None:
             parsed = urlparse(self.endpoint_url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ValueError(f"endpoint_url must be http(s)://host[:port], got {self.endpoint_url!r}")
+                raise InputError(f"endpoint_url must be http(s)://host[:port], got {self.endpoint_url!r}")
         if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+            raise InputError(f"retries must be >= 0, got {self.retries}")
         if not 0 <= self.retry_budget_s < float("inf"):
-            raise ValueError(f"retry_budget_s must be >= 0 seconds, got {self.retry_budget_s}")
+            raise InputError(f"retry_budget_s must be >= 0 seconds, got {self.retry_budget_s}")
         if self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise ValueError("backoff_s and max_backoff_s must be >= 0")
+            raise InputError("backoff_s and max_backoff_s must be >= 0")
         if self.multipart_threshold < 1 or self.multipart_chunksize < 1 or self.max_concurrency < 1:
-            raise ValueError("multipart_threshold, multipart_chunksize and max_concurrency must be >= 1")
+            raise InputError("multipart_threshold, multipart_chunksize and max_concurrency must be >= 1")
 
     def resolved_endpoint(self) -> str | None:
         """The S3 endpoint URL: explicit option, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else None (AWS)."""
@@ -208,7 +210,7 @@ def parse_uri(uri: str | os.PathLike[str]) -> Location:
     if text.startswith("s3://"):
         bucket, _, key = text[len("s3://") :].partition("/")
         if not bucket:
-            raise ValueError(f"S3 URI without a bucket: {text!r}")
+            raise InputError(f"S3 URI without a bucket: {text!r}")
         # Empty path segments are dropped here, where every reader and writer parses its
         # URI: s3://b//p (easily typed, or made by joining "s3://b/" and "/p") names
         # the same objects as s3://b/p instead of keys of its own ("/p/...").
@@ -219,13 +221,13 @@ def parse_uri(uri: str | os.PathLike[str]) -> Location:
         if rest.startswith("localhost/"):
             rest = rest[len("localhost") :]
         if not rest.startswith("/"):
-            raise ValueError(f"file URI must be absolute (file:///path), got {text!r}")
+            raise InputError(f"file URI must be absolute (file:///path), got {text!r}")
         return Location("file", "", rest)
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if scheme:
-        raise ValueError(f"unsupported URI scheme {scheme.group(1)!r} in {text!r}; use a path, file:// or s3://")
+        raise InputError(f"unsupported URI scheme {scheme.group(1)!r} in {text!r}; use a path, file:// or s3://")
     if not text:
-        raise ValueError("empty URI")
+        raise InputError("empty URI")
     return Location("file", "", text)
 
 
@@ -589,7 +591,7 @@ def read_bytes(uri: str | os.PathLike[str], *, options: StorageOptions | None = 
 
 def _within(data: bytes, max_bytes: int | None, loc: Location) -> bytes:
     if max_bytes is not None and len(data) > max_bytes:
-        raise ValueError(f"{loc.uri}: more than {max_bytes} bytes, larger than such a file can be")
+        raise InputError(f"{loc.uri}: more than {max_bytes} bytes, larger than such a file can be")
     return data
 
 
@@ -838,7 +840,7 @@ def upload_file(local_path: str | os.PathLike[str], uri: str | os.PathLike[str],
     """Copy a local file to ``uri`` (S3 or local), atomically. A missing source: FileNotFoundError."""
     src = parse_uri(local_path)
     if src.is_s3:
-        raise ValueError(f"upload_file needs a local source path, got {src.uri!r}")
+        raise InputError(f"upload_file needs a local source path, got {src.uri!r}")
     try:
         f = open(src.key, "rb")
     except FileNotFoundError as exc:
@@ -851,7 +853,7 @@ def download_file(uri: str | os.PathLike[str], local_path: str | os.PathLike[str
     """Copy ``uri`` to a local file, atomically: ``local_path`` is complete or untouched."""
     dst = parse_uri(local_path)
     if dst.is_s3:
-        raise ValueError(f"download_file needs a local destination path, got {dst.uri!r}")
+        raise InputError(f"download_file needs a local destination path, got {dst.uri!r}")
     loc = parse_uri(uri)
     if not loc.is_s3:
         try:
@@ -894,7 +896,7 @@ def write_parquet(
     write_bytes(uri, sink.getvalue().to_pybytes(), options=options)
 
 
-class ForeignParquetError(pa.ArrowInvalid):
+class ForeignParquetError(BadInput, pa.ArrowInvalid):
     """A Parquet file with a column of an Arrow extension type other than Ray's tensors
     (which Ray Data writes for this project's array columns, e.g. evaluation scores).
     Some run code when read: the values of Ray's ``ray.data.arrow_pickled_object`` are

@@ -25,10 +25,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
+
+from .errors import InputError
 
 # What a job reads of the checkout, by top-level entry: a file, or a folder and the
 # names of its files (at any depth) that are uploaded. Everything else stays here.
@@ -57,7 +60,7 @@ def config_as_overrides(path: str) -> list[str]:
     a config on this machine reaches the job without being uploaded."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise InputError(f"{path}: expected a mapping at the top level")
 
     def flatten(node: dict, prefix: str) -> list[str]:
         out = []
@@ -78,10 +81,10 @@ def sweep_file_args(path: str) -> list[str]:
     both, so a sweep file elsewhere is refused."""
     root = project_root()
     if root is None:
-        raise ValueError("submit tune needs a checkout (this is an installed package): run it from the project")
+        raise InputError("submit tune needs a checkout (this is an installed package): run it from the project")
     uploaded = _uploaded_path(path)
     if uploaded is None:
-        raise ValueError(f"{path}: a sweep file must be inside the checkout's configs, which the job uploads "
+        raise InputError(f"{path}: a sweep file must be inside the checkout's configs, which the job uploads "
                          f"({root / 'configs'}, *.yaml); copy it under configs/sweeps/")
     return ["--config", uploaded]
 
@@ -162,7 +165,7 @@ def _config_in_checkout(path: str) -> str:
     if uploaded is not None:
         return uploaded
     root = project_root()
-    raise ValueError(f"--config {path}: the job reads its config from its uploaded working directory "
+    raise InputError(f"--config {path}: the job reads its config from its uploaded working directory "
                      f"({root or 'the installed package'}: of its files only configs/**/*.yaml), which does not hold "
                      f"this file; use submit's own --config (sent as --set overrides) or copy the file under configs/")
 
@@ -172,7 +175,7 @@ def upload_files(root: Path) -> list[str]:
     ``UPLOAD`` names, less hidden files, symbolic links and what ``.rayignore`` lists."""
     if not (root / UPLOAD_IGNORE).is_file():
         # The list keeps back what slipped into the uploaded folders (a secrets.yaml in configs/).
-        raise ValueError(f"{root / UPLOAD_IGNORE} is missing: refusing to upload {root} without it")
+        raise InputError(f"{root / UPLOAD_IGNORE} is missing: refusing to upload {root} without it")
     lines = (root / UPLOAD_IGNORE).read_text().splitlines()
     ignored = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     files = []
@@ -229,7 +232,7 @@ def auth_headers(token_file: str | None) -> dict[str, str]:
         return {}
     token = Path(token_file).expanduser().read_text().strip()
     if not token:
-        raise ValueError(f"{token_file}: the token file is empty")
+        raise InputError(f"{token_file}: the token file is empty")
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -252,11 +255,10 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
            token_file: str | None = None) -> int:
     """Submit; print the job id; with ``wait`` follow the logs and return 0 only if the
     job succeeded (1 if it failed or was stopped). ``token_file``: see ``auth_headers``."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from ray.exceptions import AuthenticationError
-
-    from .ray_output import quiet_client
+    from .runtime.output import quiet_client
 
     quiet_client()  # Ray's packaging and upload lines: to a log file unless --verbose
     headers = auth_headers(token_file)
@@ -280,7 +282,7 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
     if not wait:
         return 0
 
-    from .ray_output import JobLogFilter
+    from .runtime.output import JobLogFilter
 
     shown = JobLogFilter()
 

@@ -1,4 +1,4 @@
-"""Ray job entry point for the demo: synthetic FineGym data -> manifest, on the cluster
+"""Ray job entry point for the demo: every stage on a generated SynGym, on the cluster
 this job runs in (``ray job submit --working-dir . -- python jobs/demo.py [--out DIR]``).
 
 Takes the same options as ``finegym-ray demo``.

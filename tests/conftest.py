@@ -1,22 +1,45 @@
 """Shared pytest fixtures."""
 
-# ----------------------------------------------------------------------------------
-# S3: a real SeaweedFS server for the session (tests/s3server.py). Self-contained:
-# keep this block together; add other fixtures below it.
-# ----------------------------------------------------------------------------------
 import os
+import shutil
+import tempfile
 import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.s3server import S3ServerError, _free_ports, start_s3_server
-from finegym_ray.preprocess.config import PreprocessConfig
+from tests.support.clips import TINY_PREPROCESS
+from tests.support.env import isolated_environ
+from tests.support.media import write_audio_only, write_video
+from tests.support.processes import SESSION_ENV, new_session_mark
+from tests.support.s3 import S3ServerError, free_ports, start_s3_server
 
-# Variables that would change how clients sign or where they connect; they are
-# replaced (or removed) for the session and restored afterwards.
-_S3_ENV_REMOVED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session():
+    """The whole run without the caller's Ray, S3 and finegym-ray settings (a user's
+    RAY_ADDRESS would send the tests' drivers to the user's cluster) and with this
+    session's mark, which every process the tests start inherits (see
+    tests/support/processes.py); os.environ as it was afterwards.
+
+    Ray's temp folder is the session's own: the session's cluster records its address
+    there instead of in /tmp/ray, where another user's ``ray.init()`` would find and join
+    it, and a driver a test starts without an address looks for a cluster only there. Short,
+    under /tmp: Ray's socket paths must fit 107 bytes."""
+    ray_tmp = tempfile.mkdtemp(prefix="fgr", dir="/tmp")
+    try:
+        with isolated_environ(RAY_TMPDIR=ray_tmp, **{SESSION_ENV: new_session_mark()}):
+            yield
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------------
+# S3: a real SeaweedFS server for the session (tests/support/s3.py)
+# ----------------------------------------------------------------------------------
 def _clear_storage_clients() -> None:
     # Cached boto3 clients captured the old environment's keys and endpoint.
     from finegym_ray import storage
@@ -29,17 +52,15 @@ def s3_server():
     """A running SeaweedFS S3 server with a fresh bucket and random keys.
 
     Sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL and
-    AWS_DEFAULT_REGION for the session (restored afterwards). Fails, never skips, when
+    AWS_DEFAULT_REGION for the session (restored afterwards); no other AWS_ variable is
+    set (isolated_session removed the caller's). Fails, never skips, when
     the server cannot start: a storage test that silently did not run proves nothing.
     """
     try:
         server = start_s3_server(bucket="finegym-test")
     except S3ServerError as e:
         pytest.fail(f"cannot start the SeaweedFS S3 server for tests: {e}", pytrace=False)
-    keys = (*server.env, *_S3_ENV_REMOVED)
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in _S3_ENV_REMOVED:
-        os.environ.pop(k, None)
+    saved = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)
     _clear_storage_clients()
     try:
@@ -61,16 +82,8 @@ def s3_prefix(s3_server) -> str:
 
 
 # ----------------------------------------------------------------------------------
-# Videos with known frame times (tests/video/media.py writes them, ~0.1 s each)
+# Videos with known frame times (tests/support/media.py writes them, ~0.1 s each)
 # ----------------------------------------------------------------------------------
-from dataclasses import dataclass  # noqa: E402
-from fractions import Fraction  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from tests.video.media import write_audio_only, write_video  # noqa: E402
-
 
 @dataclass(frozen=True)
 class Clip:
@@ -174,13 +187,13 @@ def ray_cluster(s3_server):
     # that another Ray on this machine cannot hold it.
     # The job agent's HTTP port too: at its default (52365) another Ray on this host
     # leaves this one without an agent, and every job submit fails ("No available agent").
-    dashboard_port, agent_port = _free_ports(2)
+    dashboard_port, agent_port = free_ports(2)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 300 * 2**20,
                                                             "include_dashboard": True,
                                                             "dashboard_port": dashboard_port,
                                                             "dashboard_agent_listen_port": agent_port})
-    # The address in the workers' environment too, as init_ray does (see
-    # ray_connect.WORKER_SETUP_HOOK): other Rays may run on this host.
+    # The address in the workers' environment too, as init_ray gives it (see
+    # runtime/connect.py GCS_PORT_ENV): other Rays may run on this host.
     ray.init(address=cluster.address, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}})
     try:
@@ -188,10 +201,6 @@ def ray_cluster(s3_server):
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-# Many small units (about 4 s of clips each), so that kills land between units.
-TINY_PREPROCESS = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
 
 
 @pytest.fixture(scope="session")

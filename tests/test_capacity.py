@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from finegym_ray.capacity import (CapacityError, Need, StallWatchdog, check_capacity, shortfall, sweep_needs,
-                                  train_needs)
+from finegym_ray.capacity import CapacityError, Need, StallWatchdog, check_capacity, shortfall, sweep_needs, train_needs
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.tune.config import TrialResources
 

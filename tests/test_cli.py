@@ -32,7 +32,8 @@ def test_manifest_command(tmp_path):
 
 @pytest.mark.parametrize("content, expect", [
     ("A0xAXXysHUo_E_002184_002237_A_0035_0036 99\n", "gym4_train_element.txt:1: label 99 out of range"),
-    ("A0xAXXysHUo_E_002184_002237_A_0035_0036 1\nnot-a-key 1\n", "gym4_train_element.txt:2: not a FineGym instance key"),
+    ("A0xAXXysHUo_E_002184_002237_A_0035_0036 1\nnot-a-key 1\n",
+     "gym4_train_element.txt:2: not a FineGym instance key"),
 ])
 def test_bad_split_exits_2_with_one_line(tmp_path, content, expect):
     bad = tmp_path / "gym4_train_element.txt"
@@ -80,12 +81,15 @@ def test_bad_override_exits_2(tmp_path):
 
 # ---------------------------------------------------------------- issue 15, item 11
 
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 
 from finegym_ray import cli as cli_module  # noqa: E402
+from finegym_ray.cli import manifest as manifest_command  # noqa: E402
+from finegym_ray.cli.preprocess import preprocess_outputs  # noqa: E402
 
 
 def cli_env(*args, env):
@@ -174,11 +178,11 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     def buggy(args):
         return np.zeros(2) + np.zeros(3)  # ValueError: operands could not be broadcast
 
-    monkeypatch.setattr(cli_module, "cmd_manifest", buggy)
+    monkeypatch.setattr(manifest_command, "run", buggy)
     with pytest.raises(ValueError, match="broadcast"):
         cli_module.main(["manifest", "--annotations", "a.json", "--categories", "c.txt", "--splits", "s.txt",
                          "--out", str(tmp_path)])
-    monkeypatch.setattr(cli_module, "cmd_manifest", lambda args: {}["missing"])
+    monkeypatch.setattr(manifest_command, "run", lambda args: {}["missing"])
     with pytest.raises(KeyError):
         cli_module.main(["manifest", "--annotations", "a.json", "--categories", "c.txt", "--splits", "s.txt",
                          "--out", str(tmp_path)])
@@ -201,10 +205,10 @@ def test_evaluate_counts_below_one_exit_2_naming_the_option(tmp_path, option):
 
 # Runs the CLI in a real process whose init_ray refuses to run: a refusal that must come
 # before Ray starts fails the test loudly instead of starting a cluster.
-NO_RAY = ("import sys, finegym_ray.cli as c\n"
+NO_RAY = ("import sys, finegym_ray.cli as c, finegym_ray.runtime.connect as r\n"
           "def no_ray(*a, **k):\n"
           "    print('RAY WOULD START', file=sys.stderr); sys.exit(99)\n"
-          "c.init_ray = no_ray\n"
+          "r.init_ray = no_ray\n"
           "sys.exit(c.main(sys.argv[1:]))\n")
 
 
@@ -347,10 +351,10 @@ def test_train_help_lists_every_setting_with_its_default():
 def test_errors_folder_is_printed_only_when_it_exists(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    assert "errors:" not in cli_module.preprocess_outputs(str(out))
+    assert "errors:" not in preprocess_outputs(str(out))
     (out / "errors").mkdir()
     (out / "errors" / "u.json").write_text("{}")
-    assert f"errors:  {out}/errors/" in cli_module.preprocess_outputs(str(out))
+    assert f"errors:  {out}/errors/" in preprocess_outputs(str(out))
 
 
 @pytest.mark.parametrize("command", ["train", "tune", "preprocess"])
@@ -358,7 +362,7 @@ def test_ctrl_c_says_the_same_command_resumes(monkeypatch, capsys, command):
     def interrupted(_args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, f"cmd_{command}", interrupted)
+    monkeypatch.setattr(importlib.import_module(f"finegym_ray.cli.{command}"), "run", interrupted)
     assert cli_module.main([command]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted" in err[0] and "same command" in err[0], err
@@ -375,6 +379,7 @@ def test_a_run_name_that_is_a_path_exits_2_and_writes_nothing(tmp_path, name):
     assert sorted(tmp_path.rglob("*")) == before  # neither --runs nor anything beside it
 
 
+@pytest.mark.e2e
 def test_ctrl_c_during_training_exits_130_saying_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
     import signal
 

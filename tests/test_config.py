@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from finegym_ray.config import ConfigError, apply_overrides, load_config, to_yaml
+from tests.support.hostile import alias_bomb
 
 
 @dataclass
@@ -91,16 +92,6 @@ def test_a_folder_or_unreadable_file_as_config_is_a_config_error_naming_it(tmp_p
     binary.write_bytes(b"\x80\x02\xff\xfe")
     with pytest.raises(ConfigError, match="weights.pt"):
         load_config(TrainConfig, binary)
-
-
-
-def alias_bomb(levels: int = 9, width: int = 9) -> str:
-    """YAML of a few hundred bytes whose aliases expand to ``width ** levels`` strings
-    ("billion laughs"): ``a: &a [x, ...]``, ``b: &b [*a, ...]``, ..."""
-    names = "abcdefghijklmnop"[:levels]
-    lines = [f"{names[0]}: &{names[0]} [{','.join('x' * width)}]"]
-    lines += [f"{n}: &{n} [{','.join([f'*{p}'] * width)}]" for p, n in zip(names, names[1:])]
-    return "\n".join(lines) + "\n"
 
 
 def test_an_alias_bomb_a_recursive_alias_or_a_huge_file_is_refused_and_plain_anchors_still_work(tmp_path):

@@ -18,8 +18,11 @@ import pytest
 import yaml
 
 from finegym_ray.lease import writer_lease
-from tests.preprocess.checks import pids_with
-from tests.test_output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
+from tests.support.output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
+from tests.support.processes import own_pids_with
+
+# The demo command, run as a user runs it.
+pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
@@ -149,7 +152,7 @@ def test_a_run_recorded_in_demo_yaml_never_deletes_outside_the_store(tmp_path, h
 
 
 def test_a_demo_yaml_of_nested_aliases_is_refused_in_one_line_and_touches_nothing(tmp_path):
-    from tests.test_config import alias_bomb
+    from tests.support.hostile import alias_bomb
 
     store = tmp_path / "d" / "store"
     _plant_demo_store(store, [])
@@ -181,16 +184,16 @@ def test_a_second_demo_on_a_store_being_written_is_refused_and_changes_nothing(t
 
 
 def _stop_processes_with(text: str) -> None:
-    """SIGTERM, then SIGKILL, the processes whose command line holds ``text`` (GCS may
-    ignore SIGTERM for long); returns once none is left."""
+    """SIGTERM, then SIGKILL, this session's processes whose command line holds ``text``
+    (GCS may ignore SIGTERM for long); returns once none is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         deadline = time.monotonic() + 10
-        while pids_with(text) and time.monotonic() < deadline:
-            for pid in pids_with(text):
+        while own_pids_with(text) and time.monotonic() < deadline:
+            for pid in own_pids_with(text):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(0.2)
-    assert not pids_with(text), f"processes of {text} outlived the test"
+    assert not own_pids_with(text), f"processes of {text} outlived the test"
 
 
 @contextlib.contextmanager

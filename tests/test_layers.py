@@ -1,7 +1,10 @@
 """The low layers (formats, storage, synthetic data) must import without ray and torch."""
 
+import ast
+import functools
 import subprocess
 import sys
+from pathlib import Path
 
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.dataset.sampling",
               "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage",
@@ -14,7 +17,7 @@ LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "fin
 # The step library is what Tune trials, feature extraction and benchmarks share.
 TORCH_ONLY = ["finegym_ray.models", "finegym_ray.train.steps"]
 # What Ray Data's sampling workers import: torch would add seconds to each process start.
-RAY_ONLY = ["finegym_ray.train.data", "finegym_ray.ray_connect"]
+RAY_ONLY = ["finegym_ray.train.data", "finegym_ray.runtime.connect"]
 
 BLOCK = """
 import sys
@@ -42,3 +45,143 @@ def test_sampling_code_imports_without_torch():
     code = BLOCK.replace("('ray', 'torch')", "('torch',)") + "".join(f"import {m}\n" for m in RAY_ONLY)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --- The package's imports, read from its source (module level and inside functions). ---
+
+PACKAGE = Path(__file__).resolve().parent.parent / "finegym_ray"
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _type_checking_only(tree: ast.Module) -> set[ast.AST]:
+    """The imports under ``if TYPE_CHECKING:``, which never run."""
+    return {node for block in ast.walk(tree) if isinstance(block, ast.If) and ast.unparse(block.test).endswith(
+        "TYPE_CHECKING") for stmt in block.body for node in ast.walk(stmt)}
+
+
+def _imported(name: str, path: Path, node: ast.Import | ast.ImportFrom, modules: dict[str, Path]) -> list[str]:
+    """The package's modules that ``node`` (in module ``name`` at ``path``) imports:
+    ``from X import Y`` names module X.Y where there is one, else X."""
+    if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+    else:
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]) if node.level else ""
+        base = ".".join(p for p in (base, node.module or "") if p)
+        targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+    found = []
+    for target in targets:
+        while target and target not in modules:  # a name inside a module: the module
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.append(target)
+    return found
+
+
+@functools.cache
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its source."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _type_checking_only(tree)
+        graph[name] = {target for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                       and node not in skip for target in _imported(name, path, node, modules)}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_import_graph_sees_imports_everywhere():
+    graph = import_graph()
+    assert "finegym_ray.cli.smoke" in graph["finegym_ray.cli.train"]  # from . import smoke
+    assert "finegym_ray.runtime.connect" in graph["finegym_ray.cli.train"]  # from ..runtime import connect
+    assert "finegym_ray.train.run" in graph["finegym_ray.cli.train"]  # inside a function
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circle_in_the_package():
+    cycles = import_cycles(import_graph())
+    assert not cycles, "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_only_the_command_line_imports_the_command_line():
+    upward = sorted(f"{name} imports {target}" for name, targets in import_graph().items()
+                    if not (name == "finegym_ray.cli" or name.startswith("finegym_ray.cli."))
+                    for target in targets if target == "finegym_ray.cli" or target.startswith("finegym_ray.cli."))
+    assert not upward, upward
+
+
+# What Ray offers no public API for: a Ray upgrade should need to look in runtime/ only.
+RAY_INTERNALS = ("ray.tune.execution", "ray.tune.impl", "ray.autoscaler.v2", "ray.train.v2", "ray.experimental")
+
+
+def test_rays_private_apis_are_used_in_runtime_only():
+    found = []
+    for name, path in _modules().items():
+        if name.startswith("finegym_ray.runtime"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ray":
+                modules = [node.module]
+                private = [a.name for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                modules, private = [a.name for a in node.names if a.name.split(".")[0] == "ray"], []
+            elif isinstance(node, (ast.Attribute, ast.FunctionDef)) and getattr(node, "attr", getattr(
+                    node, "name", "")) in ("_register_sigint_handler", "_global_node"):
+                modules, private = [], [ast.unparse(node) if isinstance(node, ast.Attribute) else node.name]
+            else:
+                continue
+            private += [m for m in modules if any(p.startswith("_") for p in m.split("."))
+                        or m.startswith(RAY_INTERNALS)]
+            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {p}" for p in private]
+    assert not found, found
+
+
+def test_refusals_raise_the_bad_input_family():
+    """The command line prints a BadInput as one line (exit 2) and gives anything else
+    its traceback: a plain ``raise ValueError(...)`` in the package would be a bug."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for path in _modules().values()
+             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+             and isinstance(node.exc.func, ast.Name) and node.exc.func.id == "ValueError"]
+    assert not found, f"raise InputError (finegym_ray/errors.py) instead: {found}"

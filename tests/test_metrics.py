@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from finegym_ray.metrics import (bootstrap, confusion_matrix, interval, mean_class_accuracy, per_class_accuracy,
-                                 top1_accuracy)
+from finegym_ray.metrics import (
+    bootstrap,
+    confusion_matrix,
+    interval,
+    mean_class_accuracy,
+    per_class_accuracy,
+    top1_accuracy,
+)
 
 
 def one_hot(pred, k):

@@ -4,40 +4,13 @@ The commands' real output is checked where a test runs them already (no run of i
 here, to keep the suite's time): the demo in tests/test_demo.py, ``train`` in
 tests/train/test_train.py (default and --verbose), evaluate's smoke training in
 tests/jobs/test_jobs.py, ``submit --wait`` in tests/cluster/test_local_cluster.py. They
-use the checks below."""
+use the checks in tests/support/output.py."""
 
 from __future__ import annotations
 
-import re
-
-from finegym_ray import progress, ray_output
+from finegym_ray import progress
 from finegym_ray.cli import build_parser
-
-# What Ray prints by default that the issue's user saw, each a marker of one kind.
-RAY_INTERNALS = ("(RayTrainWorker", "pid=", "Reporting training result", "Checkpoint successfully created",
-                 "core_worker", "RayDeprecationWarning", "tqdm", "Token authentication", "Execution plan of Dataset",
-                 "Running Dataset", "(TrainController", "UserWarning")
-
-
-def assert_no_ray_internals(text: str) -> None:
-    """``text`` (a command's stdout and stderr) holds none of Ray's internals."""
-    found = [m for m in RAY_INTERNALS if m in text]
-    lines = [line for line in text.splitlines() if any(m in line for m in found)]
-    assert not found, f"Ray's internals in the output: {found}: {lines[:5]}"
-
-
-def assert_some_ray_internals(text: str) -> None:
-    """``text`` holds Ray's own lines (what --verbose brings back)."""
-    assert any(m in text for m in RAY_INTERNALS), text[-3000:]
-
-
-RATE = re.compile(r"\d[\d.]* (clips|units)/s")
-
-
-def assert_progress_with_rate(text: str, stage: str) -> None:
-    """A ``[stage]`` progress line with a rate (``N clips/s`` or ``N units/s``); with
-    --verbose, Ray's ``(RayTrainWorker pid=...)`` tag may come before it."""
-    assert any(f"[{stage}] " in line and RATE.search(line) for line in text.splitlines()), text[-3000:]
+from finegym_ray.runtime import output as ray_output
 
 
 def test_only_the_project_lines_of_a_worker_batch_are_printed(capsys):

@@ -9,12 +9,12 @@ import tempfile
 
 import pytest
 
-from finegym_ray.ray_connect import IDLE_WORKER_ENV, IDLE_WORKER_MS
-from tests.rays import notebook_ray, run_driver
+from finegym_ray.runtime.connect import IDLE_WORKER_ENV, IDLE_WORKER_MS
+from tests.support.rays import notebook_ray, run_driver
 
 CODE = """
 import os, ray
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 # "local": a Ray of its own, whatever else runs on this machine (the tests' cluster).
 init_ray("local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 # Worker processes inherit the raylet's environment: what it was started with.
@@ -23,6 +23,7 @@ print(ray.get(ray.remote(lambda: os.environ.get({env!r})).remote()))
 
 
 @pytest.mark.parametrize("preset", [None, "2500"])
+@pytest.mark.cluster
 def test_a_local_ray_keeps_idle_workers_unless_told_otherwise(preset):
     env = {k: v for k, v in os.environ.items() if k not in (IDLE_WORKER_ENV, "RAY_ADDRESS")}
     if preset:
@@ -35,7 +36,7 @@ def test_a_local_ray_keeps_idle_workers_unless_told_otherwise(preset):
 
 JOB_CODE = """
 import json, os, ray
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 from finegym_ray.storage import use_endpoint
 # What Ray's job manager hands a submitted driver: the job's runtime env, here one that
 # names another endpoint (the submitter's environment) than the job's own --s3-endpoint.
@@ -50,6 +51,7 @@ print("override left set:", os.environ.get("RAY_OVERRIDE_JOB_RUNTIME_ENV"))
 """
 
 
+@pytest.mark.cluster
 def test_workers_get_the_drivers_endpoint_even_inside_a_job_that_named_another():
     """A submitted job's driver that was given --s3-endpoint hands that endpoint to its
     workers: it beats the job's runtime env, and the same region is not refused as a
@@ -66,6 +68,7 @@ def test_workers_get_the_drivers_endpoint_even_inside_a_job_that_named_another()
     assert lines[-1] == "override left set: None"  # the switch was for this ray.init only
 
 
+@pytest.mark.cluster
 def test_a_dead_cluster_recorded_on_the_machine_does_not_hang_init():
     # Ray's temp dir of its own (short: Ray's socket paths must fit 107 characters).
     root = tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -75,7 +78,7 @@ def test_a_dead_cluster_recorded_on_the_machine_does_not_hang_init():
         dead = s.getsockname()[1]
     with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as f:
         f.write(f"127.0.0.1:{dead}")  # what a cluster killed without `ray stop` leaves
-    code = ("import ray\nfrom finegym_ray.ray_connect import init_ray\n"
+    code = ("import ray\nfrom finegym_ray.runtime.connect import init_ray\n"
             "init_ray(None, num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
             "print(ray.get(ray.remote(lambda: 'ran').remote()))\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -93,7 +96,7 @@ def test_a_dead_cluster_recorded_on_the_machine_does_not_hang_init():
 
 JOIN_CODE = """
 import os, ray
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 init_ray({address!r}, log_to_driver=False)
 print(ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote()))
 """
@@ -113,7 +116,7 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
 
 STARTED_CODE = """
 import ray
-from finegym_ray.ray_connect import init_ray
+from finegym_ray.runtime.connect import init_ray
 init_ray(None, num_cpus=1, log_to_driver=False)
 
 @ray.remote
@@ -125,6 +128,7 @@ print(ray.get(nodes_seen_by_the_state_api.remote()) == [ray.get_runtime_context(
 """
 
 
+@pytest.mark.cluster
 def test_workers_of_a_ray_it_starts_find_that_ray_with_a_notebooks_ray_on_the_host():
     """A Ray that init_ray starts (nothing recorded to join) beside another user's Ray:
     its workers' State API, through which Ray Train frees a stopped trial's CPUs, asks

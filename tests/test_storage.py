@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from finegym_ray import storage
 from finegym_ray.storage import StorageOptions
-from tests.hostile import WritesMarker as _WritesMarker
+from tests.support.hostile import WritesMarker as _WritesMarker
 
 MiB = 1024 * 1024
 # S3's smallest legal part; the threshold is set low so tests go multipart cheaply.
@@ -624,7 +624,8 @@ def test_use_endpoint_sets_both_names_and_worker_env_carries_them(monkeypatch, s
         assert env["AWS_DEFAULT_REGION"] == "eu-west-3"
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env)
         assert s3_server.secret_key not in repr(env) and s3_server.access_key not in repr(env)
-        storage.write_text(storage.join(f"s3://{s3_server.bucket}", "use-endpoint.txt"), "ok")  # a cached client follows
+        # A cached client follows.
+        storage.write_text(storage.join(f"s3://{s3_server.bucket}", "use-endpoint.txt"), "ok")
     finally:
         storage.clear_client_cache()
     with pytest.raises(ValueError, match="endpoint_url"):

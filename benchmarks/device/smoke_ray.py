@@ -1,7 +1,7 @@
 """Does Ray really run from the device kit? A local Ray started through finegym_ray's
 ``init_ray``, a two-step Ray Data map, the State API (the dashboard process that ASHA's
 placement group cleaner asks), a one-worker TorchTrainer step through
-``finegym_ray.train.run.torch_trainer`` (on the GPU where torch sees one) and a two-trial
+``finegym_ray.train.engine.torch_trainer`` (on the GPU where torch sees one) and a two-trial
 Tune sweep with ASHA. Exit status 0 when all pass; prints one line per step with its time.
 
     bash benchmarks/device/run_on_device.sh python3 benchmarks/device/smoke_ray.py [--no-tune]
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    from finegym_ray.ray_connect import init_ray
+    from finegym_ray.runtime.connect import init_ray
 
     t = time.monotonic()
     cpus = args.cpus or max(2, os.cpu_count() or 2)
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         step("state api (dashboard process): list_nodes", t)
 
         t = time.monotonic()
-        from finegym_ray.train.run import torch_trainer
+        from finegym_ray.train.engine import torch_trainer
         with tempfile.TemporaryDirectory(prefix="fg_smoke_") as runs:
             trainer = torch_trainer(_train_fn, {"steps": 5}, name="smoke", runs=runs, workers=1, cpus_per_worker=1,
                                     use_gpu=gpus > 0, max_failures=0)

@@ -16,10 +16,12 @@ frame, so one resize per frame does both the scale and the crop.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from ..errors import InputError
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
@@ -45,7 +47,7 @@ def decode_jpeg(blob: bytes, *, grey: bool, reduction: int = 1) -> np.ndarray:
     """JPEG bytes -> (H, W, 3) RGB or (H, W) grey uint8, decoded at 1/reduction size."""
     img = cv2.imdecode(np.frombuffer(blob, np.uint8), _FLAGS[(grey, reduction)])
     if img is None:
-        raise ValueError("a frame is not a readable JPEG")
+        raise InputError("a frame is not a readable JPEG")
     return img if grey else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

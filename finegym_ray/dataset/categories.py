@@ -14,8 +14,8 @@ nothing here is keyed on a name.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from .errors import FormatError
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
 
-class FormatError(ValueError):
+
+class FormatError(InputError):
     """A FineGym file that does not parse: names the file and, where known, the line.
 
     The CLI turns it into a one-line message and exit code 2, so the message must say

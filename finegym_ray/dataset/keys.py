@@ -19,8 +19,10 @@ Every file name built from a video id or a unit id goes through :func:`safe_name
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+
+from ..errors import InputError
 
 EVENT_ID_RE = re.compile(r"E_(\d{6})_(\d{6})")
 SUBACTION_ID_RE = re.compile(r"A_(\d{4})_(\d{4})")
@@ -34,7 +36,7 @@ def check_video_id(video_id: object) -> str:
     """Return ``video_id`` if it fits the video id grammar (see the module docstring),
     else raise ValueError saying why."""
     if not isinstance(video_id, str) or VIDEO_ID_RE.fullmatch(video_id) is None:
-        raise ValueError(f"video id {video_id!r} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-' "
+        raise InputError(f"video id {video_id!r} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-' "
                          "(FineGym: 11-character YouTube ids)")
     return video_id
 
@@ -49,19 +51,19 @@ def safe_name(folder: str, name: str, suffix: str = "") -> str:
     file_name = f"{name}{suffix}" if isinstance(name, str) and isinstance(suffix, str) else None
     if (not file_name or not name or file_name == "." or "/" in file_name or "\\" in file_name
             or ".." in file_name or "\x00" in file_name):
-        raise ValueError(f"unsafe file name {file_name if file_name is not None else name!r} in {folder}: "
+        raise InputError(f"unsafe file name {file_name if file_name is not None else name!r} in {folder}: "
                          "it must be one plain name, without '/', '\\', '..' or NUL")
     if not folder:
-        raise ValueError(f"no folder given for {file_name!r}")  # "" + "/" + name would be absolute
+        raise InputError(f"no folder given for {file_name!r}")  # "" + "/" + name would be absolute
     return f"{folder.rstrip('/')}/{file_name}"
 
 
 def _whole_seconds(t: float, digits: int) -> str:
     if not t >= 0:  # also rejects NaN
-        raise ValueError(f"time must be >= 0 seconds, got {t!r}")
+        raise InputError(f"time must be >= 0 seconds, got {t!r}")
     whole = int(t)  # FineGym truncates, it does not round
     if whole >= 10**digits:
-        raise ValueError(f"time {t!r} s does not fit in {digits} digits")
+        raise InputError(f"time {t!r} s does not fit in {digits} digits")
     return f"{whole:0{digits}d}"
 
 
@@ -78,14 +80,14 @@ def subaction_id(stages: Sequence[Sequence[float]]) -> str:
     :func:`legacy_subaction_id`).
     """
     if not stages:
-        raise ValueError("a sub-action needs at least one stage")
+        raise InputError("a sub-action needs at least one stage")
     return f"A_{_whole_seconds(stages[0][0], 4)}_{_whole_seconds(stages[-1][1], 4)}"
 
 
 def legacy_subaction_id(stages: Sequence[Sequence[float]]) -> str:
     """The pre-April-2020 sub-action id: end taken from the FIRST stage."""
     if not stages:
-        raise ValueError("a sub-action needs at least one stage")
+        raise InputError("a sub-action needs at least one stage")
     return f"A_{_whole_seconds(stages[0][0], 4)}_{_whole_seconds(stages[0][1], 4)}"
 
 
@@ -124,7 +126,7 @@ def parse_instance_key(key: str) -> ParsedKey:
     """Parse ``{video_id}_E_XXXXXX_YYYYYY_A_ZZZZ_WWWW``; raises ValueError if it is not one."""
     m = _KEY_RE.fullmatch(key)
     if m is None:
-        raise ValueError(
+        raise InputError(
             f"not a FineGym instance key: {key!r} "
             "(expected <youtube_id>_E_XXXXXX_YYYYYY_A_ZZZZ_WWWW)"
         )
@@ -146,5 +148,5 @@ def parse_event_key(key: str) -> tuple[str, str]:
     """Split ``{video_id}_E_XXXXXX_YYYYYY`` into (video_id, event_id)."""
     m = _EVENT_KEY_RE.fullmatch(key)
     if m is None:
-        raise ValueError(f"not a FineGym event key: {key!r} (expected <youtube_id>_E_XXXXXX_YYYYYY)")
+        raise InputError(f"not a FineGym event key: {key!r} (expected <youtube_id>_E_XXXXXX_YYYYYY)")
     return m["video"], m["event"]

@@ -22,9 +22,10 @@ Element labels travel as Glabels (Gym530 ids), the one id shared by every subset
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
+from ..errors import InputError
 from .annotations import EVENT_NAMES, event_name
 from .categories import ElementCategories, SetCategory
 
@@ -130,7 +131,7 @@ def label_view(
         return LabelView(task, tuple(EVENT_NAMES.values()), by_event={e: i for i, e in enumerate(EVENT_NAMES)})
     if task == "set":
         if not sets:
-            raise ValueError("the 'set' task needs the set categories file")
+            raise InputError("the 'set' task needs the set categories file")
         ordered = sorted(sets, key=lambda s: s.set_id)
         return LabelView(task, tuple(s.name for s in ordered), by_set={s.set_id: i for i, s in enumerate(ordered)})
     sub = SUB_TASKS.get(task)
@@ -138,13 +139,13 @@ def label_view(
     if base not in subsets:
         known = ", ".join(TASK_NAMES)
         if sub is None and not base.startswith("gym"):
-            raise ValueError(f"unknown task {task!r}; tasks: {known}")
-        raise ValueError(f"task {task!r} needs the {base} categories file (loaded: {sorted(subsets) or 'none'})")
+            raise InputError(f"unknown task {task!r}; tasks: {known}")
+        raise InputError(f"task {task!r} needs the {base} categories file (loaded: {sorted(subsets) or 'none'})")
     classes = subsets[base].classes
     if sub is not None:
         classes = tuple(c for c in classes
                         if (sub.event is None or c.event == sub.event)
                         and (sub.set_id is None or c.set_id == sub.set_id))
         if not classes:
-            raise ValueError(f"task {task!r}: the {base} categories have no class in it")
+            raise InputError(f"task {task!r}: the {base} categories have no class in it")
     return LabelView(task, tuple(c.name for c in classes), by_glabel={c.glabel: i for i, c in enumerate(classes)})

@@ -18,18 +18,19 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from .. import storage
+from ..errors import InputError
 from .annotations import Event, parse_annotations
-from .categories import (ElementCategories, ElementCategory, SetCategory, parse_element_categories,
-                         parse_set_categories)
+from .categories import ElementCategories, ElementCategory, SetCategory, parse_element_categories, parse_set_categories
 from .errors import FormatError
 from .jsonfile import parse_json, read_json_text
-from .keys import legacy_subaction_id, instance_key, parse_instance_key
+from .keys import instance_key, legacy_subaction_id, parse_instance_key
 from .splits import parse_split, split_name_from_path, subset_from_path
 
 EXAMPLES = 5  # unmatched keys shown in the summary; all of them go to unmatched_keys.parquet
@@ -70,13 +71,13 @@ def parse_split_spec(spec: str, subsets: Sequence[str]) -> SplitSpec:
         name, path = "", spec
     split = name or split_name_from_path(path)
     if not split:
-        raise ValueError(f"cannot tell the split of {path!r} from its name: pass it as train={path}")
+        raise InputError(f"cannot tell the split of {path!r} from its name: pass it as train={path}")
     subset = subset_from_path(path)
     if subset is None or subset not in subsets:
         if subset is not None:
-            raise ValueError(f"{path} holds {subset} labels but no {subset} categories file was given")
+            raise InputError(f"{path} holds {subset} labels but no {subset} categories file was given")
         if not subsets:
-            raise ValueError(f"{path}: split labels need a categories file (--categories)")
+            raise InputError(f"{path}: split labels need a categories file (--categories)")
         subset = subsets[0]
     return SplitSpec(path, split, subset)
 
@@ -123,7 +124,7 @@ def _refuse_two_files_per_split(specs: list[SplitSpec]) -> None:
         by_split.setdefault((spec.subset, spec.split), []).append(spec.path)
     for (subset, split), paths in by_split.items():
         if len(paths) > 1:
-            raise ValueError(f"{subset} {split}: {len(paths)} split files ({', '.join(paths)}), e.g. FineGym's "
+            raise InputError(f"{subset} {split}: {len(paths)} split files ({', '.join(paths)}), e.g. FineGym's "
                              f"v1.0 and v1.1: give one of them")
 
 
@@ -442,7 +443,7 @@ def build_manifest_from(annotations: str, *, split_version: str | None = None) -
     if split_version is not None:
         versions = sorted({v for n in split_names if (v := _SPLIT_FILE.match(n)[2])})
         if split_version not in versions:
-            raise ValueError(f"{annotations}: no split file of version {split_version!r} "
+            raise InputError(f"{annotations}: no split file of version {split_version!r} "
                              f"(versions there: {', '.join(versions) or 'none'})")
         split_names = [n for n in split_names if _SPLIT_FILE.match(n)[2] in (None, split_version)]
     by_split: dict[tuple[str, str], list[str]] = {}
@@ -450,7 +451,7 @@ def build_manifest_from(annotations: str, *, split_version: str | None = None) -
         by_split.setdefault((n.split("_", 1)[0], _SPLIT_FILE.match(n)[1]), []).append(n)
     for (subset, split), found in by_split.items():
         if len(found) > 1:
-            raise ValueError(f"{annotations} holds {len(found)} {subset} {split} split files ({', '.join(found)}): "
+            raise InputError(f"{annotations} holds {len(found)} {subset} {split} split files ({', '.join(found)}): "
                              f"choose one version (split_version), or move the others out of the folder")
     return build_manifest(
         names[json_name],

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class SegmentSampler:
@@ -30,7 +32,7 @@ class SegmentSampler:
 
     def __post_init__(self) -> None:
         if self.segments < 1 or self.length < 1:
-            raise ValueError(f"segments and length must be >= 1, got {self.segments}, {self.length}")
+            raise InputError(f"segments and length must be >= 1, got {self.segments}, {self.length}")
 
     def train(self, num_items: int, rng: np.random.Generator) -> np.ndarray:
         starts_span = max(num_items - self.length + 1, 1)
@@ -42,7 +44,7 @@ class SegmentSampler:
 
     def test(self, num_items: int, view: int = 0, views: int = 1) -> np.ndarray:
         if not 0 <= view < views:
-            raise ValueError(f"view must be in [0, {views}), got {view}")
+            raise InputError(f"view must be in [0, {views}), got {view}")
         starts_span = max(num_items - self.length + 1, 1)
         width = starts_span / self.segments
         # Position (view + 0.5) / views inside each segment: one view is the centre.
@@ -80,7 +82,7 @@ class DenseSampler:
 
     def __post_init__(self) -> None:
         if self.length < 1 or self.stride < 1:
-            raise ValueError(f"length and stride must be >= 1, got {self.length}, {self.stride}")
+            raise InputError(f"length and stride must be >= 1, got {self.length}, {self.stride}")
 
     @property
     def span(self) -> int:
@@ -95,7 +97,7 @@ class DenseSampler:
 
     def test(self, num_items: int, view: int = 0, views: int = 1) -> np.ndarray:
         if not 0 <= view < views:
-            raise ValueError(f"view must be in [0, {views}), got {view}")
+            raise InputError(f"view must be in [0, {views}), got {view}")
         if num_items < self.span:
             return self._spread(num_items)
         max_offset = num_items - self.span

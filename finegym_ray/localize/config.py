@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import check_name, check_range
+from ..errors import InputError
 
 LEVELS = ("action", "subaction")
 # "classes": the level's classes (action: FineGym's events; sub-action: the sets);
@@ -108,7 +109,7 @@ class LocalizeConfig:
         check_range(problems, "max_failures", self.max_failures, ge=-1)
         check_name(problems, "name", self.name)
         if problems:
-            raise ValueError("localize config: " + "; ".join(problems))
+            raise InputError("localize config: " + "; ".join(problems))
 
     @property
     def run_name(self) -> str:

@@ -16,12 +16,13 @@ No ray here; torch only in :func:`collate`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
 from ..dataset.keys import parse_event_key
+from ..errors import InputError
 from .config import AGNOSTIC_LABEL, LocalizeConfig
 from .features import FeatureSequence, list_sequences, read_sequence
 
@@ -123,7 +124,7 @@ def example(sequence: FeatureSequence, segments: list[tuple[str, float, float]],
         else:
             unknown = sorted({lab for lab, _, _ in segments} - set(class_index))
             if unknown:
-                raise ValueError(f"{sequence.video_id}: labels {', '.join(unknown)} are not among the run's classes")
+                raise InputError(f"{sequence.video_id}: labels {', '.join(unknown)} are not among the run's classes")
             labels = np.array([class_index[lab] for lab, _, _ in segments], np.int64)
     else:
         steps, labels = np.zeros((0, 2), np.float64), np.zeros(0, np.int64)
@@ -159,7 +160,7 @@ def load_dataset(config: LocalizeConfig, ground_truth: GroundTruth, *,
     folder = config.features if storage.parse_uri(config.features).is_s3 else os.path.abspath(config.features)
     uris = list_sequences(folder, config.level)
     if not uris:
-        raise ValueError(f"{config.features}: no {config.level} feature sequences "
+        raise InputError(f"{config.features}: no {config.level} feature sequences "
                          f"(run finegym-ray extract-features --level {config.level} first)")
     ids, hashes, dims, skipped = {}, set(), set(), []
     for uri in uris:
@@ -171,10 +172,10 @@ def load_dataset(config: LocalizeConfig, ground_truth: GroundTruth, *,
         hashes.add(meta.get("settings_hash"))
         dims.add(meta.get("feature_dim"))
     if not ids:
-        raise ValueError(f"{config.features}: none of the {len(uris)} {config.level} sequences is in the ground "
+        raise InputError(f"{config.features}: none of the {len(uris)} {config.level} sequences is in the ground "
                          f"truth of {config.annotations} (e.g. {skipped[0]!r}): another level or dataset?")
     if len(dims) > 1 or len(hashes) > 1:
-        raise ValueError(f"{config.features}/{config.level}: sequences of different extractions "
+        raise InputError(f"{config.features}/{config.level}: sequences of different extractions "
                          f"(feature dims {sorted(map(str, dims))}, settings hashes {sorted(map(str, hashes))})")
     splits = split_videos((video_of(i, config.level) for i in ids.values()), config.val_fraction)
     train = [u for u in ids if splits[video_of(ids[u], config.level)] == "train"]
@@ -182,7 +183,7 @@ def load_dataset(config: LocalizeConfig, ground_truth: GroundTruth, *,
     gt = task_ground_truth({i: ground_truth[i] for i in ids.values()}, config.task)
     names = class_names_of(gt, config.task)
     if not names:
-        raise ValueError(f"{config.annotations}: no ground-truth segment in the {len(ids)} sequences")
+        raise InputError(f"{config.annotations}: no ground-truth segment in the {len(ids)} sequences")
     if skipped:
         say(f"{len(skipped)} of {len(uris)} sequences have no ground truth and are left out (e.g. {skipped[0]})")
     return Dataset(train, val, ids, gt, names, skipped, int(dims.pop()), hashes.pop())

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import storage
 from ..config import apply_overrides
+from ..errors import InputError
 from .config import LocalizeConfig
 
 # Extraction per level. Whole videos at 8 frames/s: a snippet of 8 sampled frames (1 s)
@@ -61,7 +62,7 @@ def check_demo_inputs(out: str) -> None:
 
     paths = demo_paths(out)
     if not os.path.isdir(paths["videos"]) or checkpoints.find_latest(paths["backbone"]) is None:
-        raise ValueError(f"{out}: no SynGym videos or no trained {BACKBONE_RUN} run there: run "
+        raise InputError(f"{out}: no SynGym videos or no trained {BACKBONE_RUN} run there: run "
                          f"'finegym-ray demo --out {out}' first (the localization demo uses its data and run)")
 
 

@@ -11,11 +11,12 @@ files are small, so scoring runs in this process (a GPU when it has one); no Ray
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from .. import storage
+from ..errors import InputError
 from ..train import checkpoint as checkpoints
 from .config import LocalizeConfig
 from .data import Example, load_examples, steps_to_seconds
@@ -88,14 +89,14 @@ def evaluate_run(config: LocalizeConfig, *, say: Callable[[str], None] = print) 
     uri = run_uri(config)
     checkpoint = checkpoints.find_latest(uri, say=say, verify_state=True)
     if checkpoint is None:
-        raise ValueError(f"{uri}: no complete checkpoint to evaluate (train it first: finegym-ray localize train)")
+        raise InputError(f"{uri}: no complete checkpoint to evaluate (train it first: finegym-ray localize train)")
     data = prepare(config, say=say)
     if checkpoint.meta.get("class_names") != data.class_names or checkpoint.meta.get("data_hash") != data.settings_hash:
-        raise ValueError(f"{checkpoint.uri} was trained on features with settings hash "
+        raise InputError(f"{checkpoint.uri} was trained on features with settings hash "
                          f"{checkpoint.meta.get('data_hash')} and classes {checkpoint.meta.get('class_names')}; "
                          f"{config.features} holds hash {data.settings_hash}, classes {data.class_names}")
     if not data.val:
-        raise ValueError(f"{config.features}: no validation sequence (val_fraction {config.val_fraction})")
+        raise InputError(f"{config.features}: no validation sequence (val_fraction {config.val_fraction})")
     from .train import checkpoint_config
 
     trained = checkpoint_config(checkpoint)

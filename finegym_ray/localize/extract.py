@@ -47,6 +47,7 @@ import pyarrow as pa
 from .. import storage
 from ..config import check_range
 from ..dataset.keys import safe_name
+from ..errors import InputError
 from ..progress import rate_eta
 from . import features as F
 
@@ -113,7 +114,7 @@ class ExtractConfig:
             problems.append(f"cache_dir must be an absolute folder path or null, got {self.cache_dir!r}")
         check_range(problems, "cache_gb", self.cache_gb, ge=0)
         if problems:
-            raise ValueError("extract config: " + "; ".join(problems))
+            raise InputError("extract config: " + "; ".join(problems))
 
 
 # ------------------------------------------------------------------------ backbone
@@ -172,7 +173,7 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
         try:
             checkpoint = checkpoints._open(found[0])  # the checkpoint module's own verification
         except checkpoints.CheckpointError as e:
-            raise ValueError(f"--run {e}") from None
+            raise InputError(f"--run {e}") from None
         run = head
     else:
         checkpoint = checkpoints.find_latest(run)
@@ -184,13 +185,13 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
     train = checkpoint_config(checkpoint)
     class_names = checkpoint.meta.get("class_names")
     if not isinstance(class_names, list) or not class_names:
-        raise ValueError(f"--run {checkpoint.uri}/meta.json names no classes: not a checkpoint of a trained run")
+        raise InputError(f"--run {checkpoint.uri}/meta.json names no classes: not a checkpoint of a trained run")
     settings = recorded_settings(train.data)
     flow = settings.get("flow") if train.modality == "flow" else None
     if train.modality == "flow":
         method = flow.get("method") if isinstance(flow, dict) else flow
         if not method or method == "none":
-            raise ValueError(f"--run {run}: a flow model, but its clips' preprocessing settings "
+            raise InputError(f"--run {run}: a flow model, but its clips' preprocessing settings "
                              f"({storage.join(train.data, 'preprocess.json')}) name no flow method to compute flow "
                              "with")
         flow = flow if isinstance(flow, dict) else {"method": flow}
@@ -485,7 +486,7 @@ class EmbedSnippets:
 
         from ..config import from_dict
         from ..train.config import TrainConfig
-        from ..train.run import model_for
+        from ..train.loop import model_for
 
         torch.set_num_threads(max(int(threads), 1))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -556,7 +557,7 @@ def find_video_files(videos: str) -> dict[str, str]:
         if ext.lower() in VIDEO_EXTENSIONS and (stem not in found or ext.lower() == ".mp4"):
             found[stem] = uri
     if not found:
-        raise ValueError(f"--videos {videos}: no video files ({', '.join(VIDEO_EXTENSIONS)}) there")
+        raise InputError(f"--videos {videos}: no video files ({', '.join(VIDEO_EXTENSIONS)}) there")
     return found
 
 
@@ -627,7 +628,7 @@ def split_done(out: str, items: list[dict], hashes: dict[str, str]) -> tuple[lis
         it, m = other[0]
         theirs = {k: m.get(k) for k in ("run", "checkpoint", "level", "snippet_frames", "stride_frames", "fps",
                                          "segments") if k in m}
-        raise ValueError(f"{out} holds {len(other)} feature file(s) made with other settings, e.g. "
+        raise InputError(f"{out} holds {len(other)} feature file(s) made with other settings, e.g. "
                          f"{output_uri(out, it)} ({', '.join(f'{k}={v}' for k, v in theirs.items())}): "
                          f"extract into another --out, or use the same run and settings to resume")
     return [it for it in items if id(it) not in done], [it for it in items if id(it) in done]
@@ -816,55 +817,3 @@ __all__ = ["Backbone", "DecodeSnippets", "EmbedSnippets", "ExtractConfig", "Pool
            "check_inputs", "find_video_files", "format_summary", "open_backbone", "plan_items", "pool_sizes",
            "run_extract", "sample_indices", "snippet_starts"]
 
-
-# The extraction of --smoke-test: short snippets at a low rate, few element segments.
-SMOKE_EXTRACT = ["snippet_frames=8", "stride_frames=4", "fps=6", "segments=4", "batch_size=8"]
-
-
-def cli_extract_features(args, *, init_ray: Callable[[], None]) -> int:
-    """The body of ``finegym-ray extract-features`` (cli.py parses). Exit status 0, or
-    1 when an item failed (recorded in OUT/errors/)."""
-    from ..config import load_config, to_yaml
-
-    started: list[bool] = []
-
-    def connect() -> None:  # once: the smoke test connects early to train its run
-        if not started:
-            init_ray()
-            started.append(True)
-
-    overrides = list(args.overrides)
-    if args.smoke_test:
-        overrides = SMOKE_EXTRACT + overrides
-    if args.level:
-        overrides.append(f"level={args.level}")
-    config = load_config(ExtractConfig, args.config, overrides)
-    if args.smoke_test:
-        args.run, args.videos, args.annotations, args.out = _smoke_inputs(args.out, connect)
-    missing = [f"--{n}" for n in ("run", "videos", "annotations", "out") if not getattr(args, n)]
-    if missing:
-        raise ValueError(f"extract-features needs {', '.join(missing)} (or --smoke-test)")
-    check_inputs(config, args.run, args.videos, args.annotations)  # before Ray starts
-    print(f"[extract] settings:\n{to_yaml(config)}", flush=True)
-    summary = run_extract(config, args.run, args.videos, args.annotations, args.out, connect=connect,
-                          say=lambda m: print(f"[extract] {m}", flush=True))
-    print(format_summary(summary, args.out))
-    return 1 if summary["items"]["failed"] else 0
-
-
-def _smoke_inputs(out: str | None, init_ray: Callable[[], None]) -> tuple[str, str, str, str]:
-    """A tiny SynGym, preprocessed, and a one-epoch tiny run on it (cli's smoke settings)."""
-    import tempfile
-
-    from ..cli import SMOKE_TRAIN, _smoke_store
-    from ..config import load_config
-    from ..train.config import TrainConfig
-    from ..train.run import run_training
-
-    init_ray()
-    store = _smoke_store()
-    data = os.path.dirname(store)
-    config = load_config(TrainConfig, overrides=[*SMOKE_TRAIN, f"data={store}",
-                                                 f"runs={tempfile.mkdtemp(prefix='finegym_runs_')}"])
-    run = run_training(config, say=lambda m: print(f"[train] {m}", flush=True))["run"]
-    return run, os.path.join(data, "videos"), os.path.join(data, "annotations"), out or os.path.join(data, "features")

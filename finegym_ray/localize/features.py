@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from .. import storage
 from ..dataset.keys import safe_name
+from ..errors import InputError
 
 FORMAT_VERSION = 1
 LEVELS = ("action", "subaction")
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 
-class FeatureFormatError(ValueError):
+class FeatureFormatError(InputError):
     """A feature file that is not what this module writes; the message names the file."""
 
 
@@ -114,7 +115,7 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 def _level_folder(out: str, level: str) -> str:
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise InputError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     return storage.join(out, level)
 
 
@@ -161,18 +162,18 @@ def write_sequence(
     ends = np.asarray(ends, dtype=np.float64).reshape(-1)
     features = np.asarray(features)
     if features.ndim != 2:
-        raise ValueError(f"features must be (T, C), got shape {features.shape}")
+        raise InputError(f"features must be (T, C), got shape {features.shape}")
     t, c = features.shape
     if starts.shape[0] != t or ends.shape[0] != t:
-        raise ValueError(f"starts ({starts.shape[0]}), ends ({ends.shape[0]}) and features ({t}) must have one row per snippet")
+        raise InputError(f"starts ({starts.shape[0]}), ends ({ends.shape[0]}) and features ({t}) must have one row per snippet")
     if c < 1:
-        raise ValueError("features need at least one channel")
+        raise InputError("features need at least one channel")
     if not (np.isfinite(starts).all() and np.isfinite(ends).all() and (ends >= starts).all()):
-        raise ValueError(f"{video_id}: snippet times must be finite with end >= start")
+        raise InputError(f"{video_id}: snippet times must be finite with end >= start")
     with np.errstate(over="ignore"):  # an overflow is reported below as a clear error
         half = features.astype(np.float16)
     if not np.isfinite(half).all():
-        raise ValueError(f"{video_id}: features hold NaN/inf or values beyond float16's range (65504)")
+        raise InputError(f"{video_id}: features hold NaN/inf or values beyond float16's range (65504)")
     table = pa.table({
         "start": pa.array(starts, type=pa.float64()),
         "end": pa.array(ends, type=pa.float64()),
@@ -280,16 +281,16 @@ def write_elements(
     """
     features = np.asarray(features)
     if features.ndim != 3:
-        raise ValueError(f"element features must be (N, segments, C), got shape {features.shape}")
+        raise InputError(f"element features must be (N, segments, C), got shape {features.shape}")
     n, s, c = features.shape
     if len(keys) != n:
-        raise ValueError(f"{len(keys)} keys for {n} feature rows")
+        raise InputError(f"{len(keys)} keys for {n} feature rows")
     if s < 1 or c < 1:
-        raise ValueError(f"element features need segments >= 1 and C >= 1, got shape {features.shape}")
+        raise InputError(f"element features need segments >= 1 and C >= 1, got shape {features.shape}")
     with np.errstate(over="ignore"):
         half = features.astype(np.float16)
     if not np.isfinite(half).all():
-        raise ValueError("element features hold NaN/inf or values beyond float16's range (65504)")
+        raise InputError("element features hold NaN/inf or values beyond float16's range (65504)")
     table = pa.table({"key": pa.array(list(keys), type=pa.string()), "features": _float16_list(half, s * c)})
     name = os.path.basename(os.fspath(uri)).removesuffix(SUFFIX)
     table = table.replace_schema_metadata({

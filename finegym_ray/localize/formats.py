@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .. import storage
 from ..dataset.annotations import Event, event_name, parse_annotations
 from ..dataset.errors import FormatError
 from ..dataset.jsonfile import parse_json, read_json_text
+from ..errors import InputError
 from .metric import Detections, GroundTruth, check_segment, finite_number
 
 __all__ = ["FormatError", "LEVELS", "AGNOSTIC_LABEL", "LoadedGroundTruth", "read_ground_truth", "load_ground_truth",
@@ -54,7 +56,7 @@ AGNOSTIC_LABEL = "subaction"
 
 def _check_level(level: str) -> str:
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise InputError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     return level
 
 
@@ -348,7 +350,7 @@ def format_detections(detections: Detections) -> str:
             s, e = check_segment(start, end, where)
             value = finite_number(score)  # numpy scalars (float32) too
             if value is None:
-                raise ValueError(f"{where}: score must be a finite number, got {score!r}")
+                raise InputError(f"{where}: score must be a finite number, got {score!r}")
             out.append({"label": str(label), "segment": [s, e], "score": value})
     return json.dumps({"version": "finegym-ray", "results": results, "external_data": {}}, indent=1) + "\n"
 

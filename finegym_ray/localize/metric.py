@@ -31,10 +31,13 @@ Pure numpy: no Ray, no torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from ..errors import InputError
 
 # 0.50, 0.55, ..., 0.95 (rounded so that 0.7 prints and compares as 0.7, not 0.7000000000000001).
 TIOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -82,24 +85,24 @@ def check_segment(start: Any, end: Any, where: str) -> tuple[float, float]:
     inverted (end <= start)."""
     s, e = finite_number(start), finite_number(end)
     if s is None or e is None:
-        raise ValueError(f"{where}: segment [{start!r}, {end!r}] must be two finite numbers (seconds)")
+        raise InputError(f"{where}: segment [{start!r}, {end!r}] must be two finite numbers (seconds)")
     if e == s:
-        raise ValueError(f"{where}: segment [{s}, {e}] has zero length")
+        raise InputError(f"{where}: segment [{s}, {e}] has zero length")
     if e < s:
-        raise ValueError(f"{where}: segment [{s}, {e}] is inverted (end before start)")
+        raise InputError(f"{where}: segment [{s}, {e}] is inverted (end before start)")
     return s, e
 
 
 def _check_label(label: Any, where: str) -> str:
     if not isinstance(label, str) or not label:
-        raise ValueError(f"{where}: label must be a non-empty string, got {label!r}")
+        raise InputError(f"{where}: label must be a non-empty string, got {label!r}")
     return label
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> list[float]:
     out = [finite_number(t) for t in thresholds]
     if not out or any(t is None or not 0.0 < t <= 1.0 for t in out):
-        raise ValueError(f"tIoU thresholds must be numbers in (0, 1], got {list(thresholds)!r}")
+        raise InputError(f"tIoU thresholds must be numbers in (0, 1], got {list(thresholds)!r}")
     return out  # type: ignore[return-value]
 
 
@@ -175,11 +178,11 @@ def detection_map(ground_truth: GroundTruth, detections: Detections,
         for j, entry in enumerate(entries):
             where = f"ground truth: video {vid!r} entry {j}"
             if len(entry) != 3:
-                raise ValueError(f"{where}: expected (label, start, end), got {entry!r}")
+                raise InputError(f"{where}: expected (label, start, end), got {entry!r}")
             label = _check_label(entry[0], where)
             gt_lists.setdefault(label, {}).setdefault(vid, []).append(check_segment(entry[1], entry[2], where))
     if not gt_lists:
-        raise ValueError("the ground truth holds no segment: there is nothing to score")
+        raise InputError("the ground truth holds no segment: there is nothing to score")
     gt = {label: {vid: np.asarray(segs, dtype=np.float64) for vid, segs in by_video.items()}
           for label, by_video in gt_lists.items()}
 
@@ -189,12 +192,12 @@ def detection_map(ground_truth: GroundTruth, detections: Detections,
         for j, entry in enumerate(entries):
             where = f"detections: video {vid!r} entry {j}"
             if len(entry) != 4:
-                raise ValueError(f"{where}: expected (label, start, end, score), got {entry!r}")
+                raise InputError(f"{where}: expected (label, start, end, score), got {entry!r}")
             label = _check_label(entry[0], where)
             seg = check_segment(entry[1], entry[2], where)
             score = finite_number(entry[3])
             if score is None:
-                raise ValueError(f"{where}: score must be a finite number, got {entry[3]!r}")
+                raise InputError(f"{where}: score must be a finite number, got {entry[3]!r}")
             if label not in gt:
                 ignored[label] = ignored.get(label, 0) + 1
                 continue

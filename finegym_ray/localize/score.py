@@ -7,8 +7,11 @@ Runs in one process: no Ray, no torch.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
 
 if TYPE_CHECKING:
     from .metric import MapResult
@@ -66,7 +69,7 @@ def score_detections(ground_truth: str, detections: str, *, level: str = "action
         label = AGNOSTIC_LABEL if loaded.class_agnostic else "action"
         gt, dets = class_agnostic(gt, label), class_agnostic(dets, label)
     if not any(gt.values()):
-        raise ValueError(f"{ground_truth}: no ground-truth segment at level {level!r}: there is nothing to score")
+        raise InputError(f"{ground_truth}: no ground-truth segment at level {level!r}: there is nothing to score")
     result = detection_map(gt, dets, TIOU_THRESHOLDS)
     if result.ignored:
         n = sum(result.ignored.values())

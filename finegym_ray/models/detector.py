@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 Target = tuple[torch.Tensor, torch.Tensor]
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -114,15 +116,15 @@ class TemporalDetector(nn.Module):
                  focal_alpha: float, focal_gamma: float, reg_weight: float, prior_prob: float, dropout: float):
         super().__init__()
         if num_classes < 1 or in_channels < 1 or num_levels < 1 or embed_layers < 1:
-            raise ValueError(f"detector: num_classes ({num_classes}), in_channels ({in_channels}), num_levels "
+            raise InputError(f"detector: num_classes ({num_classes}), in_channels ({in_channels}), num_levels "
                              f"({num_levels}) and embed_layers ({embed_layers}) must be >= 1")
         if downsample not in ("max", "conv"):
-            raise ValueError(f"detector: downsample must be 'max' or 'conv', not {downsample!r}")
+            raise InputError(f"detector: downsample must be 'max' or 'conv', not {downsample!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"detector: kernel_size must be odd, not {kernel_size}")
+            raise InputError(f"detector: kernel_size must be odd, not {kernel_size}")
         ranges = list(regression_ranges) if regression_ranges is not None else default_regression_ranges(num_levels)
         if len(ranges) != num_levels:
-            raise ValueError(f"detector: {len(ranges)} regression ranges for {num_levels} levels")
+            raise InputError(f"detector: {len(ranges)} regression ranges for {num_levels} levels")
         self.num_classes = num_classes
         self.kernel_size = kernel_size
         self.strides = [2 ** lv for lv in range(num_levels)]
@@ -152,13 +154,13 @@ class TemporalDetector(nn.Module):
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> DetectorOutput:
         if feats.dim() != 3 or mask.shape != (feats.shape[0], feats.shape[2]):
-            raise ValueError(f"detector: expected feats (B, C, T) and mask (B, T), got {tuple(feats.shape)} and "
+            raise InputError(f"detector: expected feats (B, C, T) and mask (B, T), got {tuple(feats.shape)} and "
                              f"{tuple(mask.shape)}")
         mask = mask.bool()
         lengths = mask.sum(1)  # (B,)
         steps = torch.arange(mask.shape[1], device=mask.device)
         if not torch.equal(mask, steps[None] < lengths[:, None]):
-            raise ValueError("detector: each mask row must be True on its first steps and False after (right padding)")
+            raise InputError("detector: each mask row must be True on its first steps and False after (right padding)")
         b, _, t = feats.shape
         padded = max(-(-t // self.total_stride), 1) * self.total_stride
         feats = F.pad(feats, (0, padded - t))  # (B, C, T_pad)
@@ -229,7 +231,7 @@ class TemporalDetector(nn.Module):
         centres, strides, ranges = self._points(output)
         b = output.logits[0].shape[0]
         if len(targets) != b:
-            raise ValueError(f"detector: {len(targets)} targets for a batch of {b}")
+            raise InputError(f"detector: {len(targets)} targets for a batch of {b}")
         device, dtype = centres.device, centres.dtype
         cls_t = torch.zeros(b, len(centres), self.num_classes, device=device, dtype=dtype)
         reg_t = torch.zeros(b, len(centres), 2, device=device, dtype=dtype)
@@ -237,11 +239,11 @@ class TemporalDetector(nn.Module):
             segments = torch.as_tensor(segments, dtype=dtype, device=device).reshape(-1, 2)  # (N, 2)
             labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)  # (N,)
             if len(labels) != len(segments):
-                raise ValueError(f"detector: sample {i} has {len(segments)} segments and {len(labels)} labels")
+                raise InputError(f"detector: sample {i} has {len(segments)} segments and {len(labels)} labels")
             if self.num_classes == 1:
                 labels = torch.zeros_like(labels)
             elif len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ValueError(f"detector: sample {i} has labels outside [0, {self.num_classes})")
+                raise InputError(f"detector: sample {i} has labels outside [0, {self.num_classes})")
             if not len(segments):
                 continue
             start, end = segments[:, 0:1], segments[:, 1:2]  # (N, 1)
@@ -361,7 +363,7 @@ def soft_nms(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     descending score.
     """
     if sigma <= 0:
-        raise ValueError(f"soft_nms: sigma must be > 0, not {sigma}")
+        raise InputError(f"soft_nms: sigma must be > 0, not {sigma}")
     scores = scores.clone()
     alive = scores >= min_score  # (M,)
     kept: list[int] = []

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 DEPTHS = {  # depth -> (block kind, blocks per stage)
     10: ("basic", (1, 1, 1, 1)),
     18: ("basic", (2, 2, 2, 2)),
@@ -140,9 +142,9 @@ class ResNet(nn.Module):
                  nonlocal_stages: tuple[int, ...] = ()):
         super().__init__()
         if depth not in DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+            raise InputError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
         if shift_segments and dims != 2:
-            raise ValueError("the temporal shift applies to 2-D ResNets")
+            raise InputError("the temporal shift applies to 2-D ResNets")
         kind, default_blocks = DEPTHS[depth]
         blocks = tuple(blocks or default_blocks)
         block = BasicBlock if kind == "basic" else Bottleneck

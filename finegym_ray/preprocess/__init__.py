@@ -1,1 +1,1 @@
-"""Preprocessing: raw competition videos + manifest -> clip shards (issue 3, in progress)."""
+"""Preprocessing: raw competition videos + manifest -> clip shards."""

@@ -90,11 +90,6 @@ def shard_footer(filesystem, path: str) -> tuple[str | None, dict | None]:
     return value.decode() if value is not None else None, json.loads(totals) if totals is not None else None
 
 
-def shard_fingerprint(filesystem, path: str) -> str | None:
-    """The fingerprint in the footer of the shard at ``path`` (``shard_footer``)."""
-    return shard_footer(filesystem, path)[0]
-
-
 def clip_schema(with_flow: bool) -> pa.Schema:
     """Columns of a clip shard; the flow columns are absent when flow is ``none``."""
     return pa.schema(_BASE_FIELDS + (_FLOW_FIELDS if with_flow else []))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import check_range
+from ..errors import InputError
 from ..video.decode import BACKENDS
 from ..video.flow import build_flow, resolve_options, runtime_options
 
@@ -47,17 +48,17 @@ class FlowConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, dict):
-            raise ValueError(f"flow options must be a mapping, got {self.options!r}")
+            raise InputError(f"flow options must be a mapping, got {self.options!r}")
         resolved = resolve_options(self.method, self.options)  # unknown method or option: ValueError
         if "device" in resolved and resolved["device"] not in FLOW_DEVICES:
-            raise ValueError(f"flow option device must be one of {', '.join(FLOW_DEVICES)}, "
+            raise InputError(f"flow option device must be one of {', '.join(FLOW_DEVICES)}, "
                              f"got {resolved['device']!r}")
         # Build it once, here, so that the method's own range checks refuse a bad value
         # before Ray starts. On the CPU: the driver may have no GPU where the workers do.
         try:
             build_flow(self.method, **{**self.options, **({"device": "cpu"} if "device" in resolved else {})})
         except ValueError as e:
-            raise ValueError(f"flow options: {e}") from None
+            raise InputError(f"flow options: {e}") from None
 
     @property
     def with_flow(self) -> bool:
@@ -97,7 +98,7 @@ class PreprocessConfig:
     # Decoder: "pyav" or "decord". Both select the same frames (from one exact PyAV index).
     # PyAV is the default: decord's decode calls look faster, but decord keeps decoding
     # ahead in a thread of its own, and on a worker's one core the whole chain (decode,
-    # flow, JPEG) took longer with it (benchmarks/preprocess_efficiency.py, README).
+    # flow, JPEG) took longer with it (benchmarks/results/preprocessing.md).
     decoder: str = "pyav"
     # Keep at most this many frames per second of video (None: every frame).
     max_fps: float | None = None
@@ -166,7 +167,7 @@ class PreprocessConfig:
             problems.append(f"cache_dir must be an absolute folder path or null, got {self.cache_dir!r}")
         check_range(problems, "cache_gb", self.cache_gb, ge=0)
         if problems:
-            raise ValueError("preprocess config: " + "; ".join(problems))
+            raise InputError("preprocess config: " + "; ".join(problems))
 
 
 # Fields that change the bytes of the shards (and "flow": its method and the options

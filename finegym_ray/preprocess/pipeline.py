@@ -37,12 +37,13 @@ import ray
 from .. import progress, storage
 from ..config import to_yaml
 from ..dataset.manifest import build_manifest_from, write_manifest
+from ..errors import InputError
 from ..lease import writer_lease
+from ..video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401 - find_videos: this module's API too
 from .clips import shard_footer
 from .config import PreprocessConfig, config_hash, output_settings
 from .stages import error_record, error_uri, map_cut_stages, shard_uri
 from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
-from ..video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401 - find_videos: this module's API too
 
 # A shard write takes seconds; a temp file this old belongs to a writer that was killed,
 # not to one still writing (another job on the same output, say).
@@ -59,7 +60,7 @@ def videos_to_cut(videos: str) -> dict[str, str]:
         kinds = ", ".join(VIDEO_EXTENSIONS)
         loc = storage.parse_uri(videos)
         what = "no such folder" if not loc.is_s3 and not os.path.exists(loc.key) else "no video file in it"
-        raise ValueError(f"--videos {videos}: {what} (looked for files ending in {kinds})")
+        raise InputError(f"--videos {videos}: {what} (looked for files ending in {kinds})")
     return found
 
 
@@ -87,7 +88,7 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
         recorded = theirs.get("settings") or {}
         changed = sorted(k for k in set(ours["settings"]) | set(recorded)
                          if recorded.get(k) != ours["settings"].get(k))
-        raise ValueError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
+        raise InputError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
                          f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
 
 
@@ -203,7 +204,7 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     existing = _existing_units(out)
     stale = sorted(existing - planned)
     if stale and not prune:
-        raise ValueError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
+        raise InputError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
                          f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
     _record_settings(config, out)
     storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run

@@ -32,6 +32,7 @@ import ray
 
 from .. import storage
 from ..dataset.keys import safe_name
+from ..errors import InputError
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
 from ..video.flow import build_flow
@@ -77,7 +78,7 @@ class Pools:
 
 
 # On CPUs TV-L1 takes about 1 s per pair at 340x256, a hundred times what decoding and
-# JPEG take per frame (README: ~160 frames/s per core): one decoder per this many CPUs
+# JPEG take per frame (benchmarks/results/preprocessing.md: ~160 frames/s per core): one decoder per this many CPUs
 # keeps the flow actors fed.
 CPUS_PER_DECODER_BESIDE_CPU_FLOW = 16
 
@@ -91,7 +92,7 @@ def pool_sizes(config: PreprocessConfig, resources: dict[str, float], units: int
         return Pools(workers=min(config.workers or slots, units))
     gpus, device = resources.get("GPU", 0), config.flow.device
     if device == "cuda" and gpus <= 0:
-        raise ValueError(f"flow device 'cuda' ({config.flow.method}): the cluster has no GPU; "
+        raise InputError(f"flow device 'cuda' ({config.flow.method}): the cluster has no GPU; "
                          f"set flow.options.device=auto or cpu")
     if gpus > 0 and device != "cpu":
         flow = config.flow_workers or max(int(gpus // config.flow_gpus_per_worker), 1)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow as pa
 
 from ..dataset.keys import check_video_id
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def plan_units(windows_by_video: dict[str, list[Window]], seconds_per_unit: floa
     seconds of clips (a unit never spans two videos: a worker opens its video once).
     Largest units first, so that long tails do not finish last."""
     if seconds_per_unit <= 0:
-        raise ValueError(f"seconds_per_unit must be > 0, got {seconds_per_unit}")
+        raise InputError(f"seconds_per_unit must be > 0, got {seconds_per_unit}")
     units = []
     for video_id, windows in windows_by_video.items():
         group: list[Window] = []

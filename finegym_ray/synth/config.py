@@ -6,11 +6,12 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ..config import check_range
+from ..errors import InputError
 
 FPS_CHOICES = (25.0, 29.97, 30.0)
 # The renderer's version, recorded with every dataset (syngym.yaml, and so the demo's
 # and the studies' store records): data drawn by another version are not reused as this
-# one's. 1: until issue 18; 2: side saltos (set 23) turn sideways, back saltos (set 25)
+# one's. 1: the first renderer; 2: side saltos (set 23) turn sideways, back saltos (set 25)
 # backward, frontal figures twist.
 RENDERER_VERSION = 2
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -79,30 +80,30 @@ class SynthConfig:
         # YAML or overrides is in range before anything uses it.
         self.validate()
 
-    def validate(self) -> "SynthConfig":
+    def validate(self) -> SynthConfig:
         """Return self, or raise ValueError naming the first bad field."""
         def pair(name: str, lo: float = 0.0) -> None:
             v = getattr(self, name)
             if (len(v) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
                     or not lo <= v[0] <= v[1]):
-                raise ValueError(f"synth config: {name} must be [min, max] with {lo} <= min <= max, got {v}")
+                raise InputError(f"synth config: {name} must be [min, max] with {lo} <= min <= max, got {v}")
         if self.videos < 1:
-            raise ValueError(f"synth config: videos must be >= 1, got {self.videos}")
+            raise InputError(f"synth config: videos must be >= 1, got {self.videos}")
         if self.fps is not None and self.fps not in FPS_CHOICES:
-            raise ValueError(f"synth config: fps must be one of {FPS_CHOICES} or null, got {self.fps}")
+            raise InputError(f"synth config: fps must be one of {FPS_CHOICES} or null, got {self.fps}")
         if self.width < 64 or self.height < 64 or self.width % 2 or self.height % 2:
-            raise ValueError(f"synth config: width and height must be even and >= 64, got {self.width}x{self.height}")
+            raise InputError(f"synth config: width and height must be even and >= 64, got {self.width}x{self.height}")
         pair("events_per_video", 1)
         pair("subactions_per_event", 1)
         pair("subaction_range_s", 0.1)
         pair("transition_range_s", 0.2)
         pair("idle_range_s", 0.5)
         if not 0 <= self.mens_event_fraction <= 1 or not 0 <= self.val_fraction < 1:
-            raise ValueError("synth config: mens_event_fraction must be in [0, 1] and val_fraction in [0, 1)")
+            raise InputError("synth config: mens_event_fraction must be in [0, 1] and val_fraction in [0, 1)")
         if self.events is not None and (not self.events or not set(self.events) <= {1, 2, 3, 4}):
-            raise ValueError(f"synth config: events must be null or a non-empty list of 1-4, got {self.events}")
+            raise InputError(f"synth config: events must be null or a non-empty list of 1-4, got {self.events}")
         if self.x264_preset not in X264_PRESETS:
-            raise ValueError(f"synth config: x264_preset must be one of {', '.join(X264_PRESETS)}, "
+            raise InputError(f"synth config: x264_preset must be one of {', '.join(X264_PRESETS)}, "
                              f"got {self.x264_preset!r}")
         problems: list[str] = []
         check_range(problems, "seed", self.seed, ge=0)
@@ -126,7 +127,7 @@ class SynthConfig:
         if self.renderer != RENDERER_VERSION:
             problems.append(f"renderer must be {RENDERER_VERSION} (this code's renderer), got {self.renderer!r}")
         if problems:
-            raise ValueError("synth config: " + "; ".join(problems))
+            raise InputError("synth config: " + "; ".join(problems))
         return self
 
     @property
@@ -155,5 +156,5 @@ PRESETS = {
 
 def preset(name: str) -> SynthConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return replace(PRESETS[name])

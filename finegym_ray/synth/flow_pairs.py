@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..errors import InputError
+
 FAMILIES = ("translation", "rotation", "zoom", "piecewise", "border_occlusion")
 
 TEXTURE_SIGMAS = (1.5, 4.0, 12.0)  # px: blur of the noise at each scale of detail
@@ -164,15 +166,15 @@ def _motions(family: str, height: int, width: int, rng: np.random.Generator):
         shift = normal * magnitude(3.0, 6.0) + rng.uniform(-1.0, 1.0, 2)
         pose = _affine(angle_deg=rng.uniform(0, 180), centre=(0, 0), shift=centre)
         return _affine(shift=pan), (pose, _affine(centre=centre, shift=shift), axes)
-    raise ValueError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
+    raise InputError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
 
 
 def make_pair(family: str, height: int = 256, width: int = 340, seed: int = 0) -> FlowPair:
     """One case of ``family`` (see the module docstring) at (height, width) pixels."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
+        raise InputError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
     if min(height, width) < 32:
-        raise ValueError(f"flow pairs need at least 32x32 pixels, got {width}x{height}")
+        raise InputError(f"flow pairs need at least 32x32 pixels, got {width}x{height}")
     rng = np.random.default_rng([seed, FAMILIES.index(family), height, width])
     background, foreground = _motions(family, height, width, rng)
     s = SUPERSAMPLE

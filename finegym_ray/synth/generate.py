@@ -21,9 +21,10 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from ..dataset.annotations import Event, SubAction, format_annotations
 from ..dataset.categories import format_element_categories, format_set_categories
 from ..dataset.keys import event_id, instance_key, subaction_id
 from ..dataset.splits import format_split
+from ..errors import InputError
 from .config import SynthConfig
 from .render import render_video
 from .schedule import VideoPlan, plan_video
@@ -78,7 +80,7 @@ def plan_dataset(config: SynthConfig) -> list[VideoPlan]:
               for i in range(n_train, config.videos)]
     ids = [p.video_id for p in plans]
     if len(set(ids)) < len(ids):  # two videos would share one file and one key prefix
-        raise ValueError("synth config: two videos drew the same id; change seed or val_videos_seed")
+        raise InputError("synth config: two videos drew the same id; change seed or val_videos_seed")
     return plans
 
 

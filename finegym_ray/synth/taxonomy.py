@@ -16,8 +16,8 @@ VT 6, FX 35, FX leap-jump-hop (FX-S1) 11, UB circles (UB-S1) 15 classes in Gym99
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..dataset.categories import ElementCategories, ElementCategory, SetCategory, event_of_set
 

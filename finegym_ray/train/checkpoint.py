@@ -32,14 +32,15 @@ import json
 import pickle
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .. import storage
 from ..dataset.errors import FormatError
 from ..dataset.jsonfile import parse_json
+from ..errors import InputError
 
 FORMAT = 2  # 2: folder numbers count epochs done; 1: a folder's number was its 0-based epoch
 PREFIX = "epoch_"
@@ -51,7 +52,7 @@ _DIR_RE = re.compile(r"epoch_(\d{4,})")
 MAX_TEXT_BYTES = 16 << 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that is incomplete, corrupt or holds something other than plain state."""
 
 
@@ -128,7 +129,7 @@ def _manifest(found: Found) -> dict:
         # A format-1 folder's number is its epoch, one more than the listing assumed.
         expected = {FORMAT: found.epoch, 1: found.epoch + 1}.get(manifest.get("format"))
         if expected is None or manifest.get("epoch") != expected or set(files) != set(FILES):
-            raise ValueError("unexpected format, epoch or file list")
+            raise InputError("unexpected format, epoch or file list")
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{found.uri}: unreadable {MANIFEST} ({e})") from None
     missing = sorted(set(files) - found.names)
@@ -298,7 +299,7 @@ def select(uri: str, which: str = "last", *, say: Callable[[str], None] | None =
     (``which`` is then ignored), else the run's ``last`` (newest complete) or ``best``
     (highest validation mean class accuracy) checkpoint. None when there is none."""
     if which not in ("last", "best"):
-        raise ValueError(f"checkpoint must be best or last, got {which!r}")
+        raise InputError(f"checkpoint must be best or last, got {which!r}")
     named = open_at(uri, verify_state=verify_state)
     if named is not None:
         return named

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from ..config import ConfigError, check_name, check_range
 from ..dataset.labels import TASK_NAMES
+from ..errors import InputError
 
 # The meaning of the task names. Version 2: ``event`` is the paper's routine-level event
 # recognition (10 events); the 4-way task over sub-actions that was called ``event``
@@ -173,7 +174,7 @@ class TrainConfig:
         if self.model in CLIP_MODELS and self.frames_per_segment != 1:
             problems.append(f"{self.model} samples dense clips: frames_per_segment must be 1")
         if problems:
-            raise ValueError("train config: " + "; ".join(problems))
+            raise InputError("train config: " + "; ".join(problems))
 
     @property
     def clip_model(self) -> bool:

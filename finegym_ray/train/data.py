@@ -25,6 +25,7 @@ from ..dataset.augment import clip_input, decode_reduction, random_box, test_box
 from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, routine_splits, task_kind
 from ..dataset.manifest import categories_from_table, subset_split_column
 from ..dataset.sampling import DenseSampler, SegmentSampler
+from ..errors import InputError
 from .config import TrainConfig
 
 # preprocess.pipeline.SETTINGS_FILE, the preprocessing settings beside the clips (named
@@ -73,7 +74,7 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     path = storage.join(manifest, "subactions.parquet")
     subactions = storage.read_parquet(path)
     if split_column not in subactions.column_names:
-        raise ValueError(f"{path} has no {split_column} column: it was written before a subset's labels came "
+        raise InputError(f"{path} has no {split_column} column: it was written before a subset's labels came "
                          f"from its own split files only; run preprocessing again to rewrite the manifest")
     subactions = subactions.select(["key", split_column, "event_label", "set_id", "glabel"])
     labels = {}
@@ -86,7 +87,7 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     if not labels:
         have = sorted({s for s in subactions.column(split_column).to_pylist() if s})
         where = f"{base}'s split files" if split_column != "split" else "the manifest"
-        raise ValueError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
+        raise InputError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
                          f"(splits in {where}: {', '.join(have) or 'none'})")
     levels = {}
     if view.by_glabel is not None:
@@ -104,13 +105,13 @@ def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
     rows = storage.read_parquet(path, columns=["event_key", "event_label"]).to_pylist()
     unknown = sorted({r["event_label"] for r in rows} - set(EVENT_IDS))
     if unknown:
-        raise ValueError(f"{path}: event ids {', '.join(map(str, unknown))} are none of the event task's "
+        raise InputError(f"{path}: event ids {', '.join(map(str, unknown))} are none of the event task's "
                          f"{len(EVENT_IDS)} (1-4 the women's VT, FX, BB, UB; 5-10 the men's)")
     splits = routine_splits((r["event_key"], r["event_label"]) for r in rows)
     labels = {r["event_key"]: view.label(event=r["event_label"]) for r in rows if splits[r["event_key"]] == split}
     if not labels:
         have = ", ".join(sorted(set(splits.values()))) or "none"
-        raise ValueError(f"{manifest}: no routine is in split {split!r} of task {view.task!r} (its routines are "
+        raise InputError(f"{manifest}: no routine is in split {split!r} of task {view.task!r} (its routines are "
                          f"split train/val per event; splits here: {have})")
     return SplitLabels(labels, view.class_names)
 
@@ -134,7 +135,7 @@ def check_clip_modality(data: str, modality: str) -> None:
     flow = recorded_settings(data).get("flow")
     method = flow.get("method") if isinstance(flow, dict) else flow
     if method == "none":
-        raise ValueError(f"{data}: a flow model (modality=flow) needs optical flow, but these clips were cut with "
+        raise InputError(f"{data}: a flow model (modality=flow) needs optical flow, but these clips were cut with "
                          f"flow=none (no flow columns): train with --set modality=rgb, or preprocess with a flow "
                          f"method (--set flow=dis) into another --out")
 
@@ -157,7 +158,7 @@ def check_clip_kind(data: str, task: str) -> None:
     setting = "events" if kind == "event" else "subactions"
     if settings.get(setting) is False:
         what = "whole routines" if kind == "event" else "sub-actions"
-        raise ValueError(f"{data}: task {task!r} classifies {what}, but these clips were cut with {setting}=false: "
+        raise InputError(f"{data}: task {task!r} classifies {what}, but these clips were cut with {setting}=false: "
                          f"preprocess with --set {setting}=true (into another --out: an output keeps its settings)")
 
 

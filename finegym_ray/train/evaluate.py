@@ -31,16 +31,16 @@ import os
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from .. import storage
 from ..charts import confusion_png, per_class_png
-from ..metrics import (bootstrap, confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1,
-                       interval)
+from ..errors import InputError
+from ..metrics import bootstrap, confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1, interval
 from . import checkpoint as checkpoints
 from .config import TrainConfig, absolute_uri
 from .data import SplitLabels, check_data_settings, load_split_labels, sampled_clips
@@ -77,12 +77,12 @@ def config_at_test(config: TrainConfig, segments: int | None) -> TrainConfig:
     if segments is None or segments == config.segments:
         return config
     if segments < 1:
-        raise ValueError(f"test segments must be >= 1, got {segments}")
+        raise InputError(f"test segments must be >= 1, got {segments}")
     if config.clip_model:
-        raise ValueError(f"{config.model} samples one dense clip whose segments={config.segments} are its frames: "
+        raise InputError(f"{config.model} samples one dense clip whose segments={config.segments} are its frames: "
                          f"it is tested as trained, not with {segments} segments")
     if config.model in FIXED_SEGMENT_MODELS:
-        raise ValueError(f"{config.model}'s relation MLPs take the features of all {config.segments} trained "
+        raise InputError(f"{config.model}'s relation MLPs take the features of all {config.segments} trained "
                          f"segments at once, so its weights do not fit {segments} segments (test it as trained)")
     return replace(config, segments=segments)
 
@@ -122,7 +122,7 @@ def check_data_hash(checkpoint: checkpoints.Checkpoint, data: str, *, overridden
     if ours != theirs:
         where = f"--data {data}" if overridden else f"its recorded data {data}"
         holds = f"holds hash {ours}" if ours else "holds no preprocessing output (no preprocess.json)"
-        raise ValueError(f"{checkpoint.uri} was trained on clips with preprocessing settings hash {theirs}, but "
+        raise InputError(f"{checkpoint.uri} was trained on clips with preprocessing settings hash {theirs}, but "
                          f"{where} {holds}: give --data the clips it was trained on (or a copy)")
 
 
@@ -165,7 +165,7 @@ def check_writable(folder: str) -> None:
     except storage.StorageError:
         raise  # storage that cannot be reached: its own message says so
     except OSError as e:
-        raise ValueError(f"{folder}: the evaluation's outputs cannot be written there ({e.strerror or e}); give "
+        raise InputError(f"{folder}: the evaluation's outputs cannot be written there ({e.strerror or e}); give "
                          f"--out DIR (a folder or an s3:// prefix) to write them elsewhere") from None
 
 
@@ -219,7 +219,7 @@ def check_fusable(a: TrainConfig, b: TrainConfig, class_names: tuple[list, list]
     if not problems and list(class_names[0]) != list(class_names[1]):
         problems.append(f"classes {len(class_names[0])} vs {len(class_names[1])} (other names or order)")
     if problems:
-        raise ValueError(f"cannot fuse {runs[0]} with {runs[1]}: {'; '.join(problems)}")
+        raise InputError(f"cannot fuse {runs[0]} with {runs[1]}: {'; '.join(problems)}")
 
 
 def frame_order(key: str, length: int, seed: int = 0) -> np.ndarray:
@@ -251,7 +251,7 @@ class ScoreClips:
         import ray
         import torch
 
-        from .run import model_for
+        from .loop import model_for
 
         torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -345,7 +345,7 @@ def default_fuse_weights(modality: str, other: str) -> tuple[float, float]:
 def _checked_weights(weights: tuple[float, float]) -> tuple[float, float]:
     wa, wb = (float(w) for w in weights)
     if not (np.isfinite(wa) and np.isfinite(wb) and wa > 0 and wb > 0):
-        raise ValueError(f"fusion weights must be positive numbers, got {wa}, {wb}")
+        raise InputError(f"fusion weights must be positive numbers, got {wa}, {wb}")
     return wa, wb
 
 
@@ -437,9 +437,9 @@ def fuse_scores(a: pa.Table, b: pa.Table, weights: tuple[float, float]) -> pa.Ta
     keys, labels); ``weights`` of ``a`` and ``b``, positive (``default_fuse_weights``)."""
     wa, wb = _checked_weights(weights)
     if a.column("key").to_pylist() != b.column("key").to_pylist():
-        raise ValueError("the two runs did not score the same clips (another task, split or data?)")
+        raise InputError("the two runs did not score the same clips (another task, split or data?)")
     if a.column("label").to_pylist() != b.column("label").to_pylist():
-        raise ValueError("the two runs label the clips differently (another task?)")
+        raise InputError("the two runs label the clips differently (another task?)")
     sa = np.stack(a.column("scores").to_numpy(zero_copy_only=False))
     sb = np.stack(b.column("scores").to_numpy(zero_copy_only=False))
     return a.set_column(2, "scores", pa.array(list((wa * sa + wb * sb) / (wa + wb))))

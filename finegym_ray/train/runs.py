@@ -28,14 +28,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from .. import storage
 from ..config import MAX_YAML_BYTES, parse_yaml
 from ..dataset.jsonfile import parse_json, read_json_text
+from ..errors import InputError
 from ..lease import HEARTBEAT_S, LEASE_FILE, lease_holder_state
 from . import checkpoint as checkpoints
 from .config import recorded_config
@@ -120,12 +122,12 @@ def _config(text: str, where: str) -> dict:
     try:
         raw = parse_yaml(text)
     except (yaml.YAMLError, RecursionError) as e:
-        raise ValueError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise InputError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         return {}
     for key in ("model", "modality", "task"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise ValueError(f"{where}: {key} is a {type(raw[key]).__name__}, not a name")
+            raise InputError(f"{where}: {key} is a {type(raw[key]).__name__}, not a name")
     try:
         return recorded_config(raw, where)[0]
     except ValueError:
@@ -139,7 +141,7 @@ def _run_config(uri: str) -> dict:
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError:
-        raise ValueError(f"{where}: not a YAML file (not UTF-8 text)") from None
+        raise InputError(f"{where}: not a YAML file (not UTF-8 text)") from None
 
 
 def _fraction(value: Any) -> float | None:
@@ -154,7 +156,7 @@ def _validated_epochs(meta: Any, where: str) -> list[dict]:
     of epoch records."""
     history = meta.get("history", []) if isinstance(meta, dict) else None
     if not isinstance(history, list) or not all(isinstance(m, dict) for m in history):
-        raise ValueError(f"{where}: its history is not a list of epoch records")
+        raise InputError(f"{where}: its history is not a list of epoch records")
     return [m for m in history if _fraction(m.get("val_mean_class")) is not None
             and isinstance(m.get("epoch"), int) and not isinstance(m["epoch"], bool) and m["epoch"] >= 0]
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import storage
+from ..errors import InputError
 from ..metrics import confusion_mean_class, confusion_top1
 from ..models.recognizers import CLIP_MODELS, MODELS
 from ..models.resnet import adapt_input_channels, inflate_state_dict
@@ -52,7 +53,7 @@ def load_pretrained(model: nn.Module, uri: str, *, in_channels: int, inflate: bo
     target = backbone.state_dict()
     fitting = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
     if not fitting:
-        raise ValueError(f"{uri}: no tensor fits this {type(model).__name__}'s backbone")
+        raise InputError(f"{uri}: no tensor fits this {type(model).__name__}'s backbone")
     backbone.load_state_dict(fitting, strict=False)
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import signal
 import threading
 
-import ray
 from ray.train.torch import TorchTrainer
 
+from ..runtime.internals import AbortOnCtrlC
 
-class StoppableTorchTrainer(TorchTrainer):
+
+class StoppableTorchTrainer(AbortOnCtrlC, TorchTrainer):
     """A TorchTrainer whose first Ctrl-C aborts the run as Ray Train's does (the
     controller stops its workers, so no checkpoint is written after the command has
     released its lease) and then raises KeyboardInterrupt out of ``fit()``, which the
@@ -32,21 +33,3 @@ class StoppableTorchTrainer(TorchTrainer):
         finally:
             if previous is not None:  # None: a handler not set from Python, which cannot be put back
                 signal.signal(signal.SIGINT, previous)
-
-    def _register_sigint_handler(self, controller) -> None:
-        # Overrides Ray Train's (data_parallel_trainer.py), which fit() calls with the
-        # run's controller actor just before it waits for the run.
-        aborting = False
-
-        def stop(_signum, _frame) -> None:
-            nonlocal aborting
-            if not aborting:
-                aborting = True
-                try:
-                    ray.get(controller.abort.remote())
-                except ray.exceptions.RayActorError:
-                    pass  # abort ends the controller's process once the workers are stopped
-            # Raised here, inside ray.get, it comes out of ray.get as KeyboardInterrupt.
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGINT, stop)

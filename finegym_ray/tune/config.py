@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from ..config import NAME_MAX_CHARS, ConfigError, check_name, check_range, from_dict, load_config, parse_yaml
+from ..errors import InputError
 from ..storage import join
 from ..train.config import TrainConfig
 
-# What training reports every epoch (train/loop.py); val_* only on validating epochs.
+# What training reports every epoch (train/engine.py, from train/loop.py); val_* only on validating epochs.
 METRICS = ("train_loss", "train_top1", "train_mean_class", "val_loss", "val_top1", "val_mean_class")
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # TrainConfig fields every trial gets from the sweep, so sweeping them would be ignored.
@@ -45,7 +46,7 @@ class TrialResources:
         if 0 < self.gpus_per_worker < 1 and self.workers > 1:
             problems.append("gpus_per_worker below 1 needs workers=1 (NCCL refuses two ranks of a run on one GPU)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InputError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class SweepConfig:
         if not isinstance(self.space, dict) or not all(isinstance(s, dict) for s in self.space.values()):
             problems.append(f"space must map TrainConfig fields to {{kind: values}}, got {self.space!r}")
         if problems:
-            raise ValueError("sweep config: " + "; ".join(problems))
+            raise InputError("sweep config: " + "; ".join(problems))
 
     @property
     def folder(self) -> str:

@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 
 from ..charts import scatter_png
 from ..config import to_yaml
+from ..errors import InputError
 from ..storage import join, write_bytes, write_parquet, write_text
 from ..train.config import TrainConfig
 from .config import SweepConfig, trial_config
@@ -40,7 +41,7 @@ class TrialRecord:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+            raise InputError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
 
 def results_table(trials: list[TrialRecord], *, metric: str, mode: str, params: list[str]) -> pa.Table:

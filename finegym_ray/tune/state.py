@@ -43,7 +43,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .. import storage
+from ..errors import InputError
 from ..lease import LEASE_FILE
+from ..runtime.internals import tune_experiment_state_pattern, tune_state_patterns
 
 KEY_ENV = "FINEGYM_RAY_STATE_KEY"
 MIN_KEY_CHARS = 32
@@ -69,7 +71,7 @@ def state_key() -> tuple[bytes, str]:
     value = os.environ.get(KEY_ENV)
     if value is not None:
         if len(value) < MIN_KEY_CHARS:
-            raise ValueError(f"{KEY_ENV} holds {len(value)} characters: give at least {MIN_KEY_CHARS} random "
+            raise InputError(f"{KEY_ENV} holds {len(value)} characters: give at least {MIN_KEY_CHARS} random "
                              f"ones, e.g. the output of: python -c 'import secrets; print(secrets.token_hex(32))'")
         return value.encode(), KEY_ENV
     path = key_path()
@@ -100,26 +102,14 @@ def _create_key_file(path: str) -> None:
 def _read_key_file(path: str) -> bytes:
     status = os.stat(path)
     if status.st_uid != os.getuid() or status.st_mode & 0o077:
-        raise ValueError(f"{path}: the key that signs sweep state must be its owner's alone, but it has mode "
+        raise InputError(f"{path}: the key that signs sweep state must be its owner's alone, but it has mode "
                          f"{status.st_mode & 0o777:o} and owner uid {status.st_uid}: chmod 600 it, as this user")
     with open(path, "rb") as f:
         key = f.read().strip()
     if len(key) < MIN_KEY_CHARS:
-        raise ValueError(f"{path}: the key that signs sweep state holds {len(key)} characters, fewer than "
+        raise InputError(f"{path}: the key that signs sweep state holds {len(key)} characters, fewer than "
                          f"{MIN_KEY_CHARS}: delete it (a new one is made), then sweeps it signed cannot resume")
     return key
-
-
-def state_patterns() -> tuple[str, ...]:
-    """Names (fnmatch patterns) of the files in a Tune experiment folder that Tune
-    unpickles on restore: its own state, the searcher's and the callbacks'."""
-    from ray.tune.callback import CallbackList
-    from ray.tune.execution.tune_controller import TuneController
-    from ray.tune.impl.tuner_internal import _TUNER_PKL
-    from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
-
-    return (_TUNER_PKL, *(kind.CKPT_FILE_TMPL.format("*")
-                          for kind in (TuneController, BasicVariantGenerator, SearchGenerator, Searcher, CallbackList)))
 
 
 class _Passthrough(pafs.FileSystemHandler):
@@ -193,7 +183,7 @@ class SignedTuneState(_Passthrough):
         self.path, self.folder, self.sweep = posixpath.normpath(path), folder, sweep
         self._key, self._key_source = key, key_source
         self._files, self._accepted = files, accepted
-        self._patterns = state_patterns()
+        self._patterns = tune_state_patterns()
         self._lock = threading.Lock()
 
     @classmethod
@@ -214,9 +204,7 @@ class SignedTuneState(_Passthrough):
 
     def holds_experiment_state(self) -> bool:
         """Whether a signed Tune experiment state is there to restore from."""
-        from ray.tune.execution.tune_controller import TuneController
-
-        return any(fnmatch.fnmatchcase(name, TuneController.CKPT_FILE_TMPL.format("*")) for name in self._files)
+        return any(fnmatch.fnmatchcase(name, tune_experiment_state_pattern()) for name in self._files)
 
     def __reduce__(self):
         return _Passthrough, (self.fs,)
@@ -237,11 +225,11 @@ class SignedTuneState(_Passthrough):
                 continue
             uri = storage.join(self.folder, name)
             if name not in self._accepted:
-                raise ValueError(f"{uri} is Tune state that this machine's key ({self._key_source}) never signed, "
+                raise InputError(f"{uri} is Tune state that this machine's key ({self._key_source}) never signed, "
                                  f"and restoring it could run any code: delete {self.folder} or use another sweep "
                                  f"name (or run with the key that signed it)")
             if self._digest_of(info.path) not in self._accepted[name]:
-                raise ValueError(f"{uri} was changed after this machine's sweep signed it, and restoring it could "
+                raise InputError(f"{uri} was changed after this machine's sweep signed it, and restoring it could "
                                  f"run any code: delete {self.folder} or use another sweep name")
 
     def _digest_of(self, path: str) -> str:
@@ -371,12 +359,12 @@ def _read_snapshot(folder: str, sweep: str, key: bytes, source: str) -> tuple[di
         return {}, {}
     tag, _, payload = blob.partition(b"\n")
     if not hmac.compare_digest(tag, _signature(key, payload)):
-        raise ValueError(f"{uri}: its signature does not match this machine's key ({source}): it was changed, or "
+        raise InputError(f"{uri}: its signature does not match this machine's key ({source}): it was changed, or "
                          f"signed with another key: run with the key that signed it ({KEY_ENV}), or delete "
                          f"{folder} or use another sweep name")
     state: dict[str, Any] = json.loads(payload)
     if state["sweep"] != sweep:
-        raise ValueError(f"{uri} was signed for sweep {state['sweep']!r}, not {sweep!r}: delete {folder} or use "
+        raise InputError(f"{uri} was signed for sweep {state['sweep']!r}, not {sweep!r}: delete {folder} or use "
                          f"another sweep name")
     files = {name: base64.b64decode(data) for name, data in state["files"].items()}
     return files, {name: set(digests) for name, digests in state["accepted"].items()}

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ import yaml
 from .. import storage
 from ..charts import interval_png
 from ..config import from_dict, parse_yaml
+from ..errors import InputError
 from ..metrics import bootstrap, interval, mean_class_accuracy, per_class_accuracy, top1_accuracy
 from ..preprocess.config import PreprocessConfig
 from ..synth.config import SynthConfig
@@ -73,10 +75,10 @@ class Scored:
             out.update(_with_interval(f"{prefix}{m}", self.point[m], self.draws[m]))
         return out
 
-    def diff(self, base: "Scored", prefix: str = "diff_") -> dict[str, Any]:
+    def diff(self, base: Scored, prefix: str = "diff_") -> dict[str, Any]:
         """This minus ``base`` for each metric, with the paired interval."""
         if self.keys != base.keys:
-            raise ValueError("a paired difference needs the same validation clips in both evaluations")
+            raise InputError("a paired difference needs the same validation clips in both evaluations")
         out: dict[str, Any] = {}
         for m in METRICS:
             out.update(_with_interval(f"{prefix}{m}", self.point[m] - base.point[m], self.draws[m] - base.draws[m]))
@@ -118,7 +120,7 @@ def motion_table(rgb: Scored, flow: Scored, class_names: list[str]) -> pa.Table:
     """A row per class present in the clips: its RGB and flow accuracy (recall) and
     flow minus RGB, with intervals; a first row (class null) with the mean class accuracy."""
     if rgb.keys != flow.keys:
-        raise ValueError("RGB and flow evaluations must cover the same validation clips")
+        raise InputError("RGB and flow evaluations must cover the same validation clips")
 
     def metric(s: Scored, c: int | None) -> tuple[float, np.ndarray]:  # class c's recall; None: mean class
         return (s.point["mean_class"], s.draws["mean_class"]) if c is None else \
@@ -174,7 +176,7 @@ def order(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
 def test_segments(trials, base, *, samples, say, test_segments=TEST_SEGMENTS, **_) -> tuple[pa.Table, bytes]:
     trained = {_value(t, base, "segments") for t in trials}
     if len(trained) != 1:
-        raise ValueError(f"test_segments compares models trained with one number of segments, got {sorted(trained)}")
+        raise InputError(f"test_segments compares models trained with one number of segments, got {sorted(trained)}")
     (n_trained,) = trained
     counts = sorted({n_trained, *test_segments})
     scored = {_value(t, base, "model"): {n: Scored(scores_of(t.run, segments=None if n == n_trained else n, say=say),
@@ -189,7 +191,7 @@ def test_segments(trials, base, *, samples, say, test_segments=TEST_SEGMENTS, **
 def motion(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
     by_modality = {_value(t, base, "modality"): t for t in trials}
     if set(by_modality) != {"rgb", "flow"}:
-        raise ValueError(f"motion compares an rgb and a flow run, got {sorted(by_modality)}")
+        raise InputError(f"motion compares an rgb and a flow run, got {sorted(by_modality)}")
     rgb, flow = (Scored(scores_of(by_modality[m].run, say=say), samples) for m in ("rgb", "flow"))
     metrics = json.loads(storage.read_text(storage.join(by_modality["rgb"].run, "eval", "metrics.json")))
     table = motion_table(rgb, flow, [c["name"] for c in metrics["per_class"]])
@@ -214,7 +216,7 @@ def run_study(name: str, sweep: SweepConfig, base: TrainConfig, *, test_segments
     ``outputs`` (URIs of study.parquet, study.csv, study.png) and ``sweep`` (run_sweep's
     result). Raises RuntimeError when a trial did not finish."""
     if name not in STUDIES:
-        raise ValueError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
+        raise InputError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
     result = run_sweep(sweep, base, break_lease=break_lease, say=say)
     unfinished = [f"{t.trial_id} ({t.status})" for t in result["trials"] if t.status != "finished"]
     if unfinished:
@@ -261,7 +263,7 @@ def store_settings(path: str) -> tuple[SynthConfig, PreprocessConfig]:
     data = parse_yaml(storage.read_text(path)) or {}
     unknown = set(data) - {"synth", "preprocess"}
     if unknown:
-        raise ValueError(f"{path}: unknown sections {', '.join(sorted(unknown))}; expected synth, preprocess")
+        raise InputError(f"{path}: unknown sections {', '.join(sorted(unknown))}; expected synth, preprocess")
     return (from_dict(SynthConfig, data.get("synth") or {}, f"{path}: synth"),
             from_dict(PreprocessConfig, data.get("preprocess") or {}, f"{path}: preprocess"))
 
@@ -283,10 +285,10 @@ def make_study_store(store: str, synth: SynthConfig, preprocess: PreprocessConfi
     except FileNotFoundError:
         record = None
     if record is None and storage.list_uris(store):
-        raise ValueError(f"{store} is not empty and was not made by the study preset (no {STORE_MARKER}): "
+        raise InputError(f"{store} is not empty and was not made by the study preset (no {STORE_MARKER}): "
                          f"give --data STORE or another train.data")
     if record is not None and record != mine:
-        raise ValueError(f"{store} was made with other synth or preprocess settings than {STORE_MARKER} records: "
+        raise InputError(f"{store} was made with other synth or preprocess settings than {STORE_MARKER} records: "
                          f"delete it to make it anew, or give --data")
     if record is not None and storage.exists(storage.join(store, "summary.json")):
         return store

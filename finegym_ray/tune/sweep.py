@@ -1,6 +1,7 @@
 """The sweep job: Ray Tune runs one small driver per trial, which trains the trial's
-config with the shared trainer (``train.run.train_run``) and reports every epoch's
-metrics to Tune through Ray Train's ``TuneReportCallback``.
+config on the training engine (``train/engine.py``, recognition's plan of
+``train/run.py``) and reports every epoch's metrics to Tune through Ray Train's
+``TuneReportCallback``.
 
 A sweep lives at ``sweeps/NAME``: ``sweep.yaml`` (its settings, checked on resume),
 Tune's experiment state, signed (``tune/state.py``: Tune restores only state that the
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import ray
@@ -25,7 +26,9 @@ from ray import tune
 
 from .. import storage
 from ..config import parse_yaml
+from ..errors import InputError
 from ..lease import writer_lease
+from ..runtime.internals import dashboard_running
 from ..train.config import TrainConfig, recorded_config, with_absolute_paths
 from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
@@ -63,11 +66,11 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
               say: Callable[[str], None] = print) -> dict:
     """Run (or resume) ``sweep`` from ``base`` on the Ray cluster this process is
     connected to. Returns ``table`` (pyarrow, best first), ``trials`` (TrialRecords),
-    ``outputs`` (where results went) and ``folder``. Raises ValueError when the sweep's
+    ``outputs`` (where results went) and ``folder``. Raises InputError when the sweep's
     folder holds a sweep with other settings, or Tune state that the user's key did not
     sign (``tune/state.py``)."""
-    if sweep.scheduler == "asha" and not _has_dashboard():
-        raise ValueError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
+    if sweep.scheduler == "asha" and not dashboard_running():
+        raise InputError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "
                          "forever (start Ray with the dashboard, which ray[default] brings, or use scheduler none)")
     from ..capacity import StallWatchdog, check_capacity, sweep_needs
@@ -140,14 +143,6 @@ class _Ticking:
         self.say(message)
 
 
-def _has_dashboard() -> bool:
-    """Whether the connected cluster runs the dashboard (its address is in the GCS)."""
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    return bool(_internal_kv_get(ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD))
-
-
 def _absolute(uri: str) -> str:
     # Trial drivers and train workers may run in another working directory.
     return uri if storage.parse_uri(uri).is_s3 else os.path.abspath(uri)
@@ -170,7 +165,7 @@ def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool
                      + [f"train.{k}" for k in mine["base"] if k not in OWNED  # every trial sets these
                         and saved["base"].get(k) != mine["base"][k]])
     if changed:
-        raise ValueError(f"{folder} holds sweep {sweep.name!r} with other settings ({', '.join(changed)}): "
+        raise InputError(f"{folder} holds sweep {sweep.name!r} with other settings ({', '.join(changed)}): "
                          f"use another name, or the same settings to resume")
     return True
 
@@ -191,21 +186,18 @@ def _trial_dirname(trial) -> str:
 
 
 def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict) -> None:
-    """One trial: train ``base`` with the swept ``params`` as run ``runs``/<trial id>."""
+    """One trial: train ``base`` with the swept ``params`` as run ``runs``/<trial id>,
+    under the sweep's lease (the engine's fit without a lease of its own)."""
     from ..config import from_dict
-    from ..train.run import train_run, training_labels
+    from ..train.engine import fit, line_writer
+    from ..train.run import training_labels, training_plan
     from .config import TrialResources
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(from_dict(TrainConfig, base), _plain(params), runs=runs, name=trial_id,
                           resources=TrialResources(**resources))
-
-    def say(message: str) -> None:  # into the trial's log (Ray's worker log files)
-        sys.stdout.write(f"[trial {trial_id}] {message}\n")
-        sys.stdout.flush()
-
-    train, val = training_labels(config, say=say)
-    train_run(config, train, val, callbacks=(_epoch_report(),), say=say)
+    say = line_writer(f"trial {trial_id}")  # into the trial's log (Ray's worker log files)
+    fit(training_plan(config, *training_labels(config, say=say)), callbacks=(_epoch_report(),), say=say)
 
 
 def _epoch_report():

@@ -21,15 +21,17 @@ import csv
 import io
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import av
 import numpy as np
 
 from .. import storage
+from ..errors import InputError
 from .decode import VideoError, check_frame_size, open_bounded
 from .files import VIDEO_EXTENSIONS, find_videos
 
@@ -87,7 +89,7 @@ def check_videos(annotations: str, videos: str, *, allow_vfr: bool = False, thre
 
     loc = storage.parse_uri(videos)
     if not loc.is_s3 and not os.path.isdir(loc.key):
-        raise ValueError(f"--videos {videos}: no such folder")
+        raise InputError(f"--videos {videos}: no such folder")
     wanted = annotated_videos(build_manifest_from(annotations))
     found = find_videos(videos)
     items = sorted(wanted.items())

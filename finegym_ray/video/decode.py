@@ -23,7 +23,7 @@ Contracts callers can rely on:
 - Decoders run single-threaded: one decoder per worker process scales better on many
   cores than FFmpeg's threads (measured in shared/README.md).
 
-No ray or torch here (see ARCHITECTURE.md). decord is imported only when its backend is
+No ray or torch here (see docs/architecture.md). decord is imported only when its backend is
 used, so the PyAV path works where decord has no wheel.
 """
 
@@ -38,6 +38,8 @@ from typing import Protocol
 
 import av
 import numpy as np
+
+from ..errors import InputError
 
 BOUNDARY_TOLERANCE_S = Fraction(1, 1_000_000)
 
@@ -133,11 +135,11 @@ def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     size. ``short_side`` must be even; upscaling is allowed.
     """
     if width <= 0 or height <= 0:
-        raise ValueError(f"frame size must be positive, got {width}x{height}")
+        raise InputError(f"frame size must be positive, got {width}x{height}")
     if not short_side:
         return width, height
     if short_side < 0 or short_side % 2:
-        raise ValueError(f"short_side must be a positive even number of pixels, got {short_side}")
+        raise InputError(f"short_side must be a positive even number of pixels, got {short_side}")
     short, long = min(width, height), max(width, height)
     new_long = max(2, 2 * round(long * short_side / short / 2))
     return (new_long, short_side) if width >= height else (short_side, new_long)
@@ -440,7 +442,7 @@ class WindowDecoder:
 
     def __init__(self, path: str | os.PathLike, short_side: int | None = 256, backend: str = "pyav"):
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+            raise InputError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
         self.path = os.fspath(path)
         self.backend = backend
         self.info, self._index = _scan(self.path)
@@ -466,7 +468,7 @@ class WindowDecoder:
         stays bounded for long windows (a 90 s routine at 30 fps and 456x256 is 0.9 GB of
         RGB). Yields nothing for a window that holds no frame."""
         if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+            raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}")
         return self._chunks(self.select(start_s, end_s, max_fps=max_fps), chunk_frames)
 
     def _empty(self, n: int = 0) -> np.ndarray:
@@ -475,7 +477,7 @@ class WindowDecoder:
 
     def _chunks(self, indices: np.ndarray, chunk_frames: int) -> Iterator[Frames]:
         if self._decoder is None:
-            raise ValueError(f"{self.path}: decoder is closed")
+            raise InputError(f"{self.path}: decoder is closed")
         if len(indices) == 0:
             return
         decoded = self._decoder.frames(indices)
@@ -504,9 +506,9 @@ class WindowDecoder:
         """Frame numbers in the window, after the max_fps thinning."""
         start_s, end_s = float(start_s), float(end_s)
         if not (math.isfinite(start_s) and math.isfinite(end_s)) or start_s >= end_s:
-            raise ValueError(f"window must satisfy start_s < end_s, both finite; got [{start_s}, {end_s})")
+            raise InputError(f"window must satisfy start_s < end_s, both finite; got [{start_s}, {end_s})")
         if max_fps is not None and not (max_fps > 0 and math.isfinite(max_fps)):
-            raise ValueError(f"max_fps must be a positive number of frames per second, got {max_fps}")
+            raise InputError(f"max_fps must be a positive number of frames per second, got {max_fps}")
         duration = self.info.duration_s
         window = f"window [{start_s:.3f}, {end_s:.3f}) s"
         if start_s < -BOUNDARY_TOLERANCE_S:

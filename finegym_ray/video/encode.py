@@ -3,13 +3,15 @@
 OpenCV works in BGR order; everything here takes and returns RGB (or 2-D grey), so the
 channel swap happens in exactly one place.
 
-No ray or torch here (see ARCHITECTURE.md).
+No ray or torch here (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from ..errors import InputError
 
 
 def encode_jpeg(img: np.ndarray, quality: int = 90) -> bytes:
@@ -20,14 +22,14 @@ def encode_jpeg(img: np.ndarray, quality: int = 90) -> bytes:
     """
     img = np.asarray(img)
     if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
-        raise ValueError(f"image must be uint8 (H, W, 3) RGB or (H, W) grey, got {img.dtype} {img.shape}")
+        raise InputError(f"image must be uint8 (H, W, 3) RGB or (H, W) grey, got {img.dtype} {img.shape}")
     if not 0 <= quality <= 100:
-        raise ValueError(f"quality must be in 0..100, got {quality}")
+        raise InputError(f"quality must be in 0..100, got {quality}")
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {img.shape} image as JPEG")
+        raise InputError(f"OpenCV could not encode a {img.shape} image as JPEG")
     return buf.tobytes()
 
 
@@ -37,7 +39,7 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     # UNCHANGED keeps a grey JPEG one-channel instead of expanding it to three.
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if img is None:
-        raise ValueError(f"not a decodable JPEG ({len(data)} bytes)")
+        raise InputError(f"not a decodable JPEG ({len(data)} bytes)")
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
@@ -51,7 +53,7 @@ def set_thread_limits(n: int = 1) -> int:
     pool would otherwise start a thread per core in every process and oversubscribe.
     """
     if n < 0:
-        raise ValueError(f"thread count must be >= 0, got {n}")
+        raise InputError(f"thread count must be >= 0, got {n}")
     previous = cv2.getNumThreads()
     cv2.setNumThreads(int(n))
     return previous

@@ -21,7 +21,7 @@ Flow is in pixels per frame: ``flow[t, y, x] = (dx, dy)`` moves pixel (x, y) of 
 Storage follows FineGym/mmaction2 (shared/FINEGYM.md): clip to [-bound, bound] pixels
 (bound 20) and quantize linearly to uint8, x and y stored as separate grey images.
 
-No ray or torch here (see ARCHITECTURE.md): TV-L1 (``tvl1``, torch) is imported only
+No ray or torch here (see docs/architecture.md): TV-L1 (``tvl1``, torch) is imported only
 when it is built or its options are looked up.
 """
 
@@ -34,24 +34,14 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from ..errors import InputError
+from .chunk import check_chunk
+
 
 class FlowMethod(Protocol):
     """A built flow method: see the module docstring for the contract."""
 
     def __call__(self, frames: np.ndarray, prev: np.ndarray | None = None) -> np.ndarray: ...
-
-
-def check_chunk(frames: np.ndarray, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``frames`` and ``prev`` as arrays, or ValueError unless they are (N, H, W) and
-    (H, W) uint8 grey (``prev`` may be None)."""
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 3:
-        raise ValueError(f"frames must be uint8 (N, H, W) grey, got {frames.dtype} {frames.shape}")
-    if prev is not None:
-        prev = np.asarray(prev)
-        if prev.dtype != np.uint8 or prev.shape != frames.shape[1:]:
-            raise ValueError(f"prev must be one uint8 {frames.shape[1:]} grey frame, got {prev.dtype} {prev.shape}")
-    return frames, prev
 
 
 class _PairByPair:
@@ -82,7 +72,7 @@ class DIS(_PairByPair):
 
     def __init__(self, *, preset: str = "fast"):
         if preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+            raise InputError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
     def _pair(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -107,7 +97,7 @@ class Farneback(_PairByPair):
             ("poly_n", poly_n, poly_n >= 1, ">= 1"), ("poly_sigma", poly_sigma, poly_sigma > 0, "> 0"))
             if not ok]
         if problems:
-            raise ValueError("farneback: " + "; ".join(problems))
+            raise InputError("farneback: " + "; ".join(problems))
         self._args = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
 
     def _pair(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -147,7 +137,7 @@ _LAZY_CLASSES: dict[str, Callable[[], type]] = {"tvl1": _tvl1_class}
 def method_class(method: str) -> type:
     """The class a method's builder makes; ValueError naming the methods for an unknown one."""
     if method not in FLOW_METHODS:
-        raise ValueError(f"unknown flow method {method!r}; choose one of {sorted(FLOW_METHODS)}")
+        raise InputError(f"unknown flow method {method!r}; choose one of {sorted(FLOW_METHODS)}")
     return _LAZY_CLASSES[method]() if method in _LAZY_CLASSES else FLOW_METHODS[method]
 
 
@@ -175,7 +165,7 @@ def resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted((k for k in options if k not in defaults), key=str)
     if unknown:
         valid = ", ".join(defaults) if defaults else "none"
-        raise ValueError(f"flow method {method!r} has no option {', '.join(map(repr, unknown))}; "
+        raise InputError(f"flow method {method!r} has no option {', '.join(map(repr, unknown))}; "
                          f"its options: {valid}")
     resolved = dict(defaults)
     for name, value in options.items():
@@ -183,7 +173,7 @@ def resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if default is not None and type(value) is not type(default):
-            raise ValueError(f"flow method {method!r}: option {name} must be of type {type(default).__name__} "
+            raise InputError(f"flow method {method!r}: option {name} must be of type {type(default).__name__} "
                              f"(default {default!r}), got {value!r}")
         resolved[name] = value
     return resolved
@@ -207,7 +197,7 @@ def compute_flow(frames_rgb: np.ndarray, method: str = "dis", **options: Any) ->
     method_class(method)  # an unknown method is refused before the frames are looked at
     frames = np.asarray(frames_rgb)
     if frames.dtype != np.uint8 or not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 3)):
-        raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB or (N, H, W) grey, "
+        raise InputError(f"frames must be uint8 (N, H, W, 3) RGB or (N, H, W) grey, "
                          f"got {frames.dtype} {frames.shape}")
     if frames.ndim == 4:
         frames = np.array([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames], np.uint8).reshape(frames.shape[:3])
@@ -223,10 +213,10 @@ def quantize_flow(flow: np.ndarray, bound: float = 20.0) -> tuple[np.ndarray, np
     bound / 255, for flow inside the bound.
     """
     if bound <= 0:
-        raise ValueError(f"bound must be positive pixels, got {bound}")
+        raise InputError(f"bound must be positive pixels, got {bound}")
     flow = np.asarray(flow, dtype=np.float32)
     if flow.ndim < 1 or flow.shape[-1] != 2:
-        raise ValueError(f"flow must have a last axis of 2 (dx, dy), got shape {flow.shape}")
+        raise InputError(f"flow must have a last axis of 2 (dx, dy), got shape {flow.shape}")
     scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
     q = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return q[..., 0], q[..., 1]
@@ -236,8 +226,8 @@ def dequantize_flow(quantized: np.ndarray, bound: float = 20.0) -> np.ndarray:
     """uint8 flow component -> float32 pixels: ``f = q * 2 * bound / 255 - bound``, the
     inverse of ``quantize_flow`` (same shape in and out)."""
     if bound <= 0:
-        raise ValueError(f"bound must be positive pixels, got {bound}")
+        raise InputError(f"bound must be positive pixels, got {bound}")
     q = np.asarray(quantized)
     if q.dtype != np.uint8:
-        raise ValueError(f"quantized flow must be uint8, got {q.dtype}")
+        raise InputError(f"quantized flow must be uint8, got {q.dtype}")
     return (q.astype(np.float32) * np.float32(2.0 * bound / 255.0) - np.float32(bound)).astype(np.float32)

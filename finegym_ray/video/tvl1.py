@@ -33,7 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .flow import check_chunk
+from ..errors import InputError
+from .chunk import check_chunk
 
 _CHECK_EVERY = 5  # inner iterations between convergence checks on a GPU (see TVL1._level)
 _MIN_LEVEL_SIDE = 16  # pixels: OpenCV's pyramid stops before a level smaller than this
@@ -94,7 +95,7 @@ class TVL1:
         if not isinstance(compile, bool):
             problems.append(f"compile must be true or false, got {compile!r}")
         if problems:
-            raise ValueError("tvl1: " + "; ".join(problems))
+            raise InputError("tvl1: " + "; ".join(problems))
         self.tau, self.lambda_, self.theta, self.gamma = float(tau), float(lambda_), float(theta), float(gamma)
         self.scales, self.scale_step, self.warps = scales, float(scale_step), warps
         self.epsilon, self.inner_iterations, self.outer_iterations = float(epsilon), inner_iterations, outer_iterations
@@ -131,7 +132,7 @@ class TVL1:
         Returns (B, H, W, 2) float32 pixels on this method's device.
         """
         if first.shape != second.shape or first.dim() != 3:
-            raise ValueError(f"first and second must be two (B, H, W) tensors, got {tuple(first.shape)} and "
+            raise InputError(f"first and second must be two (B, H, W) tensors, got {tuple(first.shape)} and "
                              f"{tuple(second.shape)}")
         i0 = first.to(self.torch_device, torch.float32).unsqueeze(1)  # (B, 1, H, W)
         i1 = second.to(self.torch_device, torch.float32).unsqueeze(1)

@@ -15,9 +15,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cluster.local import running_cluster
-from tests.preprocess.checks import pids_with, row_digests, shards
-from tests.test_output import assert_no_ray_internals, assert_progress_with_rate
+from tests.support.clips import row_digests, shards
+from tests.support.cluster import running_cluster
+from tests.support.output import assert_no_ray_internals, assert_progress_with_rate
+from tests.support.processes import descendants, own_pids_with
+
+# A head and two worker nodes of cluster/local.sh, and jobs submitted to them.
+pytestmark = pytest.mark.cluster
 
 STAGE_OPTIONS = ["--set", "short_side=64", "--set", "unit_seconds=4"]
 
@@ -73,9 +77,10 @@ def test_job_survives_losing_a_worker_node(cluster, two_node_run, tiny_gym, tmp_
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.05)
     # The node is its raylet (which names its custom resource) and everything under it.
-    raylets = [p for p in pids_with("worker_1") if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    raylets = [p for p in own_pids_with("worker_1")
+               if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
     assert len(raylets) == 1, raylets
-    victims = [raylets[0], *_descendants(raylets[0])]
+    victims = [raylets[0], *descendants(raylets[0])]
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -84,19 +89,3 @@ def test_job_survives_losing_a_worker_node(cluster, two_node_run, tiny_gym, tmp_
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(two_node_run / "clips"))
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found

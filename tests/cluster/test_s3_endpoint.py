@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from finegym_ray import storage
-from finegym_ray.cli import SMOKE_TRAIN
-from tests.cluster.local import running_cluster
-from tests.preprocess.checks import pids_with
+from finegym_ray.cli.smoke import TRAIN as SMOKE_TRAIN
+from tests.support.cluster import running_cluster
+from tests.support.processes import own_pids_with
+
+# A head and a worker node of cluster/local.sh.
+pytestmark = pytest.mark.cluster
 
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
@@ -38,10 +41,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 # Three CLI runs (each a driver joining the cluster) plus the cluster: 1.5-4 min on 2 cores.
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_train_and_evaluate_on_s3_with_workers_started_without_the_endpoint(bare_cluster, s3_server, s3_prefix,
                                                                             tiny_gym):
-    raylets = [p for p in pids_with("worker_1") if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    raylets = [p for p in own_pids_with("worker_1")
+               if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
     assert len(raylets) == 1, raylets
     node_env = Path(f"/proc/{raylets[0]}/environ").read_bytes().split(b"\0")
     assert not [v for v in node_env if v.split(b"=", 1)[0].decode() in ENDPOINT_VARS], "the premise: no endpoint"

@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-from tests.cluster.local import running_cluster
+from tests.support.cluster import running_cluster
+
+# A head and a worker node of cluster/local.sh in token mode, and jobs submitted to it.
+pytestmark = pytest.mark.cluster
 
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 

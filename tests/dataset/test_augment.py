@@ -2,8 +2,14 @@ import cv2
 import numpy as np
 import pytest
 
-from finegym_ray.dataset.augment import (clip_input, crop_resize, decode_jpeg, decode_reduction, random_box)
-from finegym_ray.dataset.augment import test_box as centre_box
+from finegym_ray.dataset.augment import (
+    clip_input,
+    crop_resize,
+    decode_jpeg,
+    decode_reduction,
+    random_box,
+    test_box as centre_box,
+)
 from finegym_ray.video.flow import dequantize_flow, quantize_flow
 
 

@@ -3,8 +3,12 @@ from pathlib import Path
 import pytest
 
 from finegym_ray.dataset.categories import (
-    ElementCategories, ElementCategory, format_element_categories, format_set_categories,
-    parse_element_categories, parse_set_categories,
+    ElementCategories,
+    ElementCategory,
+    format_element_categories,
+    format_set_categories,
+    parse_element_categories,
+    parse_set_categories,
 )
 from finegym_ray.dataset.errors import FormatError
 

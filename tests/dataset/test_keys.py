@@ -2,7 +2,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from finegym_ray.dataset.keys import (
-    event_id, instance_key, legacy_subaction_id, parse_event_key, parse_instance_key, subaction_id,
+    event_id,
+    instance_key,
+    legacy_subaction_id,
+    parse_event_key,
+    parse_instance_key,
+    subaction_id,
 )
 
 YOUTUBE_ID = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",

@@ -8,7 +8,12 @@ import pytest
 from finegym_ray.dataset.errors import FormatError
 from finegym_ray.dataset.labels import label_view
 from finegym_ray.dataset.manifest import (
-    build_manifest, categories_from_table, format_summary, load_manifest, parse_split_spec, write_manifest,
+    build_manifest,
+    categories_from_table,
+    format_summary,
+    load_manifest,
+    parse_split_spec,
+    write_manifest,
 )
 
 DATA = Path(__file__).parent / "data"

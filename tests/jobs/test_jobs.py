@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_output import assert_no_ray_internals, assert_progress_with_rate
+from tests.support.output import assert_no_ray_internals, assert_progress_with_rate
 
 JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.py"))
 
@@ -26,6 +26,7 @@ def test_job_module_imports_and_explains_itself(path):
     assert r.returncode == 0 and "--smoke-test" in r.stdout, r.stderr
 
 
+@pytest.mark.e2e
 def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run():
     job = Path(__file__).resolve().parents[2] / "jobs" / "evaluate.py"
     r = subprocess.run([sys.executable, str(job), "--smoke-test"], capture_output=True, text=True, timeout=600)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from finegym_ray.submit import stages
 
 
@@ -12,6 +14,7 @@ def test_localize_is_a_submittable_stage():
     assert "localize" in stages()
 
 
+@pytest.mark.e2e
 def test_localize_smoke_test_trains_and_evaluates(ray_cluster):
     job = Path(__file__).resolve().parents[2] / "jobs" / "localize.py"
     r = subprocess.run([sys.executable, str(job), "evaluate", "--smoke-test", "--address", ray_cluster.address],

@@ -22,8 +22,7 @@ import pytest
 
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.localize import features as F
-from finegym_ray.localize.extract import (ExtractConfig, Pools, open_backbone, pool_sizes, run_extract,
-                                          snippet_starts)
+from finegym_ray.localize.extract import ExtractConfig, Pools, open_backbone, pool_sizes, run_extract, snippet_starts
 from tests.test_cli import cli_no_ray, one_error_line
 from tests.train.test_evaluate import write_run
 
@@ -47,13 +46,14 @@ def action(ray_cluster, run, tiny_gym, tmp_path_factory):
 
 def _feature_dim(run: str) -> int:
     from finegym_ray.models import MODELS
-    from finegym_ray.train.run import checkpoint_config
     from finegym_ray.train import checkpoint as ckpt
+    from finegym_ray.train.run import checkpoint_config
 
     config = checkpoint_config(ckpt.find_latest(run))
     return MODELS[config.model](**config.model_kwargs(3)).backbone.out_features
 
 
+@pytest.mark.e2e
 def test_action_level_snippets_cover_each_video_at_the_set_rate(action, run, tiny_gym):
     from finegym_ray.video.decode import probe
 
@@ -78,6 +78,7 @@ def test_action_level_snippets_cover_each_video_at_the_set_rate(action, run, tin
     assert summary["items"]["failed"] == 0 and summary["snippets"] > 0
 
 
+@pytest.mark.e2e
 def test_element_features_are_segments_x_c_per_instance_key(action, run, tiny_store):
     out, _ = action
     store, _ = tiny_store
@@ -97,6 +98,7 @@ def _cli(cluster, run, videos, tiny_gym, out, *extra):
             "--address", cluster.address, *[a for s in sets for a in ("--set", s)], *extra]
 
 
+@pytest.mark.e2e
 def test_subaction_level_resumes_after_a_killed_driver_and_records_a_bad_video(ray_cluster, run, tiny_gym,
                                                                                   tmp_path):
     """One job at sub-action level, killed (SIGKILL) after its first file, then run again:
@@ -162,7 +164,6 @@ def test_pools_too_big_for_the_cluster_are_refused(ray_cluster, run, tiny_gym, t
 
 def test_bad_run_and_videos_are_refused_before_ray(run, tiny_gym, tmp_path):
     base = ["extract-features", "--annotations", tiny_gym / "annotations", "--out", tmp_path / "out"]
-    t0 = time.monotonic()
     r = cli_no_ray(*base, "--run", tmp_path / "no_run", "--videos", tiny_gym / "videos")
     one_error_line(r, str(tmp_path / "no_run"), "no such run")
     (tmp_path / "empty").mkdir()
@@ -219,8 +220,13 @@ def test_stages_feed_flow_and_clip_models_as_they_were_tested(tiny_store, tiny_g
     """The two stages called directly (no Ray): flow computed with the run's
     preprocessing method, and a clip model's dense frames, reach features() in the
     layout the model takes."""
-    from finegym_ray.localize.extract import (DecodeSnippets, EmbedSnippets, backbone_weights, find_video_files,
-                                              plan_items)
+    from finegym_ray.localize.extract import (
+        DecodeSnippets,
+        EmbedSnippets,
+        backbone_weights,
+        find_video_files,
+        plan_items,
+    )
 
     run = write_run(tmp_path / "runs", model, data=tiny_store[0], modality=modality)
     config = replace(CONFIG, level="subaction", elements=False)

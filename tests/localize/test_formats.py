@@ -10,9 +10,18 @@ import pytest
 
 from finegym_ray.dataset.annotations import parse_annotations
 from finegym_ray.dataset.manifest import build_manifest_from
-from finegym_ray.localize.formats import (AGNOSTIC_LABEL, FormatError, finegym_ground_truth, load_ground_truth,
-                                          manifest_ground_truth, parse_ground_truth, read_detections,
-                                          read_ground_truth, set_labels, write_detections)
+from finegym_ray.localize.formats import (
+    AGNOSTIC_LABEL,
+    FormatError,
+    finegym_ground_truth,
+    load_ground_truth,
+    manifest_ground_truth,
+    parse_ground_truth,
+    read_detections,
+    read_ground_truth,
+    set_labels,
+    write_detections,
+)
 
 DATA = Path(__file__).parents[1] / "dataset" / "data"
 

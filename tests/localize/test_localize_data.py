@@ -7,9 +7,17 @@ import pytest
 
 from finegym_ray.config import ConfigError, load_config
 from finegym_ray.localize.config import LocalizeConfig
-from finegym_ray.localize.data import (Example, collate, crop, load_dataset, seconds_to_steps, split_videos,
-                                       steps_to_seconds, video_of)
-from finegym_ray.localize.features import read_sequence, list_sequences
+from finegym_ray.localize.data import (
+    Example,
+    collate,
+    crop,
+    load_dataset,
+    seconds_to_steps,
+    split_videos,
+    steps_to_seconds,
+    video_of,
+)
+from finegym_ray.localize.features import list_sequences, read_sequence
 from finegym_ray.localize.formats import read_ground_truth
 from finegym_ray.localize.toy import write_toy_features
 

@@ -10,11 +10,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from finegym_ray.localize.metric import (TIOU_THRESHOLDS, MapResult, class_agnostic, detection_map, interpolated_ap,
-                                         segment_iou, table4)
+from finegym_ray.localize.metric import (
+    TIOU_THRESHOLDS,
+    MapResult,
+    class_agnostic,
+    detection_map,
+    interpolated_ap,
+    segment_iou,
+    table4,
+)
 
 
 def ap_at(result: MapResult, label: str, threshold: float) -> float:

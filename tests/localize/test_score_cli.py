@@ -12,7 +12,8 @@ from finegym_ray import cli as cli_module
 from tests.localize.test_formats import ACTION, SUBACTION, annotation_folder
 
 GT = {"database": {
-    "v1": {"subset": "validation", "annotations": [{"segment": [0, 10], "label": "A"}, {"segment": [20, 30], "label": "A"},
+    "v1": {"subset": "validation", "annotations": [{"segment": [0, 10], "label": "A"},
+                                                   {"segment": [20, 30], "label": "A"},
                                                    {"segment": [5, 15], "label": "B"}]},
     "v2": {"subset": "training", "annotations": [{"segment": [0, 10], "label": "B"}]}}}
 # A: [0, 10] .9 TP; [1, 10] .8 duplicate of the taken [0, 10] -> FP; [21, 30] .7 tIoU .9 ->
@@ -101,7 +102,8 @@ BAD_DETECTIONS = [
      '"score": 1}]}}', "results['v1'][1]: segment [5.0, 4.0] is inverted"),
     ('{"results": {"v0": [],\n"v1": [{"label": "A", "segment": [3, 3], "score": 1}]}}',
      "det.json:2: results['v1'][0]: segment [3.0, 3.0] has zero length"),
-    ('{"results": {"v1": [{"label": "A", "segment": [0], "score": 1}]}}', "results['v1'][0]: 'segment' must be [start, end]"),
+    ('{"results": {"v1": [{"label": "A", "segment": [0], "score": 1}]}}',
+     "results['v1'][0]: 'segment' must be [start, end]"),
     ('{"results": {"v1": [{"label": "A", "segment": [0, 1], "score": "high"}]}}',
      "results['v1'][0]: 'score' must be a finite number, got 'high'"),
     ('{"results": {"v1": [{"label": "A", "segment": [0, 1], "score": NaN}]}}',

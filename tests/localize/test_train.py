@@ -46,6 +46,7 @@ def trained(ray_cluster, toy, tmp_path_factory) -> tuple[LocalizeConfig, dict]:
     return config, run_localize_training(config, say=quiet)
 
 
+@pytest.mark.e2e
 def test_two_workers_train_a_checkpoint_per_epoch(trained):
     config, result = trained
     assert [m["epoch"] for m in result["history"]] == [0, 1, 2]
@@ -57,6 +58,7 @@ def test_two_workers_train_a_checkpoint_per_epoch(trained):
         ckpt.dir_name(1), ckpt.dir_name(2)]
 
 
+@pytest.mark.e2e
 def test_the_same_command_resumes_after_the_newest_complete_checkpoint(trained):
     config, result = trained
     run = Path(result["run"])
@@ -73,6 +75,7 @@ def test_the_same_command_resumes_after_the_newest_complete_checkpoint(trained):
         run_localize_training(replace(config, lr=0.01), say=quiet)
 
 
+@pytest.mark.e2e
 def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started.
     features, gt = toy
@@ -88,6 +91,7 @@ def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
     assert largest_gap(first, other) > 1e-3
 
 
+@pytest.mark.e2e
 def test_evaluation_writes_metrics_detections_and_a_timeline(trained):
     config, result = trained
     results = evaluate_run(config, say=quiet)
@@ -129,7 +133,8 @@ def test_a_detector_too_big_for_the_cluster_is_refused_at_once(ray_cluster, toy,
     features, gt = toy
     config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="big",
                             **{**TINY, "workers": 3, "cpus_per_worker": 1.0})
-    with pytest.raises(CapacityError, match=r"localize train big needs 3 train workers x 1 CPU: .*the cluster has 2 CPU"):
+    with pytest.raises(CapacityError,
+                       match=r"localize train big needs 3 train workers x 1 CPU: .*the cluster has 2 CPU"):
         run_localize_training(config, say=quiet)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
@@ -167,8 +172,8 @@ def _train_cli(config: LocalizeConfig, tmp_path: Path, address: str) -> subproce
 
 def test_a_resumed_state_that_would_run_code_is_refused_on_the_driver_in_one_line(ray_cluster, toy, tmp_path):
     from finegym_ray.config import to_yaml
+    from tests.support.hostile import WritesMarker
     from tests.test_cli import one_error_line
-    from tests.hostile import WritesMarker
 
     features, gt = toy
     config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="planted",
@@ -188,8 +193,8 @@ def test_a_resumed_state_that_would_run_code_is_refused_on_the_driver_in_one_lin
 
 
 def test_a_checkpoint_config_that_is_an_alias_bomb_is_refused_in_one_line(ray_cluster, toy, tmp_path):
+    from tests.support.hostile import alias_bomb
     from tests.test_cli import one_error_line
-    from tests.test_config import alias_bomb
 
     features, gt = toy
     config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path / "runs"), name="bomb", **TINY)

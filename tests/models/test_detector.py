@@ -10,6 +10,7 @@ import torch
 from finegym_ray.models import DETECTORS, soft_nms
 from finegym_ray.models.detector import segment_iou
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # Tensors this small gain nothing from threads, and on a busy machine OpenMP's
@@ -203,7 +204,7 @@ def test_detector_overfits_a_few_synthetic_sequences():
     with torch.no_grad():
         detections = model.detect(model(feats, mask), max_detections=50)
     ious = []
-    for (gt, gt_labels), (segs, scores, labels) in zip(targets, detections):
+    for (gt, gt_labels), (segs, _scores, labels) in zip(targets, detections):
         # The top len(gt) detections should be the ground truth, each with its class.
         top, top_labels = segs[:len(gt)], labels[:len(gt)]
         iou = segment_iou(gt, top) * (gt_labels[:, None] == top_labels[None])  # (N, N)

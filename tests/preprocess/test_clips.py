@@ -13,7 +13,7 @@ from finegym_ray.preprocess.clips import add_flow, clip_schema, cut_unit, decode
 from finegym_ray.preprocess.config import FlowConfig, PreprocessConfig, config_hash
 from finegym_ray.preprocess.units import Window
 from finegym_ray.video import BOUNDARY_TOLERANCE_S, VideoError, build_flow, decode_jpeg, dequantize_flow
-from tests.video.media import read_number
+from tests.support.media import read_number
 
 CONFIG = PreprocessConfig(short_side=64)
 

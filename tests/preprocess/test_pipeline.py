@@ -19,15 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from finegym_ray import storage
-from finegym_ray.cli import preprocess_exit_code
+from finegym_ray.cli.preprocess import preprocess_exit_code
 from finegym_ray.dataset.errors import FormatError
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.preprocess.pipeline import format_summary, rows_as_done, run_preprocess
 from finegym_ray.video import WindowDecoder
-from tests.conftest import TINY_PREPROCESS as CONFIG
-from tests.preprocess.checks import pids_with, row_digests, shards
-from tests.s3server import restart_when
-from tests.hostile import WritesMarker as _WritesMarker
+from tests.support.clips import TINY_PREPROCESS as CONFIG, row_digests, shards
+from tests.support.hostile import WritesMarker as _WritesMarker
+from tests.support.processes import own_pids_with
+from tests.support.s3 import restart_when
 
 OVERRIDES = ["short_side=64", "unit_seconds=4", "workers=2"]
 
@@ -123,9 +123,10 @@ def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
                                      abs=0.01)}
     assert written["runs"][0] == old  # the old file's run, as the first of the history
     assert written["runs"][-1]["units"]["done"] == 0 and written["runs"][-1]["clips"]["written"] == 0
-    assert "of %d planned clips on disk" % table.num_rows in format_summary(summary)
+    assert f"of {table.num_rows} planned clips on disk" in format_summary(summary)
 
 
+@pytest.mark.e2e
 def test_damaged_or_stale_shards_and_abandoned_temp_files_are_cut_again(reference, tiny_gym, tmp_path):
     ref_out, ref_summary = reference
     out = tmp_path / "out"
@@ -155,8 +156,8 @@ def test_damaged_or_stale_shards_and_abandoned_temp_files_are_cut_again(referenc
 
 
 def test_planning_reads_only_footers(reference, tiny_gym):
-    from finegym_ray.preprocess.pipeline import plan, verify_shards
     from finegym_ray.preprocess.config import config_hash
+    from finegym_ray.preprocess.pipeline import plan, verify_shards
 
     out, _ = reference
     units = plan(CONFIG, build_manifest_from(str(tiny_gym / "annotations")))
@@ -224,6 +225,7 @@ def _wait_for_first_shard(proc: subprocess.Popen, out: Path, timeout_s: float = 
     raise AssertionError("no shard written in time")
 
 
+@pytest.mark.e2e
 def test_killed_driver_then_rerun_gives_the_uninterrupted_output(reference, ray_cluster, tiny_gym, tmp_path):
     ref_out, ref_summary = reference
     out = tmp_path / "out"
@@ -242,13 +244,14 @@ def test_killed_driver_then_rerun_gives_the_uninterrupted_output(reference, ray_
     assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
 
 
+@pytest.mark.e2e
 def test_killed_worker_is_replaced_and_no_clip_is_lost(reference, ray_cluster, tiny_gym, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "out"
     proc = subprocess.Popen(_cli(ray_cluster, tiny_gym / "annotations", tiny_gym / "videos", out),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for_first_shard(proc, out)
-    workers = pids_with("MapWorker(MapBatches(CutUnits))")
+    workers = own_pids_with("MapWorker(MapBatches(CutUnits))")
     assert workers, "found no preprocessing actor to kill"
     os.kill(workers[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
@@ -256,6 +259,7 @@ def test_killed_worker_is_replaced_and_no_clip_is_lost(reference, ray_cluster, t
     assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(os.path.join(ref_out, "clips")))
 
 
+@pytest.mark.e2e
 def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(tiny_gym / "videos", videos)
@@ -292,6 +296,7 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_
     assert everything_bad["units"]["done"] == 0 and preprocess_exit_code(everything_bad, strict=False) == 1
 
 
+@pytest.mark.e2e
 def test_two_jobs_started_together_on_a_fresh_out_one_writes_and_the_other_is_refused(ray_cluster, reference,
                                                                                         tiny_gym, tmp_path):
     from finegym_ray.preprocess.config import config_hash
@@ -323,6 +328,7 @@ def _smallest_unit(tiny_gym) -> str:
     return min(plan(CONFIG, build_manifest_from(str(tiny_gym / "annotations"))), key=lambda u: u.seconds).unit_id
 
 
+@pytest.mark.e2e
 def test_a_unit_that_kills_its_worker_is_recorded_after_three_attempts(ray_cluster, reference, tiny_gym, tmp_path,
                                                                        monkeypatch):
     ref_out, ref_summary = reference
@@ -338,6 +344,7 @@ def test_a_unit_that_kills_its_worker_is_recorded_after_three_attempts(ray_clust
                                  "without_clips": 1, "with_errors": 1}
 
 
+@pytest.mark.e2e
 def test_a_failing_shard_write_fails_that_unit_only(ray_cluster, reference, tiny_gym, tmp_path):
     ref_out, ref_summary = reference
     blocked = _smallest_unit(tiny_gym)
@@ -349,6 +356,7 @@ def test_a_failing_shard_write_fails_that_unit_only(ray_cluster, reference, tiny
     assert record["scope"] == "storage" and "writing its output failed after 3 attempts" in record["reason"]
 
 
+@pytest.mark.e2e
 def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tiny_gym, tmp_path):
     ref_out, _ = reference
     for sub in ("annotations", "videos"):
@@ -369,6 +377,7 @@ def test_s3_in_and_out_gives_the_same_clips(reference, s3_server, s3_prefix, tin
     assert written["totals"] == summary["totals"] and written["runs"][-1]["units"] == summary["units"]
 
 
+@pytest.mark.e2e
 def test_an_s3_restart_mid_run_loses_nothing(ray_cluster, reference, s3_server, s3_prefix, tiny_gym, tmp_path):
     ref_out, ref_summary = reference
     for sub in ("annotations", "videos"):
@@ -431,6 +440,7 @@ def test_each_result_arrives_while_the_next_unit_still_runs(ray_cluster, tmp_pat
 TVL1_FAST = {"scales": 2, "warps": 2, "outer_iterations": 2, "inner_iterations": 10, "batch_pairs": 8}
 
 
+@pytest.mark.e2e
 def test_tvl1_runs_in_a_flow_stage_of_its_own_on_a_cluster_without_gpus(ray_cluster, tiny_gym, tmp_path):
     from finegym_ray.preprocess.clips import clip_schema
     from finegym_ray.preprocess.config import FlowConfig

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 from finegym_ray.dataset.annotations import format_annotations, parse_annotations
-from finegym_ray.dataset.categories import (format_element_categories, format_set_categories,
-                                            parse_element_categories, parse_set_categories)
+from finegym_ray.dataset.categories import (
+    format_element_categories,
+    format_set_categories,
+    parse_element_categories,
+    parse_set_categories,
+)
 from finegym_ray.dataset.manifest import build_manifest
 from finegym_ray.dataset.splits import format_split, parse_split
 from finegym_ray.synth.config import PRESETS, SynthConfig

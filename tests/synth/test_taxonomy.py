@@ -7,8 +7,14 @@ import pytest
 
 from finegym_ray.dataset.labels import label_view
 from finegym_ray.synth import motion
-from finegym_ray.synth.taxonomy import (SET_FAMILIES, SETS, SUBSET_SIZES, build_elements, element_categories,
-                                        set_categories)
+from finegym_ray.synth.taxonomy import (
+    SET_FAMILIES,
+    SETS,
+    SUBSET_SIZES,
+    build_elements,
+    element_categories,
+    set_categories,
+)
 
 ELEMENTS = build_elements()
 

@@ -13,7 +13,7 @@ import torch
 
 from finegym_ray import storage
 from finegym_ray.train import checkpoint as ckpt
-from tests.hostile import WritesMarker as _WritesMarker
+from tests.support.hostile import WritesMarker as _WritesMarker
 
 
 def _write(run: str, epoch: int, val: float | None = None, history: list | None = None) -> str:

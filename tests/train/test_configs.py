@@ -10,7 +10,7 @@ from finegym_ray import models
 from finegym_ray.config import load_config
 from finegym_ray.train import config as train_config
 from finegym_ray.train.config import DEMO, TrainConfig
-from finegym_ray.train.run import model_for
+from finegym_ray.train.loop import model_for
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -61,7 +61,7 @@ def test_config_names_the_models_there_are():
 def test_the_demo_config_file_is_the_demo_preset():
     path = Path(__file__).parents[2] / "configs" / "tsm_flow_demo.yaml"
     assert replace(load_config(TrainConfig, path), data=DEMO.data, runs=DEMO.runs) == DEMO
-    # Its RGB partner for --fuse (the README's tsm_rgb_set) differs only in its input.
+    # Its RGB partner for --fuse (docs/training.md's tsm_rgb_set) differs only in its input.
     rgb = load_config(TrainConfig, path.with_name("tsm_rgb_demo.yaml"))
     assert rgb.run_name == "tsm_rgb_set"
     assert replace(rgb, modality="flow", frames_per_segment=3, data=DEMO.data, runs=DEMO.runs) == DEMO

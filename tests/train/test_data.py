@@ -6,7 +6,7 @@ import numpy as np
 
 from finegym_ray.train.data import SplitLabels, resample_repeats
 from finegym_ray.train.run import class_weights
-from tests.hostile import WritesMarker as _WritesMarker
+from tests.support.hostile import WritesMarker as _WritesMarker
 
 
 def test_rare_classes_are_repeated_towards_the_median():

@@ -19,9 +19,21 @@ from finegym_ray.models.recognizers import MODELS
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.data import SampleShards, load_split_labels, shards_with
-from finegym_ray.train.evaluate import (ScoreClips, check_scored, checkpoint_at_test, config_at_test,
-                                        default_fuse_weights, evaluate, format_results, frame_order, fuse_scores,
-                                        level_metrics, metrics_of, permute_frames, variant_name)
+from finegym_ray.train.evaluate import (
+    ScoreClips,
+    check_scored,
+    checkpoint_at_test,
+    config_at_test,
+    default_fuse_weights,
+    evaluate,
+    format_results,
+    frame_order,
+    fuse_scores,
+    level_metrics,
+    metrics_of,
+    permute_frames,
+    variant_name,
+)
 
 
 def _scores(pred, k):
@@ -211,6 +223,7 @@ def test_evaluate_flags_parse():
     assert (args.segments, args.shuffle_frames, args.seed) == (None, False, 0)
 
 
+@pytest.mark.e2e
 def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     split = load_split_labels(data, "subaction_event", "val")
@@ -242,6 +255,7 @@ def test_variant_evaluation_writes_its_own_folder_and_leaves_the_standard_one(ra
     assert SampleShards(config, split.labels, train=False)({"shard": [shard]})["x"].shape[1:3] == (1, 3)
 
 
+@pytest.mark.e2e
 def test_fusion_records_its_weights_and_every_evaluation_its_interval(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     names = load_split_labels(data, "subaction_event", "val").class_names
@@ -272,7 +286,7 @@ def _make_hostile(run: str, marker: Path) -> None:
     """Replace the state.pt of ``run``'s checkpoint with one whose unpickling would write
     ``marker``, and rewrite its manifest to vouch for it, as anyone with write access to
     a shared bucket could."""
-    from tests.train.test_checkpoint import _WritesMarker
+    from tests.support.hostile import WritesMarker as _WritesMarker
 
     folder = Path(run) / "epoch_0001"
     torch.save({"model": _WritesMarker(str(marker))}, folder / "state.pt")
@@ -333,6 +347,7 @@ def test_a_state_that_would_run_code_is_refused_on_the_driver_in_one_line_before
     assert {name: _files(run) for name, run in runs.items()} == before  # nothing written, either run
 
 
+@pytest.mark.e2e
 def test_a_read_only_run_is_refused_before_scoring_and_out_takes_the_outputs(ray_cluster, tiny_store, tmp_path,
                                                                             s3_prefix):
     from finegym_ray import storage

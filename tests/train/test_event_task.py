@@ -20,7 +20,7 @@ from finegym_ray.train.config import TASK_VERSION, TrainConfig
 from finegym_ray.train.data import load_split_labels
 from finegym_ray.train.evaluate import checkpoint_at_test, evaluate
 from finegym_ray.train.run import _check_same_config, run_training, training_labels
-from tests.conftest import TINY_PREPROCESS
+from tests.support.clips import TINY_PREPROCESS
 
 # A tiny TSN on one worker of one CPU (the other CPU for Ray Data); 4 segments spread
 # over each whole routine.
@@ -47,6 +47,7 @@ def event_store(ray_cluster, tiny_gym, tmp_path_factory) -> str:
     return out
 
 
+@pytest.mark.e2e
 def test_event_task_trains_and_evaluates_on_whole_routines(event_store, tmp_path):
     data = event_store
     train, val = (load_split_labels(data, "event", s) for s in ("train", "val"))

@@ -202,6 +202,7 @@ def _mtimes(*folders: str) -> dict[str, int]:
     return {f: os.stat(Path(f) / "scores.parquet").st_mtime_ns for f in folders}
 
 
+@pytest.mark.e2e
 def test_evaluate_from_another_folder_and_a_second_fusion_reuses_the_scores(ray_cluster, two_runs, monkeypatch):
     root, old, rgb = two_runs
     # The CLI, as a driver started in a folder that is neither the runs' nor the data's;
@@ -229,6 +230,7 @@ def test_evaluate_from_another_folder_and_a_second_fusion_reuses_the_scores(ray_
         {f"{old}/eval": before[f"{old}/eval"]}
 
 
+@pytest.mark.cluster
 def test_evaluate_as_a_job_with_relative_paths_the_best_checkpoint_and_a_data_override(ray_cluster, two_runs,
                                                                                        tiny_store, monkeypatch):
     from ray.job_submission import JobSubmissionClient

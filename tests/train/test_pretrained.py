@@ -8,7 +8,7 @@ import torch
 from finegym_ray import storage
 from finegym_ray.models.resnet import ResNet
 from finegym_ray.train.config import TrainConfig
-from finegym_ray.train.run import model_for
+from finegym_ray.train.loop import model_for
 
 SMALL = TrainConfig(depth=18, base_width=16, segments=2)
 

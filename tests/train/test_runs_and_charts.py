@@ -34,7 +34,7 @@ from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, re
 from finegym_ray.train.data import SplitLabels
 from finegym_ray.train.evaluate import _say_confused, metrics_of, most_confused, write_report
 from finegym_ray.train.runs import FAILED_FILE, list_runs, record_failure
-from tests.test_config import alias_bomb
+from tests.support.hostile import alias_bomb
 
 
 def _history(epochs: int, val_every: int = 1) -> list[dict]:
@@ -252,7 +252,7 @@ def test_many_classes_get_a_most_confused_table_and_levels_only_when_there_are_a
 
 
 def test_gpus_per_worker_is_validated_and_reaches_the_scaling_config(tmp_path):
-    from finegym_ray.train.run import torch_trainer
+    from finegym_ray.train.engine import torch_trainer
 
     assert TrainConfig(gpus_per_worker=0.25).gpus_per_worker == 0.25
     for bad, match in ((0, "gpus_per_worker"), (1.5, "gpus_per_worker"), (float("nan"), "gpus_per_worker")):

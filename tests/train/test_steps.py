@@ -11,7 +11,7 @@ from torch import nn
 from finegym_ray.config import apply_overrides
 from finegym_ray.train import steps
 from finegym_ray.train.config import TrainConfig
-from finegym_ray.train.run import model_for
+from finegym_ray.train.loop import model_for
 
 SMALL = ["depth=10", "base_width=8", "segments=3", "crop=32", "test_short=32", "batch_size=4", "lr=0.01"]
 

@@ -20,16 +20,16 @@ import yaml
 
 from finegym_ray import storage
 from finegym_ray.preprocess.pipeline import run_preprocess
+from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
+from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, read_scalars
 from finegym_ray.train.data import load_split_labels
 from finegym_ray.train.evaluate import evaluate
-from finegym_ray.train import checkpoint as ckpt
-from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, read_scalars
 from finegym_ray.train.run import run_training
-from tests.conftest import TINY_PREPROCESS
-from tests.preprocess.checks import pids_with
-from tests.s3server import restart_when
-from tests.test_output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
+from tests.support.clips import TINY_PREPROCESS
+from tests.support.output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
+from tests.support.processes import own_pids_with
+from tests.support.s3 import restart_when
 
 # A tiny TSM on the subaction_event task; two workers of half a CPU leave one CPU to Ray Data.
 TINY = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32", "test_short=48",
@@ -49,6 +49,7 @@ def _epochs(run: str) -> list[int]:
     return [m["epoch"] for m in ckpt.find_latest(run).meta["history"]]
 
 
+@pytest.mark.e2e
 def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_path):
     data, _ = tiny_store
     config = tiny_config(data, str(tmp_path / "runs"), epochs=2)
@@ -86,6 +87,7 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
         assert cv2.imread(str(run / "eval" / png)) is not None
 
 
+@pytest.mark.e2e
 def test_fusion_weighs_two_runs(tiny_store, tmp_path, monkeypatch):
     data, _ = tiny_store
     runs = str(tmp_path / "runs")
@@ -111,6 +113,7 @@ def test_fusion_weighs_two_runs(tiny_store, tmp_path, monkeypatch):
         run_training(replace(rgb_config, depth=18), say=quiet)
 
 
+@pytest.mark.e2e
 def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_epochs(tiny_store, tmp_path):
     data, _ = tiny_store
     config = tiny_config(data, str(tmp_path / "runs"), epochs=2, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
@@ -155,6 +158,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 240) -> Non
     raise AssertionError(f"{path} did not appear in time")
 
 
+@pytest.mark.e2e
 def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_refused(ray_cluster, tiny_store,
                                                                                          tmp_path):
     data, _ = tiny_store
@@ -170,6 +174,7 @@ def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_r
     assert not (runs / "same" / "lease.json").exists()
 
 
+@pytest.mark.e2e
 def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
@@ -190,6 +195,7 @@ def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tm
     assert _epochs(str(runs / "resume")) == [0, 1, 2]  # each epoch once, in order
 
 
+@pytest.mark.e2e
 def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
@@ -197,7 +203,7 @@ def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_stor
                      "--name", "killed", "--verbose")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(runs / "killed" / "epoch_0001" / "manifest.json", proc)
-    workers = pids_with("RayTrainWorker")
+    workers = own_pids_with("RayTrainWorker")
     assert workers, "found no training worker to kill"
     os.kill(workers[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=600)
@@ -207,6 +213,7 @@ def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_stor
     assert_progress_with_rate(output, "train")
 
 
+@pytest.mark.e2e
 def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gym, s3_prefix):
     data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
     run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
@@ -220,6 +227,7 @@ def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gy
     assert results["run"]["clips"] == len(load_split_labels(data, "subaction_event", "val").labels)
 
 
+@pytest.mark.e2e
 def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_server, s3_prefix):
     data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
     run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
@@ -272,6 +280,7 @@ def largest_gap(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.e2e
 def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started.
     data, _ = tiny_store
@@ -315,7 +324,7 @@ def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ra
 def test_a_run_config_that_is_an_alias_bomb_is_one_error_naming_it(tmp_path):
     from finegym_ray.config import ConfigError
     from finegym_ray.train.run import refuse_renamed_task
-    from tests.test_config import alias_bomb
+    from tests.support.hostile import alias_bomb
 
     config = tiny_config(str(tmp_path / "data"), str(tmp_path / "runs"), name="bomb")
     where = tmp_path / "runs" / "bomb" / "config.yaml"

@@ -114,6 +114,7 @@ def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("name", list(studies.STUDIES))
+@pytest.mark.e2e
 def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
     data, _ = tiny_store
     lines: list[str] = []

@@ -26,7 +26,10 @@ from finegym_ray.train.config import TrainConfig
 from finegym_ray.tune.config import load_sweep
 from finegym_ray.tune.state import SNAPSHOT, state_key
 from finegym_ray.tune.sweep import run_sweep
-from tests.rays import notebook_ray, run_driver
+from tests.support.rays import notebook_ray, run_driver
+
+# Sweeps of real trials on Ray Tune.
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny TSN on the subaction_event task, validated on its training clips (the tiny SynGym's val
@@ -42,44 +45,6 @@ def sweep_file(tmp_path: Path, data: str, **settings) -> Path:
             "resources": {"workers": 1, "cpus_per_worker": 1.0}, **settings}
     path.write_text(yaml.safe_dump(body))
     return path
-
-
-def test_asha_stops_a_trial_and_every_trial_runs(tiny_store, tmp_path, monkeypatch):
-    data, _ = tiny_store
-    # The data given relative to where the sweep starts: trials run in folders of their own.
-    monkeypatch.chdir(tmp_path)
-    data = os.path.relpath(data)
-    # The first trial learns (AdamW at lr 0.01); the others jump a whole unit per step
-    # (lr 1: Adam's steps are about lr whatever the gradient) and their training loss
-    # after the first epoch is several times the first trial's, so ASHA stops them at
-    # its first rung, and each stop must free the CPU for the next trial
-    # (ray-project/ray#54305). Three epochs: a stop reaches a trial asynchronously, and
-    # these epochs take about a second, so a trial may finish its second epoch before
-    # the stop lands (seen once); with three it still ends short of its last.
-    path = sweep_file(tmp_path, data, space={"lr": {"grid": [0.01, 1.0, 1.0]}}, metric="train_loss", mode="min",
-                      scheduler="asha", grace_period=1, reduction_factor=2, max_concurrent_trials=1,
-                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 3})
-    sweep, base = load_sweep(str(path), [])
-    lines = []
-    result = run_sweep(sweep, base, say=lambda m: (lines.append(m), print(m, flush=True)))
-    table = result["table"].to_pylist()
-    assert len(table) == 3 and all(r["status"] in ("finished", "stopped") for r in table), table
-    assert table[0]["lr"] == 0.01 and table[0]["status"] == "finished" and table[0]["epochs_run"] == 3
-    assert sum(r["stopped"] for r in table) >= 1 and all(r["epochs_run"] >= 1 for r in table)
-    assert any("stopped by ASHA after 1 of 3 epochs" in line for line in lines), lines
-    assert any(line.startswith("trial ") and "[3/3 done" in line for line in lines), lines
-
-    folder = Path(result["folder"])
-    assert pq.read_table(folder / "results" / "results.parquet").num_rows == 3
-    assert (folder / "results" / "results.csv").read_text().count("\n") == 4
-    best = load_config(TrainConfig, folder / "results" / "best.yaml")
-    assert best.lr == 0.01 and best.name == "sweep_best" and best.runs == str(tmp_path / "runs")
-    assert best.data == os.path.abspath(data)  # ready to train from any folder
-    png = cv2.imread(str(folder / "results" / "lr.png"))
-    assert png is not None and png.shape[0] > 100
-    for trial_id in (r["trial_id"] for r in table):  # Tune's TensorBoard files, and each trial's own training run
-        assert glob.glob(str(folder / trial_id / "events.out.tfevents.*")), trial_id
-        assert ckpt.find_latest(str(folder / "trials" / trial_id)) is not None
 
 
 def _tune_command(path: Path, address: str) -> list[str]:
@@ -184,12 +149,21 @@ def test_a_pickle_planted_in_the_sweep_folder_is_refused_and_runs_nothing(tiny_s
     assert not marker.exists()
 
 
-def test_asha_sweep_on_a_ray_of_its_own_ends_beside_a_notebooks_ray(tiny_store, tmp_path):
+def test_asha_stops_trials_and_every_trial_runs_on_a_ray_of_its_own_beside_a_notebooks_ray(tiny_store, tmp_path):
     """`tune` without --address starts a Ray of its own while another user's Ray (a
     notebook's ray.init()) runs on this host. Each trial that ASHA stops must still free
     its CPU (Ray Train's placement group cleaner must find this Ray among the others),
     or the next trial waits forever."""
     data, _ = tiny_store
+    # The data given relative to where the sweep starts: trials run in folders of their own.
+    data = os.path.relpath(data, tmp_path)
+    # The first trial learns (AdamW at lr 0.01); the others jump a whole unit per step
+    # (lr 1: Adam's steps are about lr whatever the gradient) and their training loss
+    # after the first epoch is several times the first trial's, so ASHA stops them at
+    # its first rung, and each stop must free the CPU for the next trial
+    # (ray-project/ray#54305). Three epochs: a stop reaches a trial asynchronously, and
+    # these epochs take about a second, so a trial may finish its second epoch before
+    # the stop lands (seen once); with three it still ends short of its last.
     path = sweep_file(tmp_path, data, space={"lr": {"grid": [0.01, 1.0, 1.0]}}, metric="train_loss", mode="min",
                       scheduler="asha", grace_period=1, reduction_factor=2, max_concurrent_trials=1,
                       train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 3})
@@ -200,9 +174,24 @@ def test_asha_sweep_on_a_ray_of_its_own_ends_beside_a_notebooks_ray(tiny_store, 
         except subprocess.TimeoutExpired as e:
             pytest.fail(f"the sweep did not end in {e.timeout} s:\n{e.stdout[-3000:]}\n{e.stderr[-2000:]}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = pq.read_table(tmp_path / "sweeps" / "sweep" / "results" / "results.parquet").to_pylist()
+    lines = r.stdout.splitlines()
+    folder = tmp_path / "sweeps" / "sweep"
+    table = pq.read_table(folder / "results" / "results.parquet").to_pylist()
     assert len(table) == 3 and all(t["status"] in ("finished", "stopped") for t in table), table
-    assert sum(t["stopped"] for t in table) >= 1, table
+    assert table[0]["lr"] == 0.01 and table[0]["status"] == "finished" and table[0]["epochs_run"] == 3
+    assert sum(t["stopped"] for t in table) >= 1 and all(t["epochs_run"] >= 1 for t in table)
+    assert any("stopped by ASHA after 1 of 3 epochs" in line for line in lines), lines
+    assert any(line.startswith("[tune] trial ") and "[3/3 done" in line for line in lines), lines
+
+    assert (folder / "results" / "results.csv").read_text().count("\n") == 4
+    best = load_config(TrainConfig, folder / "results" / "best.yaml")
+    assert best.lr == 0.01 and best.name == "sweep_best" and best.runs == str(tmp_path / "runs")
+    assert best.data == os.path.normpath(tmp_path / data)  # ready to train from any folder
+    png = cv2.imread(str(folder / "results" / "lr.png"))
+    assert png is not None and png.shape[0] > 100
+    for trial_id in (t["trial_id"] for t in table):  # Tune's TensorBoard files, and each trial's own training run
+        assert glob.glob(str(folder / trial_id / "events.out.tfevents.*")), trial_id
+        assert ckpt.find_latest(str(folder / "trials" / trial_id)) is not None
 
 
 def test_the_same_sweep_again_on_s3_restores_its_signed_state_without_rerunning_trials(tiny_store, s3_prefix,

@@ -11,7 +11,7 @@ import pytest
 
 from finegym_ray import storage
 from finegym_ray.video.check import check_videos, run_check
-from tests.video.media import write_blank_video
+from tests.support.media import write_blank_video
 
 ANNOTATION_JSON = "finegym_annotation_info_v1.1.json"
 BLOCK_RAY_AND_TORCH = """

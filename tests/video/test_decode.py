@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from finegym_ray.video import (BACKENDS, BOUNDARY_TOLERANCE_S, VideoError, WindowDecoder, decode_window, probe,
-                               resized_size)
-from tests.video.media import read_numbers, write_blank_video
+from finegym_ray.video import (
+    BACKENDS,
+    BOUNDARY_TOLERANCE_S,
+    VideoError,
+    WindowDecoder,
+    decode_window,
+    probe,
+    resized_size,
+)
+from tests.support.media import read_numbers, write_blank_video
 
 BACKEND_NAMES = sorted(BACKENDS)
 

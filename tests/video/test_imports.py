@@ -6,7 +6,6 @@ import sys
 from tests.test_layers import BLOCK
 
 
-
 def test_video_layer_imports_without_ray_torch_or_decord():
     code = BLOCK + (
         "import finegym_ray.video, finegym_ray.video.decode, finegym_ray.video.flow, finegym_ray.video.encode\n"

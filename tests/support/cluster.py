@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.preprocess.checks import pids_with
+from tests.support.processes import own_pids_with
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,5 +35,5 @@ def running_cluster(prefix: str, *up_args: str, env: dict[str, str]) -> Iterator
     finally:
         down = local_sh(state, "down", env=env)
         assert down.returncode == 0, down.stderr
-        assert not pids_with(str(state / "tmp")), "local.sh down left processes running"
+        assert not own_pids_with(str(state / "tmp")), "local.sh down left processes running"
         shutil.rmtree(state, ignore_errors=True)

@@ -34,6 +34,8 @@ import sys
 import threading
 import warnings
 
+from .internals import session_logs_dir, worker_line_dispatcher
+
 VERBOSE_ENV = "FINEGYM_RAY_VERBOSE"
 # The prefixes of the lines that this project's code prints in Ray workers.
 PROJECT_PREFIXES = ("[train]", "[preprocess]", "[evaluate]", "[synth]", "[demo]", "[tune]", "[study]",
@@ -157,15 +159,14 @@ def after_init() -> None:
     if verbose():
         return
     import ray
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher
 
-    logs = _session_logs_dir()
+    logs = session_logs_dir()
     if _handler is not None:
         _attach()
         if logs:
             _handler.open(os.path.join(logs, DRIVER_LOG))
     # Ray registers its printer under this name when log_to_driver is on (worker.connect).
-    dispatcher = global_worker_stdstream_dispatcher
+    dispatcher = worker_line_dispatcher()
     if any(name == "ray_print_logs" for name, _ in dispatcher.handlers):
         dispatcher.remove_handler("ray_print_logs")
         dispatcher.add_handler("ray_print_logs", print_project_lines)
@@ -173,15 +174,6 @@ def after_init() -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     _filter_fd2()
-
-
-def _session_logs_dir() -> str | None:
-    try:
-        from ray._private import worker as ray_worker
-
-        return ray_worker._global_node.get_logs_dir_path() if ray_worker._global_node else None
-    except Exception:  # a joined cluster's driver has no node of its own in some setups
-        return None
 
 
 def print_project_lines(data: dict) -> None:

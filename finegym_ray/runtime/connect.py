@@ -8,6 +8,8 @@ import os
 import socket
 import sys
 
+from .internals import cluster_to_join, node_ip_address, recorded_cluster_file
+
 # Ray ends an idle worker process after 1 s once a node has more worker processes than
 # CPUs. On a small machine Ray Train's and Ray Data's actors alone pass that, so every
 # switch between the training and validation datasets started a fresh sampling process
@@ -41,8 +43,8 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     Rays run on its host. A ``runtime_env`` passed in keeps its own values."""
     import ray
 
-    from . import ray_output
-    from .storage import worker_env
+    from ..storage import worker_env
+    from . import output
 
     os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_MS))
     if address is None and not os.environ.get("RAY_ADDRESS"):
@@ -52,8 +54,11 @@ def init_ray(address: str | None = None, **kwargs) -> None:
             sys.stderr.write(f"[ray] the Ray cluster recorded on this machine ({stale}) is not running: "
                              f"starting a new local Ray\n")
             address = "local"
+    # Before anything of Ray's runs: finding the cluster to join already logs (a warning
+    # when several Rays run on this host), and that goes to Ray's log, not the terminal.
+    output.before_init()
     try:
-        joined = _cluster_to_join(address)
+        joined = cluster_to_join(address)
     except (ConnectionError, ValueError):
         joined = ""  # not one ray.init can start or join: it says why
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
@@ -72,18 +77,17 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     saved = os.environ.get(OVERRIDE_JOB_ENV)
     if override:
         os.environ[OVERRIDE_JOB_ENV] = "1"
-    # The project's own lines only, Ray's internals to its log files (ray_output.py);
+    # The project's own lines only, Ray's internals to its log files (output.py);
     # --verbose brings Ray's output back, worker lines included.
-    if ray_output.verbose():
+    if output.verbose():
         kwargs.pop("log_to_driver", None)
-    ray_output.before_init()
     try:
         if joined is not None:
             ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
         else:
             with _address_inherited_by_new_ray():
                 ray.init(address="local", configure_logging=False, runtime_env=runtime_env or None, **kwargs)
-        ray_output.after_init()
+        output.after_init()
     finally:
         if override:
             if saved is None:
@@ -92,28 +96,18 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ[OVERRIDE_JOB_ENV] = saved
 
 
-def _cluster_to_join(address: str | None) -> str | None:
-    """The GCS address (host:port) of the running cluster that ``ray.init(address)``
-    would join, None when it would start a new local Ray (ray.init's own rule)."""
-    from ray._private.services import canonicalize_bootstrap_address
-
-    return canonicalize_bootstrap_address(address)
-
-
 @contextlib.contextmanager
 def _address_inherited_by_new_ray():
     """While a new local Ray starts: its GCS port chosen here (``RAY_GCS_SERVER_PORT``)
     and ``RAY_ADDRESS`` naming it, in this process's environment, which the Ray
     processes it starts and their workers inherit; this process's own environment is
     restored after. A port taken between the choice and Ray's start fails ray.init."""
-    from ray._private.services import get_node_ip_address
-
     with socket.socket() as probe:
         probe.bind(("", 0))
         port = probe.getsockname()[1]
     saved = {name: os.environ.get(name) for name in (GCS_PORT_ENV, "RAY_ADDRESS")}
     os.environ[GCS_PORT_ENV] = str(port)
-    os.environ["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+    os.environ["RAY_ADDRESS"] = f"{node_ip_address()}:{port}"
     try:
         yield
     finally:
@@ -127,10 +121,8 @@ def _address_inherited_by_new_ray():
 def _dead_recorded_cluster() -> str | None:
     """The address in Ray's ``ray_current_cluster`` file when nothing answers there (a
     cluster killed without ``ray stop`` leaves the file), else None."""
-    from ray._common.utils import get_ray_address_file
-
     try:
-        with open(get_ray_address_file(None)) as f:
+        with open(recorded_cluster_file()) as f:
             recorded = f.read().strip()
     except OSError:
         return None

@@ -1,11 +1,16 @@
-"""Helpers shared by the tests that check preprocessing output."""
+"""The preprocessing settings of the session's store and checks of what preprocessing
+wrote."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from pathlib import Path
+
+from finegym_ray.preprocess.config import PreprocessConfig
+
+# Many small units (about 4 s of clips each), so that kills land between units.
+TINY_PREPROCESS = PreprocessConfig(short_side=64, unit_seconds=4.0, workers=2)
 
 
 def row_digests(table) -> dict[str, str]:
@@ -24,16 +29,3 @@ def row_digests(table) -> dict[str, str]:
 
 def shards(out: str) -> list[str]:
     return sorted(p for p in os.listdir(os.path.join(out, "clips")) if p.endswith(".parquet"))
-
-
-def pids_with(text: str) -> list[int]:
-    """Processes whose command line (Ray sets actors' titles) contains ``text``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if text in Path("/proc", entry, "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found

@@ -16,8 +16,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # What a notebook does: ray.init() with nothing else, then the kernel idles.
 NOTEBOOK = """

@@ -28,9 +28,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 # weed derives a component's gRPC port as http port + 10000 wherever it is not told
 # otherwise; the embedded maintenance worker of `weed mini` 4.48 ignores
@@ -56,7 +56,7 @@ def find_weed() -> str:
     )
 
 
-def _free_ports(count: int, *, with_grpc_pair: int = 0) -> list[int]:
+def free_ports(count: int, *, with_grpc_pair: int = 0) -> list[int]:
     """``count`` distinct free TCP ports on 127.0.0.1.
 
     The first ``with_grpc_pair`` of them also have port + 10000 free (and reserved, so
@@ -219,7 +219,7 @@ def start_s3_server(
     (root_path / "logs").mkdir(parents=True, exist_ok=True)  # weed does not create -logdir
     (root_path / "data").mkdir(parents=True, exist_ok=True)
 
-    admin, s3, master, volume, filer, s3_grpc, master_grpc, volume_grpc, filer_grpc = _free_ports(
+    admin, s3, master, volume, filer, s3_grpc, master_grpc, volume_grpc, filer_grpc = free_ports(
         9, with_grpc_pair=1
     )
     access_key = secrets.token_hex(10)

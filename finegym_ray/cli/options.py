@@ -1,0 +1,62 @@
+"""The options that several commands share, each written once, and the printer of a
+command's ``[stage] ...`` lines."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+ADDRESS_HELP = "Ray cluster to use (default: the job's cluster, else a new local Ray)"
+VERBOSE_HELP = ("also print what Ray prints (its workers' lines, Ray Data's progress, warnings); by default "
+                "those go to Ray's log files under its session folder (/tmp/ray/session_*/logs)")
+
+
+def _endpoint_url(text: str) -> str:
+    from ..storage import StorageOptions
+
+    try:
+        StorageOptions(endpoint_url=text)
+    except ValueError as e:  # argparse turns this into one usage line and exit code 2
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_storage_options(p: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``: every command reads or writes storage."""
+    p.add_argument("--s3-endpoint", metavar="URL", type=_endpoint_url,
+                   help="S3-compatible endpoint for s3:// URIs, here and on every Ray worker; it wins over "
+                        "$AWS_ENDPOINT_URL_S3 and $AWS_ENDPOINT_URL (the default, else AWS). "
+                        "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
+
+
+def add_lease_option(p: argparse.ArgumentParser, folder: str) -> None:
+    """``--break-lease`` of a command that writes ``folder`` (as the help names it)."""
+    p.add_argument("--break-lease", action="store_true",
+                   help=f"one job writes {folder} at a time ({folder}/lease.json names it); remove the lease of a "
+                        "job that is gone (a killed job's is taken over without it: at once on its own host and "
+                        "container, elsewhere once its heartbeat is 2 minutes old)")
+
+
+def add_ray_options(p: argparse.ArgumentParser, *, lease: str | None = None) -> None:
+    """The closing options of a command that runs on Ray: ``--break-lease`` when it
+    writes the folder ``lease``, ``--address``, ``--s3-endpoint``."""
+    if lease:
+        add_lease_option(p, lease)
+    p.add_argument("--address", help=ADDRESS_HELP)
+    add_storage_options(p)
+
+
+def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_verbose(p: argparse.ArgumentParser, **kwargs) -> None:
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP, **kwargs)
+
+
+def printer(stage: str) -> Callable[[str], None]:
+    """``say`` of a command: prints ``[stage] message`` at once."""
+    def say(message: str) -> None:
+        print(f"[{stage}] {message}", flush=True)
+    return say

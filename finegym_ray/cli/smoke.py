@@ -1,0 +1,84 @@
+"""Every preset of ``--smoke-test``: each command's tiny version, on data it makes in a
+temp folder, which shows the command works end to end in seconds to a few minutes on 2
+CPU cores. The settings are ``--set`` overrides, applied before the user's own."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# A tiny SynGym: 2 short 192x108 videos, generated in ~2 s.
+SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]", "subactions_per_event=[3, 4]",
+         "idle_range_s=[1.0, 2.0]"]
+
+# Its preprocessing: 64-pixel clips, 4-second work units.
+PREPROCESS = ["short_side=64", "unit_seconds=4"]
+
+# Training: one epoch of a tiny TSM on the subaction_event task. The tiny SynGym may put
+# no clip in val: the smoke test validates on the training clips.
+TRAIN = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segments=2", "crop=32",
+         "test_short=48", "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1",
+         "val_split=train"]
+
+# Sweep: two one-epoch trials of the smoke training, over the segments.
+SWEEP = ["space.segments.grid=[1, 2]", "resources.cpus_per_worker=1"]
+
+# Study grids: one-epoch trials of the smoke training, as few as show the study.
+STUDY = {"frames": ["space.segments.grid=[1, 2]"], "test_segments": ["space.model.grid=[tsn]"]}
+STUDY_TEST_SEGMENTS = (3,)
+
+# Feature extraction: short snippets at a low rate, few element segments.
+EXTRACT = ["snippet_frames=8", "stride_frames=4", "fps=6", "segments=4", "batch_size=8"]
+
+# Localization: a tiny detector for a few epochs on toy feature sequences (localize/toy.py).
+LOCALIZE = ["epochs=3", "batch_size=4", "warmup_epochs=0", "lr=0.003",
+            "detector_kwargs={embed_dim: 32, head_dim: 32, num_levels: 4}"]
+
+
+def syngym() -> str:
+    """A new temp folder holding the tiny SynGym (annotations/, videos/)."""
+    from ..config import load_config
+    from ..synth.config import SynthConfig
+    from ..synth.generate import generate
+
+    data = tempfile.mkdtemp(prefix="finegym_smoke_")
+    generate(load_config(SynthConfig, overrides=SYNTH), data)
+    return data
+
+
+def store() -> str:
+    """The tiny SynGym preprocessed (on the connected Ray), in DATA/store beside it."""
+    from ..config import load_config
+    from ..preprocess.config import PreprocessConfig
+    from ..preprocess.pipeline import run_preprocess
+    from .options import printer
+
+    data = syngym()
+    folder = os.path.join(data, "store")
+    run_preprocess(load_config(PreprocessConfig, overrides=PREPROCESS), os.path.join(data, "annotations"),
+                   os.path.join(data, "videos"), folder, say=printer("preprocess"))
+    return folder
+
+
+def trained_run() -> tuple[str, str]:
+    """A one-epoch tiny run (``TRAIN``) on a new :func:`store`, in a temp runs folder:
+    (run, store)."""
+    from ..config import load_config
+    from ..train.config import TrainConfig
+    from ..train.run import run_training
+    from .options import printer
+
+    data = store()
+    config = load_config(TrainConfig, overrides=[*TRAIN, f"data={data}",
+                                                 f"runs={tempfile.mkdtemp(prefix='finegym_runs_')}"])
+    return run_training(config, say=printer("train"))["run"], data
+
+
+def toy_features(level: str) -> tuple[str, str, str]:
+    """Toy feature sequences of ``level`` with their ground truth, in a new temp folder:
+    (features, annotations, runs)."""
+    from ..localize.toy import write_toy_features
+
+    folder = tempfile.mkdtemp(prefix="finegym_localize_smoke_")
+    annotations = write_toy_features(f"{folder}/features", videos=8, level=level)
+    return f"{folder}/features", annotations, f"{folder}/runs"

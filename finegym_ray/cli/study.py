@@ -1,0 +1,81 @@
+"""``finegym-ray study NAME``: one of the paper's studies, a grid sweep and then an
+evaluation grid over its runs; the same command resumes it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+from ..runtime import connect
+from . import smoke
+from .options import add_overrides, add_ray_options, printer
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "study", help="one of the paper's studies (frames, order, test_segments, motion): a sweep, then an "
+                      "evaluation grid; resumes by name",
+        description="Train the study's runs as one grid sweep (SWEEPS/NAME/trials/), evaluate each with the test "
+                    "protocol and the study's test-time variants, print a table with 95 % bootstrap intervals over "
+                    "the validation clips and write SWEEPS/NAME/study/ (study.parquet, study.csv, study.png). "
+                    "frames: TSN with 1-12 segments (Table 5); order: TRN and TSN on ordered and shuffled test "
+                    "frames (Fig. 6b); test_segments: TSM and TSN trained with 3 segments, tested with 3-12 "
+                    "(Fig. 6c); motion: per-class accuracy of RGB and flow TSN (Fig. 6a). Running the same command "
+                    "again resumes it.",
+        epilog="Presets: finegym (configs/studies/NAME.yaml, give --data or --set train.data=), syngym "
+               "(configs/studies/syngym/NAME.yaml: sized for 2 CPU cores; without --data it makes its SynGym store, "
+               "settings in configs/studies/syngym/store.yaml, once for all four studies). --set takes the sweep "
+               "file's keys as for 'finegym-ray tune'. Exit status: 0, 1 for a failed trial, 2 for bad input.")
+    p.add_argument("name", metavar="NAME", help="frames, order, test_segments or motion")
+    p.add_argument("--config", metavar="YAML", help="the study's sweep file (default: the preset's)")
+    p.add_argument("--preset", choices=("finegym", "syngym"), default="finegym",
+                   help="configs at FineGym scale (default) or sized for SynGym on 2 CPU cores")
+    p.add_argument("--data", metavar="STORE", help="the preprocessed clips to train on (train.data)")
+    add_overrides(p, "override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
+    add_ray_options(p, lease="SWEEPS/NAME")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0, or 1 when a trial failed."""
+    from ..submit import project_root
+    from ..tune.config import load_sweep
+    from ..tune.studies import STUDIES, TEST_SEGMENTS
+
+    if args.name not in STUDIES:
+        raise InputError(f"unknown study {args.name!r}; studies: {', '.join(STUDIES)}")
+    root = project_root()
+    preset = root / "configs" / "studies" / ("syngym" if args.preset == "syngym" else "") if root else None
+    config = args.config or (str(preset / f"{args.name}.yaml") if preset else None)
+    if config is None:
+        raise InputError("study needs --config STUDY.yaml (no configs/ beside an installed package)")
+    overrides = [f"train.data={args.data}"] * bool(args.data) + list(args.overrides)
+    if args.smoke_test:
+        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY.get(args.name, []) + overrides
+    sweep, base = load_sweep(config, overrides)  # a bad setting stops the command before Ray starts
+    test_segments = smoke.STUDY_TEST_SEGMENTS if args.smoke_test else TEST_SEGMENTS
+    connect.init_ray(args.address, log_to_driver=False)
+    from ..tune.studies import TrialsFailed, format_study, make_study_store, run_study, store_settings
+
+    say = printer("study")
+    if args.smoke_test:
+        import tempfile
+        from dataclasses import replace
+
+        base = replace(base, data=smoke.store())
+        sweep = replace(sweep, sweeps=tempfile.mkdtemp(prefix="finegym_studies_"))
+    elif args.preset == "syngym" and not args.data:
+        make_study_store(base.data, *store_settings(str(preset / "store.yaml")), say=say)
+    try:
+        result = run_study(args.name, sweep, base, test_segments=test_segments, break_lease=args.break_lease,
+                           say=say)
+    except TrialsFailed as e:
+        print(f"finegym-ray: {e}", file=sys.stderr)
+        return 1
+    print(format_study(result["table"]))
+    for name, uri in result["outputs"].items():
+        print(f"{name + ':':<7}{uri}")
+    return 0
