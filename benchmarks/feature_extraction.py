@@ -15,8 +15,8 @@ actors' start and the file writes.
 Prints snippets/s of both and their ratio (target >= 0.9), end to end and after the first
 batch of features (without the actors' start, a few seconds that a long job does not
 notice; for the pipeline an upper bound, since decoding runs ahead while the backbone
-actor starts and that backlog is counted after the first batch). With a GPU (CUDA), it also runs the pipeline unpinned with
-the backbone on the GPU and prints its snippets/s.
+actor starts and that backlog is counted after the first batch). With a GPU (CUDA), it also
+runs the pipeline unpinned with the backbone on the GPU and prints its snippets/s.
 
 The backbone: a freshly initialised TSN-ResNet18 (width 32) at 112 x 112, 4 segments
 (what the features are worth does not change the cost). Videos: SynGym, generated once

@@ -21,11 +21,12 @@ Checks, in order (``env`` always runs first; it also warms CUDA up):
   training step through ``train.steps`` (build_model, model_input, make_optimizer,
   autocast_for, train_step) in bf16 autocast (CUDA only, as in training: on the CPU
   ``autocast_for`` is a no-op), in the memory layout of the training loop
-  (``train/loop.py``: channels-last weights, the 3-D form for clip models). Checks the scores' shape, a finite loss, a finite gradient of every
-  parameter, finite float32 weights after the step; records the step time after a
-  warm-up step, the peak memory and the layout and dtype of the first stage's output
-  (a warning, not a failure, when not channels-last / bf16). Rows in
-  ``EXTRA_MODEL_ROWS`` try other layouts (I3D contiguous, for comparison).
+  (``train/loop.py``: channels-last weights, the 3-D form for clip models). Checks the
+  scores' shape, a finite loss, a finite gradient of every parameter, finite float32
+  weights after the step; records the step time after a warm-up step, the peak memory
+  and the layout and dtype of the first stage's output (a warning, not a failure, when
+  not channels-last / bf16). Rows in ``EXTRA_MODEL_ROWS`` try other layouts (I3D
+  contiguous, for comparison).
 - ``tsm_r50``: TSM-ResNet-50, 8 segments x 224 px RGB: training clips/s for each of
   ``TSM_VARIANTS`` (bf16 + channels-last over several batch sizes, then fp32,
   contiguous and cudnn.benchmark at the best one).
@@ -603,7 +604,8 @@ def moving_sequence(n: int, h: int, w: int, seed: int = 0):
         fx, fy = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
         flows.append(np.stack([fx - x, fy - y], -1).astype(np.float32))
         valids.append((fx >= 0) & (fx <= w - 1) & (fy >= 0) & (fy <= h - 1))
-    return frames, np.stack(flows) if flows else np.zeros((0, h, w, 2), np.float32), np.stack(valids) if valids else None
+    return (frames, np.stack(flows) if flows else np.zeros((0, h, w, 2), np.float32),
+            np.stack(valids) if valids else None)
 
 
 def epe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -745,7 +747,7 @@ def agreement(run: Run, row: dict, TVL1, opts: dict, cpu_opts: dict, reference: 
     cpu = TVL1(device="cpu", batch_pairs=1, **cpu_opts)
     t = time.perf_counter()
     limit = min(TVL1_CPU_PAIRS_S, max(run.left() / 3, 1.0))
-    for i, case in enumerate(cases):
+    for i in range(len(cases)):
         if i not in reference:
             if i and time.perf_counter() - t > limit:
                 break
@@ -759,9 +761,10 @@ def agreement(run: Run, row: dict, TVL1, opts: dict, cpu_opts: dict, reference: 
     row.update(pairs=len(done), families=[cases[i].family for i in done],
                diff_max_px=float(d.max()), diff_mean_px=float(d.mean()), diff_median_px=float(np.median(d)),
                diff_p99_px=float(np.percentile(d, 99)), diff_over_0_1px=float((d > 0.1).mean()),
-               epe_vs_truth={cases[i].family: {"device": round(float(epe(on_device[i], cases[i].flow)[cases[i].valid].mean()), 4),
-                                               "cpu": round(float(epe(reference[i], cases[i].flow)[cases[i].valid].mean()), 4)}
-                             for i in done})
+               epe_vs_truth={cases[i].family: {
+                   "device": round(float(epe(on_device[i], cases[i].flow)[cases[i].valid].mean()), 4),
+                   "cpu": round(float(epe(reference[i], cases[i].flow)[cases[i].valid].mean()), 4)}
+                   for i in done})
     problems = []
     if not np.isfinite(on_device).all():
         problems.append("non-finite flow on the device")
@@ -828,7 +831,7 @@ def check_detector(run: Run, rec: dict) -> None:
     with torch.no_grad():
         detections = model.detect(model(feats, mask))
     sync(dev)
-    for b, (segments, scores, labels) in enumerate(detections):
+    for b, (segments, _scores, _labels) in enumerate(detections):
         if segments.numel() and (segments.device.type != dev.type or float(segments.min()) < 0
                                  or float(segments.max()) > float(lengths[b]) + 1e-3):
             problems.append(f"sequence {b}: detections outside [0, {int(lengths[b])}] steps or off the device")
@@ -888,7 +891,8 @@ def run_check(run: Run, name: str, budget: float, hung: list) -> None:
         run.say(f"{name}: TIMEOUT after {rec['seconds']} s\n{rec['error']}")
     else:
         rec["status"] = status_of(rec)
-        run.say(f"{name}: {rec['status']} in {rec['seconds']} s" + (f" - {rec['summary']}" if rec.get("summary") else ""))
+        run.say(f"{name}: {rec['status']} in {rec['seconds']} s"
+                + (f" - {rec['summary']}" if rec.get("summary") else ""))
     run.save()
 
 

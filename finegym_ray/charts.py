@@ -269,7 +269,7 @@ def timeline_png(truth: dict[str, Sequence[tuple[str, float, float]]],
         lo, hi = spans.get(video, (0.0, 1.0))
         hi = hi if hi > lo else lo + 1.0
 
-        def x_of(t: float) -> int:
+        def x_of(t: float, lo: float = lo, hi: float = hi) -> int:
             return int(round(left + (right - left) * (min(max(t, lo), hi) - lo) / (hi - lo)))
 
         cv2.putText(img, str(video)[:22], (5, y0 + 18), _FONT, 0.35, ink, 1, cv2.LINE_AA)

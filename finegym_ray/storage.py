@@ -836,7 +836,8 @@ def upload_fileobj(fileobj: IO[bytes], uri: str | os.PathLike[str], *, options: 
     _s3_call("Upload", loc, opts, upload, retry=start is not None)
 
 
-def upload_file(local_path: str | os.PathLike[str], uri: str | os.PathLike[str], *, options: StorageOptions | None = None) -> None:
+def upload_file(local_path: str | os.PathLike[str], uri: str | os.PathLike[str], *,
+                options: StorageOptions | None = None) -> None:
     """Copy a local file to ``uri`` (S3 or local), atomically. A missing source: FileNotFoundError."""
     src = parse_uri(local_path)
     if src.is_s3:
@@ -849,7 +850,8 @@ def upload_file(local_path: str | os.PathLike[str], uri: str | os.PathLike[str],
         upload_fileobj(f, uri, options=options)
 
 
-def download_file(uri: str | os.PathLike[str], local_path: str | os.PathLike[str], *, options: StorageOptions | None = None) -> None:
+def download_file(uri: str | os.PathLike[str], local_path: str | os.PathLike[str], *,
+                  options: StorageOptions | None = None) -> None:
     """Copy ``uri`` to a local file, atomically: ``local_path`` is complete or untouched."""
     dst = parse_uri(local_path)
     if dst.is_s3:

@@ -68,7 +68,8 @@ def config_as_overrides(path: str) -> list[str]:
             if isinstance(v, dict):
                 out.extend(flatten(v, f"{prefix}{k}."))
             else:
-                out.append(f"{prefix}{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+                value = yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+                out.append(f"{prefix}{k}={value}")
         return out
 
     return flatten(data, "")

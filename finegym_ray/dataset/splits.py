@@ -45,7 +45,8 @@ def parse_split(text: str, path: str = "<split>", num_classes: int | None = None
             raise FormatError(path, n, f"label {label} out of range: the categories have {num_classes} classes")
         if key in seen:
             if seen[key].label != label:
-                raise FormatError(path, n, f"{key} has label {label} here and {seen[key].label} on line {seen[key].line}")
+                raise FormatError(path, n, f"{key} has label {label} here and {seen[key].label} "
+                                           f"on line {seen[key].line}")
             continue
         seen[key] = SplitEntry(key, label, n)
         entries.append(seen[key])

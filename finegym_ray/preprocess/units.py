@@ -72,13 +72,15 @@ def _unit_id(video_id: str, windows: Iterable[Window]) -> str:
 def subaction_windows(subactions: pa.Table) -> dict[str, list[Window]]:
     """video id -> its sub-action windows in time order, from ``subactions.parquet``."""
     rows = subactions.select(["key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist()
-    return _by_video(Window(r["key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"]) for r in rows)
+    return _by_video(Window(r["key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"])
+                     for r in rows)
 
 
 def event_windows(events: pa.Table) -> dict[str, list[Window]]:
     """video id -> its whole-event (routine) windows in time order, from ``events.parquet``."""
     rows = events.select(["event_key", "video_id", "event_id", "event_label", "start_s", "end_s"]).to_pylist()
-    return _by_video(Window(r["event_key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"], "event")
+    return _by_video(Window(r["event_key"], r["video_id"], r["start_s"], r["end_s"], r["event_id"], r["event_label"],
+                            "event")
                      for r in rows)
 
 

@@ -254,7 +254,8 @@ def vault(a: dict, u: float, place: Place, stages: tuple[float, float] = (0.45, 
     if u < s1:
         g = u / s1
         x = place.x0 + (tx - 0.5 * BODY - place.x0) * g
-        return standing(x, place.y0, 1, split=0.9 * math.sin(g * 9 * math.pi), arm=0.5 + 0.4 * math.sin(g * 9 * math.pi))
+        return standing(x, place.y0, 1, split=0.9 * math.sin(g * 9 * math.pi),
+                        arm=0.5 + 0.4 * math.sin(g * 9 * math.pi))
     backward = a["entry"] != "handspring"
     sign = -1.0 if backward else 1.0
     if u < s2:

@@ -260,7 +260,8 @@ class _Camera:
         return dx, dy, z
 
 
-def _noise_bank(rng: np.random.Generator, height: int, width: int, std: float, n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+def _noise_bank(rng: np.random.Generator, height: int, width: int, std: float,
+                n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     """Noise frames split into positive and negative parts for saturating uint8 adds."""
     bank = []
     for _ in range(n):

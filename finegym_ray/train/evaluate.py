@@ -418,7 +418,8 @@ def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> 
         pairs = most_confused(cm, class_names, top=None)
         metrics["most_confused"] = pairs[:10]
         table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=["true", "true_name", "predicted", "predicted_name", "clips", "share"])
+        writer = csv.DictWriter(table,
+                                fieldnames=["true", "true_name", "predicted", "predicted_name", "clips", "share"])
         writer.writeheader()
         writer.writerows(pairs)
         storage.write_text(storage.join(out, "confused_pairs.csv"), table.getvalue())
@@ -610,7 +611,7 @@ def format_results(results: dict) -> str:
 
     lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips':>6} {'mean class [95 %]':>19} "
              f"{'top-1 [95 %]':>19}"]
-    for name, m in results.items():
+    for m in results.values():
         label = m["checkpoint"].rsplit("/", 2)[-2] if "checkpoint" in m else "two-stream fusion"
         test = m.get("variant") or "standard"  # metrics.json written before variants has none
         lines.append(f"{label[-44:]:<44} {m['model']:<8} {m['modality']:<10} {test[:20]:<20} {m['clips']:>6} "

@@ -46,7 +46,8 @@ class TrialRecord:
 
 def results_table(trials: list[TrialRecord], *, metric: str, mode: str, params: list[str]) -> pa.Table:
     """One row per trial: trial_id, status, each of ``params``, best_<metric>,
-    best_epoch (counted from 1, as logs and checkpoint folders count), last_<metric>, epochs_run, stopped, train_s (seconds), run.
+    best_epoch (counted from 1, as logs and checkpoint folders count), last_<metric>,
+    epochs_run, stopped, train_s (seconds), run.
     Best ``best_<metric>`` (in ``mode``) first, then errored trials by it, then trials
     without it. Missing values are null; list values (``blocks``) are JSON text, which
     CSV can hold."""
@@ -60,7 +61,8 @@ def results_table(trials: list[TrialRecord], *, metric: str, mode: str, params: 
         top = (max if mode == "max" else min)(scored, key=lambda s: s[0], default=(None, None))  # ties: earliest
         rows.append({"trial_id": t.trial_id, "status": t.status,
                      **{p: json.dumps(v) if isinstance(v := t.params.get(p), (list, dict)) else v for p in params},
-                     best: top[0], "best_epoch": None if top[1] is None else top[1] + 1, last: scored[-1][0] if scored else None,
+                     best: top[0], "best_epoch": None if top[1] is None else top[1] + 1,
+                     last: scored[-1][0] if scored else None,
                      "epochs_run": len(epochs), "stopped": t.status == "stopped",
                      "train_s": float(sum(m.get("epoch_s", 0.0) for m in epochs)), "run": t.run})
     sign = -1 if mode == "max" else 1

@@ -339,7 +339,8 @@ def _median(u: torch.Tensor, k: int, recycle: bool = True) -> torch.Tensor:
     for kind, a, b in _median_network(k * k):
         x, y = wires[a], wires[b]
         if not recycle:
-            wires[a], wires[b] = torch.minimum(x, y) if kind != "max" else x, torch.maximum(x, y) if kind != "min" else y
+            wires[a], wires[b] = (torch.minimum(x, y) if kind != "max" else x,
+                                  torch.maximum(x, y) if kind != "min" else y)
         elif kind == "both":  # wire a takes the min, b the max; buffers are recycled, not allocated
             torch.minimum(x, y, out=spare)
             torch.maximum(x, y, out=y)
