@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from finegym_ray import presets
 from finegym_ray.localize.config import LocalizeConfig
 from finegym_ray.localize.data import Example
 from finegym_ray.localize.train import build_detector, train_epoch
@@ -26,8 +27,8 @@ from finegym_ray.localize.train import build_detector, train_epoch
 PRESETS = {
     # ActionFormer's THUMOS14 sizes (embedding 512 there; 256 here), 6 levels.
     "actionformer": {"embed_dim": 256, "head_dim": 256, "num_levels": 6},
-    # The SynGym demo's detector (localize/demo.py).
-    "syngym": {"embed_dim": 64, "head_dim": 64, "num_levels": 6},
+    # The SynGym demo's detector at the action level (configs/localize/syngym_action.yaml).
+    "syngym": presets.load(LocalizeConfig, "localize/syngym_action.yaml").detector_kwargs,
 }
 
 

@@ -36,6 +36,7 @@ from .errors import InputError
 from .lease import LEASE_FILE, writer_lease
 from .preprocess.config import PreprocessConfig
 from .preprocess.pipeline import format_summary as format_preprocess_summary, run_preprocess
+from .store import PREPROCESS_OUTPUTS, clips_dir, errors_dir, manifest_dir, runs_dir, summary_uri
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 from .train.config import TrainConfig
@@ -73,8 +74,6 @@ def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
 
 MARKER = "demo.yaml"
 MADE_BY = "finegym-ray demo"
-# What the demo's preprocessing writes at the top of its store (its runs are recorded by name).
-PREPROCESS_OUTPUTS = ("clips", "errors", "manifest", "summary.json", "preprocess.json", "config.yaml")
 
 
 def read_demo_record(store: str) -> dict | None:
@@ -129,7 +128,7 @@ def _run_folder(store: str, name: object, *, source: str) -> str:
     """``STORE/runs/NAME``; ValueError naming ``source`` (where the name comes from) when
     ``name`` is not one plain folder name, which could lead outside the store."""
     try:
-        return safe_name(storage.join(store, "runs"), name)
+        return safe_name(runs_dir(store), name)
     except ValueError:
         raise InputError(f"{source}: run name {name!r} is not one plain folder name (no '/', '\\', '..'): "
                          f"the demo deletes nothing outside the store {store}") from None
@@ -164,6 +163,7 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
     data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
     doomed = []
     if data_change:
+        # What preprocessing wrote at the top of the store, and the runs it records by name.
         doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS] + [
             _run_folder(store, r, source=storage.join(store, MARKER)) for r in runs]
         _refuse_links_out(store, doomed)
@@ -238,7 +238,7 @@ def claim_store(out: str, synth: SynthConfig, store: str | None = None,
     store = store or os.path.join(out, "store")
     preprocess = preprocess or PreprocessConfig()
     if train is not None:
-        train = replace(train, data=store, runs=storage.join(store, "runs"))
+        train = replace(train, data=store, runs=runs_dir(store))
     record = read_demo_record(store)
     settings = {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None}
     runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m))
@@ -268,9 +268,9 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     out, synth, store, preprocess, train = (plan[k] for k in ("out", "synth", "store", "preprocess", "train"))
     data_dir = os.path.join(out, "syngym")
     where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
-             "manifest": storage.join(store, "manifest"), "clips": storage.join(store, "clips"),
-             "errors": storage.join(store, "errors"), "summary": storage.join(store, "summary.json"),
-             "settings": storage.join(store, "demo.yaml")}
+             "manifest": manifest_dir(store), "clips": clips_dir(store),
+             "errors": errors_dir(store), "summary": summary_uri(store),
+             "settings": storage.join(store, MARKER)}
     _say("ray", describe_cluster(ray.cluster_resources()))
     if train is not None:  # checked before the synthetic data and clips are made
         from .capacity import check_capacity, train_needs
@@ -281,14 +281,14 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     else:
         # The same settings make the same videos (SynGym is deterministic per seed):
         # clips the store holds from them stay valid.
-        summary = generate(synth, data_dir, map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
+        summary = generate(synth, data_dir,
+                           map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
         _say("synth", summary.describe())
     # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
     # prune: shards of an earlier plan in the demo's own store are the demo's.
     cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,
                          say=lambda m: _say("preprocess", m))
-    _say("manifest", "summary:\n" + format_summary(json.loads(storage.read_text(storage.join(where["manifest"],
-                                                                                     "summary.json")))))
+    _say("manifest", "summary:\n" + format_summary(json.loads(storage.read_text(summary_uri(where["manifest"])))))
     _say("preprocess", "summary:\n" + format_preprocess_summary(cut))
     if train is not None:
         trained = run_training(train, say=lambda m: _say("train", m))

@@ -2,12 +2,13 @@
 
 import ast
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.dataset.sampling",
-              "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage",
+              "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage", "finegym_ray.store",
               "finegym_ray.synth.generate", "finegym_ray.synth.flow_pairs", "finegym_ray.video",
               "finegym_ray.preprocess.units",
               "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
@@ -185,3 +186,74 @@ def test_refusals_raise_the_bad_input_family():
              if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
              and isinstance(node.exc.func, ast.Name) and node.exc.func.id == "ValueError"]
     assert not found, f"raise InputError (finegym_ray/errors.py) instead: {found}"
+
+
+# --- The preprocessed store's layout has one owner: finegym_ray/store.py. ---
+
+
+def _store_names() -> tuple[set[str], set[str]]:
+    """(file names, folder names) of the store's layout, as store.py names them. Left
+    out: ``runs`` and ``config.yaml``, which name other folders' parts too."""
+    from finegym_ray import store
+
+    return ({*store.MANIFEST_TABLES.values(), store.SUMMARY, store.SETTINGS},
+            {store.CLIPS, store.ERRORS, store.MANIFEST})
+
+
+def layout_spelled_out(tree: ast.Module, files: set[str], folders: set[str]) -> list[tuple[int, str]]:
+    """(line, string) where ``tree`` builds a path of the store from a literal name: a
+    file name as a whole string; a folder name given to a ``*join`` or ``safe_name`` call
+    or bound to a constant (``ERRORS = "errors"``); a name as a segment of a path string
+    (``"manifest/events.parquet"``) or of an f-string path (``f"{out}/clips/{unit}"``).
+    Docstrings and prose (a string with spaces that mentions ``summary.json``) are not
+    paths."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    parent = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    segment = re.compile(rf"(?:^|/)(?:{'|'.join(map(re.escape, sorted(files | folders)))})(?=/|$)")
+    after_value = re.compile(rf"^/(?:{'|'.join(map(re.escape, sorted(files | folders)))})(?![\w.])")
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docstrings:
+            continue
+        text, up = node.value, parent.get(id(node))
+        called = isinstance(up, ast.Call) and node in up.args and ast.unparse(up.func).split(".")[-1] in (
+            "join", "safe_name")
+        bound = isinstance(up, (ast.Assign, ast.AnnAssign)) and up.value is node
+        follows_value = isinstance(up, ast.JoinedStr) and up.values.index(node) > 0 and isinstance(
+            up.values[up.values.index(node) - 1], ast.FormattedValue)
+        if (text in files or (text in folders and (called or bound))
+                or (not re.search(r"\s", text) and "/" in text and segment.search(text))
+                or (follows_value and after_value.search(text))):
+            found.append((node.lineno, text))
+    return sorted(found)
+
+
+def test_the_layout_check_sees_each_way_of_spelling_a_path():
+    files, folders = {"summary.json", "preprocess.json"}, {"clips", "errors"}
+    code = '''
+"""OUT/clips/<unit>.parquet and OUT/summary.json, in a docstring."""
+ERRORS = "errors"
+a = storage.join(out, "clips")
+b = safe_name(os.path.join(out, "errors"), unit)
+c = f"{root}/clips/{unit}.parquet"
+d = f"{out}/clips holds 2 shards"
+e = storage.read_text("x/summary.json")
+f = {"name": "preprocess.json"}
+ok = {"clips": 3, "errors": 0}
+ok = say("clips", "a message about summary.json, and OUT/errors/ in prose")
+ok = f"{n} clips, {m} errors"
+'''
+    found = [line for line, _ in layout_spelled_out(ast.parse(code), files, folders)]
+    assert found == [3, 4, 5, 6, 7, 8, 9], found
+
+
+def test_only_the_store_module_spells_out_the_store_layout():
+    """Where training, the demo, the CLI, extraction and the studies find the manifest,
+    clips, errors, summary and settings of a store: through finegym_ray/store.py."""
+    files, folders = _store_names()
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text!r}" for name, path in _modules().items()
+             if name != "finegym_ray.store"
+             for line, text in layout_spelled_out(ast.parse(path.read_text(), str(path)), files, folders)]
+    assert not found, f"use finegym_ray/store.py's names and paths instead: {found}"

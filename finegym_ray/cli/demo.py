@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import MARKER, claim_store, connect_ray, holding_demo_folders, run_demo
     from ..preprocess.config import PreprocessConfig
     from ..progress import settings_line
+    from ..store import runs_dir
     from ..train.config import DEMO
     from ..train.evaluate import format_results
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     preprocess = apply_overrides(preprocess, args.preprocess_overrides)
     synth = synth_config(args)
     store = args.store or os.path.join(args.out, "store")
-    train = replace(train, data=store, runs=storage.join(store, "runs"))  # what claim_store sets
+    train = replace(train, data=store, runs=runs_dir(store))  # what claim_store sets
 
     # Held from before the demo replaces outdated outputs until its last write.
     with holding_demo_folders(args.out, store, break_lease=args.break_lease, say=printer("demo")):

@@ -67,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
     videos_to_cut(args.videos)  # no folder, or no video in it: refused before Ray starts
-    from .. import storage
     from ..progress import settings_line
+    from ..store import config_uri
 
     print(f"[preprocess] {settings_line(config, PREPROCESS_SETTINGS_SHOWN)}; all settings in "
-          f"{storage.join(args.out, 'config.yaml')}", flush=True)
+          f"{config_uri(args.out)}", flush=True)
     connect.init_ray(args.address)
     summary = run_preprocess(config, args.annotations, args.videos, args.out, prune=args.prune,
                              break_lease=args.break_lease, say=printer("preprocess"))
@@ -84,10 +84,11 @@ def preprocess_outputs(out: str) -> str:
     """Where preprocessing's outputs are, one per line; errors/ only when it exists
     (nothing failed: none is written)."""
     from .. import storage
+    from ..store import clips_dir, config_uri, errors_dir, summary_uri
 
     out = out.rstrip("/")
-    errors = f"errors:  {out}/errors/\n" if storage.list_uris(storage.join(out, "errors")) else ""
-    return f"clips:   {out}/clips/\n{errors}summary: {out}/summary.json\nconfig:  {out}/config.yaml"
+    errors = f"errors:  {errors_dir(out)}/\n" if storage.list_uris(errors_dir(out)) else ""
+    return f"clips:   {clips_dir(out)}/\n{errors}summary: {summary_uri(out)}\nconfig:  {config_uri(out)}"
 
 
 def preprocess_exit_code(summary: dict, *, strict: bool) -> int:

@@ -41,17 +41,14 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when a trial failed."""
-    from ..submit import project_root
+    from .. import presets
     from ..tune.config import load_sweep
     from ..tune.studies import STUDIES, TEST_SEGMENTS
 
     if args.name not in STUDIES:
         raise InputError(f"unknown study {args.name!r}; studies: {', '.join(STUDIES)}")
-    root = project_root()
-    preset = root / "configs" / "studies" / ("syngym" if args.preset == "syngym" else "") if root else None
-    config = args.config or (str(preset / f"{args.name}.yaml") if preset else None)
-    if config is None:
-        raise InputError("study needs --config STUDY.yaml (no configs/ beside an installed package)")
+    preset = presets.path("studies/syngym" if args.preset == "syngym" else "studies")
+    config = args.config or str(preset / f"{args.name}.yaml")
     overrides = [f"train.data={args.data}"] * bool(args.data) + list(args.overrides)
     if args.smoke_test:
         overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY.get(args.name, []) + overrides

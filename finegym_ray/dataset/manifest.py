@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .. import storage
 from ..errors import InputError
+from ..store import manifest_table, summary_uri
 from .annotations import Event, parse_annotations
 from .categories import ElementCategories, ElementCategory, SetCategory, parse_element_categories, parse_set_categories
 from .errors import FormatError
@@ -342,10 +343,10 @@ def write_manifest(manifest: Manifest, out: str) -> dict[str, str]:
     written = {}
     for name, table in [("events", manifest.events), ("subactions", manifest.subactions),
                         ("categories", manifest.categories), ("unmatched_keys", manifest.unmatched)]:
-        uri = storage.join(out, f"{name}.parquet")
+        uri = manifest_table(out, name)
         storage.write_parquet(table, uri)
         written[name] = uri
-    written["summary"] = storage.join(out, "summary.json")
+    written["summary"] = summary_uri(out)
     storage.write_text(written["summary"], json.dumps(manifest.summary, indent=2) + "\n")
     return written
 
@@ -353,11 +354,11 @@ def write_manifest(manifest: Manifest, out: str) -> dict[str, str]:
 def load_manifest(out: str) -> Manifest:
     """Read back a manifest written by :func:`write_manifest`."""
     return Manifest(
-        events=storage.read_parquet(storage.join(out, "events.parquet")),
-        subactions=storage.read_parquet(storage.join(out, "subactions.parquet")),
-        categories=storage.read_parquet(storage.join(out, "categories.parquet")),
-        unmatched=storage.read_parquet(storage.join(out, "unmatched_keys.parquet")),
-        summary=_read_summary(storage.join(out, "summary.json")),
+        events=storage.read_parquet(manifest_table(out, "events")),
+        subactions=storage.read_parquet(manifest_table(out, "subactions")),
+        categories=storage.read_parquet(manifest_table(out, "categories")),
+        unmatched=storage.read_parquet(manifest_table(out, "unmatched_keys")),
+        summary=_read_summary(summary_uri(out)),
     )
 
 

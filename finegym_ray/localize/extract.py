@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +48,7 @@ from ..config import check_range
 from ..dataset.keys import safe_name
 from ..errors import InputError
 from ..progress import rate_eta
+from ..store import clips_dir, settings_uri
 from . import features as F
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -153,9 +153,6 @@ class Backbone:
         return self.train["model"] in CLIP_MODELS
 
 
-_EPOCH_DIR = re.compile(r"epoch_\d+")
-
-
 def open_backbone(run: str, config: ExtractConfig) -> Backbone:
     """The backbone of ``run`` (a run folder: its newest complete checkpoint; or one
     ``epoch_NNNN`` checkpoint folder). FileNotFoundError / ValueError with one line
@@ -164,24 +161,13 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
     from ..train.data import recorded_settings
     from ..train.run import checkpoint_config
 
-    run = run.rstrip("/")
-    head, _, tail = run.rpartition("/")
-    if _EPOCH_DIR.fullmatch(tail):
-        found = [f for f in checkpoints.listing(head) if f.uri.rstrip("/") == run]
-        if not found:
-            raise FileNotFoundError(f"--run {run}: no such checkpoint folder")
-        try:
-            checkpoint = checkpoints._open(found[0])  # the checkpoint module's own verification
-        except checkpoints.CheckpointError as e:
-            raise InputError(f"--run {e}") from None
-        run = head
-    else:
-        checkpoint = checkpoints.find_latest(run)
-        if checkpoint is None:
-            if not storage.list_uris(run):
-                raise FileNotFoundError(f"--run {run}: no such run (a run is RUNS/NAME as train printed it, "
-                                        "or one of its epoch_NNNN folders)")
-            raise FileNotFoundError(f"--run {run}: no complete checkpoint (train the run first)")
+    try:
+        checkpoint = checkpoints.open_checkpoint(run)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--run {e}") from None
+    except checkpoints.CheckpointError as e:
+        raise InputError(f"--run {e}") from None
+    run = checkpoints.run_of(checkpoint.uri)
     train = checkpoint_config(checkpoint)
     class_names = checkpoint.meta.get("class_names")
     if not isinstance(class_names, list) or not class_names:
@@ -192,7 +178,7 @@ def open_backbone(run: str, config: ExtractConfig) -> Backbone:
         method = flow.get("method") if isinstance(flow, dict) else flow
         if not method or method == "none":
             raise InputError(f"--run {run}: a flow model, but its clips' preprocessing settings "
-                             f"({storage.join(train.data, 'preprocess.json')}) name no flow method to compute flow "
+                             f"({settings_uri(train.data)}) name no flow method to compute flow "
                              "with")
         flow = flow if isinstance(flow, dict) else {"method": flow}
         flow = {"method": flow["method"], "options": {k: v for k, v in flow.items() if k != "method"}}
@@ -580,7 +566,7 @@ def plan_items(config: ExtractConfig, backbone: Backbone, annotations: str,
                     "start_s": float(e["start_s"]), "end_s": float(e["end_s"])}
             (items if e["video_id"] in video_uris else missing).append(item)
     if config.elements:
-        for uri in storage.list_uris(storage.join(backbone.store, "clips"), suffix=".parquet"):
+        for uri in storage.list_uris(clips_dir(backbone.store), suffix=".parquet"):
             name = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
             items.append({"group": name, "kind": "elements", "video_id": "", "uri": uri, "start_s": 0.0,
                           "end_s": -1.0})
@@ -737,7 +723,8 @@ def _extract_on_ray(config: ExtractConfig, backbone: Backbone, weights: dict, it
 
 
 def _collect(table, collected: dict, by_group: dict, out: str, backbone: Backbone, config: ExtractConfig,
-             hashes: dict[str, str], say: Callable[[str], None], *, counts: tuple[int, int, int]) -> tuple[int, int, int]:
+             hashes: dict[str, str], say: Callable[[str], None], *,
+             counts: tuple[int, int, int]) -> tuple[int, int, int]:
     """Take one batch of snippet rows: a group's file is written when its last snippet
     arrives, a failed group recorded in errors/. Returns (written, failed, snippets)
     counted on from ``counts``."""

@@ -38,12 +38,11 @@ import pyarrow.parquet as pq
 from .. import storage
 from ..dataset.keys import safe_name
 from ..errors import InputError
+from ..store import ERRORS, SUMMARY  # a job output's failures and summary, named as in the store
 
 FORMAT_VERSION = 1
 LEVELS = ("action", "subaction")
 ELEMENTS = "elements"
-ERRORS = "errors"
-SUMMARY = "summary.json"
 SUFFIX = ".parquet"
 
 _ID_KEY = b"finegym_ray.video_id"
@@ -165,7 +164,8 @@ def write_sequence(
         raise InputError(f"features must be (T, C), got shape {features.shape}")
     t, c = features.shape
     if starts.shape[0] != t or ends.shape[0] != t:
-        raise InputError(f"starts ({starts.shape[0]}), ends ({ends.shape[0]}) and features ({t}) must have one row per snippet")
+        raise InputError(f"starts ({starts.shape[0]}), ends ({ends.shape[0]}) and features ({t}) "
+                         "must have one row per snippet")
     if c < 1:
         raise InputError("features need at least one channel")
     if not (np.isfinite(starts).all() and np.isfinite(ends).all() and (ends >= starts).all()):
@@ -195,8 +195,8 @@ def _decode_meta(uri: str, metadata: dict[bytes, bytes] | None) -> tuple[str, di
     except ValueError as exc:
         raise FeatureFormatError(f"{uri}: unreadable feature metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise FeatureFormatError(f"{uri}: feature format version {meta.get('format_version') if isinstance(meta, dict) else None!r}, "
-                                 f"this code reads {FORMAT_VERSION}")
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise FeatureFormatError(f"{uri}: feature format version {version!r}, this code reads {FORMAT_VERSION}")
     return metadata[_ID_KEY].decode(), meta
 
 
@@ -253,7 +253,8 @@ def read_sequence(uri: str | os.PathLike[str]) -> FeatureSequence:
     video_id, meta = _decode_meta(text, table.schema.metadata)
     features = _feature_matrix(text, table.column("features"), table.num_rows)
     if features.shape[1] != meta.get("feature_dim"):
-        raise FeatureFormatError(f"{text}: features have {features.shape[1]} channels, meta says {meta.get('feature_dim')}")
+        raise FeatureFormatError(f"{text}: features have {features.shape[1]} channels, "
+                                 f"meta says {meta.get('feature_dim')}")
     return FeatureSequence(
         video_id=video_id,
         starts=table.column("start").to_numpy(),
@@ -321,7 +322,8 @@ def read_elements(uri: str | os.PathLike[str]) -> ElementFeatures:
         if not isinstance(s, int) or not isinstance(c, int) or flat.shape[1] != s * c:
             raise FeatureFormatError(f"{u}: rows of {flat.shape[1]} values do not match segments={s} x feature_dim={c}")
         if meta and (meta["segments"], meta["feature_dim"]) != (s, c):
-            raise FeatureFormatError(f"{u}: segments x C = {s} x {c}, other files have {meta['segments']} x {meta['feature_dim']}")
+            raise FeatureFormatError(f"{u}: segments x C = {s} x {c}, "
+                                     f"other files have {meta['segments']} x {meta['feature_dim']}")
         meta = meta or m
         keys.extend(table.column("key").to_pylist())
         parts.append(flat.reshape(-1, s, c))

@@ -34,21 +34,21 @@ from typing import Any
 
 import ray
 
-from .. import progress, storage
+from .. import progress, storage, store
 from ..config import to_yaml
 from ..dataset.manifest import build_manifest_from, write_manifest
 from ..errors import InputError
 from ..lease import writer_lease
+from ..store import error_uri, shard_uri
 from ..video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401 - find_videos: this module's API too
 from .clips import shard_footer
 from .config import PreprocessConfig, config_hash, output_settings
-from .stages import error_record, error_uri, map_cut_stages, shard_uri
+from .stages import error_record, map_cut_stages
 from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
 
 # A shard write takes seconds; a temp file this old belongs to a writer that was killed,
 # not to one still writing (another job on the same output, say).
 ABANDONED_TEMP_S = 600.0
-SETTINGS_FILE = "preprocess.json"
 
 
 def videos_to_cut(videos: str) -> dict[str, str]:
@@ -78,7 +78,7 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
     """Refuse (ValueError) to add shards made with other settings to an existing output.
     Writes nothing."""
     try:
-        theirs = json.loads(storage.read_text(storage.join(out, SETTINGS_FILE)))
+        theirs = json.loads(storage.read_text(store.settings_uri(out)))
     except FileNotFoundError:
         return
     ours = {"hash": config_hash(config), "settings": output_settings(config)}
@@ -97,21 +97,21 @@ def _record_settings(config: PreprocessConfig, out: str) -> None:
     ours = {"hash": config_hash(config), "settings": output_settings(config)}
     # Create-only; settings found were checked before (_check_settings), but a writer
     # that broke this job's lease may have recorded its own since.
-    if not storage.create_exclusive(storage.join(out, SETTINGS_FILE), json.dumps(ours, indent=1).encode()):
+    if not storage.create_exclusive(store.settings_uri(out), json.dumps(ours, indent=1).encode()):
         _check_settings(config, out)
 
 
 def settings_hash(out: str) -> str | None:
     """The settings hash recorded in preprocessing output ``out``, None if it has none."""
     try:
-        return json.loads(storage.read_text(storage.join(out, SETTINGS_FILE))).get("hash")
+        return json.loads(storage.read_text(store.settings_uri(out))).get("hash")
     except FileNotFoundError:
         return None
 
 
 def _existing_units(out: str) -> set[str]:
     return {uri.rsplit("/", 1)[-1][: -len(".parquet")]
-            for uri in storage.list_uris(storage.join(out, "clips"), suffix=".parquet")}
+            for uri in storage.list_uris(store.clips_dir(out), suffix=".parquet")}
 
 
 def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, threads: int = 16,
@@ -129,7 +129,7 @@ def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, thread
 
     def check(unit: WorkUnit) -> str | None:
         shard_uri(out, unit.unit_id)  # refuses an id that would name a path elsewhere
-        path = f"{root}/clips/{unit.unit_id}.parquet"
+        path = store.shard_path(root, unit.unit_id)
         try:
             found, unit_totals = shard_footer(fs, path)
         except (OSError, pa.ArrowInvalid):
@@ -155,7 +155,7 @@ def output_state(out: str, planned: set[str]) -> dict[str, int]:
     units whose shard exists, units without one, units with an error record."""
     with_clips = _existing_units(out) & planned
     errors = {uri.rsplit("/", 1)[-1][: -len(".json")]
-              for uri in storage.list_uris(storage.join(out, "errors"), suffix=".json")} & planned
+              for uri in storage.list_uris(store.errors_dir(out), suffix=".json")} & planned
     return {"planned": len(planned), "with_clips": len(with_clips), "without_clips": len(planned - with_clips),
             "with_errors": len(errors)}
 
@@ -204,12 +204,12 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     existing = _existing_units(out)
     stale = sorted(existing - planned)
     if stale and not prune:
-        raise InputError(f"{out}/clips holds {len(stale)} shard(s) that the current plan does not make "
+        raise InputError(f"{out}/{store.CLIPS} holds {len(stale)} shard(s) that the current plan does not make "
                          f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
     _record_settings(config, out)
-    storage.write_text(storage.join(out, "config.yaml"), to_yaml(config))  # the full settings of this run
-    write_manifest(manifest, storage.join(out, "manifest"))
-    removed = storage.remove_abandoned_temp_files(storage.join(out, "clips"), older_than_s=ABANDONED_TEMP_S)
+    storage.write_text(store.config_uri(out), to_yaml(config))  # the full settings of this run
+    write_manifest(manifest, store.manifest_dir(out))
+    removed = storage.remove_abandoned_temp_files(store.clips_dir(out), older_than_s=ABANDONED_TEMP_S)
     if removed:
         say(f"removed {len(removed)} temporary file(s) left by a killed writer")
     if stale:
@@ -258,8 +258,8 @@ def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict | None]
         figures = known.get(unit_id)
         if figures is None:
             try:
-                with fs.open_input_file(f"{root}/clips/{unit_id}.parquet") as f:
-                    storage.refuse_extension_columns(pq.read_schema(f), f"{root}/clips/{unit_id}.parquet")
+                with fs.open_input_file(store.shard_path(root, unit_id)) as f:
+                    storage.refuse_extension_columns(pq.read_schema(f), store.shard_path(root, unit_id))
                     table = pq.read_table(f, columns=["num_frames", "start_s", "end_s"])
             except (OSError, ValueError):
                 continue  # unreadable: the next run cuts it again, and counts it then
@@ -277,7 +277,7 @@ def write_summary(out: str, run: dict[str, Any], *, finished_at: float) -> dict[
     """Write OUT/summary.json: the whole output (``output``, ``totals``, from ``run``, the
     summary of the run just finished) and ``runs``, every run's own figures, oldest first
     (a summary.json written before the history counts as the first run's). Returns it."""
-    uri = storage.join(out, "summary.json")
+    uri = store.summary_uri(out)
     try:
         before = json.loads(storage.read_text(uri))
     except (FileNotFoundError, ValueError):
@@ -329,7 +329,8 @@ def _record_here(out: str, row: dict[str, Any], units: list[WorkUnit], video_uri
 def _with_test_faults(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
     if not os.environ.get("FINEGYM_RAY_TEST_CRASH_UNIT"):
         return runtime_env
-    env = dict((runtime_env or {}).get("env_vars", {}), FINEGYM_RAY_TEST_CRASH_UNIT=os.environ["FINEGYM_RAY_TEST_CRASH_UNIT"])
+    env = dict((runtime_env or {}).get("env_vars", {}),
+               FINEGYM_RAY_TEST_CRASH_UNIT=os.environ["FINEGYM_RAY_TEST_CRASH_UNIT"])
     return {**(runtime_env or {}), "env_vars": env}
 
 

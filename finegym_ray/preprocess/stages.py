@@ -31,8 +31,8 @@ import pyarrow as pa
 import ray
 
 from .. import storage
-from ..dataset.keys import safe_name
 from ..errors import InputError
+from ..store import attempts_uri, error_uri, shard_uri
 from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
 from ..video.flow import build_flow
@@ -45,16 +45,6 @@ from .units import Window
 MAX_UNIT_ATTEMPTS = 3
 # Attempts at writing a unit's shard or error record (S3 requests retry on their own too).
 WRITE_ATTEMPTS = 3
-
-
-def shard_uri(out: str, unit_id: str) -> str:
-    """``OUT/clips/<unit_id>.parquet``; ValueError for a unit id that would name a path elsewhere."""
-    return safe_name(storage.join(out, "clips"), unit_id, ".parquet")
-
-
-def error_uri(out: str, unit_id: str) -> str:
-    """``OUT/errors/<unit_id>.json``; ValueError for a unit id that would name a path elsewhere."""
-    return safe_name(storage.join(out, "errors"), unit_id, ".json")
 
 
 def error_record(unit_id: str, video_id: str, video_uri: str | None, scope: str, reason: str,
@@ -199,7 +189,7 @@ class _Unit:
 
     def _count_attempt(self) -> int:
         """This attempt's number (1, 2, ...) at the unit in this stage and run, recorded before it starts."""
-        uri = safe_name(storage.join(self.out, "errors"), self.unit_id, self.counter)
+        uri = attempts_uri(self.out, self.unit_id, self.counter)
         try:
             seen = json.loads(storage.read_text(uri))
         except FileNotFoundError:
@@ -210,7 +200,7 @@ class _Unit:
 
     def forget_attempts(self) -> None:
         with contextlib.suppress(Exception):
-            storage.delete(safe_name(storage.join(self.out, "errors"), self.unit_id, self.counter))
+            storage.delete(attempts_uri(self.out, self.unit_id, self.counter))
 
 
 def _fetch(unit: _Unit, cache_dir: str, cache_gb: float) -> str:

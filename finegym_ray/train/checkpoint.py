@@ -260,6 +260,29 @@ def open_at(uri: str, *, verify_state: bool = False) -> Checkpoint | None:
     return checkpoint
 
 
+def open_checkpoint(uri: str) -> Checkpoint:
+    """The checkpoint ``uri`` names, verified (state.pt is not read): a run folder's
+    newest complete checkpoint, or the checkpoint folder itself when ``uri`` is one of a
+    run's ``epoch_NNNN`` folders (``run_of`` gives its run). Raises FileNotFoundError
+    when there is no such run, folder or complete checkpoint, and CheckpointError when
+    the folder named is incomplete or corrupt; each message starts with ``uri``."""
+    uri = uri.rstrip("/")
+    head, _, tail = uri.rpartition("/")
+    # Any epoch_<digits> names a checkpoint folder, so that a wrong number is told as one.
+    if re.fullmatch(rf"{PREFIX}\d+", tail):
+        found = [f for f in listing(head) if f.uri.rstrip("/") == uri]
+        if not found:
+            raise FileNotFoundError(f"{uri}: no such checkpoint folder")
+        return _open(found[0])
+    checkpoint = find_latest(uri)
+    if checkpoint is None:
+        if not storage.list_uris(uri):
+            raise FileNotFoundError(f"{uri}: no such run (a run is RUNS/NAME as train printed it, "
+                                    "or one of its epoch_NNNN folders)")
+        raise FileNotFoundError(f"{uri}: no complete checkpoint (train the run first)")
+    return checkpoint
+
+
 def find_best(run: str, *, metric: str = "val_mean_class", say: Callable[[str], None] | None = None,
               verify_state: bool = False) -> Checkpoint | None:
     """The complete checkpoint of ``run`` whose epoch has the highest ``metric`` (the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from .. import presets
 from ..config import ConfigError, check_name, check_range
 from ..dataset.labels import TASK_NAMES
 from ..errors import InputError
@@ -301,8 +302,5 @@ def recorded_paths(data: dict, run: str) -> tuple[dict, str | None]:
     return {**data, **{k: absolute_uri(data[k], base) for k in relative}}, note
 
 
-# The demo's training run (configs/tsm_flow_demo.yaml holds the same values, and says why).
-DEMO = TrainConfig(task="set", modality="flow", model="tsm", depth=10, base_width=16, segments=4,
-                   frames_per_segment=3, crop=96, input_width=160, test_short=96, dropout=0.3, optimizer="adamw",
-                   epochs=10, batch_size=8, lr=0.002, weight_decay=0.01, warmup_epochs=1, val_every=2, test_views=2,
-                   test_crops=1)
+# The demo's training run: configs/tsm_flow_demo.yaml (the file says why these settings).
+DEMO = presets.load(TrainConfig, "tsm_flow_demo.yaml")

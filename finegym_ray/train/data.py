@@ -26,11 +26,8 @@ from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, routine_splits, t
 from ..dataset.manifest import categories_from_table, subset_split_column
 from ..dataset.sampling import DenseSampler, SegmentSampler
 from ..errors import InputError
+from ..store import clips_dir, manifest_dir, manifest_table, settings_uri
 from .config import TrainConfig
-
-# preprocess.pipeline.SETTINGS_FILE, the preprocessing settings beside the clips (named
-# here: importing the pipeline imports Ray, 2 s in a process that needs none of it).
-PREPROCESS_SETTINGS = "preprocess.json"
 
 
 @dataclass(frozen=True)
@@ -64,14 +61,14 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     clips beside the manifest were cut without the kind of clip the task classifies.
     """
     check_clip_kind(data, task)
-    manifest = storage.join(data, "manifest")
-    subsets, sets = categories_from_table(storage.read_parquet(storage.join(manifest, "categories.parquet")))
+    manifest = manifest_dir(data)
+    subsets, sets = categories_from_table(storage.read_parquet(manifest_table(manifest, "categories")))
     view = label_view(task, subsets, sets)
     if view.kind == "event":
         return _routine_labels(manifest, view, split)
     base = SUB_TASKS[task].base if task in SUB_TASKS else task
     split_column = subset_split_column(base) if view.by_glabel is not None else "split"
-    path = storage.join(manifest, "subactions.parquet")
+    path = manifest_table(manifest, "subactions")
     subactions = storage.read_parquet(path)
     if split_column not in subactions.column_names:
         raise InputError(f"{path} has no {split_column} column: it was written before a subset's labels came "
@@ -101,7 +98,7 @@ def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
     """The event task's labels: routine key -> class of its event, for the routines of
     ``split`` (``routine_splits``). Raises ValueError for event ids outside the task's
     10, rather than leave those routines out unsaid."""
-    path = storage.join(manifest, "events.parquet")
+    path = manifest_table(manifest, "events")
     rows = storage.read_parquet(path, columns=["event_key", "event_label"]).to_pylist()
     unknown = sorted({r["event_label"] for r in rows} - set(EVENT_IDS))
     if unknown:
@@ -121,7 +118,7 @@ def recorded_settings(data: str) -> dict:
     import json
 
     try:
-        return json.loads(storage.read_text(storage.join(data, PREPROCESS_SETTINGS))).get("settings") or {}
+        return json.loads(storage.read_text(settings_uri(data))).get("settings") or {}
     except FileNotFoundError:
         return {}
 
@@ -182,17 +179,17 @@ def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> l
     Raises FileNotFoundError when there is none."""
     import pyarrow.dataset as pads
 
-    fs, path = storage.pyarrow_filesystem(storage.join(data, "clips"))
+    fs, path = storage.pyarrow_filesystem(clips_dir(data))
     try:
         index = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["key", "kind", "__filename"])
     except (FileNotFoundError, OSError) as e:
-        raise FileNotFoundError(storage.join(data, "clips")) from e
-    storage.refuse_extension_columns(index.schema, storage.join(data, "clips"))  # before to_pylist converts
+        raise FileNotFoundError(clips_dir(data)) from e
+    storage.refuse_extension_columns(index.schema, clips_dir(data))  # before to_pylist converts
     found = sorted({f for k, clip_kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
                     if clip_kind == kind and k in labels})
     if not found:
         what = "routine (clips of kind event: preprocess with --set events=true)" if kind == "event" else "clip"
-        raise FileNotFoundError(f"{storage.join(data, 'clips')}: no shard holds a {what} of this split")
+        raise FileNotFoundError(f"{clips_dir(data)}: no shard holds a {what} of this split")
     prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
     return [prefix + f for f in found]
 

@@ -31,6 +31,7 @@ from ..config import from_dict, parse_yaml
 from ..errors import InputError
 from ..metrics import bootstrap, interval, mean_class_accuracy, per_class_accuracy, top1_accuracy
 from ..preprocess.config import PreprocessConfig
+from ..store import summary_uri
 from ..synth.config import SynthConfig
 from ..train.config import TrainConfig
 from ..train.evaluate import evaluate, variant_name
@@ -290,7 +291,7 @@ def make_study_store(store: str, synth: SynthConfig, preprocess: PreprocessConfi
     if record is not None and record != mine:
         raise InputError(f"{store} was made with other synth or preprocess settings than {STORE_MARKER} records: "
                          f"delete it to make it anew, or give --data")
-    if record is not None and storage.exists(storage.join(store, "summary.json")):
+    if record is not None and storage.exists(summary_uri(store)):
         return store
     data = os.path.join(os.path.dirname(os.path.abspath(store)), "syngym")
     storage.write_text(marker, yaml.safe_dump(mine, sort_keys=False))

@@ -278,3 +278,26 @@ def test_checkpoints_under_a_doubled_slash_are_found_under_either_spelling(s3_pr
         assert ckpt.load_latest(run)[0].epoch == 2
     assert ckpt.prune(doubled, keep_last=2, keep_best=False) == [storage.join(doubled, "epoch_0001")]
     assert [f.epoch for f in ckpt.listing(single)] == [1, 2]
+
+
+def test_open_checkpoint_takes_a_run_or_one_of_its_epoch_folders(tmp_path):
+    """What feature extraction's --run takes: each refusal names the folder and why."""
+    run = str(tmp_path / "run")
+    _write(run, 0)
+    _write(run, 1)
+    newest = ckpt.open_checkpoint(run + "/")
+    assert newest.uri == storage.join(run, "epoch_0002") and ckpt.run_of(newest.uri) == run
+    first = ckpt.open_checkpoint(storage.join(run, "epoch_0001"))
+    assert first.epoch == 0 and ckpt.run_of(first.uri) == run
+    with pytest.raises(FileNotFoundError, match=r"/run/epoch_0007: no such checkpoint folder$"):
+        ckpt.open_checkpoint(storage.join(run, "epoch_0007"))
+    with pytest.raises(FileNotFoundError, match=r"/run/epoch_1: no such checkpoint folder$"):
+        ckpt.open_checkpoint(storage.join(run, "epoch_1"))
+    with pytest.raises(FileNotFoundError, match=r"/nothing: no such run \(a run is RUNS/NAME"):
+        ckpt.open_checkpoint(str(tmp_path / "nothing"))
+    (tmp_path / "run" / "epoch_0001" / "manifest.json").unlink()
+    with pytest.raises(ckpt.CheckpointError, match=r"/run/epoch_0001: no manifest.json"):
+        ckpt.open_checkpoint(storage.join(run, "epoch_0001"))
+    (tmp_path / "run" / "epoch_0002" / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"/run: no complete checkpoint \(train the run first\)$"):
+        ckpt.open_checkpoint(run)

@@ -100,10 +100,9 @@ def test_the_event_task_is_refused_on_clips_cut_without_routines(tmp_path):
     def settings(**kw):
         (tmp_path / "preprocess.json").write_text(json.dumps({"hash": "x", "settings": kw}))
 
-    from finegym_ray.preprocess.pipeline import SETTINGS_FILE
-    from finegym_ray.train.data import PREPROCESS_SETTINGS
+    from finegym_ray.store import SETTINGS
 
-    assert PREPROCESS_SETTINGS == SETTINGS_FILE
+    assert SETTINGS == "preprocess.json"  # the file settings() writes, named in the store module only
     check_clip_kind(str(tmp_path), "event")  # no preprocess.json: nothing to go by here
     settings(events=False, subactions=True)
     with pytest.raises(ValueError, match=r"task 'event' classifies whole routines.*events=false: "

@@ -1,0 +1,103 @@
+"""The preprocessed store's layout: the one module that names its folders and files.
+
+``finegym-ray preprocess --out STORE`` writes (local folder or s3:// prefix):
+
+    STORE/preprocess.json          the settings that determine the clips, and their hash
+    STORE/config.yaml              every setting of the last run
+    STORE/manifest/                the annotations as Parquet tables (``manifest --out`` too):
+        events.parquet, subactions.parquet, categories.parquet, unmatched_keys.parquet,
+        summary.json
+    STORE/clips/<unit>.parquet     one clip shard per work unit
+    STORE/errors/<unit>.json       why a unit, or some of its windows, failed
+    STORE/summary.json             the whole output and every run's figures
+    STORE/runs/                    the demo's training runs (in the demo's store)
+
+Who writes each: ``dataset/manifest.py`` the manifest, ``preprocess/`` the rest, the
+demo its runs; what each holds: docs/formats.md. A job's other output folders (a
+manifest folder, feature files: ``localize/features.py``) name their failures and
+their summary with the same ``ERRORS`` and ``SUMMARY``. Nothing else spells these names.
+No Ray and no torch: what training's sampling workers import reads the store through it.
+"""
+
+from __future__ import annotations
+
+from . import storage
+from .dataset.keys import safe_name
+
+MANIFEST = "manifest"
+CLIPS = "clips"
+ERRORS = "errors"
+SUMMARY = "summary.json"
+SETTINGS = "preprocess.json"
+CONFIG = "config.yaml"
+RUNS = "runs"
+SHARD_SUFFIX = ".parquet"
+ERROR_SUFFIX = ".json"
+
+# The manifest's tables, by name (``manifest_table``).
+MANIFEST_TABLES = {"events": "events.parquet", "subactions": "subactions.parquet",
+                   "categories": "categories.parquet", "unmatched_keys": "unmatched_keys.parquet"}
+
+# What preprocessing writes at the top of a store (the demo replaces them all when its data changes).
+PREPROCESS_OUTPUTS = (CLIPS, ERRORS, MANIFEST, SUMMARY, SETTINGS, CONFIG)
+
+
+def manifest_dir(store: str) -> str:
+    """``STORE/manifest``: the manifest preprocessing writes beside the clips."""
+    return storage.join(store, MANIFEST)
+
+
+def manifest_table(manifest: str, name: str) -> str:
+    """``MANIFEST/<name>.parquet`` of a manifest folder: ``name`` one of MANIFEST_TABLES."""
+    return storage.join(manifest, MANIFEST_TABLES[name])
+
+
+def clips_dir(store: str) -> str:
+    """``STORE/clips``: the clip shards."""
+    return storage.join(store, CLIPS)
+
+
+def shard_uri(store: str, unit_id: str) -> str:
+    """``STORE/clips/<unit_id>.parquet``; ValueError for a unit id that would name a path elsewhere."""
+    return safe_name(clips_dir(store), unit_id, SHARD_SUFFIX)
+
+
+def shard_path(root: str, unit_id: str) -> str:
+    """A shard's path inside a pyarrow filesystem whose store path is ``root`` (from
+    ``storage.pyarrow_filesystem``); the unit id is checked with :func:`shard_uri` first."""
+    return f"{root}/{CLIPS}/{unit_id}{SHARD_SUFFIX}"
+
+
+def errors_dir(store: str) -> str:
+    """``STORE/errors``: a job output's failure records (written only when something failed)."""
+    return storage.join(store, ERRORS)
+
+
+def error_uri(store: str, unit_id: str) -> str:
+    """``STORE/errors/<unit_id>.json``; ValueError for a unit id that would name a path elsewhere."""
+    return safe_name(errors_dir(store), unit_id, ERROR_SUFFIX)
+
+
+def attempts_uri(store: str, unit_id: str, counter: str) -> str:
+    """``STORE/errors/<unit_id><counter>``: a stage's count of its attempts at a unit."""
+    return safe_name(errors_dir(store), unit_id, counter)
+
+
+def summary_uri(folder: str) -> str:
+    """``FOLDER/summary.json``: a store's, a manifest folder's or a feature folder's summary."""
+    return storage.join(folder, SUMMARY)
+
+
+def settings_uri(store: str) -> str:
+    """``STORE/preprocess.json``: the settings that determine the clips, and their hash."""
+    return storage.join(store, SETTINGS)
+
+
+def config_uri(store: str) -> str:
+    """``STORE/config.yaml``: every setting of the last preprocessing run."""
+    return storage.join(store, CONFIG)
+
+
+def runs_dir(store: str) -> str:
+    """``STORE/runs``: the training runs of the demo's store."""
+    return storage.join(store, RUNS)
