@@ -45,10 +45,9 @@ import pyarrow as pa
 
 from .. import storage
 from ..config import check_range
-from ..dataset.keys import safe_name
 from ..errors import InputError
 from ..progress import rate_eta
-from ..store import clips_dir, settings_uri
+from ..store import clips_dir, error_uri, errors_dir, settings_uri, summary_uri
 from . import features as F
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -579,8 +578,8 @@ def output_uri(out: str, item: dict) -> str:
     return F.sequence_uri(out, item["kind"], item["group"])
 
 
-def error_uri(out: str, item: dict) -> str:
-    return safe_name(storage.join(out, F.ERRORS), f"{item['kind']}_{item['group']}", ".json")
+def item_error_uri(out: str, item: dict) -> str:
+    return error_uri(out, f"{item['kind']}_{item['group']}")
 
 
 def split_done(out: str, items: list[dict], hashes: dict[str, str]) -> tuple[list[dict], list[dict]]:
@@ -656,12 +655,12 @@ def run_extract(config: ExtractConfig, run: str, videos: str, annotations: str, 
                "steady_snippets_per_s": round(stats["steady_snippets_per_s"], 2)
                if stats["steady_snippets_per_s"] else None,
                "pools": stats["pools"], "wall_s": round(time.time() - t0, 3)}
-    storage.write_text(storage.join(out, F.SUMMARY), json.dumps(summary, indent=1))
+    storage.write_text(summary_uri(out), json.dumps(summary, indent=1))
     return summary
 
 
 def _record(out: str, item: dict, reason: str) -> None:
-    storage.write_text(error_uri(out, item), json.dumps({**{k: item[k] for k in ("group", "kind", "uri")},
+    storage.write_text(item_error_uri(out, item), json.dumps({**{k: item[k] for k in ("group", "kind", "uri")},
                                                          "reason": reason}, indent=1))
 
 
@@ -771,7 +770,7 @@ def _write(out: str, item: dict, rows: dict[int, dict], backbone: Backbone, conf
                          meta={**meta, **sequence_settings(backbone, config), "settings_hash": hashes["sequence"],
                                "video_uri": item["uri"], "window_start_s": item["start_s"]})
     with suppress(FileNotFoundError):
-        storage.delete(error_uri(out, item))  # an earlier run's failure of this item is history now
+        storage.delete(item_error_uri(out, item))  # an earlier run's failure of this item is history now
 
 
 def check_inputs(config: ExtractConfig, run: str, videos: str, annotations: str) -> Backbone:
@@ -794,9 +793,9 @@ def format_summary(summary: dict[str, Any], out: str) -> str:
              f"features: {storage.join(out, summary['level'])}/"]
     if storage.list_uris(storage.join(out, F.ELEMENTS)):
         lines.append(f"elements: {storage.join(out, F.ELEMENTS)}/")
-    if storage.list_uris(storage.join(out, F.ERRORS)):
-        lines.append(f"errors:   {storage.join(out, F.ERRORS)}/")
-    lines.append(f"summary:  {storage.join(out, F.SUMMARY)}")
+    if storage.list_uris(errors_dir(out)):
+        lines.append(f"errors:   {errors_dir(out)}/")
+    lines.append(f"summary:  {summary_uri(out)}")
     return "\n".join(lines)
 
 

@@ -38,7 +38,6 @@ import pyarrow.parquet as pq
 from .. import storage
 from ..dataset.keys import safe_name
 from ..errors import InputError
-from ..store import ERRORS, SUMMARY  # a job output's failures and summary, named as in the store
 
 FORMAT_VERSION = 1
 LEVELS = ("action", "subaction")
@@ -50,10 +49,8 @@ _META_KEY = b"finegym_ray.feature_meta"
 
 __all__ = [
     "ELEMENTS",
-    "ERRORS",
     "FORMAT_VERSION",
     "LEVELS",
-    "SUMMARY",
     "ElementFeatures",
     "FeatureFormatError",
     "FeatureSequence",

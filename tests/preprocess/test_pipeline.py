@@ -66,7 +66,7 @@ def test_a_video_id_that_is_a_path_writes_nothing_outside_out(tmp_path):
 
 
 def test_shard_and_error_names_cannot_leave_their_folders(tmp_path):
-    from finegym_ray.preprocess.pipeline import error_uri, shard_uri
+    from finegym_ray.store import error_uri, shard_uri
 
     out = str(tmp_path / "out")
     assert error_uri(out, "A0xAXXysHUo-0123456789ab") == f"{out}/errors/A0xAXXysHUo-0123456789ab.json"
