@@ -36,17 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from competition_data import keep_on_cpu, pin_to_one_core  # noqa: E402
 
 from finegym_ray.config import to_yaml  # noqa: E402
-from finegym_ray.localize.extract import (  # noqa: E402
-    DecodeSnippets,
-    EmbedSnippets,
-    ExtractConfig,
-    backbone_weights,
-    find_video_files,
-    open_backbone,
-    plan_items,
-    run_extract,
-)
+from finegym_ray.localize.backbone import backbone_weights, open_backbone  # noqa: E402
+from finegym_ray.localize.config import ExtractConfig  # noqa: E402
+from finegym_ray.localize.extract import plan_items, run_extract  # noqa: E402
+from finegym_ray.localize.snippets import DecodeSnippets, EmbedSnippets  # noqa: E402
 from finegym_ray.runtime.connect import init_ray  # noqa: E402
+from finegym_ray.video.files import require_videos  # noqa: E402
 
 
 def make_run(root: str, *, data: str) -> str:
@@ -82,7 +77,7 @@ def bare_loop(config: ExtractConfig, run: str, videos: str, annotations: str) ->
     in turn, in this process."""
     t0 = time.perf_counter()
     backbone = open_backbone(run, config)
-    items, _ = plan_items(config, backbone, annotations, find_video_files(videos))
+    items, _ = plan_items(config, backbone, annotations, require_videos(videos))
     decode = DecodeSnippets(backbone, config)
     embed = EmbedSnippets(backbone, backbone_weights(backbone), threads=1)
     snippets, first = 0, None

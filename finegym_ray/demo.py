@@ -106,19 +106,17 @@ def read_yaml(uri: str) -> Any:
 
 
 def _checked_record(record: dict, store: str, uri: str) -> dict:
-    """``record`` (read from ``uri``) with ``runs`` set: the run names it lists, or for a
-    record written before the demo listed them, its one run. Raises ValueError naming
-    ``uri`` when a part has the wrong type or a run name is not one plain folder name:
+    """``record`` (read from ``uri``), checked. Raises ValueError naming ``uri`` when a
+    part is missing or has the wrong type, or a run name is not one plain folder name:
     the names become folders that the demo deletes."""
     train = record["train"]
     if not (isinstance(record["synth"], dict) and isinstance(record["preprocess"], dict)
             and (train is None or isinstance(train, dict))):
         raise InputError(f"{uri} is damaged: its synth and preprocess settings must be mappings, train a mapping "
                          f"or null")
-    if "runs" not in record:
-        record["runs"] = [_run_name(train)] if train else []
-    if not isinstance(record["runs"], list):
-        raise InputError(f"{uri} is damaged: runs must be a list of run names")
+    if not isinstance(record.get("runs"), list):
+        raise InputError(f"{uri} is damaged or made by another version: runs must be a list of run names; give "
+                         f"the demo an empty or new --store")
     for name in record["runs"]:
         _run_folder(store, name, source=uri)
     return record

@@ -21,6 +21,8 @@ No Ray and no torch: what training's sampling workers import reads the store thr
 
 from __future__ import annotations
 
+import json
+
 from . import storage
 from .dataset.keys import safe_name
 
@@ -91,6 +93,14 @@ def summary_uri(folder: str) -> str:
 def settings_uri(store: str) -> str:
     """``STORE/preprocess.json``: the settings that determine the clips, and their hash."""
     return storage.join(store, SETTINGS)
+
+
+def recorded_hash(store: str) -> str | None:
+    """The settings hash recorded in ``STORE/preprocess.json``, None if it has none."""
+    try:
+        return json.loads(storage.read_text(settings_uri(store))).get("hash")
+    except FileNotFoundError:
+        return None
 
 
 def config_uri(store: str) -> str:

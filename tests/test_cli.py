@@ -231,11 +231,17 @@ def _store_without_flow(tmp_path, flow) -> Path:
     return store
 
 
-@pytest.mark.parametrize("flow", [{"method": "none"}, "none"])  # today's record, and older outputs'
-def test_flow_model_on_clips_without_flow_is_refused_before_ray(tmp_path, flow):
-    store = _store_without_flow(tmp_path, flow)
+def test_flow_model_on_clips_without_flow_is_refused_before_ray(tmp_path):
+    store = _store_without_flow(tmp_path, {"method": "none"})
     r = cli_no_ray("train", "--data", store, "--runs", tmp_path / "runs", "--set", "modality=flow")
     one_error_line(r, str(store), "flow=none", "modality=rgb")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_clips_whose_flow_is_recorded_as_a_bare_name_are_refused_before_ray(tmp_path):
+    store = _store_without_flow(tmp_path, "none")  # as another version recorded it
+    r = cli_no_ray("train", "--data", store, "--runs", tmp_path / "runs", "--set", "modality=flow")
+    one_error_line(r, str(store / "preprocess.json"), "flow is 'none'", "preprocess again")
     assert not (tmp_path / "runs").exists()
 
 
@@ -267,10 +273,10 @@ def test_preprocess_without_any_video_is_refused_before_ray(tmp_path, content):
 
 
 def test_a_folder_with_some_videos_passes_the_video_check(tmp_path):
-    from finegym_ray.preprocess.pipeline import videos_to_cut
+    from finegym_ray.video.files import require_videos
 
     (tmp_path / "a.mp4").write_bytes(b"")
-    assert videos_to_cut(str(tmp_path)) == {"a": str(tmp_path / "a.mp4")}
+    assert require_videos(str(tmp_path)) == {"a": str(tmp_path / "a.mp4")}
 
 
 def _subparsers():
@@ -301,8 +307,7 @@ def test_no_help_text_shows_a_formatting_escape():
 
 def test_every_set_example_in_the_help_is_a_valid_setting():
     from finegym_ray.config import load_config
-    from finegym_ray.localize.config import LocalizeConfig
-    from finegym_ray.localize.extract import ExtractConfig
+    from finegym_ray.localize.config import ExtractConfig, LocalizeConfig
     from finegym_ray.preprocess.config import PreprocessConfig
     from finegym_ray.synth.config import SynthConfig
     from finegym_ray.train.config import TrainConfig

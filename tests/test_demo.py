@@ -168,6 +168,21 @@ def test_a_demo_yaml_of_nested_aliases_is_refused_in_one_line_and_touches_nothin
     assert _tree(store) == before
 
 
+def test_a_demo_yaml_without_its_runs_is_refused_in_one_line_and_touches_nothing(tmp_path):
+    from finegym_ray.demo import read_demo_record
+
+    store = tmp_path / "store"
+    _plant_demo_store(store, [])
+    record = yaml.safe_load((store / "demo.yaml").read_text())
+    del record["runs"]  # as another version wrote it
+    (store / "demo.yaml").write_text(yaml.safe_dump(record))
+    before = _tree(store)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(store / 'demo.yaml'))} is damaged or made by another "
+                                         r"version: runs must be a list of run names; give the demo .* --store$"):
+        read_demo_record(str(store))
+    assert _tree(store) == before
+
+
 def test_a_second_demo_on_a_store_being_written_is_refused_and_changes_nothing(tmp_path):
     store = tmp_path / "d" / "store"
     _plant_demo_store(store, [])

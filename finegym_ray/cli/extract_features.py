@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when an item failed (recorded in OUT/errors/)."""
     from ..config import load_config, to_yaml
-    from ..localize.extract import ExtractConfig, check_inputs, format_summary, run_extract
+    from ..localize.config import ExtractConfig
+    from ..localize.extract import check_inputs, format_summary, run_extract
 
     started: list[bool] = []
 

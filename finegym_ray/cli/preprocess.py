@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..preprocess.config import PreprocessConfig
-    from ..preprocess.pipeline import format_summary, run_preprocess, videos_to_cut
+    from ..preprocess.pipeline import format_summary, run_preprocess
+    from ..video.files import require_videos
 
     overrides = [*smoke.PREPROCESS, *args.overrides] if args.smoke_test else list(args.overrides)
     # Settings first: a bad one stops the command before the smoke test's data is made.
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("annotations", "videos", "out") if not getattr(args, n)]
     if missing:
         raise InputError(f"preprocess needs {', '.join(missing)} (or --smoke-test)")
-    videos_to_cut(args.videos)  # no folder, or no video in it: refused before Ray starts
+    require_videos(args.videos)  # no folder, or no video in it: refused before Ray starts
     from ..progress import settings_line
     from ..store import config_uri
 

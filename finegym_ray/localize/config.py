@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,3 +116,65 @@ class LocalizeConfig:
     def run_name(self) -> str:
         """The run's name: ``name``, or detector_level_task (no timestamp: reruns resume)."""
         return self.name or f"{self.detector}_{self.level}_{self.task}"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Frames, pixels, seconds; rates in frames per second."""
+
+    # action: snippets over whole videos; subaction: over each routine (event instance),
+    # times relative to the routine start.
+    level: str = "action"
+    # A snippet: this many consecutive sampled frames, one snippet every stride_frames.
+    snippet_frames: int = 16
+    stride_frames: int = 8
+    # Sampling rate (0: the clips' rate: the run's preprocessing max_fps, else the video's).
+    # A lower rate for whole videos, e.g. 8, covers a 10-minute video in fewer snippets.
+    fps: float = 0.0
+    # Short side frames are decoded at (pixels; 0: native); None: the run's preprocessing
+    # short side (flow in pixels then matches what the run trained on).
+    short_side: int | None = None
+    # Network input (pixels); 0: the run's (crop x input_width).
+    input_height: int = 0
+    input_width: int = 0
+    # Per-instance element features: snippets per instance, and whether to write them.
+    segments: int = 12
+    elements: bool = True
+    # Snippets per backbone call.
+    batch_size: int = 32
+    # Decoding actors (0: pool_sizes decides) and CPUs each.
+    workers: int = 0
+    cpus_per_worker: float = 1.0
+    # Backbone actors (0: one per gpus_per_model_worker GPUs, else one on CPUs) and what
+    # each takes: GPUs where the cluster has them, else model_cpus CPUs (torch threads).
+    model_workers: int = 0
+    gpus_per_model_worker: float = 1.0
+    model_cpus: float = 1.0
+    # Node-local folder (absolute) for videos fetched from s3://, and its size cap. None:
+    # a private folder per user (preprocess.local_copy.default_folder).
+    cache_dir: str | None = None
+    cache_gb: float = 50.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.level not in LEVELS:
+            problems.append(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        for name in ("snippet_frames", "stride_frames", "segments", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "model_workers", "input_height", "input_width"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.short_side is not None and (self.short_side < 0 or self.short_side % 2):
+            problems.append(f"short_side must be null, 0 or a positive even number, got {self.short_side}")
+        if bool(self.input_height) != bool(self.input_width) and self.input_width:
+            problems.append("input_width needs input_height")
+        check_range(problems, "fps", self.fps, ge=0)
+        check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
+        check_range(problems, "model_cpus", self.model_cpus, gt=0)
+        check_range(problems, "gpus_per_model_worker", self.gpus_per_model_worker, gt=0)
+        if self.cache_dir is not None and not os.path.isabs(self.cache_dir):
+            problems.append(f"cache_dir must be an absolute folder path or null, got {self.cache_dir!r}")
+        check_range(problems, "cache_gb", self.cache_gb, ge=0)
+        if problems:
+            raise InputError("extract config: " + "; ".join(problems))

@@ -56,8 +56,9 @@ def run_localize_demo(out: str, *, levels: tuple[str, ...] = LEVELS, overrides: 
     """Extract, train and evaluate each level on the Ray cluster this process is
     connected to. Returns per level the evaluation (evaluate_run's) and the seconds of
     each stage."""
+    from .config import ExtractConfig
     from .evaluate import evaluate_run
-    from .extract import ExtractConfig, run_extract
+    from .extract import run_extract
     from .train import run_localize_training
 
     check_demo_inputs(out)

@@ -7,7 +7,7 @@ Layout under an extraction output folder ``OUT`` (a path or ``s3://`` URI)::
                                          relative to the routine start
     OUT/elements/<shard>.parquet         per-instance features of the element splits
     OUT/errors/                          one JSON per video that failed (extract.py)
-    OUT/summary.json                     what the last run did (extract.py)
+    OUT/summary.json                     what the last run did, and every run's (extract.py)
 
 A sequence file holds one row per snippet ("step"): ``start`` and ``end`` (float64,
 seconds) and ``features`` (fixed-size list of C float16). The Parquet schema metadata
@@ -25,7 +25,6 @@ complete file or none. No ray or torch here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -61,7 +60,6 @@ __all__ = [
     "read_meta",
     "read_sequence",
     "sequence_uri",
-    "settings_hash",
     "write_elements",
     "write_sequence",
 ]
@@ -101,12 +99,6 @@ class ElementFeatures:
     keys: list[str]
     features: np.ndarray
     meta: dict[str, Any]
-
-
-def settings_hash(settings: dict[str, Any]) -> str:
-    """A short, stable hash (16 hex digits) of a JSON-able settings dict, key order ignored."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _level_folder(out: str, level: str) -> str:

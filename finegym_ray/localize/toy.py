@@ -10,7 +10,8 @@ import json
 import numpy as np
 
 from .. import storage
-from .features import sequence_uri, settings_hash, write_sequence
+from ..video_job import settings_hash
+from .features import sequence_uri, write_sequence
 
 CLASSES = ("VT", "FX", "BB", "UB")
 

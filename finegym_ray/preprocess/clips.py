@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute in table_totals
@@ -28,6 +26,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute in table_totals
 from ..video.decode import VideoError, WindowDecoder
 from ..video.encode import encode_jpeg
 from ..video.flow import FlowMethod, build_flow, quantize_flow
+from ..video.stream import frame_stream
 from .config import PreprocessConfig
 from .units import Window
 
@@ -59,7 +58,7 @@ FINGERPRINT_KEY = b"finegym_ray.unit_fingerprint"
 
 
 # ... and the shard's totals (clips, frames, seconds of clips), so that the summary of a
-# whole output is read from footers too. Shards written before it lack the key.
+# whole output is read from footers too.
 TOTALS_KEY = b"finegym_ray.unit_totals"
 
 
@@ -126,28 +125,11 @@ def cut_unit(video_path: str, windows: list[Window], config: PreprocessConfig,
     with_flow = config.flow.with_flow
     if with_flow and flow is None:
         flow = build_flow(config.flow.method, **config.flow.options)
-    flow_x: dict[int, list[bytes]] = defaultdict(list)  # window index -> JPEG per pair
-    flow_y: dict[int, list[bytes]] = defaultdict(list)
-    last: dict[int, np.ndarray] = {}  # the window being cut -> its last grey frame: flow across chunks
-
-    def chunk_flow(i: int, grey: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        pairs = flow(grey, last.get(i))  # (n, H, W, 2) float32: the chunk's pairs, and the one into it
-        last.clear()  # only the window being cut needs its frame
-        last[i] = grey[-1]
-        seconds["flow"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for f in pairs:
-            x, y = _encode_flow(f, config)
-            flow_x[i].append(x)
-            flow_y[i].append(y)
-        seconds["encode"] += time.perf_counter() - t0
-
-    rows, errors = _decode_windows(video_path, windows, config, seconds, chunk_flow if with_flow else None)
+    rows, errors = _decode_windows(video_path, windows, config, seconds, flow=flow if with_flow else None)
     if with_flow:
-        for i, r in rows:
-            r.update(flow_x=flow_x[i], flow_y=flow_y[i], flow_bound=config.flow_bound)
-    return _result([r for _, r in rows], errors, seconds, with_flow)
+        for r in rows:
+            r["flow_bound"] = config.flow_bound
+    return _result(rows, errors, seconds, with_flow)
 
 
 def decode_unit(video_path: str, windows: list[Window], config: PreprocessConfig) -> tuple[UnitResult, np.ndarray]:
@@ -160,16 +142,11 @@ def decode_unit(video_path: str, windows: list[Window], config: PreprocessConfig
     reports failures as ``cut_unit`` does.
     """
     seconds: dict[str, float] = defaultdict(float)
-    grey: dict[int, list[np.ndarray]] = defaultdict(list)  # window index -> its (n, H, W) chunks
-
-    def keep(i: int, chunk: np.ndarray) -> None:
-        grey[i].append(chunk)
-
-    rows, errors = _decode_windows(video_path, windows, config, seconds, keep)
-    chunks = [c for i, _ in rows for c in grey[i]]
-    height, width = (rows[0][1]["height"], rows[0][1]["width"]) if rows else (0, 0)
+    rows, errors = _decode_windows(video_path, windows, config, seconds, keep_grey=True)
+    chunks = [c for r in rows for c in r.pop("grey")]
+    height, width = (rows[0]["height"], rows[0]["width"]) if rows else (0, 0)
     frames = np.concatenate(chunks) if chunks else np.empty((0, height, width), dtype=np.uint8)
-    return _result([r for _, r in rows], errors, seconds, with_flow=False), frames
+    return _result(rows, errors, seconds, with_flow=False), frames
 
 
 def add_flow(decoded: UnitResult, grey: np.ndarray, flow: FlowMethod, config: PreprocessConfig, *,
@@ -225,14 +202,11 @@ def _result(rows: list[dict], errors: list[dict], seconds: dict[str, float], wit
                       video_seconds=sum(r["end_s"] - r["start_s"] for r in rows), seconds=seconds)
 
 
-def _decode_windows(video_path: str, windows: list[Window], config: PreprocessConfig, seconds: dict[str, float],
-                    on_grey: Callable[[int, np.ndarray], None] | None) -> tuple[list[tuple[int, dict]], list[dict]]:
-    """Decode and JPEG-encode every window: (window index, row without flow) per clip
-    cut, and an error per window that failed (see ``cut_unit``).
-
-    on_grey: called with (window index, (n, H, W) uint8 grey frames) for each chunk of
-        frames as it is decoded, in order; None: no grey frames are made.
-    """
+def _decode_windows(video_path: str, windows: list[Window], config: PreprocessConfig, seconds: dict[str, float], *,
+                    flow: FlowMethod | None = None, keep_grey: bool = False) -> tuple[list[dict], list[dict]]:
+    """Decode and JPEG-encode every window: a row per clip cut (with ``flow_x`` and
+    ``flow_y`` where ``flow`` is given, its (n, H, W) grey chunks as ``grey`` where
+    ``keep_grey``), and an error per window that failed (see ``cut_unit``)."""
     t0 = time.perf_counter()
     decoder = WindowDecoder(video_path, short_side=config.short_side or None, backend=config.decoder)
     seconds["open"] += time.perf_counter() - t0
@@ -242,52 +216,42 @@ def _decode_windows(video_path: str, windows: list[Window], config: PreprocessCo
                                          "set allow_vfr=true to cut it anyway")
         fps = decoder.info.fps if config.max_fps is None else min(decoder.info.fps, config.max_fps)
         rows, errors = [], []
-        for i, w in enumerate(windows):
+        for w in windows:
             try:
-                times, rgb = _decode_window(decoder, w, config, seconds,
-                                            None if on_grey is None else lambda grey, i=i: on_grey(i, grey))
+                row = _decode_window(decoder, w, config, seconds, flow, keep_grey)
             except VideoError as e:
                 errors.append({"key": w.key, "reason": e.reason})
                 continue
-            if not rgb:
+            if not row["rgb"]:
                 errors.append({"key": w.key, "reason": f"window [{w.start_s:.3f}, {w.end_s:.3f}) s holds no frame"})
                 continue
             width, height = decoder.size
-            rows.append((i, {"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
-                             "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
-                             "num_frames": len(rgb), "height": height, "width": width, "frame_times_s": times,
-                             "rgb": rgb}))
+            rows.append({"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
+                         "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
+                         "num_frames": len(row["rgb"]), "height": height, "width": width, **row})
     return rows, errors
 
 
-def _timed(chunks: Iterator, seconds: dict[str, float], stage: str) -> Iterator:
-    """``chunks``, adding the time spent producing each item to ``seconds[stage]``."""
-    while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(chunks)
-        except StopIteration:
-            seconds[stage] += time.perf_counter() - t0
-            return
-        seconds[stage] += time.perf_counter() - t0
-        yield item
-
-
 def _decode_window(decoder: WindowDecoder, w: Window, config: PreprocessConfig, seconds: dict[str, float],
-                   on_grey: Callable[[np.ndarray], None] | None) -> tuple[list[float], list[bytes]]:
-    """frame_times_s and rgb (JPEG per frame) of one window; ``on_grey`` gets each
-    chunk's (n, H, W) uint8 grey frames."""
-    times: list[float] = []
-    rgb: list[bytes] = []
-    chunks = decoder.iter_decode(w.start_s, w.end_s, max_fps=config.max_fps, chunk_frames=config.chunk_frames)
-    for chunk in _timed(chunks, seconds, "decode"):
-        times.extend(chunk.times_s.tolist())
+                   flow: FlowMethod | None, keep_grey: bool) -> dict:
+    """``frame_times_s`` and ``rgb`` (JPEG per frame) of one window, its ``flow_x`` and
+    ``flow_y`` (JPEG per pair) where ``flow`` is given, its grey chunks as ``grey`` where
+    ``keep_grey``."""
+    row: dict = {"frame_times_s": [], "rgb": []}
+    if flow is not None:
+        row.update(flow_x=[], flow_y=[])
+    if keep_grey:
+        row["grey"] = []
+    for chunk in frame_stream(decoder, w.start_s, w.end_s, max_fps=config.max_fps, chunk_frames=config.chunk_frames,
+                              flow=flow, grey=keep_grey, seconds=seconds):
+        row["frame_times_s"].extend(chunk.times_s.tolist())
         t0 = time.perf_counter()
-        rgb.extend(encode_jpeg(f, config.jpeg_quality) for f in chunk.rgb)
+        row["rgb"].extend(encode_jpeg(f, config.jpeg_quality) for f in chunk.rgb)
+        for f in chunk.flow if chunk.flow is not None else ():
+            x, y = _encode_flow(f, config)
+            row["flow_x"].append(x)
+            row["flow_y"].append(y)
         seconds["encode"] += time.perf_counter() - t0
-        if on_grey is not None:
-            t0 = time.perf_counter()
-            grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in chunk.rgb])  # (n, H, W)
-            seconds["flow"] += time.perf_counter() - t0  # the flow's input, counted with it as before
-            on_grey(grey)
-    return times, rgb
+        if keep_grey:
+            row["grey"].append(chunk.grey)
+    return row

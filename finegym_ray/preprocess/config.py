@@ -8,8 +8,6 @@ refused instead of mixing two kinds of clips.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +16,7 @@ from ..config import check_range
 from ..errors import InputError
 from ..video.decode import BACKENDS
 from ..video.flow import build_flow, resolve_options, runtime_options
+from ..video_job import settings_hash
 
 # Where a flow method may run, for methods that have a ``device`` option (tvl1). Ray
 # gives each flow actor its own GPU(s), numbered from 0 inside the actor, so "cuda"
@@ -185,6 +184,5 @@ def output_settings(config: PreprocessConfig) -> dict:
 
 
 def config_hash(config: PreprocessConfig) -> str:
-    """12 hex digits identifying ``output_settings(config)``."""
-    blob = json.dumps(output_settings(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    """The hash identifying ``output_settings(config)`` (``video_job.settings_hash``)."""
+    return settings_hash(output_settings(config))

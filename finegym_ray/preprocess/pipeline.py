@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -40,28 +40,16 @@ from ..dataset.manifest import build_manifest_from, write_manifest
 from ..errors import InputError
 from ..lease import writer_lease
 from ..store import error_uri, shard_uri
-from ..video.files import VIDEO_EXTENSIONS, find_videos  # noqa: F401 - find_videos: this module's API too
+from ..video.files import require_videos
+from ..video_job import rows_as_done, worker_runtime_env, write_error_record, write_summary
 from .clips import shard_footer
 from .config import PreprocessConfig, config_hash, output_settings
-from .stages import error_record, map_cut_stages
+from .stages import map_cut_stages, unit_record
 from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
 
 # A shard write takes seconds; a temp file this old belongs to a writer that was killed,
 # not to one still writing (another job on the same output, say).
 ABANDONED_TEMP_S = 600.0
-
-
-def videos_to_cut(videos: str) -> dict[str, str]:
-    """``find_videos``, refusing (ValueError) a folder that does not exist or holds no
-    video file at all: every unit would fail for want of its video. Some videos missing
-    is fine (their units are recorded as failed)."""
-    found = find_videos(videos)
-    if not found:
-        kinds = ", ".join(VIDEO_EXTENSIONS)
-        loc = storage.parse_uri(videos)
-        what = "no such folder" if not loc.is_s3 and not os.path.exists(loc.key) else "no video file in it"
-        raise InputError(f"--videos {videos}: {what} (looked for files ending in {kinds})")
-    return found
 
 
 def plan(config: PreprocessConfig, manifest) -> list[WorkUnit]:
@@ -101,26 +89,17 @@ def _record_settings(config: PreprocessConfig, out: str) -> None:
         _check_settings(config, out)
 
 
-def settings_hash(out: str) -> str | None:
-    """The settings hash recorded in preprocessing output ``out``, None if it has none."""
-    try:
-        return json.loads(storage.read_text(store.settings_uri(out))).get("hash")
-    except FileNotFoundError:
-        return None
-
-
 def _existing_units(out: str) -> set[str]:
     return {uri.rsplit("/", 1)[-1][: -len(".parquet")]
             for uri in storage.list_uris(store.clips_dir(out), suffix=".parquet")}
 
 
 def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, threads: int = 16,
-                  totals: dict[str, dict | None] | None = None) -> tuple[set[str], dict[str, list[str]]]:
+                  totals: dict[str, dict] | None = None) -> tuple[set[str], dict[str, list[str]]]:
     """Which of ``units`` (each with a shard under ``out``/clips) are done: their shard's
     footer is readable and holds the unit's fingerprint. Returns (done unit ids, reason
     -> unit ids to cut again). Reads footers only, ``threads`` at a time (S3 latency).
-    ``totals``, when given, receives each done unit's footer totals (None for a shard
-    written before footers held them)."""
+    ``totals``, when given, receives each done unit's footer totals."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -136,6 +115,8 @@ def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, thread
             return "unreadable (not complete Parquet)"
         if found != unit.fingerprint(settings_hash):
             return "made for other windows or settings" if found else "without a fingerprint (an older version)"
+        if unit_totals is None:
+            return "without totals (an older version)"
         if totals is not None:
             totals[unit.unit_id] = unit_totals
         return None
@@ -175,7 +156,7 @@ def run_preprocess(config: PreprocessConfig, annotations: str, videos: str, out:
     """
     t_start = time.time()
     manifest = build_manifest_from(annotations)
-    video_uris = videos_to_cut(videos)  # before anything is written
+    video_uris = require_videos(videos)  # before anything is written
     from ..capacity import StallWatchdog, check_capacity, preprocess_needs
     from .stages import pool_sizes
 
@@ -218,16 +199,15 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
             storage.delete(error_uri(out, unit_id))
         say(f"pruned {len(stale)} shard(s) of an earlier plan")
     settings = config_hash(config)
-    on_disk: dict[str, dict | None] = {}
+    on_disk: dict[str, dict] = {}
     existing, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings, totals=on_disk)
     for reason, ids in sorted(redo.items()):
         say(f"cutting {len(ids)} unit(s) again whose shard is {reason}, e.g. {ids[0]}")
     todo = [u for u in units if u.unit_id not in existing]
     missing = [u for u in todo if u.video_id not in video_uris]
     for u in missing:
-        storage.write_text(error_uri(out, u.unit_id),
-                           error_record(u.unit_id, u.video_id, None, "video",
-                                         f"no video file {u.video_id}.* under {videos}", list(u.windows)))
+        write_error_record(out, u.unit_id, scope="video", reason=f"no video file {u.video_id}.* under {videos}",
+                           keys=[w.key for w in u.windows], **unit_record(u.unit_id, u.video_id, None))
     runnable = [u for u in todo if u.video_id in video_uris]
     say(f"{len(units)} units planned ({sum(len(u.windows) for u in units)} clips, "
         f"{sum(u.seconds for u in units):.0f} s of video): {len(units) - len(todo)} already done, "
@@ -240,55 +220,24 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     on_disk.update({r["unit_id"]: {"clips": r["clips"], "frames": r["frames"], "video_seconds": r["video_seconds"]}
                     for r in results if r["status"] == "done"})
     summary["totals"] = output_totals(out, units, on_disk)
-    write_summary(out, summary, finished_at=time.time())
+    write_summary(out, {k: summary[k] for k in ("config_hash", "output", "totals")},
+                  {k: v for k, v in summary.items() if k not in ("output", "totals")}, finished_at=time.time())
     return summary
 
 
-def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict | None]) -> dict[str, Any]:
+def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict]) -> dict[str, Any]:
     """What the output holds over the whole plan, whichever runs cut it: units with
     clips, clips, frames and seconds of clips on disk, and clips planned. ``known``: unit
-    id -> its totals (from shard footers or this run's results); a shard not in it, or
-    known as None (written before footers held totals), is read for its columns."""
-    import pyarrow.parquet as pq
-
+    id -> its totals (from verified shard footers or this run's results); a shard not in
+    it (one the next run cuts again) counts as a unit with clips and nothing more."""
     present = _existing_units(out) & {u.unit_id for u in units}
-    fs, root = storage.pyarrow_filesystem(out)
     totals = {"clips": 0, "frames": 0, "video_seconds": 0.0}
-    for unit_id in sorted(present):
-        figures = known.get(unit_id)
-        if figures is None:
-            try:
-                with fs.open_input_file(store.shard_path(root, unit_id)) as f:
-                    storage.refuse_extension_columns(pq.read_schema(f), store.shard_path(root, unit_id))
-                    table = pq.read_table(f, columns=["num_frames", "start_s", "end_s"])
-            except (OSError, ValueError):
-                continue  # unreadable: the next run cuts it again, and counts it then
-            figures = {"clips": table.num_rows, "frames": int(sum(table.column("num_frames").to_pylist())),
-                       "video_seconds": float(sum(e - s for s, e in zip(table.column("start_s").to_pylist(),
-                                                                         table.column("end_s").to_pylist())))}
+    for unit_id in sorted(present & set(known)):
         for k in totals:
-            totals[k] += figures[k]
+            totals[k] += known[unit_id][k]
     return {"units_planned": len(units), "units_with_clips": len(present),
             "clips_planned": sum(len(u.windows) for u in units), "clips": totals["clips"],
             "frames": totals["frames"], "video_seconds": round(totals["video_seconds"], 3)}
-
-
-def write_summary(out: str, run: dict[str, Any], *, finished_at: float) -> dict[str, Any]:
-    """Write OUT/summary.json: the whole output (``output``, ``totals``, from ``run``, the
-    summary of the run just finished) and ``runs``, every run's own figures, oldest first
-    (a summary.json written before the history counts as the first run's). Returns it."""
-    uri = store.summary_uri(out)
-    try:
-        before = json.loads(storage.read_text(uri))
-    except (FileNotFoundError, ValueError):
-        before = {}
-    history = before.get("runs") if isinstance(before.get("runs"), list) else ([before] if before else [])
-    this_run = {k: v for k, v in run.items() if k not in ("output", "totals")}
-    this_run["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished_at))
-    summary = {"config_hash": run["config_hash"], "output": run["output"], "totals": run["totals"],
-               "runs": [*history, this_run]}
-    storage.write_text(uri, json.dumps(summary, indent=1) + "\n")
-    return summary
 
 
 def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dict[str, str], out: str,
@@ -298,7 +247,7 @@ def _cut_on_ray(config: PreprocessConfig, units: list[WorkUnit], video_uris: dic
               "windows": json.dumps([asdict(w) for w in u.windows]), "fingerprint": u.fingerprint(settings)}
              for u in units]
     ds, pools = map_cut_stages(ray.data.from_items(items, override_num_blocks=len(items)), config, out, len(units),
-                               _with_test_faults(_worker_env()))
+                               _with_test_faults(worker_runtime_env()))
     if pools.flow_workers:
         say(f"flow {config.flow.method}: {pools.workers} decoding actor(s), {pools.flow_workers} flow actor(s) "
             + (f"with {pools.flow_gpus:g} GPU each" if pools.flow_gpus else "on CPUs"))
@@ -319,9 +268,9 @@ def _record_here(out: str, row: dict[str, Any], units: list[WorkUnit], video_uri
     """Write the error record a worker could not write (its storage writes failed)."""
     unit = next(u for u in units if u.unit_id == row["unit_id"])
     try:
-        storage.write_text(error_uri(out, unit.unit_id), error_record(
-            unit.unit_id, unit.video_id, video_uris.get(unit.video_id), row["scope"], row["reason"],
-            list(unit.windows)))
+        write_error_record(out, unit.unit_id, scope=row["scope"], reason=row["reason"],
+                           keys=[w.key for w in unit.windows],
+                           **unit_record(unit.unit_id, unit.video_id, video_uris.get(unit.video_id)))
     except Exception as e:  # noqa: BLE001 - the summary still counts it
         say(f"could not record the failure of {unit.unit_id} ({row['reason']}): {type(e).__name__}: {e}")
 
@@ -332,22 +281,6 @@ def _with_test_faults(runtime_env: dict[str, Any] | None) -> dict[str, Any] | No
     env = dict((runtime_env or {}).get("env_vars", {}),
                FINEGYM_RAY_TEST_CRASH_UNIT=os.environ["FINEGYM_RAY_TEST_CRASH_UNIT"])
     return {**(runtime_env or {}), "env_vars": env}
-
-
-def rows_as_done(ds) -> Iterator[dict[str, Any]]:
-    """The rows of Ray Dataset ``ds`` as plain dicts, each block's as soon as it is
-    produced (``iter_rows`` holds a block back until the next one is ready, which put the
-    progress line a whole unit behind the work)."""
-    for table in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="pyarrow"):
-        yield from table.to_pylist()
-
-
-def _worker_env() -> dict[str, Any] | None:
-    """Where S3 is, passed to the workers (``--s3-endpoint`` sets it in this process only).
-    Credentials are not passed: workers get them from their own environment or instance
-    profile, and nothing secret goes into a runtime env that Ray logs."""
-    env = storage.worker_env()
-    return {"env_vars": env} if env else None
 
 
 def _summary(config: PreprocessConfig, units: list[WorkUnit], todo: list[WorkUnit], missing: list[WorkUnit],

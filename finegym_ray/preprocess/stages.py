@@ -33,9 +33,9 @@ import ray
 from .. import storage
 from ..errors import InputError
 from ..store import attempts_uri, error_uri, shard_uri
-from ..video.decode import VideoError
 from ..video.encode import set_thread_limits
 from ..video.flow import build_flow
+from ..video_job import actor_pools, failure_reason, write_error_record
 from .clips import UnitResult, add_flow, cut_unit, decode_unit, with_fingerprint
 from .config import PreprocessConfig
 from .local_copy import local_copy
@@ -47,11 +47,9 @@ MAX_UNIT_ATTEMPTS = 3
 WRITE_ATTEMPTS = 3
 
 
-def error_record(unit_id: str, video_id: str, video_uri: str | None, scope: str, reason: str,
-                 windows: list[Window]) -> str:
-    """The JSON of a unit's error record: which unit and clips failed, where and why."""
-    return json.dumps({"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri, "scope": scope,
-                       "reason": reason, "keys": [w.key for w in windows]}, indent=1)
+def unit_record(unit_id: str, video_id: str, video_uri: str | None) -> dict[str, Any]:
+    """The item fields of a unit's error record (``video_job.write_error_record``)."""
+    return {"unit_id": unit_id, "video_id": video_id, "video_uri": video_uri}
 
 
 @dataclass(frozen=True)
@@ -77,21 +75,24 @@ def pool_sizes(config: PreprocessConfig, resources: dict[str, float], units: int
     """The actor pools for ``units`` units on a cluster with ``resources``
     (``ray.cluster_resources()``: "CPU", "GPU" counts). ValueError for a flow device
     "cuda" on a cluster without GPUs."""
-    slots = max(int(resources.get("CPU", 1) // config.cpus_per_worker), 1)  # actors the CPUs hold
+    cpus = resources.get("CPU", 1)
+    slots = max(int(cpus // config.cpus_per_worker), 1)  # actors the CPUs hold
     if not config.flow.own_stage:
         return Pools(workers=min(config.workers or slots, units))
     gpus, device = resources.get("GPU", 0), config.flow.device
     if device == "cuda" and gpus <= 0:
         raise InputError(f"flow device 'cuda' ({config.flow.method}): the cluster has no GPU; "
                          f"set flow.options.device=auto or cpu")
-    if gpus > 0 and device != "cpu":
-        flow = config.flow_workers or max(int(gpus // config.flow_gpus_per_worker), 1)
-        workers = config.workers or max(slots - flow, 1)  # a CPU left to each flow actor (JPEG, writes)
-        # "auto" or "cuda" inside an actor is the GPU Ray gave it.
-        return Pools(min(workers, units), min(flow, units), config.flow_gpus_per_worker, device)
-    workers = config.workers or max(slots // CPUS_PER_DECODER_BESIDE_CPU_FLOW, 1)
-    flow = config.flow_workers or max(slots - workers, 1)
-    return Pools(min(workers, units), min(flow, units), 0.0, "cpu")
+    on_gpus = gpus > 0 and device != "cpu"
+    decoders_beside_cpu_flow = config.workers or max(slots // CPUS_PER_DECODER_BESIDE_CPU_FLOW, 1)
+    # A flow actor on a GPU keeps a CPU for its JPEG encoding and writes.
+    workers, flow = actor_pools(cpus, gpus if on_gpus else 0.0, units, cpus_each=config.cpus_per_worker,
+                                first=config.workers, second=config.flow_workers,
+                                gpus_each=config.flow_gpus_per_worker, cpus_beside_gpu=config.cpus_per_worker,
+                                second_on_cpus=max(slots - decoders_beside_cpu_flow, 1),
+                                cpus_each_second=config.cpus_per_worker)
+    # "auto" or "cuda" inside an actor is the GPU Ray gave it.
+    return Pools(workers, flow, config.flow_gpus_per_worker, device) if on_gpus else Pools(workers, flow, 0.0, "cpu")
 
 
 def map_cut_stages(ds: ray.data.Dataset, config: PreprocessConfig, out: str, units: int,
@@ -156,8 +157,9 @@ class _Unit:
         """The result row of a failed unit, its error record written if possible."""
         self.result.update(status="failed", scope=scope, reason=reason)
         try:
-            _with_retries(lambda: storage.write_text(self.record_uri, error_record(
-                self.unit_id, self.video_id, self.video_uri, scope, reason, self.windows)))
+            _with_retries(lambda: write_error_record(
+                self.out, self.unit_id, scope=scope, reason=reason, keys=[w.key for w in self.windows],
+                **unit_record(self.unit_id, self.video_id, self.video_uri)))
             self.result["recorded"] = True
         except Exception:  # noqa: BLE001 - the driver records it from this row
             pass
@@ -172,9 +174,10 @@ class _Unit:
                 with_fingerprint(cut.table, str(fingerprint)), shard_uri(self.out, self.unit_id), compression="none",
                 use_dictionary=["key", "kind", "video_id", "event_id"]))
             if cut.errors:
-                _with_retries(lambda: storage.write_text(self.record_uri, json.dumps(
-                    {"unit_id": self.unit_id, "video_id": self.video_id, "video_uri": self.video_uri,
-                     "scope": "windows", "windows": cut.errors}, indent=1)))
+                _with_retries(lambda: write_error_record(
+                    self.out, self.unit_id, scope="windows",
+                    reason=f"{len(cut.errors)} of {len(self.windows)} window(s) failed", windows=cut.errors,
+                    **unit_record(self.unit_id, self.video_id, self.video_uri)))
             else:
                 storage.delete(self.record_uri)  # an earlier attempt's record is no longer true
         except Exception as e:  # noqa: BLE001 - a storage failure is this unit's, not the job's
@@ -206,15 +209,6 @@ class _Unit:
 def _fetch(unit: _Unit, cache_dir: str, cache_gb: float) -> str:
     """A local path of the unit's video (fetched once per node)."""
     return local_copy(unit.video_uri, cache_dir, int(cache_gb * 2**30))
-
-
-def _video_failure(e: Exception, video_uri: str) -> str:
-    """Why a unit's video could not be cut, from what fetching or cutting it raised."""
-    if isinstance(e, VideoError):
-        return e.reason
-    if isinstance(e, FileNotFoundError):
-        return f"video not found: {video_uri}"
-    return f"unexpected {type(e).__name__}: {e}"
 
 
 class CutUnits:
@@ -261,7 +255,7 @@ class CutUnits:
             fetch_s = time.perf_counter() - t0
             cut = cut_unit(path, unit.windows, self.config, self.flow)
         except Exception as e:  # noqa: BLE001 - one bad unit must not stop a 700-hour job
-            return unit.failed("video", _video_failure(e, unit.video_uri))
+            return unit.failed("video", failure_reason(e, unit.video_uri))
         return unit.write(cut, fingerprint, dict(cut.seconds, fetch=fetch_s))
 
 
@@ -316,7 +310,7 @@ class DecodeUnits:
             fetch_s = time.perf_counter() - t0
             decoded, grey = decode_unit(path, unit.windows, self.config)
         except Exception as e:  # noqa: BLE001 - one bad unit must not stop a 700-hour job
-            return {**unit.failed("video", _video_failure(e, unit.video_uri)), **passed_on}
+            return {**unit.failed("video", failure_reason(e, unit.video_uri)), **passed_on}
         unit.forget_attempts()  # from here on the flow stage counts its own
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, decoded.table.schema) as writer:

@@ -20,8 +20,8 @@ they passed over and why.
 Epochs are counted from 1 wherever a person reads them (folder names, logs, tables);
 inside the files (``epoch`` in state.pt, meta.json, each history entry and the
 manifest) an epoch is still its 0-based index, so ``epoch_0001`` holds epoch 0.
-Checkpoints written before folders counted from 1 (format 1: ``epoch_0000`` held epoch
-0) are still read, resumed and pruned: their manifest says which numbering they use.
+A manifest of another format is refused (CheckpointFormatError), never skipped: its
+folders would be misnumbered, and training on past them would hide the run's epochs.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from ..dataset.errors import FormatError
 from ..dataset.jsonfile import parse_json
 from ..errors import InputError
 
-FORMAT = 2  # 2: folder numbers count epochs done; 1: a folder's number was its 0-based epoch
+FORMAT = 2  # the manifest's format: folder numbers count the epochs done
 PREFIX = "epoch_"
 MANIFEST = "manifest.json"
 FILES = ("state.pt", "config.yaml", "meta.json")
@@ -58,6 +58,11 @@ class CheckpointError(InputError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A state.pt that would need arbitrary Python objects (code) to load."""
+
+
+class CheckpointFormatError(InputError):
+    """A checkpoint of another format than FORMAT (another finegym-ray wrote it). Not a
+    CheckpointError, so that no reader passes over it to an older folder."""
 
 
 def dir_name(epoch: int) -> str:
@@ -115,8 +120,7 @@ def listing(run: str) -> list[Found]:
 
 
 def _folder_epoch(name: str) -> int:
-    """The 0-based epoch a folder named ``name`` holds in today's numbering (format 2);
-    a format-1 folder holds one more (see :func:`_manifest`)."""
+    """The 0-based epoch a folder named ``name`` holds."""
     return int(name[len(PREFIX):]) - 1
 
 
@@ -125,11 +129,15 @@ def _manifest(found: Found) -> dict:
         raise CheckpointError(f"{found.uri}: no {MANIFEST} (the write did not finish)")
     try:
         manifest = json.loads(storage.read_text(storage.join(found.uri, MANIFEST), max_bytes=MAX_TEXT_BYTES))
-        files = manifest["files"]
-        # A format-1 folder's number is its epoch, one more than the listing assumed.
-        expected = {FORMAT: found.epoch, 1: found.epoch + 1}.get(manifest.get("format"))
-        if expected is None or manifest.get("epoch") != expected or set(files) != set(FILES):
+        files, version = manifest["files"], manifest.get("format")
+        if isinstance(version, int) and version != FORMAT:
+            raise CheckpointFormatError(f"{found.uri}: checkpoint format {version}, this finegym-ray reads "
+                                        f"{FORMAT} (made by another version): train the run again under another "
+                                        f"name")
+        if version != FORMAT or manifest.get("epoch") != found.epoch or set(files) != set(FILES):
             raise InputError("unexpected format, epoch or file list")
+    except CheckpointFormatError:
+        raise
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{found.uri}: unreadable {MANIFEST} ({e})") from None
     missing = sorted(set(files) - found.names)
@@ -223,8 +231,9 @@ def find_latest(run: str, *, say: Callable[[str], None] | None = None,
     """The newest complete checkpoint of ``run``, or None when it has none.
 
     Newer folders that are incomplete or corrupt are passed over, and ``say`` is told
-    which and why. ``verify_state`` also reads state.pt and checks its hash (a reader
-    that loads it anyway, such as :func:`load_latest`, need not)."""
+    which and why; one of another format is refused (CheckpointFormatError).
+    ``verify_state`` also reads state.pt and checks its hash (a reader that loads it
+    anyway, such as :func:`load_latest`, need not)."""
     for found in reversed(listing(run)):
         try:
             checkpoint = _open(found)
@@ -376,15 +385,16 @@ def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_
     each). Returns the deleted checkpoint URIs."""
     if keep_last <= 0:
         return []
-    with_manifest = []  # (epoch from the manifest, which a format-1 folder's name is not, folder), oldest first
+    with_manifest = []  # oldest first
     for found in listing(run):
         try:
-            with_manifest.append((_manifest(found)["epoch"], found))
+            _manifest(found)
         except CheckpointError:
-            pass
+            continue
+        with_manifest.append(found)
     kept: list[tuple[int, Checkpoint]] = []  # (index in with_manifest, checkpoint), newest first
     for index in range(len(with_manifest) - 1, -1, -1):
-        checkpoint = _verified(with_manifest[index][1])
+        checkpoint = _verified(with_manifest[index])
         if checkpoint is not None:
             kept.append((index, checkpoint))
             if len(kept) == keep_last:
@@ -395,7 +405,7 @@ def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_
     if keep_best:
         keep |= _best_verified(with_manifest, kept[0][1].meta.get("history", []), metric)
     deleted = []
-    for index, (_, found) in enumerate(with_manifest[:kept[0][0]]):
+    for index, found in enumerate(with_manifest[:kept[0][0]]):
         if index in keep:
             continue
         # The manifest first: a prune cut short leaves an incomplete folder, never a
@@ -416,14 +426,14 @@ def _verified(found: Found) -> Checkpoint | None:
     return checkpoint
 
 
-def _best_verified(with_manifest: list[tuple[int, Found]], history: list[dict], metric: str) -> set[int]:
+def _best_verified(with_manifest: list[Found], history: list[dict], metric: str) -> set[int]:
     """{index in ``with_manifest``} of the checkpoint with the highest ``metric`` in
     ``history`` (the newest of equals) among those that verify; empty when none does."""
     scored = {m["epoch"]: m[metric] for m in history if m.get(metric) is not None}
-    candidates = sorted((i for i, (epoch, _) in enumerate(with_manifest) if epoch in scored),
-                        key=lambda i: (scored[with_manifest[i][0]], with_manifest[i][0]), reverse=True)
+    candidates = sorted((i for i, found in enumerate(with_manifest) if found.epoch in scored),
+                        key=lambda i: (scored[with_manifest[i].epoch], with_manifest[i].epoch), reverse=True)
     for index in candidates:
-        if _verified(with_manifest[index][1]) is not None:
+        if _verified(with_manifest[index]) is not None:
             return {index}
     return set()
 

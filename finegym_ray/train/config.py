@@ -11,14 +11,11 @@ from ..dataset.labels import TASK_NAMES
 from ..errors import InputError
 
 # The meaning of the task names. Version 2: ``event`` is the paper's routine-level event
-# recognition (10 events); the 4-way task over sub-actions that was called ``event``
-# (version 1, configs recorded before ``task_version`` existed) is ``subaction_event``.
-# Every run records its config with this number (config.yaml, each checkpoint's), so
-# that a run recorded under an older meaning is read in today's names and never resumed
-# or evaluated as another task (``recorded_config``).
+# recognition (10 events), ``subaction_event`` the 4-way task over sub-actions. Every run
+# records its config with this number (config.yaml, each checkpoint's, a sweep's), so
+# that a run recorded under another meaning is refused (``recorded_config``), never
+# resumed or evaluated as another task.
 TASK_VERSION = 2
-# version -> {old name: today's name}: how a config recorded at that version is read.
-RENAMED_TASKS = {1: {"event": "subaction_event"}}
 
 # The keys of models.MODELS and its clip models, spelled out because importing the
 # models imports torch, which Ray Data's sampling workers never use: it cost seconds in
@@ -42,7 +39,7 @@ class TrainConfig:
     # (sub-actions -> their women's event) and event (whole routines -> 10 events).
     task: str = "gym99"
     # What the task names mean (TASK_VERSION); recorded with every run. Leave it out of
-    # the configs you write: an older number is refused (see recorded_config).
+    # the configs you write: another number is refused (see recorded_config).
     task_version: int = TASK_VERSION
     modality: str = "rgb"
     train_split: str = "train"
@@ -206,30 +203,17 @@ class TrainConfig:
         return kw
 
 
-def recorded_config(data: dict, where: str = "recorded config") -> tuple[dict, str | None]:
+def recorded_config(data: dict, where: str = "recorded config") -> dict:
     """A config as a run recorded it (a mapping read from its config.yaml, a checkpoint's
-    or a sweep's), in today's task names: ``task_version`` set to TASK_VERSION and the
-    task renamed where its meaning has changed since it was recorded (no
-    ``task_version``: version 1). Returns the mapping and, when the task was renamed, a
-    line saying so (None otherwise). Raises ConfigError for a version this code does not
-    know (recorded by a newer one)."""
-    data = dict(data)
-    version = data.get("task_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= TASK_VERSION:
-        raise ConfigError(f"{where}: task_version {version!r} is not one this finegym-ray knows "
-                          f"(1 to {TASK_VERSION}): recorded by a newer version?")
-    note = None
-    task = data.get("task")
-    for v in range(version, TASK_VERSION):
-        new = RENAMED_TASKS.get(v, {}).get(task)
-        if new is not None:
-            note = (f"{where}: recorded with task {data.get('task')!r} before task_version {TASK_VERSION}, "
-                    f"which is today's {new!r}")
-            task = new
-    if task is not None:
-        data["task"] = task
-    data["task_version"] = TASK_VERSION
-    return data, note
+    or a sweep's), once its ``task_version`` is TASK_VERSION: ConfigError naming
+    ``where`` otherwise (recorded by another version, whose task names may mean other
+    tasks)."""
+    version = data.get("task_version")
+    if version != TASK_VERSION:
+        raise ConfigError(f"{where}: task_version {version!r}, this finegym-ray reads {TASK_VERSION} (recorded by "
+                          f"another version, whose task names may mean other tasks): train again under another "
+                          f"name")
+    return data
 
 
 # Settings that name a file or folder (local or s3://). A run records them absolute, so
@@ -238,9 +222,9 @@ def recorded_config(data: dict, where: str = "recorded config") -> tuple[dict, s
 PATH_KEYS = ("data", "runs", "pretrained")
 
 
-def absolute_uri(uri: str, base: str | None = None) -> str:
+def absolute_uri(uri: str) -> str:
     """``uri`` made absolute: s3:// and absolute paths unchanged, ``file:///x`` as ``/x``,
-    a relative local path joined to ``base`` (default: the current directory)."""
+    a relative local path joined to the current directory."""
     from .. import storage
 
     loc = storage.parse_uri(uri)
@@ -248,9 +232,7 @@ def absolute_uri(uri: str, base: str | None = None) -> str:
         return uri
     if loc.scheme == "file" and os.path.isabs(loc.key):
         return os.path.normpath(loc.key)
-    if base is not None and storage.parse_uri(base).is_s3:
-        return storage.join(base, os.path.normpath(loc.key))
-    return os.path.normpath(os.path.join(base if base is not None else os.getcwd(), loc.key))
+    return os.path.normpath(os.path.join(os.getcwd(), loc.key))
 
 
 def with_absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -258,48 +240,6 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     against the current directory: what ``train`` records in its run."""
     changes = {k: absolute_uri(getattr(config, k)) for k in PATH_KEYS if getattr(config, k)}
     return replace(config, **{k: v for k, v in changes.items() if v != getattr(config, k)})
-
-
-def trained_in(run: str, recorded_runs: str | None) -> str | None:
-    """The folder a run recorded with a relative ``runs`` was trained in, deduced from
-    where the run is now: a run at ``/home/u/finegym_runs/NAME`` recorded with ``runs:
-    finegym_runs`` was trained in ``/home/u``. None when the run's location does not end
-    in its recorded ``runs`` (it was moved or copied elsewhere) or ``runs`` is absolute."""
-    from .. import storage
-
-    if not recorded_runs or os.path.isabs(recorded_runs) or storage.parse_uri(recorded_runs).scheme != "file" \
-            or recorded_runs.startswith("file://") or storage.parse_uri(run).is_s3:
-        return None
-    parts = [p for p in os.path.normpath(recorded_runs).split(os.sep) if p not in ("", ".")]
-    if ".." in parts:
-        return None
-    parent = os.path.dirname(os.path.normpath(os.path.abspath(run)))
-    tail = os.sep.join(parts)
-    if not parts:
-        return parent
-    if parent == tail or not parent.endswith(os.sep + tail):
-        return None
-    return parent[: -len(tail) - 1] or os.sep
-
-
-def recorded_paths(data: dict, run: str) -> tuple[dict, str | None]:
-    """A recorded config mapping (a run's config.yaml or a checkpoint's) with its path
-    settings absolute. Runs recorded before paths were made absolute hold them relative
-    to the folder training ran in: that folder is deduced from the run's location and its
-    recorded ``runs`` (``trained_in``); when it cannot be (the run was moved), they are
-    taken relative to the current directory. Returns the mapping and a line saying how
-    relative paths were resolved (None when there were none)."""
-    from .. import storage
-
-    relative = [k for k in PATH_KEYS if isinstance(data.get(k), str) and data[k]
-                and not storage.parse_uri(data[k]).is_s3 and not os.path.isabs(storage.parse_uri(data[k]).key)]
-    if not relative:
-        return dict(data), None
-    base = trained_in(run, data.get("runs"))
-    note = (f"{run} records {', '.join(f'{k}: {data[k]}' for k in relative)} relative to the folder it was "
-            + (f"trained in, {base}" if base else f"trained in, which its location does not show (moved?): "
-               f"taken relative to the current directory {os.getcwd()}"))
-    return {**data, **{k: absolute_uri(data[k], base) for k in relative}}, note
 
 
 # The demo's training run: configs/tsm_flow_demo.yaml (the file says why these settings).

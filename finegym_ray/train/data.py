@@ -114,24 +114,28 @@ def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
 
 
 def recorded_settings(data: str) -> dict:
-    """The preprocessing settings recorded in ``data`` (preprocess.json), {} without the file."""
+    """The preprocessing settings recorded in ``data`` (preprocess.json), {} without the
+    file. Their ``flow`` is a mapping ``{method, ...}``; InputError naming the file for
+    any other (recorded by another version)."""
     import json
 
+    uri = settings_uri(data)
     try:
-        return json.loads(storage.read_text(settings_uri(data))).get("settings") or {}
+        settings = json.loads(storage.read_text(uri)).get("settings") or {}
     except FileNotFoundError:
         return {}
+    if "flow" in settings and not isinstance(settings["flow"], dict):
+        raise InputError(f"{uri}: flow is {settings['flow']!r}, not a mapping of its method and options (recorded "
+                         f"by another version): preprocess again into another --out")
+    return settings
 
 
 def check_clip_modality(data: str, modality: str) -> None:
     """Raise ValueError when a flow model is to read clips that the settings recorded in
-    ``data`` say were cut without flow (``flow`` method "none": no flow columns). The
-    record is ``flow: {method, ...}``; older outputs hold ``flow: "none"``."""
+    ``data`` say were cut without flow (``flow`` method "none": no flow columns)."""
     if modality != "flow":
         return
-    flow = recorded_settings(data).get("flow")
-    method = flow.get("method") if isinstance(flow, dict) else flow
-    if method == "none":
+    if recorded_settings(data).get("flow", {}).get("method") == "none":
         raise InputError(f"{data}: a flow model (modality=flow) needs optical flow, but these clips were cut with "
                          f"flow=none (no flow columns): train with --set modality=rgb, or preprocess with a flow "
                          f"method (--set flow=dis) into another --out")

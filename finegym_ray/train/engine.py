@@ -162,7 +162,7 @@ def fit(plan: Plan, *, callbacks: tuple = (), say: Say = print) -> dict:
             import ray
 
             handed = {"identity": resumed.identity, "state": ray.put(state)}
-        say(f"resuming {uri} after {resumed.uri.rsplit('/', 1)[-1]}")  # a format-1 folder keeps its name
+        say(f"resuming {uri} after {resumed.uri.rsplit('/', 1)[-1]}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
     trainer = torch_trainer(

@@ -101,7 +101,7 @@ def checkpoint_at_test(run: str, segments: int | None = None, *, say: Callable[[
         if not storage.list_uris(run):
             raise FileNotFoundError(f"{run}: no such run (nothing there; a run is RUNS/NAME, as train printed)")
         raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
-    config = checkpoint_config(checkpoint, say=say)
+    config = checkpoint_config(checkpoint)
     if data is not None:
         config = replace(config, data=absolute_uri(data))
     check_data_hash(checkpoint, config.data, overridden=data is not None)
@@ -113,7 +113,7 @@ def check_data_hash(checkpoint: checkpoints.Checkpoint, data: str, *, overridden
     the checkpoint was trained on (its meta.json's ``data_hash``): another flow method or
     frame size would be scored with a model that never saw such input. A checkpoint
     without a recorded hash is not checked."""
-    from ..preprocess.pipeline import settings_hash
+    from ..store import recorded_hash as settings_hash
 
     theirs = checkpoint.meta.get("data_hash")
     if theirs is None:
@@ -193,16 +193,19 @@ def fused_folder_name(other: checkpoints.Checkpoint, other_newest: bool) -> str:
 # its manifest's hash, so a retrained checkpoint of the same epoch is scored anew), the
 # clips and every test setting.
 REUSE_KEYS = ("checkpoint_sha256", "data", "task", "split", "views", "crops", "segments", "shuffle_frames", "seed")
+# What the reports print of a reused metrics.json besides the figures themselves.
+REPORTED_KEYS = ("variant", "top1_lo", "top1_hi", "mean_class_lo", "mean_class_hi")
 
 
 def reusable_scores(out: str, what: dict) -> tuple[pa.Table, dict] | None:
     """(scores, metrics) of an evaluation in ``out`` made with everything in REUSE_KEYS
-    as in ``what``; None when there is none, or it differs in any of them."""
+    as in ``what``; None when there is none, it differs in any of them, or its
+    metrics.json lacks what the reports print (REPORTED_KEYS: scored anew)."""
     try:
         metrics = json.loads(storage.read_text(storage.join(out, "metrics.json")))
     except (FileNotFoundError, ValueError):
         return None
-    if any(metrics.get(k) != what.get(k) for k in REUSE_KEYS):
+    if any(metrics.get(k) != what.get(k) for k in REUSE_KEYS) or not set(REPORTED_KEYS) <= set(metrics):
         return None
     try:
         return storage.read_parquet(storage.join(out, "scores.parquet")), metrics
@@ -447,10 +450,7 @@ def fuse_scores(a: pa.Table, b: pa.Table, weights: tuple[float, float]) -> pa.Ta
 
 
 def _figure(m: dict, name: str) -> str:
-    """``64.1% [55.5%, 72.7%]``: a metric and its 95 % interval (the figure alone for a
-    metrics.json written before intervals)."""
-    if f"{name}_lo" not in m:
-        return f"{m[name]:.1%}"
+    """``64.1% [55.5%, 72.7%]``: a metric and its 95 % interval."""
     return f"{m[name]:.1%} [{m[name + '_lo']:.1%}, {m[name + '_hi']:.1%}]"
 
 
@@ -605,15 +605,13 @@ def format_results(results: dict) -> str:
     their 95 % intervals (a percentile bootstrap over the clips). The test column names
     the variant (``variant_name``; "standard" for the paper's protocol)."""
     def cell(m: dict, name: str) -> str:
-        if f"{name}_lo" not in m:  # metrics.json written before intervals
-            return f"{m[name]:.1%}"
         return f"{m[name]:.1%} [{100 * m[name + '_lo']:.1f}, {100 * m[name + '_hi']:.1f}]"
 
     lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips':>6} {'mean class [95 %]':>19} "
              f"{'top-1 [95 %]':>19}"]
     for m in results.values():
         label = m["checkpoint"].rsplit("/", 2)[-2] if "checkpoint" in m else "two-stream fusion"
-        test = m.get("variant") or "standard"  # metrics.json written before variants has none
+        test = m["variant"] or "standard"
         lines.append(f"{label[-44:]:<44} {m['model']:<8} {m['modality']:<10} {test[:20]:<20} {m['clips']:>6} "
                      f"{cell(m, 'mean_class'):>19} {cell(m, 'top1'):>19}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from ..config import MAX_YAML_BYTES, parse_recorded_yaml
 from ..dataset.labels import task_kind
 from ..errors import InputError
 from . import checkpoint as checkpoints
-from .config import TrainConfig, recorded_config, recorded_paths, with_absolute_paths
+from .config import TrainConfig, recorded_config, with_absolute_paths
 from .data import SplitLabels, check_clip_modality, load_split_labels, sampled_clips
 from .engine import Plan, check_same_settings, history_table, run_uri, train_held
 
@@ -60,9 +60,7 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
 def training_labels(config: TrainConfig, *,
                     say: Callable[[str], None] = print) -> tuple[SplitLabels, SplitLabels | None]:
     """The train and (with ``val_every``) validation labels of ``config``'s task; raises
-    InputError when they cannot train it, or when the run exists under a task name that
-    has changed meaning since (``refuse_renamed_task``)."""
-    refuse_renamed_task(config)
+    InputError when they cannot train it."""
     check_clip_modality(config.data, config.modality)  # the clip kind: load_split_labels checks it
     train = load_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
@@ -77,32 +75,11 @@ def training_labels(config: TrainConfig, *,
     return train, val
 
 
-def refuse_renamed_task(config: TrainConfig) -> None:
-    """Raise InputError when ``config``'s run exists, recorded with a task name that meant
-    another task then (a run of the old ``event``, the sub-action task now called
-    ``subaction_event``, asked to resume as ``event``): its checkpoints hold another
-    task's model, trained on other clips. Checked before the labels, whose own refusals
-    (no event clips in the store) would not name the cause."""
-    uri = storage.join(run_uri(config), "config.yaml")
-    try:
-        raw = parse_recorded_yaml(storage.read_text(uri, max_bytes=MAX_YAML_BYTES), uri)
-    except FileNotFoundError:
-        return
-    if not isinstance(raw, dict):
-        return  # not a config we wrote: _check_same_config refuses it on resume
-    saved, renamed = recorded_config(raw, uri)
-    if renamed and config.task == raw.get("task") != saved["task"]:
-        raise InputError(f"{run_uri(config)} was trained on task {saved['task']!r}, recorded under its old name "
-                         f"{config.task!r}; {config.task!r} is now routine-level event recognition (10 events): "
-                         f"resume the run with --set task={saved['task']} --set name={config.run_name}, or train "
-                         f"{config.task!r} under another name (--set name=...)")
-
-
 def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | None) -> Plan:
     """The engine's plan of ``config``'s run: Ray Data input of the ``train`` (and
     ``val``) labels, ``config.workers`` DDP workers, run state at
     ``config.runs``/``run_name``. A Tune trial fits it under its sweep's lease."""
-    from ..preprocess.pipeline import settings_hash
+    from ..store import recorded_hash as settings_hash
     from .loop import Recognition  # torch: imported once a run trains, not with this module
 
     config = with_absolute_paths(config)
@@ -133,10 +110,7 @@ def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | No
 def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
     where = storage.join(uri, "config.yaml")
-    saved, _ = recorded_config(parse_recorded_yaml(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where), where)
-    # A run recorded with relative paths (before they were recorded absolute) compares
-    # as the absolute paths they meant, as this config's are.
-    saved, _ = recorded_paths(saved, uri)
+    saved = recorded_config(parse_recorded_yaml(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where), where)
     check_same_settings(uri, config, saved, mutable=MUTABLE)
 
 
@@ -148,21 +122,13 @@ def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: s
                          f"but {data} holds hash {data_hash}: resume on the same clips, or use another name")
 
 
-def checkpoint_config(checkpoint: checkpoints.Checkpoint, *, say: Callable[[str], None] | None = None) -> TrainConfig:
-    """The TrainConfig a checkpoint was written with, in today's task names
-    (``recorded_config``: a run recorded with the old ``event`` task is read as
-    ``subaction_event``, the task it trained; ``say`` hears of it) and with absolute
-    paths (``recorded_paths``: relative ones of an older run resolved against the folder
-    it was trained in; ``say`` hears how)."""
+def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with; ConfigError for one recorded by
+    another version (``recorded_config``)."""
     from ..config import from_dict
 
     where = f"{checkpoint.uri}/config.yaml"
-    data, renamed = recorded_config(parse_recorded_yaml(checkpoint.config_yaml, where), where)
-    data, relative = recorded_paths(data, checkpoints.run_of(checkpoint.uri))
-    for note in (renamed, relative):
-        if note and say is not None:
-            say(note)
-    return from_dict(TrainConfig, data, where)
+    return from_dict(TrainConfig, recorded_config(parse_recorded_yaml(checkpoint.config_yaml, where), where), where)
 
 
 def load_checkpoint_model(checkpoint: checkpoints.Checkpoint):

@@ -40,7 +40,6 @@ from ..dataset.jsonfile import parse_json, read_json_text
 from ..errors import InputError
 from ..lease import HEARTBEAT_S, LEASE_FILE, lease_holder_state
 from . import checkpoint as checkpoints
-from .config import recorded_config
 
 FAILED_FILE = "failed.json"
 UNREADABLE = "unreadable"
@@ -128,10 +127,7 @@ def _config(text: str, where: str) -> dict:
     for key in ("model", "modality", "task"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise InputError(f"{where}: {key} is a {type(raw[key]).__name__}, not a name")
-    try:
-        return recorded_config(raw, where)[0]
-    except ValueError:
-        return raw
+    return raw
 
 
 def _run_config(uri: str) -> dict:

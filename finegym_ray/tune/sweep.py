@@ -158,9 +158,7 @@ def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool
     except FileNotFoundError:
         storage.write_text(uri, yaml.safe_dump(mine, sort_keys=False))
         return False
-    # In today's task names: a sweep recorded before task_version (its old 'event' is
-    # 'subaction_event') resumes under the new name and is refused under the old one.
-    saved["base"], _ = recorded_config(saved["base"], f"{uri} base")
+    recorded_config(saved["base"], f"{uri} base")  # another version's task names may mean other tasks
     changed = sorted([k for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
                      + [f"train.{k}" for k in mine["base"] if k not in OWNED  # every trial sets these
                         and saved["base"].get(k) != mine["base"][k]])

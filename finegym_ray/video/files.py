@@ -2,7 +2,7 @@
 
 FineGym names videos by their YouTube id (the part of an annotation key before
 ``_E_``); downloaders leave ``<id>.mp4``, or ``.mkv``/``.webm`` when YouTube served
-another container. No ray or torch here: ``check`` and preprocessing both use it.
+another container. No ray or torch here: ``check``, preprocessing and feature extraction use it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .. import storage
+from ..errors import InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
@@ -25,4 +26,17 @@ def find_videos(videos: str) -> dict[str, str]:
             # can leave .mkv/.webm beside it).
             if stem not in found or ext.lower() == ".mp4":
                 found[stem] = uri
+    return found
+
+
+def require_videos(videos: str) -> dict[str, str]:
+    """``find_videos``, refusing (InputError) a folder that does not exist or holds no
+    video file at all: every item of a job would fail for want of its video. Some videos
+    missing is fine (the jobs record their items as failed)."""
+    found = find_videos(videos)
+    if not found:
+        kinds = ", ".join(VIDEO_EXTENSIONS)
+        loc = storage.parse_uri(videos)
+        what = "no such folder" if not loc.is_s3 and not os.path.exists(loc.key) else "no video files in it"
+        raise InputError(f"--videos {videos}: {what} (looked for files ending in {kinds})")
     return found

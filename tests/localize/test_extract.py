@@ -22,7 +22,10 @@ import pytest
 
 from finegym_ray.dataset.manifest import build_manifest_from
 from finegym_ray.localize import features as F
-from finegym_ray.localize.extract import ExtractConfig, Pools, open_backbone, pool_sizes, run_extract, snippet_starts
+from finegym_ray.localize.backbone import open_backbone
+from finegym_ray.localize.config import ExtractConfig
+from finegym_ray.localize.extract import Pools, plan_items, pool_sizes, run_extract
+from finegym_ray.localize.snippets import snippet_starts
 from tests.test_cli import cli_no_ray, one_error_line
 from tests.train.test_evaluate import write_run
 
@@ -220,19 +223,15 @@ def test_stages_feed_flow_and_clip_models_as_they_were_tested(tiny_store, tiny_g
     """The two stages called directly (no Ray): flow computed with the run's
     preprocessing method, and a clip model's dense frames, reach features() in the
     layout the model takes."""
-    from finegym_ray.localize.extract import (
-        DecodeSnippets,
-        EmbedSnippets,
-        backbone_weights,
-        find_video_files,
-        plan_items,
-    )
+    from finegym_ray.localize.backbone import backbone_weights
+    from finegym_ray.localize.snippets import DecodeSnippets, EmbedSnippets
+    from finegym_ray.video.files import require_videos
 
     run = write_run(tmp_path / "runs", model, data=tiny_store[0], modality=modality)
     config = replace(CONFIG, level="subaction", elements=False)
     backbone = open_backbone(run, config)
     assert (backbone.flow or {}).get("method") == ("dis" if modality == "flow" else None)
-    items, _ = plan_items(config, backbone, str(tiny_gym / "annotations"), find_video_files(str(tiny_gym / "videos")))
+    items, _ = plan_items(config, backbone, str(tiny_gym / "annotations"), require_videos(str(tiny_gym / "videos")))
     decode, embed = DecodeSnippets(backbone, config), EmbedSnippets(backbone, backbone_weights(backbone), threads=1)
     batches = list(decode({k: [v] for k, v in items[0].items()}))
     rows = batches[0]

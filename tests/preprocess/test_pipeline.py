@@ -22,8 +22,9 @@ from finegym_ray import storage
 from finegym_ray.cli.preprocess import preprocess_exit_code
 from finegym_ray.dataset.errors import FormatError
 from finegym_ray.dataset.manifest import build_manifest_from
-from finegym_ray.preprocess.pipeline import format_summary, rows_as_done, run_preprocess
+from finegym_ray.preprocess.pipeline import format_summary, run_preprocess
 from finegym_ray.video import WindowDecoder
+from finegym_ray.video_job import rows_as_done
 from tests.support.clips import TINY_PREPROCESS as CONFIG, row_digests, shards
 from tests.support.hostile import WritesMarker as _WritesMarker
 from tests.support.processes import own_pids_with
@@ -105,9 +106,7 @@ def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, 
 def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
     out, first = reference
     before = {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)}
-    # summary.json as versions before the history wrote it: the last run's figures only.
-    old = {k: v for k, v in first.items() if k != "totals"}
-    Path(out, "summary.json").write_text(json.dumps(old))
+    runs_before = json.loads(Path(out, "summary.json").read_text())["runs"]
     summary = run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out, say=quiet)
     assert summary["units"]["skipped"] == len(before) and summary["units"]["done"] == 0
     assert {p: os.stat(os.path.join(out, "clips", p)).st_mtime_ns for p in shards(out)} == before
@@ -121,7 +120,7 @@ def test_rerun_skips_everything_and_changes_nothing(reference, tiny_gym):
                                  "video_seconds": pytest.approx(sum(e - s for s, e in zip(
                                      table.column("start_s").to_pylist(), table.column("end_s").to_pylist())),
                                      abs=0.01)}
-    assert written["runs"][0] == old  # the old file's run, as the first of the history
+    assert written["runs"][:-1] == runs_before  # the history kept, this run's figures added
     assert written["runs"][-1]["units"]["done"] == 0 and written["runs"][-1]["clips"]["written"] == 0
     assert f"of {table.num_rows} planned clips on disk" in format_summary(summary)
 

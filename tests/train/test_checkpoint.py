@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_a_state_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
 
     run = str(tmp_path / "run")
     marker = tmp_path / "marker"
-    _write(run, 0)
+    ckpt.write(run, 0, state={}, config_yaml="task_version: 2\n", meta={"class_names": ["a", "b"], "history": []})
     # A hostile state.pt with a manifest that vouches for it, as anyone with write
     # access to a shared bucket could make.
     folder = tmp_path / "run" / "epoch_0001"
@@ -236,35 +237,29 @@ def test_folders_count_epochs_from_one_as_the_log_does(tmp_path):
 
 
 def _as_format_1(folder) -> None:
-    """What the checkpoint of the epoch a folder holds looked like before folders counted
-    from 1: named by its 0-based epoch, manifest format 1."""
+    """The checkpoint a folder holds as an earlier finegym-ray wrote it: named by its
+    0-based epoch, manifest format 1."""
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["format"] = 1
     (folder / "manifest.json").write_text(json.dumps(manifest))
     folder.rename(folder.parent / f"epoch_{manifest['epoch']:04d}")
 
 
-def test_a_run_with_format_1_folders_resumes_and_prunes_by_its_manifests(tmp_path):
+def test_a_checkpoint_of_another_format_is_refused_in_one_line_never_passed_over(tmp_path):
     run = str(tmp_path / "run")
-    vals, history = [0.9, 0.1, 0.2, 0.3], []
     for epoch in (0, 1):
-        _write(run, epoch, vals[epoch], history)
-        history.append({"epoch": epoch, "val_mean_class": vals[epoch]})
+        _write(run, epoch)
     for epoch in (0, 1):  # epoch_0001 -> epoch_0000 before epoch_0002 -> epoch_0001
         _as_format_1(tmp_path / "run" / f"epoch_{epoch + 1:04d}")
-    latest = ckpt.find_latest(run, verify_state=True)
-    assert latest.epoch == 1 and latest.uri == storage.join(run, "epoch_0001")
-    loaded, state = ckpt.load_latest(run)
-    assert loaded.epoch == 1 and torch.equal(state["model"]["w"], torch.ones(3))
-    for epoch in (2, 3):  # resumed: today's numbering from here on
-        _write(run, epoch, vals[epoch], history)
-        history.append({"epoch": epoch, "val_mean_class": vals[epoch]})
-    assert [f.uri.rsplit("/", 1)[-1] for f in ckpt.listing(run)] == ["epoch_0000", "epoch_0001", "epoch_0003",
-                                                                       "epoch_0004"]
-    assert ckpt.find_latest(run, verify_state=True).epoch == 3
-    deleted = ckpt.prune(run, keep_last=1, keep_best=True)  # the best is epoch 0, in format-1 epoch_0000
-    assert deleted == [storage.join(run, "epoch_0001"), storage.join(run, "epoch_0003")]
-
+    newest = storage.join(run, "epoch_0001")
+    refusal = rf"^{re.escape(run)}/epoch_000[01]: checkpoint format 1, this finegym-ray reads 2 .*train the run again"
+    for read in (lambda: ckpt.find_latest(run, verify_state=True), lambda: ckpt.load_latest(run),
+                 lambda: ckpt.open_checkpoint(run), lambda: ckpt.open_checkpoint(newest),
+                 lambda: ckpt.prune(run, keep_last=1, keep_best=False)):
+        with pytest.raises(ckpt.CheckpointFormatError, match=refusal) as info:
+            read()
+        assert "\n" not in str(info.value)
+    assert [f.uri for f in ckpt.listing(run)] == [storage.join(run, "epoch_0000"), newest]  # nothing pruned
 
 
 def test_checkpoints_under_a_doubled_slash_are_found_under_either_spelling(s3_prefix):

@@ -41,16 +41,16 @@ def test_the_event_config_is_tsn_rgb_on_whole_routines():
     assert config.task_version == train_config.TASK_VERSION  # configs one writes leave it out
 
 
-def test_task_version_is_todays_and_old_recorded_configs_are_read_in_todays_names():
+def test_task_version_is_todays_and_recorded_configs_of_another_are_refused():
     with pytest.raises(ValueError, match="task_version must be 2"):
         TrainConfig(task_version=1)
     read = train_config.recorded_config
-    assert read({"task": "event"})[0] == {"task": "subaction_event", "task_version": 2}  # no version: 1
-    assert "today's 'subaction_event'" in read({"task": "event"}, "r/config.yaml")[1]
-    assert read({"task": "event", "task_version": 2}) == ({"task": "event", "task_version": 2}, None)
-    assert read({"task": "gym99"}) == ({"task": "gym99", "task_version": 2}, None)
-    with pytest.raises(ValueError, match="task_version 3 is not one"):
-        read({"task": "event", "task_version": 3})
+    assert read({"task": "event", "task_version": 2}) == {"task": "event", "task_version": 2}
+    for version in (None, 1, 3):  # None: recorded before the version was
+        recorded = {"task": "event"} if version is None else {"task": "event", "task_version": version}
+        with pytest.raises(ValueError, match=rf"^r/config.yaml: task_version {version}, this finegym-ray reads 2 "
+                                             r"\(recorded by another version.*train again under another name$"):
+            read(recorded, "r/config.yaml")
 
 
 def test_config_names_the_models_there_are():

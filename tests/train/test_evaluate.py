@@ -113,7 +113,8 @@ def test_metrics_carry_a_95_percent_bootstrap_interval():
         lo, hi = m[f"{name}_lo"], m[f"{name}_hi"]
         assert lo < m[name] < hi and 0.1 < hi - lo < 0.25  # 128 clips: about +-8 points
     assert m["interval"] == {"level": 0.95, "method": "percentile bootstrap over clips", "samples": 1000, "seed": 0}
-    table = format_results({"run": {**m, "model": "tsn", "modality": "flow", "checkpoint": "r/tsn/epoch_0001"}})
+    table = format_results({"run": {**m, "model": "tsn", "modality": "flow", "checkpoint": "r/tsn/epoch_0001",
+                                    "variant": ""}})
     row = table.splitlines()[1]
     assert f"{m['top1']:.1%} [{m['top1_lo']:.1%}, {m['top1_hi']:.1%}]".replace("%", "") in row.replace("%", "")
     assert "95 %" in table

@@ -1,10 +1,11 @@
 """The paper's event-level recognition (whole routines into FineGym's 10 events) end to
 end on a tiny store cut with events=true, its refusal on clips cut without routines, and
-runs recorded when ``event`` named the sub-action task (now ``subaction_event``)."""
+the refusal of runs and sweeps recorded without today's ``task_version`` (whose task
+names may mean other tasks)."""
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TASK_VERSION, TrainConfig
 from finegym_ray.train.data import load_split_labels
 from finegym_ray.train.evaluate import checkpoint_at_test, evaluate
-from finegym_ray.train.run import _check_same_config, run_training, training_labels
+from finegym_ray.train.run import _check_same_config, run_training
 from tests.support.clips import TINY_PREPROCESS
 
 # A tiny TSN on one worker of one CPU (the other CPU for Ray Data); 4 segments spread
@@ -85,15 +86,14 @@ def test_event_task_is_refused_on_clips_cut_without_routines(tiny_store, tmp_pat
 
 
 def _old_run(runs: Path, data: str, name: str = "tsn_rgb_event") -> tuple[str, TrainConfig]:
-    """RUNS/NAME as a run of the sub-action event task recorded before task_version: its
-    config.yaml (the run's and its checkpoint's) says ``task: event`` without a version."""
+    """RUNS/NAME as another version recorded it: its config.yaml (the run's and its
+    checkpoint's) without ``task_version``."""
     import torch
 
     from finegym_ray.models import MODELS
 
     config = tiny_config(data, str(runs), task="subaction_event", name=name, epochs=2)
     old = yaml.safe_load(to_yaml(config))
-    old["task"] = "event"
     del old["task_version"]
     text = yaml.safe_dump(old, sort_keys=False)
     torch.manual_seed(0)
@@ -105,40 +105,22 @@ def _old_run(runs: Path, data: str, name: str = "tsn_rgb_event") -> tuple[str, T
     return run, config
 
 
-def test_a_run_recorded_with_the_old_event_task_keeps_its_meaning(tmp_path):
+def test_a_run_recorded_without_todays_task_version_is_refused_in_one_line(tmp_path):
     run, config = _old_run(tmp_path, "unused")
-    # Evaluated: read as the task it trained, saying so.
-    said = []
-    _, tested = checkpoint_at_test(run, say=said.append)
-    # The recorded relative data path is resolved (portable runs); the rest as recorded.
-    assert tested.task == "subaction_event" and replace(tested, data=config.data) == config
-    assert any("'event'" in m and "'subaction_event'" in m for m in said), said
-    # Resumed under the old name: refused before any data is read, naming both names and how to resume.
-    asked = replace(config, task="event")
-    assert asked.run_name == Path(run).name
-    with pytest.raises(ValueError, match=r"trained on task 'subaction_event', recorded under its old name 'event'.*"
-                                         r"--set task=subaction_event --set name=tsn_rgb_event"):
-        training_labels(asked, say=quiet)
-    # Resumed under the new name: the recorded settings match.
-    _check_same_config(run, config)
-    with pytest.raises(ValueError, match="task='subaction_event'"):
-        _check_same_config(run, replace(config, task="set"))
-    # A config recorded by a newer version than this code is refused, not guessed at.
-    text = Path(run, "config.yaml").read_text().replace("task: event", "task: event\ntask_version: 3")
-    Path(run, "config.yaml").write_text(text)
-    with pytest.raises(ValueError, match="task_version 3"):
+    refusal = r"config.yaml: task_version None, this finegym-ray reads 2 .*train again under another name"
+    with pytest.raises(ValueError, match=rf"^{re.escape(run)}/epoch_0001/{refusal}") as evaluated:
+        checkpoint_at_test(run)
+    with pytest.raises(ValueError, match=rf"^{re.escape(run)}/{refusal}") as resumed:
+        _check_same_config(run, config)
+    assert "\n" not in str(evaluated.value) + str(resumed.value)
+    # A config recorded by a newer version is refused too, not guessed at.
+    recorded = yaml.safe_load(Path(run, "config.yaml").read_text())
+    Path(run, "config.yaml").write_text(yaml.safe_dump({**recorded, "task_version": 3}))
+    with pytest.raises(ValueError, match="task_version 3, this finegym-ray reads 2"):
         _check_same_config(run, config)
 
 
-def test_an_old_event_run_evaluates_as_the_sub_action_task(tiny_store, tmp_path):
-    data, _ = tiny_store
-    run, _ = _old_run(tmp_path, data)
-    m = evaluate(run, say=quiet)["run"]
-    assert m["task"] == "subaction_event" and m["num_classes"] == 4
-    assert m["clips"] == len(load_split_labels(data, "subaction_event", "val").labels)
-
-
-def test_a_sweep_recorded_with_the_old_event_task_resumes_only_under_the_new_name(tmp_path):
+def test_a_sweep_recorded_without_todays_task_version_is_refused(tmp_path):
     from finegym_ray.tune.config import SweepConfig
     from finegym_ray.tune.sweep import _record_settings
 
@@ -146,12 +128,12 @@ def test_a_sweep_recorded_with_the_old_event_task_resumes_only_under_the_new_nam
     base = tiny_config("unused", str(tmp_path / "runs"), task="subaction_event")
     folder = str(tmp_path / "s")
     assert _record_settings(folder, sweep, base) is False
+    assert _record_settings(folder, sweep, base) is True
     path = Path(folder, "sweep.yaml")
     saved = yaml.safe_load(path.read_text())
-    saved["base"]["task"] = "event"
     del saved["base"]["task_version"]
     path.write_text(yaml.safe_dump(saved, sort_keys=False))
-    assert _record_settings(folder, sweep, base) is True
-    with pytest.raises(ValueError, match=r"other settings \(train.task\)"):
-        _record_settings(folder, sweep, replace(base, task="event"))
-    assert json.dumps(yaml.safe_load(path.read_text())["base"]).count("task_version") == 0  # left as recorded
+    before = path.read_text()
+    with pytest.raises(ValueError, match=r"sweep.yaml base: task_version None, this finegym-ray reads 2"):
+        _record_settings(folder, sweep, base)
+    assert path.read_text() == before

@@ -1,8 +1,8 @@
-"""Runs that work from anywhere: absolute paths recorded, older runs with relative paths
-read from any folder, evaluate's --data override (checked against the run's
-preprocessing hash), --checkpoint best|last and checkpoint URIs, scores reused when the
-checkpoint is unchanged, fused folders that cannot collide, and `submit`'s relative
-paths. Runs are checkpoints of untrained tiny models (what is evaluated needs weights,
+"""Runs that work from anywhere: absolute paths recorded (relative ones, as another
+version recorded them, refused rather than guessed at), evaluate's --data override
+(checked against the run's preprocessing hash), --checkpoint best|last and checkpoint
+URIs, scores reused when the checkpoint is unchanged, fused folders that cannot
+collide, and `submit`'s relative paths. Runs are checkpoints of untrained tiny models (what is evaluated needs weights,
 not training); the Ray tests reuse the session's cluster and tiny store."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from finegym_ray.config import to_yaml
 from finegym_ray.models.recognizers import MODELS
 from finegym_ray.submit import job_paths
 from finegym_ray.train import checkpoint as ckpt
-from finegym_ray.train.config import TrainConfig, recorded_paths, trained_in, with_absolute_paths
+from finegym_ray.train.config import TrainConfig, with_absolute_paths
 from finegym_ray.train.evaluate import checkpoint_at_test, eval_folder, evaluate, fused_folder_name
 from finegym_ray.train.run import _check_same_config
 
@@ -63,8 +63,7 @@ def one_error_line(capsys) -> str:
 
 # ------------------------------------------------------------------ no Ray
 
-def test_configs_are_recorded_absolute_and_old_relative_runs_resolve_where_they_were_trained(tmp_path,
-                                                                                             monkeypatch):
+def test_configs_are_recorded_absolute_and_relative_recorded_paths_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = with_absolute_paths(TrainConfig(data="store", runs="./runs", pretrained="w/r.pth"))
     assert (config.data, config.runs, config.pretrained) == (f"{tmp_path}/store", f"{tmp_path}/runs",
@@ -72,36 +71,16 @@ def test_configs_are_recorded_absolute_and_old_relative_runs_resolve_where_they_
     assert with_absolute_paths(TrainConfig(data="s3://b/store", runs="file:///x/../runs")).data == "s3://b/store"
     assert with_absolute_paths(TrainConfig(runs="file:///x/../runs")).runs == "/runs"
 
-    # An older run trained in /home/u with relative paths, found where it was written...
-    assert trained_in("/home/u/finegym_runs/tsm", "finegym_runs") == "/home/u"
-    assert trained_in("/home/u/finegym_demo/store/runs/tsm", "./finegym_demo/store/runs") == "/home/u"
-    assert trained_in("/home/u/tsm", ".") == "/home/u"
-    # ... but not once moved, nor with runs outside the folder it ran in.
-    assert trained_in("/elsewhere/tsm", "finegym_runs") is None
-    assert trained_in("/home/u/runs/tsm", "../runs") is None
-    data, note = recorded_paths({"data": "finegym_demo/store", "runs": "finegym_demo/store/runs", "pretrained": None},
-                                "/home/u/finegym_demo/store/runs/tsm")
-    assert (data["data"], data["runs"], data["pretrained"]) == ("/home/u/finegym_demo/store",
-                                                                "/home/u/finegym_demo/store/runs", None)
-    assert "relative to the folder it was trained in, /home/u" in note
-    data, note = recorded_paths({"data": "store", "runs": "runs"}, "/moved/tsm")
-    assert data["data"] == f"{tmp_path}/store" and "current directory" in note
-    assert recorded_paths({"data": "s3://b/x", "runs": "/abs"}, "/abs/tsm") == ({"data": "s3://b/x", "runs": "/abs"},
-                                                                                None)
-
-    # Resume's same-config check compares an old run's relative paths as what they meant.
-    trained = tmp_path / "trained"
-    trained.mkdir()
-    run = make_run(trained / "runs" / "tsn_rgb", data="store", runs="runs", pretrained="w/r.pth")
-    monkeypatch.chdir(trained)
-    resumed = with_absolute_paths(TrainConfig(**{**yaml.safe_load((Path(run) / "config.yaml").read_text()),
-                                                 "task_version": 2}))
-    _check_same_config(run, resumed)  # no error: the same settings
-    monkeypatch.chdir(tmp_path)  # from another folder too: the run's location tells where it ran
-    _check_same_config(run, resumed)
-    from dataclasses import replace
-    with pytest.raises(ValueError, match="pretrained="):
-        _check_same_config(run, replace(resumed, pretrained=f"{tmp_path}/other.pth"))
+    # A run recorded with relative paths (as another version did) is read as recorded:
+    # resumed, the relative pretrained weights differ from any absolute ones...
+    run = make_run(tmp_path / "runs" / "tsn_rgb", data="store", runs="runs", pretrained="w/r.pth",
+                   data_hash="hash-of-the-run")
+    resumed = with_absolute_paths(TrainConfig(**yaml.safe_load((Path(run) / "config.yaml").read_text())))
+    with pytest.raises(ValueError, match=r"trained with other settings \(pretrained='w/r.pth'\)"):
+        _check_same_config(run, resumed)
+    # ... and evaluated, its clips are not taken from wherever "store" happens to be.
+    with pytest.raises(ValueError, match="its recorded data store holds no preprocessing output"):
+        checkpoint_at_test(run, verify_state=False)
 
 
 def test_checkpoint_best_last_and_by_uri(tmp_path, capsys):
@@ -181,21 +160,21 @@ def test_submit_sends_relative_paths_absolute_and_refuses_a_config_the_job_canno
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_store, tmp_path_factory):
-    """An older run (relative data and runs, trained in TRAINED/) with two checkpoints,
-    the best the first, and an RGB run recorded with absolute paths; both on tiny_store."""
-    from finegym_ray.preprocess.pipeline import settings_hash
+    """A flow run (in TRAINED/runs) with two checkpoints, the best the first, and an RGB
+    run (in OTHER/runs); both on tiny_store, recorded with absolute paths."""
+    from finegym_ray.store import recorded_hash as settings_hash
     from finegym_ray.train.data import load_split_labels
 
     data, _ = tiny_store
     names = load_split_labels(data, "subaction_event", "val").class_names
     root = tmp_path_factory.mktemp("portable")
     trained = root / "trained"
-    old = make_run(trained / "runs" / "tsn_flow", data=os.path.relpath(data, trained), runs="runs", modality="flow",
+    flow = make_run(trained / "runs" / "tsn_flow", data=data, runs=str(trained / "runs"), modality="flow",
                    class_names=names, data_hash=settings_hash(data), val_mean_class=(0.6, 0.3))  # best: epoch 0
     rgb = make_run(root / "other" / "runs" / "tsn_rgb", data=data, runs=str(root / "other" / "runs"),
                    class_names=names, data_hash=settings_hash(data))
     (root / "elsewhere").mkdir()
-    return root, old, rgb
+    return root, flow, rgb
 
 
 def _mtimes(*folders: str) -> dict[str, int]:
@@ -204,30 +183,28 @@ def _mtimes(*folders: str) -> dict[str, int]:
 
 @pytest.mark.e2e
 def test_evaluate_from_another_folder_and_a_second_fusion_reuses_the_scores(ray_cluster, two_runs, monkeypatch):
-    root, old, rgb = two_runs
-    # The CLI, as a driver started in a folder that is neither the runs' nor the data's;
-    # the older run finds its clips from where it was trained.
-    r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", rgb, "--fuse", old,
+    root, flow, rgb = two_runs
+    # The CLI, as a driver started in a folder that is neither the runs' nor the data's.
+    r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", rgb, "--fuse", flow,
                         "--address", ray_cluster.address], cwd=root / "elsewhere", capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert f"relative to the folder it was trained in, {root / 'trained'}" in r.stdout
-    fused = Path(rgb) / "eval" / fused_folder_name(ckpt.select(old), True)
-    assert json.loads((fused / "metrics.json").read_text())["fused"] == [rgb, old]
-    before = _mtimes(f"{rgb}/eval", f"{old}/eval")
+    fused = Path(rgb) / "eval" / fused_folder_name(ckpt.select(flow), True)
+    assert json.loads((fused / "metrics.json").read_text())["fused"] == [rgb, flow]
+    before = _mtimes(f"{rgb}/eval", f"{flow}/eval")
 
     # The same fusion again, from yet another folder: both runs' scores are reused.
     monkeypatch.chdir(root)
     said = []
-    results = evaluate(rgb, fuse=old, say=said.append)
+    results = evaluate(rgb, fuse=flow, say=said.append)
     assert sum("reusing the scores" in line for line in said) == 2, said
-    assert _mtimes(f"{rgb}/eval", f"{old}/eval") == before
+    assert _mtimes(f"{rgb}/eval", f"{flow}/eval") == before
     assert results["fused"]["top1"] == json.loads((fused / "metrics.json").read_text())["top1"]
     # The newest checkpoint named by its URI is the same checkpoint: reused as well.
     said = []
-    evaluate(ckpt.select(old).uri, say=said.append)
-    assert any("reusing the scores" in line for line in said) and _mtimes(f"{old}/eval") == \
-        {f"{old}/eval": before[f"{old}/eval"]}
+    evaluate(ckpt.select(flow).uri, say=said.append)
+    assert any("reusing the scores" in line for line in said) and _mtimes(f"{flow}/eval") == \
+        {f"{flow}/eval": before[f"{flow}/eval"]}
 
 
 @pytest.mark.cluster
@@ -237,15 +214,15 @@ def test_evaluate_as_a_job_with_relative_paths_the_best_checkpoint_and_a_data_ov
 
     from finegym_ray.submit import job_spec
 
-    root, old, _ = two_runs
+    root, flow, _ = two_runs
     data, _ = tiny_store
     link = root / "store_link"  # the same clips under another name: accepted (same hash)
     link.symlink_to(data)
-    cwd = Path(old).parents[1]  # TRAINED/: the run and the link given relative to it, as submit sends them
+    cwd = Path(flow).parents[1]  # TRAINED/: the run and the link given relative to it, as submit sends them
     monkeypatch.chdir(cwd)
-    args, _ = job_paths(["--run", os.path.relpath(old, cwd), "--checkpoint", "best", "--data",
+    args, _ = job_paths(["--run", os.path.relpath(flow, cwd), "--checkpoint", "best", "--data",
                          os.path.relpath(link, cwd)])
-    assert args[1] == old and args[5] == str(link)
+    assert args[1] == flow and args[5] == str(link)
     # submit's own job (this checkout uploaded as its working directory), started with
     # this interpreter: the session's cluster has no `python` with the package on PATH.
     client = JobSubmissionClient(f"http://{ray_cluster.head_node.webui_url}")
@@ -260,8 +237,8 @@ def test_evaluate_as_a_job_with_relative_paths_the_best_checkpoint_and_a_data_ov
         time.sleep(0.5)
     logs = client.get_job_logs(job)
     assert status.value == "SUCCEEDED", logs[-3000:]
-    best = ckpt.select(old, "best")
-    out = Path(old) / "eval" / best.uri.rsplit("/", 1)[-1]  # not the newest: a folder of its own
+    best = ckpt.select(flow, "best")
+    out = Path(flow) / "eval" / best.uri.rsplit("/", 1)[-1]  # not the newest: a folder of its own
     assert f"-> {out}" in logs
     m = json.loads((out / "metrics.json").read_text())
     assert (m["data"], m["epoch"], m["checkpoint_sha256"]) == (str(link), 0, best.identity)

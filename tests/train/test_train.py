@@ -297,7 +297,7 @@ def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
 
 def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ray_cluster, tiny_store, tmp_path):
     from finegym_ray.config import to_yaml
-    from finegym_ray.preprocess.pipeline import settings_hash
+    from finegym_ray.store import recorded_hash as settings_hash
     from finegym_ray.train.config import with_absolute_paths
     from tests.train.test_evaluate import _make_hostile
 
@@ -323,7 +323,7 @@ def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ra
 
 def test_a_run_config_that_is_an_alias_bomb_is_one_error_naming_it(tmp_path):
     from finegym_ray.config import ConfigError
-    from finegym_ray.train.run import refuse_renamed_task
+    from finegym_ray.train.run import _check_same_config
     from tests.support.hostile import alias_bomb
 
     config = tiny_config(str(tmp_path / "data"), str(tmp_path / "runs"), name="bomb")
@@ -332,5 +332,5 @@ def test_a_run_config_that_is_an_alias_bomb_is_one_error_naming_it(tmp_path):
     where.write_text(alias_bomb())
     started = time.monotonic()
     with pytest.raises(ConfigError, match=f"{where}: .*alias"):
-        refuse_renamed_task(config)
+        _check_same_config(str(where.parent), config)
     assert time.monotonic() - started < 5
