@@ -18,6 +18,7 @@ to every reader that walks them) do not.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -185,13 +186,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _guess(unknown: str, known) -> str:
+    """`` (did you mean 'KEY'?)`` for the known key closest to a mistyped one, else ""."""
+    close = difflib.get_close_matches(unknown, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}{_guess(unknown[0], names)}; "
+                          f"known: {', '.join(sorted(names))}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**values)
@@ -215,7 +223,8 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node, tp = node[part], _member_type(tp, part)
         if parts[-1] not in node and not _is_mapping(tp):
-            raise ConfigError(f"override {item!r}: unknown key {key!r}; known: {', '.join(sorted(node))}")
+            raise ConfigError(f"override {item!r}: unknown key {key!r}{_guess(parts[-1], node)}; "
+                              f"known: {', '.join(sorted(node))}")
         try:
             node[parts[-1]] = parse_yaml(raw) if raw else ""
         except (yaml.YAMLError, RecursionError) as e:

@@ -796,6 +796,16 @@ def delete(uri: str | os.PathLike[str], *, options: StorageOptions | None = None
     _s3_call("DeleteObject", loc, opts, lambda: client.delete_object(Bucket=loc.bucket, Key=loc.key))
 
 
+def remove_empty_folder(uri: str | os.PathLike[str]) -> None:
+    """Remove a local folder if it is empty (its objects deleted); a folder that holds
+    anything, or is gone, is left as it is. A no-op on S3, where a folder ends with its
+    last object."""
+    loc = parse_uri(uri)
+    if not loc.is_s3:
+        with contextlib.suppress(OSError):
+            os.rmdir(loc.key)
+
+
 def makedirs(uri: str | os.PathLike[str]) -> None:
     """Create a local folder and its parents; a no-op on S3, where folders do not exist."""
     loc = parse_uri(uri)

@@ -407,3 +407,28 @@ def test_ctrl_c_during_training_exits_130_saying_the_same_command_resumes(ray_cl
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "resuming" in rerun.stdout, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert [m["epoch"] for m in ckpt.find_latest(str(runs / "ctrl_c")).meta["history"]] == [0, 1, 2]
+
+
+def test_version_prints_the_packages_version_without_ray():
+    from importlib.metadata import version
+
+    r = cli_no_ray("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"finegym-ray {version('finegym-ray')}"
+
+
+def test_runs_json_help_says_what_it_prints():
+    r = cli_no_ray("runs", "--help")
+    assert r.returncode == 0
+    assert "one JSON array" in " ".join(r.stdout.split())  # what `runs --json` prints: json.loads gives a list
+
+
+def test_manifest_takes_an_annotation_folder_as_check_and_preprocess_do(tiny_gym, tmp_path):
+    r = cli_no_ray("manifest", "--annotations", tiny_gym / "annotations", "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(tmp_path / "m" / "subactions.parquet").num_rows > 0
+    assert "per split" in r.stdout  # the folder's split files were read
+    # A JSON file still needs its categories and splits named.
+    r = cli_no_ray("manifest", "--annotations", DATA / "annotations.json", "--out", tmp_path / "m2")
+    assert r.returncode == 2 and "--categories" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not (tmp_path / "m2").exists()

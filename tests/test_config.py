@@ -46,6 +46,18 @@ def test_bad_overrides(overrides, msg):
         apply_overrides(Outer(), overrides)
 
 
+def test_an_unknown_key_suggests_the_closest_known_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'vidoes' \(did you mean 'videos'\?\)"):
+        apply_overrides(Outer(), ["vidoes=3"])
+    p = tmp_path / "c.yaml"
+    p.write_text("inner: {lr: 1, nmae: b}\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) nmae \(did you mean 'name'\?\)"):
+        load_config(Outer, p)
+    with pytest.raises(ConfigError) as e:  # nothing close: no guess
+        apply_overrides(Outer(), ["zzzz=3"])
+    assert "did you mean" not in str(e.value)
+
+
 def test_bad_yaml(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("videos: [1\n")

@@ -252,3 +252,14 @@ def test_the_demo_starts_its_own_ray_and_joins_a_running_cluster_only_when_told(
     assert "started a local Ray for this demo" in own.stdout and "7 CPUs" not in own.stdout, own.stdout
     assert "joined the Ray cluster at" in joined.stdout and f"(--address {address})" in joined.stdout, joined.stdout
     assert re.search(r"^\[ray\] cluster: 1 node\(s\), 7 CPUs", joined.stdout, re.M), joined.stdout
+
+
+@pytest.mark.parametrize("setting, flag", [("epochs=3", "--train-set"), ("short_side=96", "--preprocess-set")])
+def test_a_training_or_preprocessing_key_in_set_names_the_flag_it_belongs_to(tmp_path, setting, flag):
+    from tests.test_cli import cli_no_ray
+
+    r = cli_no_ray("demo", "--out", tmp_path / "demo", "--set", setting)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"{flag} {setting}" in line, line
+    assert not (tmp_path / "demo").exists()

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..config import ConfigError
 from ..dataset.errors import FormatError
 from ..errors import BadInput
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="FineGym fine-grained gymnastics: synthetic data, manifests, preprocessing "
                     "and training on Ray. Run 'finegym-ray demo' for the whole pipeline on synthetic data.",
     )
+    parser.add_argument("--version", action="version", version=f"finegym-ray {__version__}")
     add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import InputError
 from . import smoke
 from .options import add_storage_options, printer
 from .synth import add_synth_options, synth_config
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import DEMO
     from ..train.evaluate import format_results
 
+    _refuse_stage_keys_in_set(args.overrides)
     # SynGym's demo preset is 320x180: clips cut at a 128-pixel short side.
     preprocess = PreprocessConfig(short_side=128)
     train = apply_overrides(DEMO, args.train_overrides)
@@ -86,3 +88,23 @@ def run(args: argparse.Namespace) -> int:
     for name, loc in done["outputs"].items():
         print(f"  {name + ':':<13}{loc}")
     return 0
+
+
+def _refuse_stage_keys_in_set(overrides: list[str]) -> None:
+    """InputError naming the flag a training or preprocessing setting given to ``--set``
+    (the synthetic data's settings) belongs to."""
+    import dataclasses
+
+    from ..preprocess.config import PreprocessConfig
+    from ..synth.config import SynthConfig
+    from ..train.config import TrainConfig
+
+    synth = {f.name for f in dataclasses.fields(SynthConfig)}
+    for item in overrides:
+        key = item.partition("=")[0].split(".")[0]
+        if key in synth:
+            continue
+        for flag, cls in (("--train-set", TrainConfig), ("--preprocess-set", PreprocessConfig)):
+            if key in {f.name for f in dataclasses.fields(cls)}:
+                raise InputError(f"--set {item}: {key!r} is not a synthetic-data setting but a "
+                                 f"{'training' if cls is TrainConfig else 'preprocessing'} one: {flag} {item}")

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                     "(training raised, or its job is gone and left its lease). Reads no weights; no Ray.")
     p.add_argument("uri", nargs="?", default="./finegym_runs", metavar="URI",
                    help="runs folder (path or s3:// URI; default ./finegym_runs)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per run instead of the table")
+    p.add_argument("--json", action="store_true",
+                   help="print the runs as one JSON array (an object per run) instead of the table")
     add_storage_options(p)
     p.set_defaults(func=run)
 

@@ -412,6 +412,7 @@ def prune(run: str, *, keep_last: int, keep_best: bool, metric: str = "val_mean_
         # "complete" one with files gone.
         for name in [MANIFEST, *sorted(found.names - {MANIFEST})]:
             storage.delete(storage.join(found.uri, name))
+        storage.remove_empty_folder(found.uri)
         deleted.append(found.uri)
     return deleted
 

@@ -269,7 +269,7 @@ def format_runs(rows: list[RunRow]) -> str:
 
 
 def run(root: str, *, as_json: bool = False, say: Callable[[str], None] = print) -> int:
-    """The ``runs`` command: print the table (or JSON, one object per run); exit code 0."""
+    """The ``runs`` command: print the table (or a JSON array, an object per run); exit code 0."""
     rows = list_runs(root)
     if as_json:
         say(json.dumps([asdict(r) for r in rows], indent=1))

@@ -155,6 +155,8 @@ def test_prune_keeps_the_newest_k_and_the_best(tmp_path):
     ckpt.prune(run, keep_last=1, keep_best=False)
     assert [f.epoch for f in ckpt.listing(run)] == [4]
     assert ckpt.find_latest(run, verify_state=True).epoch == 4
+    # No empty folder is left behind for the ones deleted.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("epoch_")) == ["epoch_0005"]
 
 
 def test_prune_leaves_incomplete_folders_and_keep_zero_keeps_all(tmp_path):
