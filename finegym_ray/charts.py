@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+_recorders: list[list[str]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[str]]:
+    """The texts that the charts drawn in the block put on their images, in order: what
+    a chart says in words."""
+    texts: list[str] = []
+    _recorders.append(texts)
+    try:
+        yield texts
+    finally:
+        _recorders.remove(texts)
+
+
+def _put(img: np.ndarray, text: str, *args) -> None:
+    """``cv2.putText``, told to ``recording``."""
+    for texts in _recorders:
+        texts.append(text)
+    cv2.putText(img, text, *args)
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -59,8 +82,8 @@ def confusion_image(cm: np.ndarray, title: str,
     columns = np.full((n, margin, 3), 255, np.uint8)
     for i, text in texts.items():
         y = top + i * cell + (cell + 8) // 2
-        cv2.putText(img, text, (left - 4 - _text_width(text, scale), y), _FONT, scale, ink, 1, cv2.LINE_AA)
-        cv2.putText(columns, text, (margin - 4 - _text_width(text, scale), i * cell + (cell + 8) // 2), _FONT,
+        _put(img, text, (left - 4 - _text_width(text, scale), y), _FONT, scale, ink, 1, cv2.LINE_AA)
+        _put(columns, text, (margin - 4 - _text_width(text, scale), i * cell + (cell + 8) // 2), _FONT,
                     scale, ink, 1, cv2.LINE_AA)
     img[top + n + 2:top + n + 2 + margin, left:left + n] = cv2.rotate(columns, cv2.ROTATE_90_COUNTERCLOCKWISE)
     if k <= 20:
@@ -69,7 +92,7 @@ def confusion_image(cm: np.ndarray, title: str,
                 if share[t, p] >= 0.005:
                     text = f"{share[t, p]:.0%}".rstrip("%")
                     colour = ink if share[t, p] > 0.6 else (255, 255, 255)  # viridis: dark low, yellow high
-                    cv2.putText(img, text, (left + p * cell + (cell - _text_width(text, 0.28)) // 2,
+                    _put(img, text, (left + p * cell + (cell - _text_width(text, 0.28)) // 2,
                                             top + t * cell + cell // 2 + 4), _FONT, 0.28, colour, 1, cv2.LINE_AA)
     gradient = np.linspace(255, 0, bar_h).round().astype(np.uint8)[:, None].repeat(16, 1)
     img[top:top + bar_h, bar_x:bar_x + 16] = cv2.applyColorMap(gradient, cv2.COLORMAP_VIRIDIS)
@@ -77,11 +100,11 @@ def confusion_image(cm: np.ndarray, title: str,
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = int(top + (1 - frac) * (bar_h - 1))
         cv2.line(img, (bar_x + 16, y), (bar_x + 19, y), ink, 1)
-        cv2.putText(img, f"{frac:.0%}", (bar_x + 22, y + 4), _FONT, 0.35, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, title[:120], (10, 22), _FONT, 0.5, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, CONFUSION_NOTE, (10, 42), _FONT, 0.42, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, "true class", (4, top - 6), _FONT, 0.4, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, "predicted class", (left, top + n + margin + 24), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, f"{frac:.0%}", (bar_x + 22, y + 4), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+    _put(img, title[:120], (10, 22), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    _put(img, CONFUSION_NOTE, (10, 42), _FONT, 0.42, ink, 1, cv2.LINE_AA)
+    _put(img, "true class", (4, top - 6), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    _put(img, "predicted class", (left, top + n + margin + 24), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     return img, {"labelled": labelled, "left": left, "top": top, "cell": cell, "bar_x": bar_x}
 
 
@@ -94,17 +117,20 @@ def per_class_png(accuracy: np.ndarray, counts: np.ndarray, names: Sequence[str]
     """One horizontal bar per class: recall (NaN: no instance, drawn grey), with the class
     id, its instance count and the start of its name."""
     k = len(accuracy)
-    bar_h, label_w, bar_w = 14, 330, 400
-    img = np.full((40 + k * bar_h + 10, label_w + bar_w + 60, 3), 255, np.uint8)
-    cv2.putText(img, title, (5, 25), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    bar_h, label_w, bar_w, head = 14, 330, 400, 56
+    img = np.full((head + k * bar_h + 10, label_w + bar_w + 60, 3), 255, np.uint8)
+    _put(img, title, (5, 25), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    _put(img, "id (clips) class", (5, head - 6), _FONT, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    _put(img, "accuracy of the class's clips (recall), 0-100 %; grey: no clip", (label_w, head - 6), _FONT, 0.35,
+         (0, 0, 0), 1, cv2.LINE_AA)
     for i, (acc, n, name) in enumerate(zip(accuracy, counts, names)):
-        y = 40 + i * bar_h
-        cv2.putText(img, f"{i:3d} ({n}) {name[:40]}", (5, y + 11), _FONT, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+        y = head + i * bar_h
+        _put(img, f"{i:3d} ({n}) {name[:40]}", (5, y + 11), _FONT, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
         if np.isnan(acc):
             cv2.rectangle(img, (label_w, y + 2), (label_w + bar_w, y + bar_h - 2), (220, 220, 220), -1)
             continue
         cv2.rectangle(img, (label_w, y + 2), (label_w + int(bar_w * acc), y + bar_h - 2), (180, 120, 40), -1)
-        cv2.putText(img, f"{acc:.0%}", (label_w + bar_w + 5, y + 11), _FONT, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+        _put(img, f"{acc:.0%}", (label_w + bar_w + 5, y + 11), _FONT, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
     return _png(img)
 
 
@@ -147,7 +173,7 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
     for t in _ticks(y_lo, y_hi, log=False):
         row = int(bottom - (t - y_lo) / (y_hi - y_lo) * (bottom - top))
         cv2.line(img, (left, row), (right, row), grid, 1)
-        cv2.putText(img, f"{t:.3g}", (5, row + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, f"{t:.3g}", (5, row + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     if categories is not None:
         slot = (right - left) / max(len(categories), 1)
         index = [list(categories).index(v) for v in x]
@@ -158,7 +184,7 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
         for i, name in enumerate(categories):
             text = str(name)[:max(3, int(slot // 7))]
             (tw, _), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
-            cv2.putText(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1,
+            _put(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1,
                         cv2.LINE_AA)
     else:
         xv = np.log10(np.asarray(x, np.float64)) if log_x else np.asarray(x, np.float64)
@@ -169,7 +195,7 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
             cv2.line(img, (col, top), (col, bottom), grid, 1)
             text = f"{10 ** t if log_x else t:.3g}"
             (tw, _), _ = cv2.getTextSize(text, _FONT, 0.4, 1)
-            cv2.putText(img, text, (col - tw // 2, bottom + 16), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+            _put(img, text, (col - tw // 2, bottom + 16), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
 
     def marker(cx: int, cy: int, open_: bool) -> None:
@@ -182,26 +208,29 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
     for row, open_ in enumerate(sorted(set(map(bool, hollow)))):
         cx, cy = right - 130, 12 + row * 16  # above the plot, where no point can hide under it
         marker(cx, cy, open_)
-        cv2.putText(img, legend[open_], (cx + 12, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, title, (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, legend[open_], (cx + 12, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    _put(img, title, (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    _put(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     label = x_label + (" (log scale)" if log_x else "")
     (tw, _), _ = cv2.getTextSize(label, _FONT, 0.45, 1)
-    cv2.putText(img, label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    _put(img, label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
     return _png(img)
 
 
 def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[float, float, float]]], *, title: str,
-                 x_label: str, y_label: str, lines: bool = True) -> bytes:
+                 x_label: str, y_label: str, lines: bool = True,
+                 reference: tuple[str, float] | None = None) -> bytes:
     """Points with error bars: ``series`` name -> one (y, lo, hi) per category (NaN y:
     no point), each series in its own colour and nudged sideways so that bars do not
-    hide each other; ``lines`` joins a series' points. A legend names the series;
-    860 x 440 pixels."""
+    hide each other; ``lines`` joins a series' points. ``reference``: (label, y) of a
+    dashed horizontal line (chance, say). A legend names the series; 860 x 440 pixels."""
     width, height, left, right, top, bottom = 860, 440, 60, 840, 50, 370
     img = np.full((height, width, 3), 255, np.uint8)
     ink, grid = (0, 0, 0), (225, 225, 225)
     colours = ((180, 120, 40), (40, 40, 200), (60, 150, 60), (150, 60, 150))
     values = np.array([v for points in series.values() for p in points for v in p], np.float64)
+    if reference is not None:
+        values = np.append(values, reference[1])
     values = values[np.isfinite(values)]
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     pad = (hi - lo) * 0.08 or 0.5
@@ -212,12 +241,20 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
 
     for t in _ticks(lo, hi, log=False):
         cv2.line(img, (left, row(t)), (right, row(t)), grid, 1)
-        cv2.putText(img, f"{t:.3g}", (5, row(t) + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, f"{t:.3g}", (5, row(t) + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    if reference is not None:
+        for x in range(left, right, 12):  # dashed
+            cv2.line(img, (x, row(reference[1])), (min(x + 6, right), row(reference[1])), (120, 120, 120), 1)
+        _put(img, reference[0], (left + 4, row(reference[1]) - 4), _FONT, 0.35, (120, 120, 120), 1, cv2.LINE_AA)
+    if reference is not None:
+        for x in range(left, right, 12):  # dashed
+            cv2.line(img, (x, row(reference[1])), (min(x + 6, right), row(reference[1])), (120, 120, 120), 1)
+        _put(img, reference[0], (left + 4, row(reference[1]) - 4), _FONT, 0.35, (120, 120, 120), 1, cv2.LINE_AA)
     slot = (right - left) / max(len(categories), 1)
     for i, name in enumerate(categories):
         text = str(name)[:max(3, int(slot // 7))]
         (tw, _), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
-        cv2.putText(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+        _put(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1, cv2.LINE_AA)
     nudge = min(10.0, slot / (len(series) + 1))
     for s, (name, points) in enumerate(series.items()):
         colour = colours[s % len(colours)]
@@ -233,12 +270,12 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
             cv2.circle(img, (x, row(y)), 4, colour, -1, cv2.LINE_AA)
         cx, cy = right - 200, 12 + s * 14
         cv2.circle(img, (cx, cy), 4, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, name, (cx + 10, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, name, (cx + 10, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
-    cv2.putText(img, title[:80], (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
-    cv2.putText(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    _put(img, title[:80], (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    _put(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     (tw, _), _ = cv2.getTextSize(x_label, _FONT, 0.45, 1)
-    cv2.putText(img, x_label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    _put(img, x_label, ((left + right - tw) // 2, bottom + 45), _FONT, 0.45, ink, 1, cv2.LINE_AA)
     return _png(img)
 
 
@@ -259,11 +296,11 @@ def timeline_png(truth: dict[str, Sequence[tuple[str, float, float]]],
     legend_rows = -(-len(class_names) // 6)
     top = 34 + 16 * legend_rows
     img = np.full((top + band * max(len(truth), 1) + 10, width, 3), 255, np.uint8)
-    cv2.putText(img, title[:110], (5, 18), _FONT, 0.45, ink, 1, cv2.LINE_AA)
+    _put(img, title[:110], (5, 18), _FONT, 0.45, ink, 1, cv2.LINE_AA)
     for i, name in enumerate(class_names):
         x, y = 5 + (i % 6) * 155, 32 + (i // 6) * 16
         cv2.rectangle(img, (x, y - 9), (x + 12, y + 1), colour[name], -1)
-        cv2.putText(img, str(name)[:20], (x + 16, y), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+        _put(img, str(name)[:20], (x + 16, y), _FONT, 0.35, ink, 1, cv2.LINE_AA)
     for v, video in enumerate(truth):
         y0 = top + v * band
         lo, hi = spans.get(video, (0.0, 1.0))
@@ -272,12 +309,12 @@ def timeline_png(truth: dict[str, Sequence[tuple[str, float, float]]],
         def x_of(t: float, lo: float = lo, hi: float = hi) -> int:
             return int(round(left + (right - left) * (min(max(t, lo), hi) - lo) / (hi - lo)))
 
-        cv2.putText(img, str(video)[:22], (5, y0 + 18), _FONT, 0.35, ink, 1, cv2.LINE_AA)
-        cv2.putText(img, "true", (100, y0 + 18), _FONT, 0.33, ink, 1, cv2.LINE_AA)
-        cv2.putText(img, "detected", (90, y0 + 20 + row_h + 16), _FONT, 0.33, ink, 1, cv2.LINE_AA)
+        _put(img, str(video)[:22], (5, y0 + 18), _FONT, 0.35, ink, 1, cv2.LINE_AA)
+        _put(img, "true", (100, y0 + 18), _FONT, 0.33, ink, 1, cv2.LINE_AA)
+        _put(img, "detected", (90, y0 + 20 + row_h + 16), _FONT, 0.33, ink, 1, cv2.LINE_AA)
         for t in _ticks(lo, hi, log=False):
             cv2.line(img, (x_of(t), y0 + 4), (x_of(t), y0 + 8 + 2 * row_h + 8), grid, 1)
-            cv2.putText(img, f"{t:.4g}", (x_of(t) - 10, y0 + 2 * row_h + 28), _FONT, 0.3, ink, 1, cv2.LINE_AA)
+            _put(img, f"{t:.4g}", (x_of(t) - 10, y0 + 2 * row_h + 28), _FONT, 0.3, ink, 1, cv2.LINE_AA)
         for label, s, e in truth[video]:
             cv2.rectangle(img, (x_of(s), y0 + 6), (max(x_of(e), x_of(s) + 1), y0 + 6 + row_h),
                           colour.get(label, ink), -1)
@@ -289,6 +326,7 @@ def timeline_png(truth: dict[str, Sequence[tuple[str, float, float]]],
             cv2.rectangle(img, (x_of(s), base - h), (max(x_of(e), x_of(s) + 1), base), c, -1)
             cv2.rectangle(img, (x_of(s), base - h), (max(x_of(e), x_of(s) + 1), base), ink, 1)
         cv2.line(img, (left, base), (right, base), ink, 1)
+        _put(img, "seconds", (right - 50, y0 + 2 * row_h + 40), _FONT, 0.3, ink, 1, cv2.LINE_AA)
     return _png(img)
 
 
@@ -315,13 +353,13 @@ def _line_panel(img: np.ndarray, box: tuple[int, int, int, int], lines: dict[str
     for t in _ticks(lo, hi, log=False):
         row = px(1, t)[1]
         cv2.line(img, (left, row), (right, row), grid, 1)
-        cv2.putText(img, f"{t:.3g}", (left - 45, row + 4), _FONT, 0.38, ink, 1, cv2.LINE_AA)
+        _put(img, f"{t:.3g}", (left - 45, row + 4), _FONT, 0.38, ink, 1, cv2.LINE_AA)
     step = max(1, math.ceil(x_max / 10))
     for x in range(1, x_max + 1, step):
         col = px(x, lo)[0]
         cv2.line(img, (col, bottom), (col, bottom + 4), ink, 1)
         (tw, _), _ = cv2.getTextSize(str(x), _FONT, 0.38, 1)
-        cv2.putText(img, str(x), (col - tw // 2, bottom + 17), _FONT, 0.38, ink, 1, cv2.LINE_AA)
+        _put(img, str(x), (col - tw // 2, bottom + 17), _FONT, 0.38, ink, 1, cv2.LINE_AA)
     for i, (name, points) in enumerate(lines.items()):
         colour = colours[i % len(colours)]
         drawn = [px(x, y) for x, y in points if math.isfinite(y)]
@@ -331,11 +369,11 @@ def _line_panel(img: np.ndarray, box: tuple[int, int, int, int], lines: dict[str
             cv2.circle(img, p, 3, colour, -1, cv2.LINE_AA)
         cy = top + 12 + i * 15
         cv2.line(img, (right - 150, cy), (right - 130, cy), colour, 2)
-        cv2.putText(img, name, (right - 125, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+        _put(img, name, (right - 125, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
-    cv2.putText(img, title, (left, top - 10), _FONT, 0.5, ink, 1, cv2.LINE_AA)
+    _put(img, title, (left, top - 10), _FONT, 0.5, ink, 1, cv2.LINE_AA)
     (tw, _), _ = cv2.getTextSize("epoch", _FONT, 0.42, 1)
-    cv2.putText(img, "epoch", ((left + right - tw) // 2, bottom + 36), _FONT, 0.42, ink, 1, cv2.LINE_AA)
+    _put(img, "epoch", ((left + right - tw) // 2, bottom + 36), _FONT, 0.42, ink, 1, cv2.LINE_AA)
 
 
 def curves_png(history: Sequence[dict], *, title: str) -> bytes:
@@ -359,5 +397,5 @@ def curves_png(history: Sequence[dict], *, title: str) -> bytes:
                 colours=colours, fixed=None, x_max=x_max)
     _line_panel(img, (570, 60, 980, 360), {k: v for k, v in accuracy.items() if v}, title="accuracy (%)",
                 colours=colours, fixed=(0.0, 100.0), x_max=x_max)
-    cv2.putText(img, title[:110], (10, 22), _FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    _put(img, title[:110], (10, 22), _FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     return _png(img)

@@ -432,3 +432,16 @@ def test_manifest_takes_an_annotation_folder_as_check_and_preprocess_do(tiny_gym
     r = cli_no_ray("manifest", "--annotations", DATA / "annotations.json", "--out", tmp_path / "m2")
     assert r.returncode == 2 and "--categories" in r.stderr.strip().splitlines()[-1], r.stderr
     assert not (tmp_path / "m2").exists()
+
+
+def test_a_smoke_tests_temp_data_is_removed_when_the_command_ends(tmp_path):
+    import os
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", "from finegym_ray.cli import smoke; print(smoke.syngym())"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    made = Path(r.stdout.splitlines()[0])
+    assert made.parent == tmp_path
+    assert list(tmp_path.iterdir()) == []  # nothing left behind in the temp folder
+    assert r.stdout.splitlines()[-1] == f"[smoke] removed its temp folder {made}"

@@ -1,10 +1,12 @@
 """Every preset of ``--smoke-test``: each command's tiny version, on data it makes in a
-temp folder, which shows the command works end to end in seconds to a few minutes on 2
-CPU cores. The settings are ``--set`` overrides, applied before the user's own."""
+temp folder removed when the command ends, which shows the command works end to end in
+seconds to a few minutes on 2 CPU cores. The settings are ``--set`` overrides, applied before the user's own."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # A tiny SynGym: 2 short 192x108 videos, generated in ~2 s.
@@ -35,13 +37,26 @@ LOCALIZE = ["epochs=3", "batch_size=4", "warmup_epochs=0", "lr=0.003",
             "detector_kwargs={embed_dim: 32, head_dim: 32, num_levels: 4}"]
 
 
+def temp_folder(prefix: str) -> str:
+    """A new temp folder for a smoke test's data and outputs, removed when the command
+    ends: a smoke test shows that a command works and leaves nothing behind."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(_remove, folder)
+    return folder
+
+
+def _remove(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"[smoke] removed its temp folder {folder}", flush=True)
+
+
 def syngym() -> str:
     """A new temp folder holding the tiny SynGym (annotations/, videos/)."""
     from ..config import load_config
     from ..synth.config import SynthConfig
     from ..synth.generate import generate
 
-    data = tempfile.mkdtemp(prefix="finegym_smoke_")
+    data = temp_folder("finegym_smoke_")
     generate(load_config(SynthConfig, overrides=SYNTH), data)
     return data
 
@@ -70,7 +85,7 @@ def trained_run() -> tuple[str, str]:
 
     data = store()
     config = load_config(TrainConfig, overrides=[*TRAIN, f"data={data}",
-                                                 f"runs={tempfile.mkdtemp(prefix='finegym_runs_')}"])
+                                                 f"runs={temp_folder('finegym_runs_')}"])
     return run_training(config, say=printer("train"))["run"], data
 
 
@@ -79,6 +94,6 @@ def toy_features(level: str) -> tuple[str, str, str]:
     (features, annotations, runs)."""
     from ..localize.toy import write_toy_features
 
-    folder = tempfile.mkdtemp(prefix="finegym_localize_smoke_")
+    folder = temp_folder("finegym_localize_smoke_")
     annotations = write_toy_features(f"{folder}/features", videos=8, level=level)
     return f"{folder}/features", annotations, f"{folder}/runs"

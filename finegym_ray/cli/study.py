@@ -59,11 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
     say = printer("study")
     if args.smoke_test:
-        import tempfile
         from dataclasses import replace
 
         base = replace(base, data=smoke.store())
-        sweep = replace(sweep, sweeps=tempfile.mkdtemp(prefix="finegym_studies_"))
+        sweep = replace(sweep, sweeps=smoke.temp_folder("finegym_studies_"))
     elif args.preset == "syngym" and not args.data:
         make_study_store(base.data, *store_settings(str(preset / "store.yaml")), say=say)
     try:

@@ -53,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
         check_data_settings(config.data, config.task, config.modality)
     connect.init_ray(args.address)
     if args.smoke_test:
-        import tempfile
         from dataclasses import replace
 
-        config = replace(config, data=smoke.store(), runs=args.runs or tempfile.mkdtemp(prefix="finegym_runs_"))
+        config = replace(config, data=smoke.store(), runs=args.runs or smoke.temp_folder("finegym_runs_"))
     from ..progress import settings_line
     from ..train.engine import run_uri
     from ..train.run import format_history, run_training

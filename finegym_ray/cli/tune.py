@@ -52,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
     # line per trial event.
     connect.init_ray(args.address, log_to_driver=False)
     if args.smoke_test:
-        import tempfile
         from dataclasses import replace
 
         base = replace(base, data=smoke.store())
-        sweep = replace(sweep, sweeps=tempfile.mkdtemp(prefix="finegym_sweeps_"))
+        sweep = replace(sweep, sweeps=smoke.temp_folder("finegym_sweeps_"))
     from ..tune.sweep import format_sweep, run_sweep
 
     print(f"[tune] sweep {sweep.name}: {sweep.space or 'no search space'}, metric {sweep.metric} ({sweep.mode}), "

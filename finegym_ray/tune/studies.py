@@ -64,6 +64,7 @@ class Scored:
         self.keys = table.column("key").to_pylist()
         scores = np.stack(table.column("scores").to_numpy(zero_copy_only=False)).astype(np.float64)
         self.labels = table.column("label").to_numpy()
+        self.classes = scores.shape[1]  # the classes the model chooses among
         y = self.labels
         self.point = {"mean_class": mean_class_accuracy(scores, y), "top1": top1_accuracy(scores, y),
                       "per_class": per_class_accuracy(scores, y)}
@@ -163,14 +164,18 @@ def frames(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
 
 
 def order(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
-    table = order_table({_value(t, base, "model"): (Scored(scores_of(t.run, say=say), samples),
-                                                    Scored(scores_of(t.run, shuffle_frames=True, say=say), samples))
-                         for t in trials})
+    scored = {_value(t, base, "model"): (Scored(scores_of(t.run, say=say), samples),
+                                         Scored(scores_of(t.run, shuffle_frames=True, say=say), samples))
+              for t in trials}
+    table = order_table(scored)
     models = list(dict.fromkeys(table.column("model").to_pylist()))
+    # A guess among k classes scores 1/k mean class accuracy: shuffled frames that fall to
+    # it have lost everything the model saw.
+    chance = 100.0 / next(iter(scored.values()))[0].classes
     png = interval_png(models, {test: _series(table, lambda r, test=test: r["test"] == test)
                                 for test in ("ordered", "shuffled")},
                        title=f"ordered against shuffled test frames ({base.task})", x_label="model",
-                       y_label="mean class (%)", lines=False)
+                       y_label="mean class (%)", lines=False, reference=(f"chance {chance:.3g} %", chance))
     return table, png
 
 
@@ -196,7 +201,8 @@ def motion(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
     rgb, flow = (Scored(scores_of(by_modality[m].run, say=say), samples) for m in ("rgb", "flow"))
     metrics = json.loads(storage.read_text(storage.join(by_modality["rgb"].run, "eval", "metrics.json")))
     table = motion_table(rgb, flow, [c["name"] for c in metrics["per_class"]])
-    classes = ["all" if c is None else str(c) for c in table.column("class").to_pylist()]
+    classes = ["all" if c is None else name for c, name in zip(table.column("class").to_pylist(),
+                                                                 table.column("name").to_pylist())]
     png = interval_png(classes, {m: _series(table, lambda r: True, m) for m in ("rgb", "flow")},
                        title=f"per-class accuracy, RGB against flow TSN ({base.task})", x_label="class",
                        y_label="accuracy (%)", lines=False)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from finegym_ray import charts
 from finegym_ray.preprocess.config import PreprocessConfig
 from finegym_ray.synth.config import SynthConfig
 from finegym_ray.tune import studies
@@ -118,7 +119,8 @@ def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
 def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
     data, _ = tiny_store
     lines: list[str] = []
-    result = _run(name, data, tmp_path, lines)
+    with charts.recording() as drawn:
+        result = _run(name, data, tmp_path, lines)
     table = result["table"].to_pylist()
     folder = tmp_path / name / "study"
     assert pq.read_table(folder / "study.parquet").num_rows == len(table)
@@ -147,6 +149,7 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
         a, b = (np.stack(pq.read_table(Path(tsn) / "eval" / v / "scores.parquet").column("scores").to_numpy(
             zero_copy_only=False)) for v in ("", "shuffled"))
         assert np.allclose(a, b, atol=1e-5)
+        assert any(t.startswith("chance ") for t in drawn)  # the line a model without order falls to
     elif name == "test_segments":
         assert [(r["model"], r["test_segments"]) for r in table] == [("tsn", 2), ("tsn", 3)]
         assert table[0]["diff_mean_class"] == 0
@@ -154,3 +157,4 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
         assert (Path(run) / "eval" / "segments_3" / "metrics.json").exists()
     else:
         assert table[0]["class"] is None and all(r["clips"] > 0 for r in table)
+        assert {r["name"][:8] for r in table[1:]} <= {t[:8] for t in drawn}  # classes by name, not by id
