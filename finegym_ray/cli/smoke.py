@@ -25,7 +25,10 @@ TRAIN = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segme
 # Sweep: two one-epoch trials of the smoke training, over the segments.
 SWEEP = ["space.segments.grid=[1, 2]", "resources.cpus_per_worker=1"]
 
-# Study grids: one-epoch trials of the smoke training, as few as show the study.
+# Study grids: one-epoch trials of the smoke training, as few as show the study, one at a
+# time on one CPU (the paper's presets ask for GPUs).
+STUDY_RESOURCES = ["resources.workers=1", "resources.cpus_per_worker=1", "resources.gpus_per_worker=0",
+                   "max_concurrent_trials=1"]
 STUDY = {"frames": ["space.segments.grid=[1, 2]"], "test_segments": ["space.model.grid=[tsn]"]}
 STUDY_TEST_SEGMENTS = (3,)
 

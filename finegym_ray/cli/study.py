@@ -39,20 +39,33 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def study_config(name: str, *, preset: str, config: str | None, data: str | None, overrides: list[str],
+                 smoke_test: bool):
+    """(sweep, base training config) of study ``name``: the preset's sweep file (or
+    ``config``) with the smoke test's settings, ``data`` and the user's ``overrides``
+    applied. A bad setting is refused here, before Ray starts."""
+    from .. import presets
+    from ..tune.config import load_sweep
+    from ..tune.studies import STUDIES
+
+    if name not in STUDIES:
+        raise InputError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
+    folder = presets.path("studies/syngym" if preset == "syngym" else "studies")
+    overrides = [f"train.data={data}"] * bool(data) + list(overrides)
+    if smoke_test:
+        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY_RESOURCES + smoke.STUDY.get(name, []) \
+            + overrides
+    return load_sweep(config or str(folder / f"{name}.yaml"), overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when a trial failed."""
     from .. import presets
-    from ..tune.config import load_sweep
-    from ..tune.studies import STUDIES, TEST_SEGMENTS
+    from ..tune.studies import TEST_SEGMENTS
 
-    if args.name not in STUDIES:
-        raise InputError(f"unknown study {args.name!r}; studies: {', '.join(STUDIES)}")
+    sweep, base = study_config(args.name, preset=args.preset, config=args.config, data=args.data,
+                               overrides=args.overrides, smoke_test=args.smoke_test)
     preset = presets.path("studies/syngym" if args.preset == "syngym" else "studies")
-    config = args.config or str(preset / f"{args.name}.yaml")
-    overrides = [f"train.data={args.data}"] * bool(args.data) + list(args.overrides)
-    if args.smoke_test:
-        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY.get(args.name, []) + overrides
-    sweep, base = load_sweep(config, overrides)  # a bad setting stops the command before Ray starts
     test_segments = smoke.STUDY_TEST_SEGMENTS if args.smoke_test else TEST_SEGMENTS
     connect.init_ray(args.address, log_to_driver=False)
     from ..tune.studies import TrialsFailed, format_study, make_study_store, run_study, store_settings

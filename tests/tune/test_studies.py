@@ -158,3 +158,13 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
     else:
         assert table[0]["class"] is None and all(r["clips"] > 0 for r in table)
         assert {r["name"][:8] for r in table[1:]} <= {t[:8] for t in drawn}  # classes by name, not by id
+
+
+@pytest.mark.parametrize("preset", ["finegym", "syngym"])
+@pytest.mark.parametrize("name", list(studies.STUDIES))
+def test_every_study_smoke_test_fits_two_cpus_without_a_gpu(name, preset):
+    from finegym_ray.capacity import shortfall, sweep_needs
+    from finegym_ray.cli.study import study_config
+
+    sweep, _ = study_config(name, preset=preset, config=None, data=None, overrides=[], smoke_test=True)
+    assert shortfall(sweep_needs(sweep.resources), [{"CPU": 2.0}]) is None
