@@ -25,6 +25,7 @@ import json
 
 from . import storage
 from .dataset.keys import safe_name
+from .errors import InputError
 
 MANIFEST = "manifest"
 CLIPS = "clips"
@@ -101,6 +102,15 @@ def recorded_hash(store: str) -> str | None:
         return json.loads(storage.read_text(settings_uri(store))).get("hash")
     except FileNotFoundError:
         return None
+
+
+def require_store(store: str, *, option: str = "--data") -> None:
+    """InputError unless ``store`` holds what preprocessing writes first, its settings
+    (``SETTINGS``): a videos or annotation folder given by mistake is named as what it
+    is not, before anything reads inside it."""
+    if not storage.exists(settings_uri(store)):
+        raise InputError(f"{option} {store}: not a preprocessed store (no {SETTINGS} there): give the --out of "
+                         f"'finegym-ray preprocess', or preprocess into it first")
 
 
 def config_uri(store: str) -> str:

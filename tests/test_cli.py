@@ -445,3 +445,10 @@ def test_a_smoke_tests_temp_data_is_removed_when_the_command_ends(tmp_path):
     assert made.parent == tmp_path
     assert list(tmp_path.iterdir()) == []  # nothing left behind in the temp folder
     assert r.stdout.splitlines()[-1] == f"[smoke] removed its temp folder {made}"
+
+
+def test_train_on_a_folder_that_is_not_a_store_is_refused_before_ray(tmp_path):
+    (tmp_path / "videos").mkdir()
+    r = cli_no_ray("train", "--data", tmp_path / "videos", "--runs", tmp_path / "runs")
+    one_error_line(r, str(tmp_path / "videos"), "not a preprocessed store")
+    assert not (tmp_path / "runs").exists()

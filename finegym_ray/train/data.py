@@ -26,7 +26,7 @@ from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, routine_splits, t
 from ..dataset.manifest import categories_from_table, subset_split_column
 from ..dataset.sampling import DenseSampler, SegmentSampler
 from ..errors import InputError
-from ..store import clips_dir, manifest_dir, manifest_table, settings_uri
+from ..store import clips_dir, manifest_dir, manifest_table, require_store, settings_uri
 from .config import TrainConfig
 
 
@@ -144,7 +144,8 @@ def check_clip_modality(data: str, modality: str) -> None:
 def check_data_settings(data: str, task: str, modality: str) -> None:
     """The checks of the preprocessing settings recorded in ``data`` against a task and
     modality (``check_clip_kind``, ``check_clip_modality``): reads preprocess.json only,
-    so that the CLI runs them before Ray starts."""
+    so that the CLI runs them before Ray starts; first, that ``data`` is a store at all."""
+    require_store(data)
     check_clip_kind(data, task)
     check_clip_modality(data, modality)
 
