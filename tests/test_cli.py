@@ -452,3 +452,20 @@ def test_train_on_a_folder_that_is_not_a_store_is_refused_before_ray(tmp_path):
     r = cli_no_ray("train", "--data", tmp_path / "videos", "--runs", tmp_path / "runs")
     one_error_line(r, str(tmp_path / "videos"), "not a preprocessed store")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command, setting, key", [
+    (["train"], "epochs=7", ("epochs",)),
+    (["preprocess"], "short_side=96", ("short_side",)),
+    (["tune", "--smoke-test"], "train.epochs=7", ("train", "epochs")),
+    (["study", "frames"], "train.epochs=7", ("train", "epochs")),
+])
+def test_print_config_prints_every_resolved_setting_without_ray(command, setting, key):
+    import yaml
+
+    r = cli_no_ray(*command, "--set", setting, "--print-config")
+    assert r.returncode == 0, r.stderr
+    node = yaml.safe_load(r.stdout)
+    for k in key:
+        node = node[k]
+    assert str(node) == setting.split("=")[1]

@@ -51,6 +51,26 @@ def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
+def add_print_config(p: argparse.ArgumentParser) -> None:
+    """``--print-config``: the resolved settings as YAML, then exit without starting Ray."""
+    p.add_argument("--print-config", action="store_true",
+                   help="print every setting as the command would use it (defaults, --config and --set "
+                        "resolved) as YAML, and exit without starting Ray")
+
+
+def print_config(**configs) -> int:
+    """``--print-config``'s output: one config as YAML, or several under their names; exit status 0."""
+    from ..config import to_yaml
+
+    if len(configs) == 1:
+        print(to_yaml(next(iter(configs.values()))), end="")
+    else:
+        for name, config in configs.items():
+            print(f"{name}:")
+            print("".join(f"  {line}\n" for line in to_yaml(config).splitlines()), end="")
+    return 0
+
+
 def add_verbose(p: argparse.ArgumentParser, **kwargs) -> None:
     p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP, **kwargs)
 

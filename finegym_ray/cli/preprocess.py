@@ -9,7 +9,7 @@ import os
 from ..errors import InputError
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
 
 # The settings in the line preprocessing starts with (all: in a file).
 PREPROCESS_SETTINGS_SHOWN = ("short_side", "flow.method", "unit_seconds", "events", "subactions", "workers")
@@ -47,6 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 if any planned unit or clip has failed")
     p.add_argument("--prune", action="store_true",
                    help="delete shards of an earlier plan (annotations or unit_seconds changed) instead of refusing")
+    add_print_config(p)
     add_ray_options(p, lease="OUT")
     p.set_defaults(func=run, resumable=True)
 
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*smoke.PREPROCESS, *args.overrides] if args.smoke_test else list(args.overrides)
     # Settings first: a bad one stops the command before the smoke test's data is made.
     config = load_config(PreprocessConfig, args.config, overrides)
+    if args.print_config:
+        return print_config(preprocess=config)
     if args.smoke_test:
         data = smoke.syngym()
         args.annotations, args.videos = os.path.join(data, "annotations"), os.path.join(data, "videos")

@@ -9,7 +9,7 @@ import sys
 from ..errors import InputError
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
 
 
 def add_parser(sub) -> None:
@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     add_overrides(p, "override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
     p.add_argument("--smoke-test", action="store_true",
                    help="one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
+    add_print_config(p)
     add_ray_options(p, lease="SWEEPS/NAME")
     p.set_defaults(func=run)
 
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     sweep, base = study_config(args.name, preset=args.preset, config=args.config, data=args.data,
                                overrides=args.overrides, smoke_test=args.smoke_test)
+    if args.print_config:
+        return print_config(sweep=sweep, train=base)
     preset = presets.path("studies/syngym" if args.preset == "syngym" else "studies")
     test_segments = smoke.STUDY_TEST_SEGMENTS if args.smoke_test else TEST_SEGMENTS
     connect.init_ray(args.address, log_to_driver=False)

@@ -7,7 +7,7 @@ import argparse
 
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
 
 # The settings in the one line train and demo start with (all: in a file).
 TRAIN_SETTINGS_SHOWN = ("task", "modality", "model", "segments", "epochs", "batch_size", "lr", "workers",
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="run name (default MODEL_MODALITY_TASK); the same name resumes")
     p.add_argument("--smoke-test", action="store_true",
                    help="one epoch of a tiny model on a tiny generated and preprocessed SynGym")
+    add_print_config(p)
     add_ray_options(p, lease="RUNS/NAME")
     p.set_defaults(func=run, resumable=True)
 
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={flag}")
     config = load_config(TrainConfig, args.config, overrides)
     config = with_absolute_paths(config)  # as the run records them: it reads the same data from anywhere
+    if args.print_config:
+        return print_config(train=config)
     if not args.smoke_test:
         from ..train.data import check_data_settings
 

@@ -8,7 +8,7 @@ import argparse
 from ..errors import InputError
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
 
 
 def add_parser(sub) -> None:
@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
     add_overrides(p, "override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
     p.add_argument("--smoke-test", action="store_true",
                    help="two one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
+    add_print_config(p)
     add_ray_options(p, lease="SWEEPS/NAME")
     p.set_defaults(func=run, resumable=True)
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("name=smoke")
     # Settings first: a bad sweep stops the command before Ray starts.
     sweep, base = load_sweep(args.config, overrides)
+    if args.print_config:
+        return print_config(sweep=sweep, train=base)
     # Trials' and training workers' own lines stay in Ray's logs: this driver prints a
     # line per trial event.
     connect.init_ray(args.address, log_to_driver=False)
