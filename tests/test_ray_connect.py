@@ -1,6 +1,7 @@
 """A Ray started by finegym_ray keeps idle worker processes; a user's own setting wins."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,10 @@ def test_a_local_ray_keeps_idle_workers_unless_told_otherwise(preset):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == (preset or str(IDLE_WORKER_MS))
+    # Ray's start is said, with its time: it can take 5-25 s without a word otherwise.
+    said = r.stdout.splitlines()
+    assert said[0] == "[ray] starting a local Ray on this machine"
+    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 1 CPU, 0 GPU", said[1]), said
 
 
 JOB_CODE = """
@@ -112,6 +117,9 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == ray_cluster.address
+    said = r.stdout.splitlines()
+    assert said[0] == f"[ray] joining the Ray cluster at {ray_cluster.address}"
+    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 2 CPU, 0 GPU", said[1]), said
 
 
 STARTED_CODE = """

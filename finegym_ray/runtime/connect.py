@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 from .internals import cluster_to_join, node_ip_address, recorded_cluster_file
 
@@ -81,6 +82,11 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     # --verbose brings Ray's output back, worker lines included.
     if output.verbose():
         kwargs.pop("log_to_driver", None)
+    # Ray's start takes 5-25 s: said, so that the command is not silent meanwhile.
+    print(f"[ray] joining the Ray cluster at {joined}" if joined else
+          "[ray] joining the Ray cluster" if joined is not None else "[ray] starting a local Ray on this machine",
+          flush=True)
+    t0 = time.monotonic()
     try:
         if joined is not None:
             ray.init(address=address, configure_logging=False, runtime_env=runtime_env or None, **kwargs)
@@ -88,6 +94,9 @@ def init_ray(address: str | None = None, **kwargs) -> None:
             with _address_inherited_by_new_ray():
                 ray.init(address="local", configure_logging=False, runtime_env=runtime_env or None, **kwargs)
         output.after_init()
+        resources = ray.cluster_resources()
+        print(f"[ray] ready in {time.monotonic() - t0:.1f} s: {resources.get('CPU', 0):g} CPU, "
+              f"{resources.get('GPU', 0):g} GPU", flush=True)
     finally:
         if override:
             if saved is None:
