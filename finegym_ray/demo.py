@@ -261,8 +261,7 @@ def describe_cluster(resources: dict[str, float]) -> str:
 def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     """Run the demo pipeline of ``plan`` (from :func:`claim_store`) on the Ray cluster
     this process is connected to. Returns ``outputs`` (name -> location of everything it
-    wrote), ``results`` (evaluate's, None without training) and ``seconds`` (wall time)."""
-    t0 = time.time()
+    wrote) and ``results`` (evaluate's, None without training)."""
     out, synth, store, preprocess, train = (plan[k] for k in ("out", "synth", "store", "preprocess", "train"))
     data_dir = os.path.join(out, "syngym")
     where = {"annotations": os.path.join(data_dir, "annotations"), "videos": os.path.join(data_dir, "videos"),
@@ -295,4 +294,4 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
         where.update(run=trained["run"], evaluation=storage.join(trained["run"], "eval"))
     if not storage.list_uris(where["errors"]):
         del where["errors"]  # nothing failed: no errors/ was written
-    return {"outputs": where, "results": results if train is not None else None, "seconds": time.time() - t0}
+    return {"outputs": where, "results": results if train is not None else None}
