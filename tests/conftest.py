@@ -17,6 +17,32 @@ from tests.support.media import write_audio_only, write_video
 from tests.support.processes import SESSION_ENV, new_session_mark
 from tests.support.s3 import S3ServerError, free_ports, start_s3_server
 
+# What every Ray the tests start inherits, as it inherits RAY_TMPDIR. Ray Train's
+# controller looks at its workers every 2 s by default, so a tiny run waited about that
+# long at each of its steps (workers started, training done), and the suite trains some
+# 60 tiny runs; Ray's usage statistics are an actor per Ray and a report that has nowhere
+# to go here.
+RAY_FOR_TESTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_USAGE_STATS_ENABLED": "0"}
+
+# The files that take longest (several minutes each on 2 cores), longest first.
+LONG_FILES = ("tests/train/test_train.py", "tests/tune/test_sweep.py", "tests/tune/test_studies.py",
+              "tests/test_demo.py", "tests/localize/test_train.py", "tests/test_cli.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The longest files first, then the other files with end-to-end or cluster tests,
+    then the rest: with two test processes (``-n 2 --dist loadfile``, a file runs in one
+    of them) the long files start at once and the many quick ones fill in beside them,
+    instead of a long file running alone at the end."""
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    slow = {file_of(i) for i in items if i.get_closest_marker("e2e") or i.get_closest_marker("cluster")}
+    files = list(dict.fromkeys(file_of(i) for i in items))
+    rank = {f: (LONG_FILES.index(f) if f in LONG_FILES else len(LONG_FILES) + (f not in slow), n)
+            for n, f in enumerate(files)}
+    items.sort(key=lambda item: rank[file_of(item)])
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_session():
@@ -31,7 +57,7 @@ def isolated_session():
     under /tmp: Ray's socket paths must fit 107 bytes."""
     ray_tmp = tempfile.mkdtemp(prefix="fgr", dir="/tmp")
     try:
-        with isolated_environ(RAY_TMPDIR=ray_tmp, **{SESSION_ENV: new_session_mark()}):
+        with isolated_environ(RAY_TMPDIR=ray_tmp, **{SESSION_ENV: new_session_mark()}, **RAY_FOR_TESTS):
             yield
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
