@@ -76,6 +76,10 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
         recorded = theirs.get("settings") or {}
         changed = sorted(k for k in set(ours["settings"]) | set(recorded)
                          if recorded.get(k) != ours["settings"].get(k))
+        if not changed:
+            raise InputError(f"{out} holds clips made by another finegym-ray version: the same settings, hashed "
+                             f"another way (hash {theirs.get('hash')} vs {ours['hash']}), and its shards' "
+                             f"fingerprints with it; preprocess into another --out")
         raise InputError(f"{out} holds clips made with other settings (changed: {', '.join(changed)}; "
                          f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
 

@@ -486,3 +486,18 @@ def test_a_shard_whose_counts_are_pickles_is_not_counted_and_runs_nothing(tmp_pa
     totals = output_totals(out, [WorkUnit("u1", "v", ())], {})
     assert totals["units_with_clips"] == 1 and totals["clips"] == 0  # unreadable: cut again by the next run
     assert not marker.exists()
+
+
+def test_an_output_whose_settings_match_but_whose_hash_does_not_names_the_version(tiny_gym, tmp_path):
+    """Settings recorded as ours but hashed by another finegym-ray version: the refusal says
+    so, instead of asking for 'the same settings' that are the same already."""
+    from finegym_ray.preprocess.config import output_settings
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "preprocess.json").write_text(json.dumps({"hash": "0123456789ab", "settings": output_settings(CONFIG)}))
+    before = _contents(out)
+    with pytest.raises(ValueError) as e:
+        run_preprocess(CONFIG, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), str(out), say=quiet)
+    assert "another finegym-ray version" in str(e.value) and "changed: ," not in str(e.value)
+    assert _contents(out) == before
