@@ -34,9 +34,9 @@ from .dataset.keys import safe_name
 from .dataset.manifest import format_summary
 from .errors import InputError
 from .lease import LEASE_FILE, writer_lease
-from .preprocess.config import PreprocessConfig
+from .preprocess.config import PreprocessConfig, config_hash
 from .preprocess.pipeline import format_summary as format_preprocess_summary, run_preprocess
-from .store import PREPROCESS_OUTPUTS, clips_dir, errors_dir, manifest_dir, runs_dir, summary_uri
+from .store import PREPROCESS_OUTPUTS, clips_dir, errors_dir, manifest_dir, recorded_hash, runs_dir, summary_uri
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
 from .train.config import TrainConfig
@@ -150,15 +150,21 @@ def _changed(old: dict | None, new: dict | None) -> list[str]:
     return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None]) -> list[str]:
+def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None], *,
+                     clips_hash: str | None = None) -> list[str]:
     """Delete what the demo made in ``store`` that ``settings`` (synth, preprocess,
     train) no longer produce, saying what and why; returns the run names the store
-    keeps. Only the demo's own outputs and recorded runs are deleted, all inside
-    ``store``: ValueError, nothing deleted, for a run name or link that leads out."""
+    keeps. ``clips_hash``: the settings hash the preprocessing settings give now; clips
+    recorded with another (made by another finegym-ray version) are replaced too. Only
+    the demo's own outputs and recorded runs are deleted, all inside ``store``:
+    ValueError, nothing deleted, for a run name or link that leads out."""
     if record is None:
         return []
     runs = list(record["runs"])
     data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
+    recorded = recorded_hash(store)
+    if not data_change and clips_hash and recorded not in (None, clips_hash):
+        data_change = [f"clips made by another finegym-ray version (settings hash {recorded} -> {clips_hash})"]
     doomed = []
     if data_change:
         # What preprocessing wrote at the top of the store, and the runs it records by name.
@@ -239,7 +245,7 @@ def claim_store(out: str, synth: SynthConfig, store: str | None = None,
         train = replace(train, data=store, runs=runs_dir(store))
     record = read_demo_record(store)
     settings = {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None}
-    runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m))
+    runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m), clips_hash=config_hash(preprocess))
     if train is not None and train.run_name not in runs:
         runs.append(train.run_name)
     if record is not None and settings["train"] is None:

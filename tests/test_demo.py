@@ -268,3 +268,18 @@ def test_a_training_or_preprocessing_key_in_set_names_the_flag_it_belongs_to(tmp
     line = r.stderr.strip().splitlines()[-1]
     assert f"{flag} {setting}" in line, line
     assert not (tmp_path / "demo").exists()
+
+
+def test_clips_hashed_by_another_version_are_replaced_as_changed_settings_are(tmp_path, capsys):
+    from finegym_ray.demo import claim_store
+    from finegym_ray.synth.config import SynthConfig
+
+    out, store = tmp_path / "d", tmp_path / "d" / "store"
+    claim_store(str(out), SynthConfig(videos=2))
+    # What a preprocessing run of another finegym-ray version left: its own settings hash.
+    (store / "clips").mkdir(parents=True)
+    (store / "clips" / "u.parquet").write_bytes(b"clips")
+    (store / "preprocess.json").write_text(json.dumps({"hash": "0123456789ab", "settings": {}}))
+    claim_store(str(out), SynthConfig(videos=2))
+    assert not (store / "clips" / "u.parquet").exists() and not (store / "preprocess.json").exists()
+    assert "another finegym-ray version" in capsys.readouterr().out
