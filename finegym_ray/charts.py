@@ -246,10 +246,6 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
         for x in range(left, right, 12):  # dashed
             cv2.line(img, (x, row(reference[1])), (min(x + 6, right), row(reference[1])), (120, 120, 120), 1)
         _put(img, reference[0], (left + 4, row(reference[1]) - 4), _FONT, 0.35, (120, 120, 120), 1, cv2.LINE_AA)
-    if reference is not None:
-        for x in range(left, right, 12):  # dashed
-            cv2.line(img, (x, row(reference[1])), (min(x + 6, right), row(reference[1])), (120, 120, 120), 1)
-        _put(img, reference[0], (left + 4, row(reference[1]) - 4), _FONT, 0.35, (120, 120, 120), 1, cv2.LINE_AA)
     slot = (right - left) / max(len(categories), 1)
     for i, name in enumerate(categories):
         text = str(name)[:max(3, int(slot // 7))]
