@@ -162,9 +162,13 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
         return []
     runs = list(record["runs"])
     data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
-    recorded = recorded_hash(store)
-    if not data_change and clips_hash and recorded not in (None, clips_hash):
-        data_change = [f"clips made by another finegym-ray version (settings hash {recorded} -> {clips_hash})"]
+    if not data_change and clips_hash:
+        try:
+            recorded = recorded_hash(store)
+        except InputError:
+            recorded = "unreadable"  # the demo's own output, damaged: made again
+        if recorded not in (None, clips_hash):
+            data_change = [f"clips made by another finegym-ray version (settings hash {recorded} -> {clips_hash})"]
     doomed = []
     if data_change:
         # What preprocessing wrote at the top of the store, and the runs it records by name.

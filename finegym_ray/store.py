@@ -97,11 +97,18 @@ def settings_uri(store: str) -> str:
 
 
 def recorded_hash(store: str) -> str | None:
-    """The settings hash recorded in ``STORE/preprocess.json``, None if it has none."""
+    """The settings hash recorded in ``STORE/preprocess.json``, None if it has none;
+    InputError for a file that is not a JSON object."""
+    uri = settings_uri(store)
     try:
-        return json.loads(storage.read_text(settings_uri(store))).get("hash")
+        recorded = json.loads(storage.read_text(uri))
     except FileNotFoundError:
         return None
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise InputError(f"{uri}: not a JSON object of preprocessing settings")
+    return recorded.get("hash")
 
 
 def require_store(store: str, *, option: str = "--data") -> None:
