@@ -32,6 +32,9 @@ from .errors import InputError
 
 T = TypeVar("T")
 
+# Where every command that trains, lists or evaluates runs looks unless told otherwise
+# (--runs, runs=): the demo's and the localization demo's runs too.
+RUNS_FOLDER = "./finegym_runs"
 MAX_YAML_BYTES = 1 << 20  # configs are a few KB
 MAX_YAML_NODES = 100_000  # values, aliases expanded; a config has a few hundred
 

@@ -6,13 +6,15 @@ store, train a small TSM on Ray Train, evaluate it with the test protocol, and p
 metrics table and where everything went.
 
 The store is the demo's own: ``STORE/demo.yaml`` marks it and records the settings and
-the runs the demo made. The demo refuses a non-empty store without that mark, and when
-its settings change it replaces only what it made (and says what and why): a user's
-own runs and files in a demo store are never touched. demo.yaml is data: a run name in
-it that is not one plain folder name, or a folder that leads out of the store through a
-link, is refused and nothing is deleted. One demo works in a store (and an OUT folder)
-at a time: it holds their leases (``lease.py``) from before it deletes anything to its
-end.
+the runs the demo made. Its runs live where every command's runs do (``--runs``,
+default ``./finegym_runs``), so that ``finegym-ray runs`` and ``evaluate`` find them.
+The demo refuses a non-empty store without that mark, and when its settings change it
+replaces only what it made (and says what and why): a user's own runs and files are
+never touched. demo.yaml is data: a run name in it that is not one plain folder name, a
+folder that leads out of its parent through a link, or a run that was not trained on
+the demo's store is refused and nothing is deleted. One demo works in a store (and an
+OUT folder) at a time: it holds their leases (``lease.py``) from before it deletes
+anything to its end.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from .errors import InputError
 from .lease import LEASE_FILE, writer_lease
 from .preprocess.config import PreprocessConfig, config_hash
 from .preprocess.pipeline import format_summary as format_preprocess_summary, run_preprocess
-from .store import PREPROCESS_OUTPUTS, clips_dir, errors_dir, manifest_dir, recorded_hash, runs_dir, summary_uri
+from .store import PREPROCESS_OUTPUTS, clips_dir, errors_dir, manifest_dir, recorded_hash, summary_uri
 from .synth.config import SynthConfig
 from .synth.generate import CONFIG_FILE, generate
-from .train.config import TrainConfig
+from .train.config import TrainConfig, absolute_uri, with_absolute_paths
 from .train.evaluate import evaluate
 from .train.run import format_history, run_training
 
@@ -118,31 +120,49 @@ def _checked_record(record: dict, store: str, uri: str) -> dict:
         raise InputError(f"{uri} is damaged or made by another version: runs must be a list of run names; give "
                          f"the demo an empty or new --store")
     for name in record["runs"]:
-        _run_folder(store, name, source=uri)
+        _run_folder(".", name, source=uri)
     return record
 
 
-def _run_folder(store: str, name: object, *, source: str) -> str:
-    """``STORE/runs/NAME``; ValueError naming ``source`` (where the name comes from) when
-    ``name`` is not one plain folder name, which could lead outside the store."""
+def _run_folder(runs: str, name: object, *, source: str) -> str:
+    """``RUNS/NAME``; ValueError naming ``source`` (where the name comes from) when
+    ``name`` is not one plain folder name, which could lead outside ``runs``."""
     try:
-        return safe_name(runs_dir(store), name)
+        return safe_name(runs, name)
     except ValueError:
         raise InputError(f"{source}: run name {name!r} is not one plain folder name (no '/', '\\', '..'): "
-                         f"the demo deletes nothing outside the store {store}") from None
+                         f"the demo deletes nothing outside its store and runs folder") from None
 
 
-def _refuse_links_out(store: str, uris: list[str]) -> None:
-    """ValueError when one of the local ``uris`` leads outside ``store`` through a link
-    (S3 has none): the demo deletes below them."""
-    if storage.parse_uri(store).is_s3:
+def _refuse_links_out(root: str, uris: list[str]) -> None:
+    """ValueError when one of the local ``uris`` leads outside ``root`` (the store or the
+    runs folder) through a link (S3 has none): the demo deletes below them."""
+    if storage.parse_uri(root).is_s3:
         return
-    root = os.path.realpath(storage.parse_uri(store).key)
+    real_root = os.path.realpath(storage.parse_uri(root).key)
     for uri in uris:
         real = os.path.realpath(storage.parse_uri(uri).key)
-        if os.path.commonpath([root, real]) != root:
-            raise InputError(f"{uri} leads outside the store {store} (a link to {real}): the demo deletes nothing "
-                             f"outside the store; remove the link")
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise InputError(f"{uri} leads outside {root} (a link to {real}): the demo deletes nothing "
+                             f"outside its store and runs folder; remove the link")
+
+
+def _refuse_runs_of_other_data(runs: list[str], store: str) -> None:
+    """ValueError when one of ``runs`` (run folders the demo's record names) holds
+    anything but a run trained on ``store``: the runs folder is shared with the user's
+    own trainings, and the demo deletes only its own."""
+    for run in runs:
+        if not storage.list_uris(run):
+            continue
+        config = storage.join(run, "config.yaml")
+        try:
+            data = read_yaml(config).get("data")
+        except (FileNotFoundError, InputError, AttributeError):
+            data = None
+        if data != store:
+            raise InputError(f"{run} was not trained by the demo on its store {store} ({config} "
+                             f"{'says data: ' + repr(data) if data else 'is missing or damaged'}): the demo leaves "
+                             f"it; remove it, or give the demo another --runs or --train-set name=...")
 
 
 def _changed(old: dict | None, new: dict | None) -> list[str]:
@@ -151,13 +171,14 @@ def _changed(old: dict | None, new: dict | None) -> list[str]:
 
 
 def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None], *,
-                     clips_hash: str | None = None) -> list[str]:
-    """Delete what the demo made in ``store`` that ``settings`` (synth, preprocess,
-    train) no longer produce, saying what and why; returns the run names the store
-    keeps. ``clips_hash``: the settings hash the preprocessing settings give now; clips
-    recorded with another (made by another finegym-ray version) are replaced too. Only
-    the demo's own outputs and recorded runs are deleted, all inside ``store``:
-    ValueError, nothing deleted, for a run name or link that leads out."""
+                     runs_folder: str, clips_hash: str | None = None) -> list[str]:
+    """Delete what the demo made in ``store`` and ``runs_folder`` that ``settings``
+    (synth, preprocess, train) no longer produce, saying what and why; returns the run
+    names it keeps. ``clips_hash``: the settings hash the preprocessing settings give
+    now; clips recorded with another (made by another finegym-ray version) are replaced
+    too. Only the demo's own outputs and recorded runs trained on ``store`` are deleted:
+    ValueError, nothing deleted, for a run name or link that leads out, or a recorded
+    run that is not the demo's."""
     if record is None:
         return []
     runs = list(record["runs"])
@@ -169,27 +190,28 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
             recorded = "unreadable"  # the demo's own output, damaged: made again
         if recorded not in (None, clips_hash):
             data_change = [f"clips made by another finegym-ray version (settings hash {recorded} -> {clips_hash})"]
-    doomed = []
+    doomed, doomed_runs = [], []
     if data_change:
         # What preprocessing wrote at the top of the store, and the runs it records by name.
-        doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS] + [
-            _run_folder(store, r, source=storage.join(store, MARKER)) for r in runs]
-        _refuse_links_out(store, doomed)
+        doomed = [storage.join(store, name) for name in PREPROCESS_OUTPUTS]
+        doomed_runs = [_run_folder(runs_folder, r, source=storage.join(store, MARKER)) for r in runs]
         say(f"settings changed ({'; '.join(data_change)}): replacing the clips and runs the demo made "
-            f"from the old data: {', '.join(doomed)}")
+            f"from the old data: {', '.join(doomed + doomed_runs)}")
         runs = []
     elif settings["train"] and _changed(record["train"], settings["train"]):
         name = _run_name(settings["train"])
-        run = _run_folder(store, name, source="the demo's train settings")
         if name in runs:
-            _refuse_links_out(store, [run])
+            doomed_runs = [_run_folder(runs_folder, name, source="the demo's train settings")]
             say(f"train settings changed ({'; '.join(_changed(record['train'], settings['train']))}): "
-                f"replacing the demo's run {run}")
-            doomed = [run]
+                f"replacing the demo's run {doomed_runs[0]}")
             runs.remove(name)
-    for uri in doomed:
+    _refuse_links_out(store, doomed)
+    _refuse_links_out(runs_folder, doomed_runs)
+    _refuse_runs_of_other_data(doomed_runs, absolute_uri(store))
+    for uri in doomed + doomed_runs:
         for item in storage.list_uris(uri):
             storage.delete(item)
+        storage.remove_empty_folders(uri)
     return runs
 
 
@@ -236,20 +258,23 @@ def connect_ray(address: str | None) -> None:
 
 
 def claim_store(out: str, synth: SynthConfig, store: str | None = None,
-                preprocess: PreprocessConfig | None = None, train: TrainConfig | None = None) -> dict[str, Any]:
+                preprocess: PreprocessConfig | None = None, train: TrainConfig | None = None, *,
+                runs: str | None = None) -> dict[str, Any]:
     """Make ``store`` (default OUT/store) the demo's before anything runs: refuse a store
     the demo did not make or a damaged record of it (ValueError, nothing touched),
     replace what changed settings made outdated, record the settings. Call it holding
     the folders (:func:`holding_demo_folders`). No Ray needed. Returns the plan
-    :func:`run_demo` runs; ``train``'s ``data`` and ``runs`` are set to the store (None:
-    no training)."""
+    :func:`run_demo` runs; ``train``'s ``data`` is set to the store and its ``runs`` to
+    ``runs`` (None: ``train``'s own; train None: no training)."""
     store = store or os.path.join(out, "store")
     preprocess = preprocess or PreprocessConfig()
+    runs_folder = absolute_uri(runs or (train or TrainConfig()).runs)
     if train is not None:
-        train = replace(train, data=store, runs=runs_dir(store))
+        train = with_absolute_paths(replace(train, data=store, runs=runs_folder))
     record = read_demo_record(store)
     settings = {"synth": asdict(synth), "preprocess": asdict(preprocess), "train": asdict(train) if train else None}
-    runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m), clips_hash=config_hash(preprocess))
+    runs = replace_outdated(store, record, settings, say=lambda m: _say("demo", m), runs_folder=runs_folder,
+                            clips_hash=config_hash(preprocess))
     if train is not None and train.run_name not in runs:
         runs.append(train.run_name)
     if record is not None and settings["train"] is None:

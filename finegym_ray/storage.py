@@ -806,6 +806,17 @@ def remove_empty_folder(uri: str | os.PathLike[str]) -> None:
             os.rmdir(loc.key)
 
 
+def remove_empty_folders(uri: str | os.PathLike[str]) -> None:
+    """Remove a local folder's empty subfolders, deepest first, then the folder itself if
+    it ends empty (its objects deleted); anything that holds a file is left. A no-op on
+    S3."""
+    loc = parse_uri(uri)
+    if loc.is_s3 or not os.path.isdir(loc.key) or os.path.islink(loc.key):
+        return
+    for folder, _, _ in sorted(os.walk(loc.key), key=lambda w: -w[0].count(os.sep)):
+        remove_empty_folder(folder)
+
+
 def makedirs(uri: str | os.PathLike[str]) -> None:
     """Create a local folder and its parents; a no-op on S3, where folders do not exist."""
     loc = parse_uri(uri)

@@ -10,10 +10,9 @@
     STORE/clips/<unit>.parquet     one clip shard per work unit
     STORE/errors/<unit>.json       why a unit, or some of its windows, failed
     STORE/summary.json             the whole output and every run's figures
-    STORE/runs/                    the demo's training runs (in the demo's store)
 
-Who writes each: ``dataset/manifest.py`` the manifest, ``preprocess/`` the rest, the
-demo its runs; what each holds: docs/formats.md. A job's other output folders (a
+Who writes each: ``dataset/manifest.py`` the manifest, ``preprocess/`` the rest; what
+each holds: docs/formats.md. A job's other output folders (a
 manifest folder, feature files: ``localize/features.py``) name their failures and
 their summary with the same ``ERRORS`` and ``SUMMARY``. Nothing else spells these names.
 No Ray and no torch: what training's sampling workers import reads the store through it.
@@ -33,7 +32,6 @@ ERRORS = "errors"
 SUMMARY = "summary.json"
 SETTINGS = "preprocess.json"
 CONFIG = "config.yaml"
-RUNS = "runs"
 SHARD_SUFFIX = ".parquet"
 ERROR_SUFFIX = ".json"
 
@@ -123,8 +121,3 @@ def require_store(store: str, *, option: str = "--data") -> None:
 def config_uri(store: str) -> str:
     """``STORE/config.yaml``: every setting of the last preprocessing run."""
     return storage.join(store, CONFIG)
-
-
-def runs_dir(store: str) -> str:
-    """``STORE/runs``: the training runs of the demo's store."""
-    return storage.join(store, RUNS)

@@ -29,7 +29,8 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     tiny_training = ["epochs=1", "base_width=8", "segments=2", "crop=32", "test_short=32", "input_width=48"]
     cmd = [sys.executable, "-m", "finegym_ray.cli", "demo", "--out", str(tmp_path / "d"), "--videos", "2",
            "--set", "width=192", "--set", "height=108", *[a for o in tiny_training for a in ("--train-set", o)]]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # From a folder of its own, as a user's checkout: the runs go to ./finegym_runs there.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[synth] 2/2 videos" in r.stdout and "unmatched split keys: 0" in r.stdout
     manifest = tmp_path / "d" / "store" / "manifest"
@@ -39,9 +40,17 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     clips = pq.read_table(tmp_path / "d" / "store" / "clips")
     assert clips.num_rows == rows and "units: " in r.stdout and f"clips: {rows} written" in r.stdout
     # Trained one epoch, evaluated, printed the metrics table.
-    run = tmp_path / "d" / "store" / "runs" / "tsm_flow_set"
+    run = tmp_path / "finegym_runs" / "tsm_flow_set"
     assert (run / "epoch_0001" / "state.pt").exists() and (run / "eval" / "metrics.json").exists()
     assert "mean class" in r.stdout and "tsm_flow_set" in r.stdout
+    assert r.stdout.rstrip().endswith("runs are in finegym_runs: 'finegym-ray runs' lists them"), r.stdout[-500:]
+    # Where every command looks by default: `runs` lists the demo's run, `evaluate` finds it.
+    listed = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "runs"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert listed.returncode == 0 and re.search(r"^tsm_flow_set .* finished", listed.stdout, re.M), listed.stdout
+    scored = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", "finegym_runs/tsm_flow_set"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert scored.returncode == 0 and "mean class" in scored.stdout, scored.stdout[-2000:] + scored.stderr[-2000:]
     # The project's lines only: one line of settings (all of them in demo.yaml), progress
     # with rates, no Ray internals.
     assert_no_ray_internals(r.stdout + r.stderr)
@@ -51,7 +60,7 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     assert re.search(r"^\[ray\] cluster: 1 node\(s\), \d+ CPUs", r.stdout, re.M) and "[manifest] summary:\n" in r.stdout
 
     t0 = time.monotonic()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     wall = time.monotonic() - t0
     assert again.returncode == 0, again.stderr[-3000:]
     # The time it says is the command's wall time, Ray's start and the checks included.
@@ -65,7 +74,15 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
 
 def _demo_cli(tmp_path, store, *extra: str) -> list[str]:
     return [sys.executable, "-m", "finegym_ray.cli", "demo", "--smoke-test", "--no-train", "--out",
-            str(tmp_path / "d"), "--store", str(store), *extra]
+            str(tmp_path / "d"), "--store", str(store), "--runs", str(tmp_path / "runs"), *extra]
+
+
+def _plant_run(runs: Path, name: str, *, data: Path) -> None:
+    """A run as a training on ``data`` leaves it: config.yaml, two checkpoints, an evaluation."""
+    for part in ("epoch_0001/state.pt", "epoch_0002/state.pt", "eval/metrics.json"):
+        (runs / name / part).parent.mkdir(parents=True, exist_ok=True)
+        (runs / name / part).write_bytes(b"weights")
+    (runs / name / "config.yaml").write_text(yaml.safe_dump({"data": str(data), "name": name}))
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -86,17 +103,16 @@ def test_demo_refuses_a_store_it_did_not_make_and_touches_nothing(tmp_path):
 
 
 def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
-    store = tmp_path / "store"
+    store, runs = tmp_path / "store", tmp_path / "runs"
     first = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    # The demo's run (as a training would leave it) and a user's own run beside it.
-    for name in ("runs/tsm_flow_set/epoch_0001/state.pt", "runs/mine/epoch_0003/state.pt"):
-        (store / name).parent.mkdir(parents=True, exist_ok=True)
-        (store / name).write_bytes(b"weights")
+    # The demo's run (as a training would leave it) and a user's own run beside it, on the same data.
+    _plant_run(runs, "tsm_flow_set", data=store)
+    _plant_run(runs, "mine", data=store)
     marker = yaml.safe_load((store / "demo.yaml").read_text())
     marker["runs"] = ["tsm_flow_set"]
     (store / "demo.yaml").write_text(yaml.safe_dump(marker))
-    mine = _tree(store / "runs" / "mine")
+    mine = _tree(runs / "mine")
 
     # A bad preprocessing setting of the demo: one line naming it, before anything runs.
     bad = subprocess.run(_demo_cli(tmp_path, store, "--preprocess-set", "short_sid=64"), capture_output=True,
@@ -111,8 +127,8 @@ def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
     assert len(said) == 1 and "noise 2.0 -> 3.0" in said[0] and "tsm_flow_set" in said[0], again.stdout[-3000:]
     assert "jpeg_quality" in said[0]  # the demo's preprocessing settings take --preprocess-set
     assert json.loads((store / "preprocess.json").read_text())["settings"]["jpeg_quality"] == 85
-    assert _tree(store / "runs" / "mine") == mine
-    assert not list((store / "runs").glob("tsm_flow_set/**/*.pt"))
+    assert _tree(runs / "mine") == mine
+    assert not (runs / "tsm_flow_set").exists()  # its folders too, not a tree of empty epoch_NNNN/
     assert pq.read_table(store / "clips").num_rows > 0  # cut again from the new videos
     assert yaml.safe_load((store / "demo.yaml").read_text())["synth"]["noise"] == 3.0
 
@@ -126,33 +142,39 @@ def test_the_cluster_is_described_in_words():
 
 
 def _plant_demo_store(store: Path, runs: list[str]) -> None:
-    """A store as an earlier demo left it (its record and outputs, and a user's own run),
-    made with settings other than the demo's today: the next demo replaces what it made."""
-    for name in ("manifest/subactions.parquet", "clips/u0.parquet", "config.yaml", "preprocess.json",
-                 "runs/mine/epoch_0001/state.pt"):
+    """A store as an earlier demo left it (its record and outputs), made with settings
+    other than the demo's today: the next demo replaces what it made."""
+    for name in ("manifest/subactions.parquet", "clips/u0.parquet", "config.yaml", "preprocess.json"):
         (store / name).parent.mkdir(parents=True, exist_ok=True)
         (store / name).write_bytes(b"the demo's own output")
     (store / "demo.yaml").write_text(yaml.safe_dump({"made_by": "finegym-ray demo", "synth": {"seed": 7},
                                                      "preprocess": {"short_side": 96}, "train": None, "runs": runs}))
 
 
-@pytest.mark.parametrize("how", ["a name that climbs out", "a link that points out"])
-def test_a_run_recorded_in_demo_yaml_never_deletes_outside_the_store(tmp_path, how):
-    victim = tmp_path / "victim"
-    (victim / "epoch_0001").mkdir(parents=True)
-    (victim / "epoch_0001" / "state.pt").write_bytes(b"someone else's weights")
-    store = tmp_path / "d" / "store"
+@pytest.mark.parametrize("how", ["a name that climbs out", "a link that points out", "a run on other data"])
+def test_a_run_recorded_in_demo_yaml_deletes_only_the_demos_own_run(tmp_path, how):
+    # The runs folder is shared with the user's trainings: the demo deletes a recorded
+    # run only inside it, through no link, and only one trained on the demo's store.
+    victim, store, runs = tmp_path / "victim", tmp_path / "d" / "store", tmp_path / "runs"
+    _plant_run(victim.parent, victim.name, data=tmp_path / "their_data")
     if how == "a name that climbs out":
-        _plant_demo_store(store, ["../../../victim"])
-    else:
+        _plant_demo_store(store, ["../victim"])
+    elif how == "a link that points out":
         _plant_demo_store(store, ["tsm_flow_set"])
-        (store / "runs" / "tsm_flow_set").symlink_to(victim)
+        runs.mkdir()
+        (runs / "tsm_flow_set").symlink_to(victim)
+    else:
+        _plant_demo_store(store, ["victim"])
+        runs = tmp_path
     before, theirs = _tree(store), _tree(victim)
-    r = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*_demo_cli(tmp_path, store), "--runs", str(runs)], capture_output=True, text=True,
+                       timeout=300)
     assert _tree(victim) == theirs
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and str(store) in errors[0] and "outside the store" in errors[0], r.stderr
+    said = {"a name that climbs out": "not one plain folder name", "a link that points out": f"outside {runs}",
+            "a run on other data": f"{victim} was not trained by the demo on its store {store}"}[how]
+    assert len(errors) == 1 and said in errors[0], r.stderr
     assert _tree(store) == before
 
 

@@ -3,6 +3,7 @@ that exists, and every test that docs/guarantees.md names exists."""
 
 import ast
 import re
+import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +68,45 @@ def test_every_test_that_the_guarantees_name_exists():
                 missing.append(f"{current.relative_to(ROOT)}::{test}")
     assert named > 50, named
     assert not missing, "\n".join(missing)
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``finegym-ray ...`` line of the README's and docs' code blocks, as (where,
+    argv): continuation lines joined, comments and optional ``[...]`` parts dropped."""
+    commands = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "cluster" / "README.md"]:
+        for block in FENCE.findall(page.read_text()):
+            text = re.sub(r"\\\n\s*", " ", block)
+            for line in text.splitlines():
+                line = re.sub(r"\s+#\s.*$", "", line).strip()
+                line = re.sub(r"^(\.venv/bin/|.*&& \.venv/bin/)", "", line)
+                if not line.startswith("finegym-ray "):
+                    continue
+                line = re.sub(r"\[[^\]]*\]", " ", line).replace("...", " ")
+                commands.append((f"{page.relative_to(ROOT)}: {line}", shlex.split(line)[1:]))
+    return commands
+
+
+def test_every_command_in_the_docs_parses_and_resolves_its_settings(monkeypatch, capsys):
+    # As written, from the checkout: the command and its flags exist, and where it has
+    # --print-config its config files and --set settings resolve (no Ray started).
+    from finegym_ray.cli import build_parser, main
+
+    monkeypatch.chdir(ROOT)
+    commands = _documented_commands()
+    assert len(commands) >= 20, commands
+    failed, resolved = [], 0
+    for where, argv in commands:
+        ours = argv[:argv.index("--")] if "--" in argv else argv
+        try:
+            args = build_parser().parse_args(ours)
+        except SystemExit:
+            failed.append(f"{where}: {capsys.readouterr().err.strip().splitlines()[-1:]}")
+            continue
+        if hasattr(args, "print_config") and not getattr(args, "smoke_test", False):
+            if main([*ours, "--print-config"]) != 0:
+                failed.append(f"{where}: --print-config failed: {capsys.readouterr().err.strip()}")
+            resolved += 1
+    capsys.readouterr()
+    assert not failed, "\n".join(failed)
+    assert resolved >= 5

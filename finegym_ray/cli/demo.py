@@ -8,7 +8,7 @@ import time
 
 from ..errors import InputError
 from . import smoke
-from .options import add_storage_options, printer
+from .options import add_storage_options, printer, runs_hint
 from .synth import add_synth_options, synth_config
 from .train import TRAIN_SETTINGS_SHOWN
 
@@ -31,8 +31,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     p.add_argument("--out", default="finegym_demo",
                    help="working folder for the synthetic data (default ./finegym_demo)")
-    p.add_argument("--store", help="object storage root for outputs, a folder or s3://bucket/prefix "
-                                   "(default OUT/store)")
+    p.add_argument("--store", help="object storage root for the demo's data (manifest, clips), a folder or "
+                                   "s3://bucket/prefix (default OUT/store)")
+    p.add_argument("--runs", metavar="URI",
+                   help="folder or s3:// prefix for the demo's training run (default ./finegym_runs, where "
+                        "'finegym-ray runs', 'evaluate' and 'train' look; on a cluster of several nodes give "
+                        "storage every node reaches, e.g. s3://)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, which a submitted job has, else "
                                      "a new local Ray for this command, even where `ray start` left a cluster "
                                      "running); it says which")
@@ -54,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import MARKER, claim_store, connect_ray, holding_demo_folders, run_demo
     from ..preprocess.config import PreprocessConfig
     from ..progress import settings_line
-    from ..store import runs_dir
     from ..train.config import DEMO
     from ..train.evaluate import format_results
 
@@ -70,11 +73,12 @@ def run(args: argparse.Namespace) -> int:
     preprocess = apply_overrides(preprocess, args.preprocess_overrides)
     synth = synth_config(args)
     store = args.store or os.path.join(args.out, "store")
-    train = replace(train, data=store, runs=runs_dir(store))  # what claim_store sets
+    train = replace(train, data=store, runs=args.runs or train.runs)  # what claim_store sets
 
     # Held from before the demo replaces outdated outputs until its last write.
     with holding_demo_folders(args.out, store, break_lease=args.break_lease, say=printer("demo")):
-        plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train)
+        plan = claim_store(args.out, synth, args.store, preprocess, None if args.no_train else train,
+                           runs=train.runs)
         print(f"[demo] synth {settings_line(synth, ('videos', 'width', 'height', 'seed'))}; preprocess "
               f"{settings_line(preprocess, ('short_side', 'flow.method'))}"
               + ("" if args.no_train else f"; train {settings_line(train, TRAIN_SETTINGS_SHOWN)}")
@@ -89,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndemo finished in {time.monotonic() - t_start:.1f} s. Outputs:")
     for name, loc in done["outputs"].items():
         print(f"  {name + ':':<13}{loc}")
+    if done["results"] is not None:
+        print(runs_hint(train.runs))
     return 0
 
 

@@ -9,7 +9,7 @@ import time
 from ..errors import InputError
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_overrides, add_ray_options, printer, runs_hint
 
 _say = printer("localize")
 
@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
                "Example: finegym-ray localize train --config configs/localize/syngym_action.yaml")
     p.add_argument("action", choices=("train", "evaluate", "demo"),
                    help="train (or resume) the run, evaluate it, or demo: both levels on the main demo's SynGym "
-                        "and run (after 'finegym-ray demo'; writes OUT/localize/)")
+                        "and run (after 'finegym-ray demo'; features to OUT/localize/, runs beside the demo's "
+                        "run in RUNS, default ./finegym_runs)")
     p.add_argument("--out", metavar="DIR", help="demo: the main demo's folder (default ./finegym_demo)")
     p.add_argument("--level", choices=("action", "subaction"), help="demo: one level only (default both)")
     p.add_argument("--config", metavar="YAML", help="localize config file (configs/localize/*.yaml)")
@@ -76,6 +77,8 @@ def train(args: argparse.Namespace) -> int:
     result = run_localize_training(config, break_lease=args.break_lease, say=_say)
     print(format_history(result["history"]))
     print(f"run:        {result['run']}\ncheckpoint: {result['checkpoint']}\nconfig:     {result['run']}/config.yaml")
+    if not args.smoke_test:
+        print(runs_hint(config.runs))
     return 0
 
 
@@ -96,11 +99,12 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """``localize demo``: both levels on the main demo's SynGym and run (localize/demo.py)."""
-    from ..localize.demo import LEVELS, check_demo_inputs, run_localize_demo
+    from ..localize.demo import LEVELS, check_demo_inputs, localize_config, run_localize_demo
     from ..localize.evaluate import format_results
 
     out = args.out or "finegym_demo"
-    check_demo_inputs(out)  # before Ray starts
+    runs = localize_config(out, args.level or LEVELS[0], list(args.overrides)).runs
+    check_demo_inputs(out, runs)  # before Ray starts
     connect.init_ray(args.address)
     t0 = time.time()
     done = run_localize_demo(out, levels=(args.level,) if args.level else LEVELS, overrides=list(args.overrides),
@@ -109,4 +113,5 @@ def demo(args: argparse.Namespace) -> int:
         seconds = ", ".join(f"{k} {v:.1f} s" for k, v in d["seconds"].items())
         print(f"\n{format_results(d['results'])}\n({seconds})")
     print(f"\nlocalization demo finished in {time.time() - t0:.1f} s")
+    print(runs_hint(runs))
     return 0

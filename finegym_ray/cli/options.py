@@ -80,3 +80,16 @@ def printer(stage: str) -> Callable[[str], None]:
     def say(message: str) -> None:
         print(f"[{stage}] {message}", flush=True)
     return say
+
+
+def runs_hint(runs: str) -> str:
+    """The closing line of a command that wrote a run: where runs are and the command
+    that lists them (``runs`` without its folder where that is the default one)."""
+    import os
+
+    from ..config import RUNS_FOLDER
+    from ..train.config import absolute_uri
+
+    default = absolute_uri(runs) == absolute_uri(RUNS_FOLDER)
+    shown = os.path.relpath(runs) if default else runs
+    return f"runs are in {shown}: 'finegym-ray runs{'' if default else ' ' + runs}' lists them"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import RUNS_FOLDER
 from .options import add_storage_options
 
 
@@ -14,8 +15,9 @@ def add_parser(sub) -> None:
                     "done / planned, best (by mean class) and last validation mean class and top-1 accuracy, "
                     "and a state: finished, running, partial (stopped: the same command resumes it) or failed "
                     "(training raised, or its job is gone and left its lease). Reads no weights; no Ray.")
-    p.add_argument("uri", nargs="?", default="./finegym_runs", metavar="URI",
-                   help="runs folder (path or s3:// URI; default ./finegym_runs)")
+    p.add_argument("uri", nargs="?", default=RUNS_FOLDER, metavar="URI",
+                   help=f"runs folder (path or s3:// URI; default {RUNS_FOLDER}, where train, demo and localize "
+                        f"write theirs)")
     p.add_argument("--json", action="store_true",
                    help="print the runs as one JSON array (an object per run) instead of the table")
     add_storage_options(p)

@@ -7,7 +7,7 @@ import argparse
 
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
+from .options import add_overrides, add_print_config, add_ray_options, print_config, printer, runs_hint
 
 # The settings in the one line train and demo start with (all: in a file).
 TRAIN_SETTINGS_SHOWN = ("task", "modality", "model", "segments", "epochs", "batch_size", "lr", "workers",
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_training(config, break_lease=args.break_lease, say=printer("train"))
     print(format_history(result["history"]))
     print(f"run:        {result['run']}\ncheckpoint: {result['checkpoint']}\nconfig:     {result['run']}/config.yaml")
+    if not args.smoke_test:
+        print(runs_hint(config.runs))
     return 0
 
 

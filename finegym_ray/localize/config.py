@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import check_name, check_range
+from ..config import RUNS_FOLDER, check_name, check_range
 from ..errors import InputError
 
 LEVELS = ("action", "subaction")
@@ -75,7 +75,7 @@ class LocalizeConfig:
     keep_checkpoints: int = 2
 
     # Runs live at runs/name (default name: detector_level_task); the same name resumes.
-    runs: str = "./finegym_runs"
+    runs: str = RUNS_FOLDER
     name: str = ""
 
     def __post_init__(self) -> None:

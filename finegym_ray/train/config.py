@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, replace
 
 from .. import presets
-from ..config import ConfigError, check_name, check_range
+from ..config import RUNS_FOLDER, ConfigError, check_name, check_range
 from ..dataset.labels import TASK_NAMES
 from ..errors import InputError
 
@@ -109,7 +109,7 @@ class TrainConfig:
     val_every: int = 1
 
     # Where runs live (folder or s3://) and this run's name: the same name resumes.
-    runs: str = "./finegym_runs"
+    runs: str = RUNS_FOLDER
     name: str = ""
 
     # Test-time protocol of ``evaluate``: temporal views x spatial crops (1 or 3), averaged.

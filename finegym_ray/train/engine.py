@@ -293,7 +293,9 @@ def train_loop_per_worker(args: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
 
-    epoch_seconds = []  # of this session's epochs, for the run's ETA
+    # The run's ETA from this session's whole epochs so far: checkpoint writes and
+    # reports count, which outweigh the training of a small model's epoch.
+    session_t0 = time.time()
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         model.train()
@@ -310,9 +312,8 @@ def train_loop_per_worker(args: dict) -> None:
         if waited is not None:
             metrics["data_wait_s"] = round(waited, 2)  # blocked on input: near 0 when data keeps up
         history.append(metrics)
-        epoch_seconds.append(metrics["epoch_s"])
         if rank == 0:  # one copy of the (DDP-identical) state; the others report metrics only
-            eta = sum(epoch_seconds) / len(epoch_seconds) * (config.epochs - epoch - 1)
+            eta = (time.time() - session_t0) / (epoch + 1 - start_epoch) * (config.epochs - epoch - 1)
             say(task.epoch_line(metrics, train_s=train_s, eta_s=eta))
             checkpoints.write(run, epoch, config_yaml=to_yaml(config),
                               state={"model": bare.state_dict(), "optimizer": optimizer.state_dict(),

@@ -80,15 +80,22 @@ def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started.
     features, gt = toy
 
-    def weights(seed: int, name: str) -> dict:
-        config = LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path), name=name,
-                                **{**TINY, "epochs": 1, "workers": 1, "lr": 1e-9, "weight_decay": 0.0,
-                                   "val_every": 0, "seed": seed})
-        return latest_weights(run_localize_training(config, say=quiet)["run"])
+    import torch
 
-    first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
-    assert largest_gap(first, again) < 1e-6
+    from finegym_ray.localize.train import build_detector, prepare
+
+    def config(seed: int) -> LocalizeConfig:
+        return LocalizeConfig(features=features, annotations=gt, runs=str(tmp_path), name=str(seed),
+                              **{**TINY, "epochs": 1, "workers": 1, "lr": 1e-9, "weight_decay": 0.0,
+                                 "val_every": 0, "seed": seed})
+
+    first, other = (latest_weights(run_localize_training(config(seed), say=quiet)["run"]) for seed in (0, 1))
     assert largest_gap(first, other) > 1e-3
+    # The same seed, the same weights: as this process builds the detector after seeding.
+    data = prepare(config(0), say=quiet)
+    torch.manual_seed(0)
+    built = build_detector(config(0), in_channels=data.feature_dim, num_classes=len(data.class_names)).state_dict()
+    assert largest_gap(first, {k: built[k] for k in first}) < 1e-6
 
 
 @pytest.mark.e2e

@@ -285,14 +285,20 @@ def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started.
     data, _ = tiny_store
 
-    def weights(seed: int, name: str) -> dict:
-        config = tiny_config(data, str(tmp_path / name), epochs=1, workers=1, cpus_per_worker=1.0,
-                             val_every=0, lr=1e-9, weight_decay=0.0, seed=seed)
-        return latest_weights(run_training(config, say=quiet)["run"])
+    import torch
 
-    first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
-    assert largest_gap(first, again) < 1e-6
-    assert largest_gap(first, other) > 1e-3
+    from finegym_ray.train.loop import model_for
+
+    def config(seed: int) -> TrainConfig:
+        return tiny_config(data, str(tmp_path / str(seed)), epochs=1, workers=1, cpus_per_worker=1.0,
+                           val_every=0, lr=1e-9, weight_decay=0.0, seed=seed)
+
+    first, other = (run_training(config(seed), say=quiet) for seed in (0, 1))
+    assert largest_gap(latest_weights(first["run"]), latest_weights(other["run"])) > 1e-3
+    # The same seed, the same weights: as this process builds the model after seeding.
+    torch.manual_seed(0)
+    built = model_for(config(0), len(first["class_names"]), pretrained=True).state_dict()
+    assert largest_gap(latest_weights(first["run"]), {k: built[k] for k in latest_weights(first["run"])}) < 1e-6
 
 
 def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ray_cluster, tiny_store, tmp_path):

@@ -92,6 +92,20 @@ def test_study_store_refuses_a_folder_it_did_not_make(tmp_path):
     assert (tmp_path / "store" / "mine.txt").read_text() == "a user's file"
 
 
+def test_making_the_study_store_says_what_it_does_with_progress(ray_cluster, tmp_path):
+    from finegym_ray.cli import smoke
+    from finegym_ray.config import apply_overrides
+
+    lines: list[str] = []
+    store = tmp_path / "store"
+    synth, preprocess = (apply_overrides(SynthConfig(), smoke.SYNTH),
+                         apply_overrides(PreprocessConfig(), smoke.PREPROCESS))
+    studies.make_study_store(str(store), synth, preprocess, say=lines.append)
+    assert lines[0].startswith(f"rendering SynGym into {tmp_path / 'syngym'} as Ray tasks (2 videos"), lines
+    assert [line.split(" videos")[0] for line in lines[1:3]] == ["1/2", "2/2"] and "/s" in lines[1], lines
+    assert f"cutting clips into {store}" in lines and pq.read_table(store / "clips").num_rows > 0
+
+
 def test_the_preset_files_load():
     synth, _ = studies.store_settings(str(PRESET / "store.yaml"))
     assert synth.events == [4] and synth.figure_scale > 1
