@@ -68,6 +68,12 @@ def epoch_line(metrics: dict, *, epochs: int, train_s: float, eta_s: float | Non
     return done
 
 
+# The settings in the one line a command starts with (all of them: in a file).
+TRAIN_SETTINGS_SHOWN = ("task", "modality", "model", "segments", "epochs", "batch_size", "lr", "workers",
+                        "cpus_per_worker", "use_gpu")
+PREPROCESS_SETTINGS_SHOWN = ("short_side", "flow.method", "unit_seconds", "events", "subactions", "workers")
+
+
 def settings_line(config, keys: tuple[str, ...]) -> str:
     """``key=value`` of the dataclass ``config``'s ``keys`` (dotted for a nested
     dataclass, ``flow.method``), for the one line of settings a command starts with; the

@@ -145,11 +145,25 @@ def test_no_import_circle_in_the_package():
     assert not cycles, "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-def test_only_the_command_line_imports_the_command_line():
+# The top layers, the command line and the Python API: the library never reaches up to
+# either, and neither imports the other.
+TOP_LAYERS = ("finegym_ray.cli", "finegym_ray.api")
+
+
+def _top_layer(module: str) -> str | None:
+    return next((top for top in TOP_LAYERS if module == top or module.startswith(top + ".")), None)
+
+
+def test_only_a_top_layer_imports_itself():
     upward = sorted(f"{name} imports {target}" for name, targets in import_graph().items()
-                    if not (name == "finegym_ray.cli" or name.startswith("finegym_ray.cli."))
-                    for target in targets if target == "finegym_ray.cli" or target.startswith("finegym_ray.cli."))
+                    for target in targets if _top_layer(target) not in (None, _top_layer(name)))
     assert not upward, upward
+
+
+def test_the_api_imports_without_ray_or_torch():
+    """A notebook imports it first thing: Ray and torch load when a function runs."""
+    r = subprocess.run([sys.executable, "-c", BLOCK + "import finegym_ray.api\n"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 # What Ray offers no public API for: a Ray upgrade should need to look in runtime/ only.

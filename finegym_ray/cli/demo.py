@@ -7,10 +7,10 @@ import os
 import time
 
 from ..errors import InputError
+from ..progress import TRAIN_SETTINGS_SHOWN
 from . import smoke
 from .options import add_storage_options, printer, runs_hint
 from .synth import add_synth_options, synth_config
-from .train import TRAIN_SETTINGS_SHOWN
 
 
 def add_parser(sub) -> None:

@@ -7,12 +7,10 @@ import argparse
 import os
 
 from ..errors import InputError
+from ..progress import PREPROCESS_SETTINGS_SHOWN
 from ..runtime import connect
 from . import smoke
 from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
-
-# The settings in the line preprocessing starts with (all: in a file).
-PREPROCESS_SETTINGS_SHOWN = ("short_side", "flow.method", "unit_seconds", "events", "subactions", "workers")
 
 
 def add_parser(sub) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..progress import TRAIN_SETTINGS_SHOWN
 from ..runtime import connect
 from . import smoke
 from .options import add_overrides, add_print_config, add_ray_options, print_config, printer, runs_hint
-
-# The settings in the one line train and demo start with (all: in a file).
-TRAIN_SETTINGS_SHOWN = ("task", "modality", "model", "segments", "epochs", "batch_size", "lr", "workers",
-                        "cpus_per_worker", "use_gpu")
 
 
 def add_parser(sub) -> None:

@@ -27,12 +27,14 @@ Four kinds of noise reach a terminal, each stopped where it starts:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 
 from .internals import session_logs_dir, worker_line_dispatcher
 
@@ -184,6 +186,24 @@ def print_project_lines(data: dict) -> None:
     if ours:
         sink.write("".join(line + "\n" for line in ours))
         sink.flush()
+
+
+@contextlib.contextmanager
+def worker_lines_held() -> Iterator[None]:
+    """No worker line printed while it runs, the project's own included (all stay in
+    Ray's worker log files): for a driver that says what matters itself, as a sweep does
+    with a line per trial event while its trials' workers print their epochs at once.
+    Does nothing with ``--verbose`` or when Ray's printer is not the project-lines filter
+    (a Ray that this process joined without :func:`after_init` prints as Ray does)."""
+    dispatcher = worker_line_dispatcher()
+    ours = not verbose() and ("ray_print_logs", print_project_lines) in dispatcher.handlers
+    if ours:
+        dispatcher.remove_handler("ray_print_logs")
+    try:
+        yield
+    finally:
+        if ours:
+            dispatcher.add_handler("ray_print_logs", print_project_lines)
 
 
 _fd2_filtered = False

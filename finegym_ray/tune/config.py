@@ -101,17 +101,20 @@ class SweepConfig:
         return join(self.sweeps, self.name)
 
 
-def load_sweep(path: str | Path | None, overrides: list[str]) -> tuple[SweepConfig, TrainConfig]:
-    """The sweep at ``path`` with ``overrides`` applied (name and base resolved) and the
+def load_sweep(path: str | Path | SweepConfig | None, overrides: list[str]) -> tuple[SweepConfig, TrainConfig]:
+    """The sweep at ``path`` (or the SweepConfig given, its ``base`` relative to the
+    current directory) with ``overrides`` applied (name and base resolved) and the
     TrainConfig its trials start from; ConfigError for any problem.
 
     ``train.KEY=V`` sets one training value, ``space.KEY.KIND=V`` replaces KEY's search
     (``space.KEY=null`` drops it); both apply after the other overrides.
     """
+    given = path if isinstance(path, SweepConfig) else None
+    path = None if given is not None else path
     where = str(path) if path is not None else "sweep"
     # apply_overrides only changes keys that exist, and these dicts start empty.
     dotted = [o for o in overrides if re.match(r"(train|space)\.[^=]*=", o)]
-    sweep = load_config(SweepConfig, path, [o for o in overrides if o not in dotted])
+    sweep = load_config(SweepConfig, path, [o for o in overrides if o not in dotted], base=given)
     if dotted:
         sweep = from_dict(SweepConfig, _set_dict_keys(dataclasses.asdict(sweep), dotted), where)
     name = sweep.name or (Path(path).stem if path is not None else "")

@@ -7,7 +7,15 @@ import pytest
 
 from finegym_ray.config import ConfigError, load_config
 from finegym_ray.train.config import TrainConfig
-from finegym_ray.tune.config import TrialResources, check_space, grid_size, load_sweep, trial_config, trial_count
+from finegym_ray.tune.config import (
+    SweepConfig,
+    TrialResources,
+    check_space,
+    grid_size,
+    load_sweep,
+    trial_config,
+    trial_count,
+)
 
 
 def _sweep(tmp_path, text: str, name: str = "lr_sweep"):
@@ -52,6 +60,15 @@ def test_a_sweep_from_overrides_alone_needs_a_name():
     assert load_sweep(None, ["name=s", "space.seed.randint=[0,3]"])[0].name == "s"
     with pytest.raises(ConfigError, match="no name"):
         load_sweep(None, [])
+
+
+def test_a_sweep_given_as_its_dataclass_takes_overrides_as_its_file_does(tmp_path):
+    path = _sweep(tmp_path, "space: {lr: {grid: [0.01, 0.1]}}\nnum_samples: 2\n")
+    overrides = ["train.epochs=2", "space.segments.grid=[1,3]", "name=other"]
+    from_file = load_sweep(str(path), overrides)
+    assert load_sweep(from_file[0], overrides) == from_file
+    with pytest.raises(ConfigError, match="no name"):
+        load_sweep(SweepConfig(), [])
 
 
 @pytest.mark.parametrize("override, msg", [
