@@ -6,7 +6,8 @@ Both read their videos through ``video/files.py`` (``require_videos``) and
 video) at a time, and leave the same kinds of record in their output folder:
 
     OUT/errors/<item>.json   what failed, at which ``scope``, and why (``reason``),
-                             written only when something failed (``write_error_record``)
+                             written only when something failed (``write_error_record``;
+                             read back by ``why_missing``)
     OUT/summary.json         what the output holds, and ``runs``: every run's own
                              figures, oldest first (``write_summary``)
 
@@ -21,10 +22,18 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import storage
-from .store import error_uri, summary_uri
+from .store import ERROR_SUFFIX, error_uri, errors_dir, summary_uri
+
+# Why something a job was to make is not in its output, as ``why_missing`` tells it.
+NO_VIDEO = "no video"  # the video file was not there
+FAILED_UNIT = "failed unit"  # its work item failed as a whole (an unreadable video, a crashed worker, ...)
+FAILED_WINDOW = "failed window"  # its own window failed; the rest of its unit was cut
+NO_RECORD = "no error record"  # not made and no record says why (a job not run, or not finished, on it)
+_NO_VIDEO_FILE = "no video file"
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -45,11 +54,48 @@ def failure_reason(e: Exception, uri: str) -> str:
     return f"unexpected {type(e).__name__}: {e}"
 
 
+def no_video_reason(video_id: str, videos: str) -> str:
+    """The ``reason`` of the error record of an item whose video file is not under ``videos``."""
+    return f"{_NO_VIDEO_FILE} {video_id}.* under {videos}"
+
+
 def write_error_record(out: str, name: str, *, scope: str, reason: str, **item: Any) -> None:
     """Write ``OUT/errors/<name>.json``: the item (the job's own names for it: unit and
     video, or level and id), the ``scope`` that failed (video, windows, storage, worker,
     flow, pipeline) and why."""
     storage.write_text(error_uri(out, name), json.dumps({**item, "scope": scope, "reason": reason}, indent=1))
+
+
+def why_missing(out: str, threads: int = 16) -> dict[str, str]:
+    """What the error records in ``OUT/errors/`` say is missing from ``OUT``, and why:
+    name -> ``NO_VIDEO``, ``FAILED_UNIT`` or ``FAILED_WINDOW``. A record names what it
+    covers by ``keys`` (a preprocessing unit: its clip keys), ``windows`` (a unit's
+    failed windows, by ``key``) or ``group`` (a feature extraction item: its sequence
+    id). A name that no record covers is missing for ``NO_RECORD``, if at all. A record
+    that cannot be read or is not of this shape is passed over: the records explain,
+    they decide nothing. Reads ``threads`` records at a time (S3 latency)."""
+    from .dataset.jsonfile import parse_json, read_json_text
+
+    def read(uri: str) -> Any:
+        try:
+            return parse_json(read_json_text(uri, max_bytes=16 << 20), uri)
+        except (OSError, ValueError):
+            return None
+
+    uris = storage.list_uris(errors_dir(out), suffix=ERROR_SUFFIX)
+    with ThreadPoolExecutor(max(1, min(threads, len(uris)))) as pool:
+        records = [r for r in pool.map(read, uris) if isinstance(r, dict)]
+    why: dict[str, str] = {}
+    for record in records:
+        reason = record.get("reason")
+        whole = NO_VIDEO if record.get("scope") == "video" and isinstance(reason, str) and reason.startswith(
+            _NO_VIDEO_FILE) else FAILED_UNIT
+        names = record.get("keys") if isinstance(record.get("keys"), list) else [record.get("group")]
+        why.update({n: whole for n in names if isinstance(n, str)})
+        for window in record.get("windows") if isinstance(record.get("windows"), list) else ():
+            if isinstance(window, dict) and isinstance(window.get("key"), str):
+                why[window["key"]] = FAILED_WINDOW
+    return why
 
 
 def write_summary(out: str, whole: dict[str, Any], run: dict[str, Any], *, finished_at: float) -> dict[str, Any]:

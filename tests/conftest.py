@@ -238,3 +238,34 @@ def tiny_store(ray_cluster, tiny_gym, tmp_path_factory) -> tuple[str, dict]:
     summary = run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), out,
                              say=lambda _m: None)
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def partial_store(tiny_store, tiny_gym, tmp_path_factory) -> tuple[str, dict, str]:
+    """tiny_store as preprocessing leaves it when one video, holding one of the val
+    split's sub-actions, was never downloaded: (store, summary, that video's id). A copy
+    of tiny_store without the video's shards, preprocessed again from a videos folder
+    without it: the rerun cuts nothing and records the video's units as without a video."""
+    import pyarrow.parquet as pq
+
+    from finegym_ray.dataset.manifest import build_manifest_from
+    from finegym_ray.preprocess.pipeline import run_preprocess
+
+    rows = build_manifest_from(str(tiny_gym / "annotations")).subactions.to_pylist()
+    val = {v: sum(r["split"] == "val" for r in rows if r["video_id"] == v) for v in {r["video_id"] for r in rows}}
+    gone = min(sorted(v for v, n in val.items() if n), key=val.get)
+    assert 0 < val[gone] < sum(val.values()), val
+    root = tmp_path_factory.mktemp("partial_store")
+    store = root / "store"
+    shutil.copytree(tiny_store[0], store)
+    for shard in (store / "clips").glob("*.parquet"):
+        if pq.read_table(shard, columns=["video_id"]).column(0)[0].as_py() == gone:
+            shard.unlink()
+    videos = root / "videos"
+    videos.mkdir()
+    for path in (tiny_gym / "videos").iterdir():
+        if path.stem != gone:
+            (videos / path.name).symlink_to(path)
+    summary = run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(videos), str(store),
+                             say=lambda _m: None)
+    return str(store), summary, gone

@@ -25,6 +25,7 @@ from ..errors import BadInput
 from . import (
     check,
     demo,
+    download,
     evaluate,
     extract_features,
     localize,
@@ -44,8 +45,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 # In the order --help lists them.
-COMMANDS = (demo, synth, preprocess, train, evaluate, extract_features, tune, study, localize, submit, manifest,
-            check, score_detections, runs)
+COMMANDS = (demo, synth, download, preprocess, train, evaluate, extract_features, tune, study, localize, submit,
+            manifest, check, score_detections, runs)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -15,15 +15,18 @@ def add_parser(sub) -> None:
                     ".mkv, .webm, .mov or .avi), whether it opens and decodes a frame near its start and near the "
                     "end of its last annotated event, whether it lasts as long as its annotations reach, its frame "
                     "rate and whether that varies (timestamps sampled at the start, middle and end). Prints the "
-                    "problems and a summary, writes one CSV row per video. Decodes a few frames per video, "
-                    "eight videos at a time: about a second per video or less.",
+                    "problems, a summary, and per task (gym99, gym288, gym530, set, event) and split the labelled "
+                    "keys of the videos that can be cut and those missing; writes one CSV row per video and that "
+                    "table beside it (<csv>_coverage.csv). Decodes a few frames per video, eight videos at a "
+                    "time: about a second per video or less.",
         epilog="Exit status: 0 when every annotated video can be cut, 1 when some cannot (missing, unreadable, "
                "too short, or a variable frame rate without --allow-vfr), 2 for bad input.")
     p.add_argument("--annotations", required=True, metavar="DIR_OR_JSON",
                    help="FineGym annotation folder or annotation JSON (path or s3:// URI)")
     p.add_argument("--videos", required=True, metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
     p.add_argument("--csv", default="finegym_video_check.csv", metavar="PATH",
-                   help="where the per-video CSV goes, path or s3:// URI (default ./finegym_video_check.csv)")
+                   help="where the per-video CSV goes, path or s3:// URI (default ./finegym_video_check.csv); the "
+                        "table per task and split goes beside it, as <name>_coverage.csv")
     p.add_argument("--allow-vfr", action="store_true",
                    help="a variable frame rate is no problem (as for preprocessing with allow_vfr=true)")
     add_storage_options(p)

@@ -25,11 +25,14 @@ def _fuse_weights(text: str) -> tuple[float, float]:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score a trained run on its validation split; fuse two runs (two-stream)",
-        description="Score every validation clip with the run's test protocol (test_views temporal views x "
-                    "test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
-                    "(top-1 and mean class accuracy with 95 % bootstrap intervals, per class), confusion.png, "
+        description="Score every validation clip that exists with the run's test protocol (test_views temporal "
+                    "views x test_crops crops, softmax averaged) and write RUN/eval/: scores.parquet, metrics.json "
+                    "(top-1 and mean class accuracy with 95 % bootstrap intervals, per class, and how many "
+                    "labelled clips it is on: a labelled key whose video is missing or whose unit failed in "
+                    "preprocessing has no clip, and is counted, with why, beside every figure), confusion.png, "
                     "per_class.png. With --fuse RUN2 also evaluates RUN2 and writes the late fusion of both "
-                    "(weighted mean, --fuse-weights) under RUN/eval/fused_<RUN2 name>_<hash of its URI>/, "
+                    "(weighted mean, --fuse-weights) on the clips both scored, counting those it leaves out, "
+                    "under RUN/eval/fused_<RUN2 name>_<hash of its URI>/, "
                     "reusing either run's scores when its checkpoint, clips and test settings are unchanged. "
                     "--segments and --shuffle-frames test the paper's Sec. 4.4 variants; their outputs go to "
                     "RUN/eval/VARIANT/ (segments_12, shuffled, segments_5_shuffled, shuffled_seed_3), leaving "
@@ -50,6 +53,9 @@ def add_parser(sub) -> None:
                         "layout (with --fuse, RUN2's own in DIR/fuse_run/ instead of RUN2/eval/), e.g. for a run "
                         "you cannot write to; scores already in DIR are reused as in RUN/eval/. Every output "
                         "folder is checked writable before any scoring")
+    p.add_argument("--require-complete", action="store_true",
+                   help="FineGym's strict protocol: refuse (exit 2, naming how many and why) to score a split in "
+                        "which some labelled keys have no clip, instead of scoring the clips that exist")
     p.add_argument("--fuse", metavar="URI", help="a second run (or checkpoint) to fuse with (e.g. the flow run of an "
                                                  "RGB run); its task, split and classes must be the run's")
     p.add_argument("--fuse-weights", type=_fuse_weights, metavar="W_RUN,W_FUSE",
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     say = printer("evaluate")
     options = dict(fuse=args.fuse, fuse_weights=args.fuse_weights, segments=args.segments,
                    shuffle_frames=args.shuffle_frames, seed=args.seed, checkpoint=args.checkpoint, data=args.data,
-                   rescore=args.rescore, out=args.out, say=say)
+                   rescore=args.rescore, out=args.out, require_complete=args.require_complete, say=say)
     if not args.smoke_test:
         if not args.run:
             raise InputError("evaluate needs --run (or --smoke-test)")

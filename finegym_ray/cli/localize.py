@@ -69,8 +69,10 @@ def train(args: argparse.Namespace) -> int:
     """``localize train``: settings, data checked before Ray starts, train, the table."""
     from ..config import to_yaml
     from ..localize.train import format_history, prepare, run_localize_training
+    from ..train.trackers import require as require_trackers
 
     config = localize_config(args)
+    require_trackers(config)  # a missing extra, before Ray starts
     _say(f"settings:\n{to_yaml(config)}")
     prepare(config, say=lambda _m: None)  # bad data or settings: refused before Ray starts
     connect.init_ray(args.address)

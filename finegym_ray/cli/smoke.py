@@ -5,9 +5,11 @@ seconds to a few minutes on 2 CPU cores. The settings are ``--set`` overrides, a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 # A tiny SynGym: 2 short 192x108 videos, generated in ~2 s.
 SYNTH = ["videos=2", "width=192", "height=108", "events_per_video=[2, 2]", "subactions_per_event=[3, 4]",
@@ -100,3 +102,25 @@ def toy_features(level: str) -> tuple[str, str, str]:
     folder = temp_folder("finegym_localize_smoke_")
     annotations = write_toy_features(f"{folder}/features", videos=8, level=level)
     return f"{folder}/features", annotations, f"{folder}/runs"
+
+
+@contextlib.contextmanager
+def serve_folder(folder: str) -> Iterator[str]:
+    """The files of ``folder`` over HTTP on 127.0.0.1 (a free port) while the block runs;
+    yields the base URL. The download's smoke test fetches SynGym's videos from it, as
+    from a mirror."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args) -> None:  # the command's own lines only
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True, name="finegym-smoke-http").start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

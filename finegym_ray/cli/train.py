@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..train.config import TrainConfig, with_absolute_paths
+    from ..train.trackers import require as require_trackers
 
     overrides = [*smoke.TRAIN, *args.overrides] if args.smoke_test else list(args.overrides)
     for flag, key in ((args.data, "data"), (args.runs, "runs"), (args.name, "name")):
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     config = with_absolute_paths(config)  # as the run records them: it reads the same data from anywhere
     if args.print_config:
         return print_config(train=config)
+    require_trackers(config)  # a missing extra, before Ray starts
     if not args.smoke_test:
         from ..train.data import check_data_settings
 

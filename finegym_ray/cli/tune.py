@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when a trial errored."""
+    from ..train.trackers import require as require_trackers
     from ..tune.config import load_sweep
 
     overrides = list(args.overrides)
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     sweep, base = load_sweep(args.config, overrides)
     if args.print_config:
         return print_config(sweep=sweep, train=base)
+    require_trackers(base)  # a missing extra, before Ray starts
     # Trials' and training workers' own lines stay in Ray's logs: this driver prints a
     # line per trial event.
     connect.init_ray(args.address, log_to_driver=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import RUNS_FOLDER, check_name, check_range
 from ..errors import InputError
+from ..train.trackers import check_options
 
 LEVELS = ("action", "subaction")
 # "classes": the level's classes (action: FineGym's events; sub-action: the sets);
@@ -78,6 +79,10 @@ class LocalizeConfig:
     runs: str = RUNS_FOLDER
     name: str = ""
 
+    # Trackers, as in train/config.py: an MLflow tracking URI, a W&B project; empty: off.
+    mlflow: str = ""
+    wandb: str = ""
+
     def __post_init__(self) -> None:
         problems: list[str] = []
         if self.level not in LEVELS:
@@ -109,6 +114,7 @@ class LocalizeConfig:
         check_range(problems, "cpus_per_worker", self.cpus_per_worker, gt=0)
         check_range(problems, "max_failures", self.max_failures, ge=-1)
         check_name(problems, "name", self.name)
+        check_options(problems, self.mlflow, self.wandb)
         if problems:
             raise InputError("localize config: " + "; ".join(problems))
 

@@ -16,8 +16,9 @@ No ray here; torch only in :func:`collate`.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -134,7 +135,9 @@ def example(sequence: FeatureSequence, segments: list[tuple[str, float, float]],
 
 @dataclass(frozen=True)
 class Dataset:
-    """The level's sequences split into train and val: URIs and the ground truth per id."""
+    """The level's sequences split into train and val: URIs and the ground truth per id;
+    ``missing``: per split, the ground truth's sequences without a feature file, each
+    with why (``video_job.why_missing``: no video, failed unit, no error record)."""
 
     train: list[str]
     val: list[str]
@@ -144,16 +147,30 @@ class Dataset:
     skipped: list[str]  # sequence ids without ground truth
     feature_dim: int
     settings_hash: str | None
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def missing_why(self, split: str) -> dict[str, int]:
+        """How many of ``split``'s ground-truth sequences have no features, by why, most first."""
+        return dict(Counter(self.missing.get(split, {}).values()).most_common())
+
+
+def _causes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
 def load_dataset(config: LocalizeConfig, ground_truth: GroundTruth, *,
                  say: Callable[[str], None] = print) -> Dataset:
     """List the feature sequences of ``config.level``, keep those the ground truth has
     (an id it lists with no segment is a negative: it trains), split them by video.
-    Reads each file's footer only. Raises ValueError when nothing can train."""
+    The split is drawn over every video the ground truth lists, so that a video without
+    features (never downloaded, failed extraction) leaves the others' split as it was;
+    the ground truth's sequences without features are reported (``Dataset.missing``,
+    and a line said). Reads each file's footer only. Raises ValueError when nothing can
+    train."""
     import os
 
     from .. import storage
+    from ..video_job import NO_RECORD, why_missing
     from .features import read_meta
 
     # Absolute: Ray Train's workers read these URIs, maybe in another working directory.
@@ -177,16 +194,26 @@ def load_dataset(config: LocalizeConfig, ground_truth: GroundTruth, *,
     if len(dims) > 1 or len(hashes) > 1:
         raise InputError(f"{config.features}/{config.level}: sequences of different extractions "
                          f"(feature dims {sorted(map(str, dims))}, settings hashes {sorted(map(str, hashes))})")
-    splits = split_videos((video_of(i, config.level) for i in ids.values()), config.val_fraction)
+    without = sorted(set(ground_truth) - set(ids.values()))
+    splits = split_videos((video_of(i, config.level) for i in [*ids.values(), *without]), config.val_fraction)
     train = [u for u in ids if splits[video_of(ids[u], config.level)] == "train"]
     val = [u for u in ids if splits[video_of(ids[u], config.level)] == "val"]
+    why = why_missing(folder) if without else {}
+    missing: dict[str, dict[str, str]] = {}
+    for i in without:
+        missing.setdefault(splits[video_of(i, config.level)], {})[i] = why.get(i, NO_RECORD)
     gt = task_ground_truth({i: ground_truth[i] for i in ids.values()}, config.task)
     names = class_names_of(gt, config.task)
     if not names:
         raise InputError(f"{config.annotations}: no ground-truth segment in the {len(ids)} sequences")
     if skipped:
         say(f"{len(skipped)} of {len(uris)} sequences have no ground truth and are left out (e.g. {skipped[0]})")
-    return Dataset(train, val, ids, gt, names, skipped, int(dims.pop()), hashes.pop())
+    data = Dataset(train, val, ids, gt, names, skipped, int(dims.pop()), hashes.pop(), dict(sorted(missing.items())))
+    if without:
+        notes = [f"{split} {len(m)}: {_causes(data.missing_why(split))}" for split, m in data.missing.items()]
+        say(f"{len(without)} of the ground truth's {len(ground_truth)} sequences have no features "
+            f"({'; '.join(notes)}): the detector uses the sequences that exist")
+    return data
 
 
 def load_examples(uris: list[str], ground_truth: GroundTruth, class_names: list[str], task: str) -> list[Example]:

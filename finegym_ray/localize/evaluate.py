@@ -2,7 +2,9 @@
 tIoU 0.50:0.05:0.95 (``metric.py``), the paper's Table 4 layout, a timeline PNG.
 
 Writes ``RUN/eval/``: ``metrics.json`` (the metric's JSON plus 95 % bootstrap intervals
-over the validation videos, the settings and the counts), ``detections.json``
+over the validation videos, the settings and the counts, among them the validation
+sequences of the ground truth that have no features and why: a video never downloaded
+is reported, not fatal), ``detections.json``
 (ActivityNet's results format, ``formats.write_detections``; sub-action level: seconds
 relative to the routine start, as the ground truth) and ``timeline.png``. The feature
 files are small, so scoring runs in this process (a GPU when it has one); no Ray.
@@ -112,7 +114,9 @@ def evaluate_run(config: LocalizeConfig, *, say: Callable[[str], None] = print) 
     out = storage.join(uri, "eval")
     metrics = {**result.to_json(), "interval_95": intervals,
                "checkpoint": checkpoint.uri, "epoch": checkpoint.epoch, "level": config.level, "task": config.task,
-               "videos": len(examples), "segments": sum(len(v) for v in ground_truth.values()),
+               "videos": len(examples), "labelled": len(examples) + len(data.missing.get("val", {})),
+               "without_features": len(data.missing.get("val", {})), "without_features_why": data.missing_why("val"),
+               "segments": sum(len(v) for v in ground_truth.values()),
                "detections": sum(len(v) for v in detections.values()),
                "inference": {"score_threshold": config.score_threshold, "sigma": config.sigma,
                              "max_detections": config.max_detections}}
@@ -128,10 +132,19 @@ def evaluate_run(config: LocalizeConfig, *, say: Callable[[str], None] = print) 
         class_names=data.class_names,
         title=f"{config.run_name}: true segments (top), detected (below; bar height = score)"))
     storage.write_text(outputs["metrics"], json.dumps(metrics, indent=1) + "\n")
-    say(f"{len(examples)} val sequences, {metrics['segments']} true segments, {metrics['detections']} detections; "
-        f"wrote {out}/")
+    say(f"{len(examples)} val sequences, {metrics['segments']} true segments, {metrics['detections']} detections"
+        + (f" ({coverage_note(metrics)})" if metrics["without_features"] else "") + f"; wrote {out}/")
     return {"result": result, "intervals": intervals, "metrics": metrics, "outputs": outputs,
             "run": uri, "level": config.level}
+
+
+def coverage_note(metrics: dict) -> str:
+    """``on 9 of 10 val sequences; 1 without features (1 no video)`` from a metrics.json."""
+    note = f"on {metrics['videos']} of {metrics['labelled']} val sequences"
+    if metrics["without_features"]:
+        note += f"; {metrics['without_features']} without features (" + ", ".join(
+            f"{n} {why}" for why, n in metrics["without_features_why"].items()) + ")"
+    return note
 
 
 def _span(ex: Example) -> tuple[float, float]:
@@ -149,5 +162,7 @@ def format_results(results: dict) -> str:
     if avg:
         lines.append(f"average mAP {100 * result.average_map:.1f} %, 95 % interval [{100 * avg[0]:.1f}, "
                      f"{100 * avg[1]:.1f}] (bootstrap over the {results['metrics']['videos']} val sequences)")
+    if results["metrics"].get("without_features"):
+        lines.append(f"mAP {coverage_note(results['metrics'])}")
     lines += [f"{name + ':':<12}{loc}" for name, loc in results["outputs"].items()]
     return "\n".join(lines)

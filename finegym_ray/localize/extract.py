@@ -46,6 +46,7 @@ from ..store import clips_dir, error_uri, errors_dir, summary_uri
 from ..video.files import require_videos
 from ..video_job import (
     actor_pools,
+    no_video_reason,
     rows_as_done,
     settings_hash,
     worker_runtime_env,
@@ -195,7 +196,7 @@ def run_extract(config: ExtractConfig, run: str, videos: str, annotations: str, 
     todo, done = split_done(out, items, hashes)
     weights = backbone_weights(backbone) if todo else None  # before anything is written, and before Ray
     for it in missing:
-        _record(out, it, "video", f"no video file {it['video_id']}.* under {videos}")
+        _record(out, it, "video", no_video_reason(it["video_id"], videos))
     kinds = {k: sum(it["kind"] == k for it in items) for k in KINDS}
     say(f"backbone {backbone.checkpoint} ({backbone.train['model']} {backbone.modality}); "
         f"{kinds[config.level]} {config.level} item(s), {kinds['elements']} element shard(s): "

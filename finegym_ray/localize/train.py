@@ -29,7 +29,7 @@ from .data import Dataset, GroundTruth, load_dataset
 
 # Settings a resume may change: they change where and how fast, not what is trained.
 MUTABLE = {"workers", "cpus_per_worker", "use_gpu", "max_failures", "runs", "features", "annotations",
-           "keep_checkpoints", "score_threshold", "sigma", "max_detections", "val_every"}
+           "keep_checkpoints", "score_threshold", "sigma", "max_detections", "val_every", "mlflow", "wandb"}
 
 
 def ground_truth_of(config: LocalizeConfig) -> GroundTruth:

@@ -5,11 +5,20 @@ match torchvision's ``resnet18``/``resnet50`` so that ImageNet weights saved fro
 torchvision load with ``load_state_dict`` (2-D), or through ``inflate_state_dict``
 (3-D, I3D-style: each 2-D kernel repeated over time and divided by its length).
 
+The 3-D network is laid out as mmaction2's I3D-R50 (``i3d_r50``), so that its Kinetics
+checkpoints fit tensor for tensor and compute here what they compute there
+(``train/weights.py`` translates the names): a 5x7x7 first conv and the max pool after
+it each halve time, a 2x1x1 max pool after stage 1 halves it again, and a block's
+first conv is 3x1x1 in every block of stage 1, the even-numbered blocks of the middle
+stages and the odd-numbered blocks of the last stage (stage 4's (0, 1, 0) in
+mmaction2's ``inflate`` tuples).
+
 Optional parts, each a keyword argument:
 - ``shift_segments`` / ``shift_fraction`` (2-D): the temporal shift of TSM, applied to
   the input of each residual branch (the identity path is not shifted).
-- ``nonlocal_stages`` (3-D): embedded-Gaussian non-local blocks after every other
-  block of the named stages (NL-I3D).
+- ``nonlocal_stages`` (3-D): embedded-Gaussian non-local blocks at the end of every
+  odd-numbered block of the named stages (NL-I3D: res3b, res3d, res4b, res4d, res4f),
+  each block's ``non_local``, so that the blocks keep torchvision's numbering.
 - ``base_width`` and ``blocks``: smaller networks for CPU tests and the demo.
 
 No I/O, no config objects: typed keyword arguments only.
@@ -60,7 +69,8 @@ def _bn(dims: int, c: int) -> nn.Module:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None):
+    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None,
+                 non_local: bool = False):
         super().__init__()
         self.shift = shift
         self.conv1 = _conv(dims, cin, width, 3, stride, t_kernel)
@@ -69,19 +79,22 @@ class BasicBlock(nn.Module):
         self.bn2 = _bn(dims, width)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(dims, cin, width, stride)
+        self.non_local = NonLocal(width) if non_local else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         y = temporal_shift(x, *self.shift) if self.shift else x
         y = self.relu(self.bn1(self.conv1(y)))
         y = self.bn2(self.conv2(y))
-        return self.relu(y + identity)
+        y = self.relu(y + identity)
+        return self.non_local(y) if self.non_local is not None else y
 
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None):
+    def __init__(self, dims: int, cin: int, width: int, stride: int, t_kernel: int, shift: tuple[int, float] | None,
+                 non_local: bool = False):
         super().__init__()
         self.shift = shift
         # Temporal kernel on the first 1x1 conv, stride on the 3x3 (torchvision's v1.5).
@@ -93,6 +106,7 @@ class Bottleneck(nn.Module):
         self.bn3 = _bn(dims, width * 4)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(dims, cin, width * 4, stride)
+        self.non_local = NonLocal(width * 4) if non_local else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -100,7 +114,8 @@ class Bottleneck(nn.Module):
         y = self.relu(self.bn1(self.conv1(y)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return self.relu(y + identity)
+        y = self.relu(y + identity)
+        return self.non_local(y) if self.non_local is not None else y
 
 
 def _downsample(dims: int, cin: int, cout: int, stride: int) -> nn.Module | None:
@@ -111,7 +126,10 @@ def _downsample(dims: int, cin: int, cout: int, stride: int) -> nn.Module | None
 
 class NonLocal(nn.Module):
     """Embedded-Gaussian non-local block over (T, H, W) with a zero-initialised output
-    BN, so that inserting it leaves a pretrained network's function unchanged."""
+    BN, so that inserting it leaves a pretrained network's function unchanged. Keys and
+    values come from a 2x2 max-pooled grid (a quarter of the positions), queries from
+    every position, without scaling the dot products: mmaction2's NL-I3D
+    (``sub_sample=True``, ``use_scale=False``)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -121,16 +139,30 @@ class NonLocal(nn.Module):
         self.g = nn.Conv3d(channels, inner, 1)
         self.out = nn.Conv3d(inner, channels, 1, bias=False)
         self.bn = nn.BatchNorm3d(channels)
+        self.pool = nn.MaxPool3d((1, 2, 2))
         nn.init.zeros_(self.bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, t, h, w = x.shape
+        # A 1-pixel map (tiny test inputs) has nothing to pool.
+        pool = self.pool if min(h, w) >= 2 else nn.Identity()
         q = self.theta(x).flatten(2).transpose(1, 2)  # (N, THW, C')
-        k = self.phi(x).flatten(2)  # (N, C', THW)
-        v = self.g(x).flatten(2).transpose(1, 2)  # (N, THW, C')
-        attn = torch.softmax(q @ k, dim=-1)  # (N, THW, THW)
-        y = (attn @ v).transpose(1, 2).reshape(n, -1, t, h, w)
+        k = pool(self.phi(x)).flatten(2)  # (N, C', THW/4)
+        v = pool(self.g(x)).flatten(2).transpose(1, 2)  # (N, THW/4, C')
+        attn = torch.softmax(q @ k, dim=-1)  # (N, THW, THW/4)
+        y = (attn @ v).transpose(1, 2).reshape(n, -1, t, h, w)  # (N, C', T, H, W)
         return x + self.bn(self.out(y))
+
+
+def _inflated(stage: int, index: int, stages: int) -> bool:
+    """Whether block ``index`` of ``stage`` (both from 1 and 0) has a 3x1x1 first conv
+    in the 3-D network: mmaction2's I3D-R50 pattern, ((1, 1, 1), (1, 0, 1, 0),
+    (1, 0, 1, 0, 1, 0), (0, 1, 0)), extended to any block count by the same rule."""
+    if stage == 1:
+        return True
+    if stage == stages:
+        return index % 2 == 1
+    return index % 2 == 0
 
 
 class ResNet(nn.Module):
@@ -145,26 +177,29 @@ class ResNet(nn.Module):
             raise InputError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
         if shift_segments and dims != 2:
             raise InputError("the temporal shift applies to 2-D ResNets")
+        if nonlocal_stages and dims != 3:
+            raise InputError("non-local blocks apply to 3-D ResNets")
         kind, default_blocks = DEPTHS[depth]
         blocks = tuple(blocks or default_blocks)
         block = BasicBlock if kind == "basic" else Bottleneck
         shift = (shift_segments, shift_fraction) if shift_segments else None
         self.dims = dims
-        self.conv1 = _conv(dims, in_channels, base_width, 7, 2, t_kernel=5 if dims == 3 else 1)
+        # 3-D: time halved by the first conv, by the max pool after it and by pool2.
+        self.conv1 = _conv(dims, in_channels, base_width, 7, 2, t_kernel=5 if dims == 3 else 1,
+                           t_stride=2 if dims == 3 else 1)
         self.bn1 = _bn(dims, base_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if dims == 2 else nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if dims == 2 else nn.MaxPool3d((1, 3, 3), (2, 2, 2), (0, 1, 1))
+        self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if dims == 3 else None
         cin = base_width
         for stage, count in enumerate(blocks, start=1):
             width = base_width * 2 ** (stage - 1)
             layers: list[nn.Module] = []
             for i in range(count):
-                # I3D inflates every other block's first conv over time (3x1x1).
-                t_kernel = 3 if dims == 3 and i % 2 == 0 else 1
-                layers.append(block(dims, cin, width, 2 if (i == 0 and stage > 1) else 1, t_kernel, shift))
+                t_kernel = 3 if dims == 3 and _inflated(stage, i, len(blocks)) else 1
+                layers.append(block(dims, cin, width, 2 if (i == 0 and stage > 1) else 1, t_kernel, shift,
+                                    non_local=stage in nonlocal_stages and i % 2 == 1))
                 cin = width * block.expansion
-                if stage in nonlocal_stages and i % 2 == 1:
-                    layers.append(NonLocal(cin))
             setattr(self, f"layer{stage}", nn.Sequential(*layers))
         self.num_stages = len(blocks)
         self.out_features = cin
@@ -174,25 +209,26 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{stage}")(x)
+            # A clip already down to one step (fewer than 5 frames in) has no pair to pool.
+            if stage == 1 and self.pool2 is not None and x.shape[2] >= 2:
+                x = self.pool2(x)
         return x.flatten(2).mean(-1)  # global average pool: (N, F)
 
 
-def inflate_state_dict(state_2d: dict[str, torch.Tensor], model_3d: ResNet) -> dict[str, torch.Tensor]:
-    """A 2-D ResNet state dict turned into ``model_3d``'s: each conv kernel repeated over
-    the 3-D kernel's time length and divided by it, so a static clip gives the 2-D
-    network's activations. Entries the 3-D model lacks (or that are new in it, like
-    non-local blocks) are left out: load with ``strict=False`` and check the report."""
+def inflate_state_dict(state_2d: dict[str, torch.Tensor], model_3d: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_2d`` with each 2-D conv kernel that ``model_3d`` holds as a 3-D kernel of
+    the same (out, in, kh, kw) repeated over that kernel's time length and divided by
+    it, so that a static clip gives the 2-D network's activations away from the clip's
+    ends. Every other entry is passed on as it is: the loader (``train/weights.py``)
+    reports what fits."""
     target = model_3d.state_dict()
     out = {}
     for name, value in state_2d.items():
-        if name not in target:
-            continue
-        want = target[name]
-        if value.dim() == 4 and want.dim() == 5:
+        want = target.get(name)
+        if want is not None and value.dim() == 4 and want.dim() == 5 and want.shape[:2] + want.shape[3:] == value.shape:
             t = want.shape[2]
             value = value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
-        if value.shape == want.shape:
-            out[name] = value
+        out[name] = value
     return out
 
 

@@ -41,7 +41,16 @@ from ..errors import InputError
 from ..lease import writer_lease
 from ..store import error_uri, shard_uri
 from ..video.files import require_videos
-from ..video_job import rows_as_done, worker_runtime_env, write_error_record, write_summary
+from ..video_job import (
+    FAILED_WINDOW,
+    NO_RECORD,
+    no_video_reason,
+    rows_as_done,
+    why_missing,
+    worker_runtime_env,
+    write_error_record,
+    write_summary,
+)
 from .clips import shard_footer
 from .config import PreprocessConfig, config_hash, output_settings
 from .stages import map_cut_stages, unit_record
@@ -210,7 +219,7 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     todo = [u for u in units if u.unit_id not in existing]
     missing = [u for u in todo if u.video_id not in video_uris]
     for u in missing:
-        write_error_record(out, u.unit_id, scope="video", reason=f"no video file {u.video_id}.* under {videos}",
+        write_error_record(out, u.unit_id, scope="video", reason=no_video_reason(u.video_id, videos),
                            keys=[w.key for w in u.windows], **unit_record(u.unit_id, u.video_id, None))
     runnable = [u for u in todo if u.video_id in video_uris]
     say(f"{len(units)} units planned ({sum(len(u.windows) for u in units)} clips, "
@@ -224,9 +233,29 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     on_disk.update({r["unit_id"]: {"clips": r["clips"], "frames": r["frames"], "video_seconds": r["video_seconds"]}
                     for r in results if r["status"] == "done"})
     summary["totals"] = output_totals(out, units, on_disk)
-    write_summary(out, {k: summary[k] for k in ("config_hash", "output", "totals")},
-                  {k: v for k, v in summary.items() if k not in ("output", "totals")}, finished_at=time.time())
+    summary["coverage"], summary["missing_clips"] = output_coverage(config, manifest, units, out)
+    whole = ("config_hash", "output", "totals", "coverage", "missing_clips")
+    write_summary(out, {k: summary[k] for k in whole}, {k: v for k, v in summary.items() if k not in whole[1:]},
+                  finished_at=time.time())
     return summary
+
+
+def output_coverage(config: PreprocessConfig, manifest, units: list[WorkUnit],
+                    out: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """What the clips on disk cover, whichever runs cut them: per task and split, the
+    labelled keys with a clip (``dataset.coverage``; the event task where routines are
+    cut, the others where sub-actions are), as records; and the planned clips without
+    one by cause (``video_job.why_missing``). A unit's clips are its windows when its
+    shard exists, less the windows its error record names as failed."""
+    from ..dataset.coverage import COVERAGE_TASKS, coverage
+
+    why = why_missing(out)
+    with_clips = _existing_units(out)
+    planned = {w.key for u in units for w in u.windows}
+    cut = {w.key for u in units if u.unit_id in with_clips for w in u.windows if why.get(w.key) != FAILED_WINDOW}
+    tasks = [t for t in COVERAGE_TASKS if (config.events if t == "event" else config.subactions)]
+    rows = [r.record() for r in coverage(manifest, keys=cut, tasks=tasks)]
+    return rows, dict(sorted(Counter(why.get(k, NO_RECORD) for k in planned - cut).items()))
 
 
 def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict]) -> dict[str, Any]:
@@ -321,4 +350,16 @@ def format_summary(summary: dict[str, Any]) -> str:
                f"{summary['output']['with_errors']} have error records" if "output" in summary else "")
             + (f"; {summary['totals']['clips']} of {summary['totals']['clips_planned']} planned clips on disk, "
                f"{summary['totals']['frames']} frames, {summary['totals']['video_seconds']:.1f} s"
-               if "totals" in summary else ""))
+               if "totals" in summary else "")
+            + (_format_coverage(summary) if "coverage" in summary else ""))
+
+
+def _format_coverage(summary: dict[str, Any]) -> str:
+    """The lines of what the clips on disk cover (``output_coverage``)."""
+    from ..dataset.coverage import Coverage, format_coverage
+
+    missing = summary.get("missing_clips") or {}
+    return ("\nlabelled keys with a clip on disk, per task and split:\n"
+            + format_coverage([Coverage.from_record(r) for r in summary["coverage"]], present="cut")
+            + ("\nplanned clips without one: " + ", ".join(f"{n:,} {why}" for why, n in missing.items())
+               + " (the output's errors/ say why)" if missing else ""))

@@ -9,6 +9,7 @@ from .. import presets
 from ..config import RUNS_FOLDER, ConfigError, check_name, check_range
 from ..dataset.labels import TASK_NAMES
 from ..errors import InputError
+from .trackers import check_options
 
 # The meaning of the task names. Version 2: ``event`` is the paper's routine-level event
 # recognition (10 events), ``subaction_event`` the 4-way task over sub-actions. Every run
@@ -25,6 +26,7 @@ CLIP_MODELS = ("i3d", "nl_i3d")
 MODALITIES = ("rgb", "flow")
 CLASS_BALANCE = ("none", "loss", "resample")
 OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("cosine", "step")
 # The keys of models.resnet.DEPTHS, spelled out for the same reason (checked there too).
 DEPTHS = (10, 18, 34, 50, 101)
 
@@ -52,8 +54,10 @@ class TrainConfig:
     blocks: list[int] | None = None
     dropout: float = 0.5
     shift_fraction: float = 0.125
-    # torchvision-style ResNet state dict (local path or s3://) to start from; 2-D
-    # weights are inflated for I3D and their first conv adapted to flow's channels.
+    # Weights (local path or s3://) to start the backbone from: a torchvision-named
+    # ResNet (ImageNet) or an mmaction2 TSN/TSM/I3D checkpoint (Kinetics-400); 2-D
+    # weights are inflated for I3D and an RGB first conv adapted to flow's channels
+    # (train/weights.py, which prints what it loaded).
     pretrained: str | None = None
 
     # Sampling. Segment models: ``segments`` segments of ``frames_per_segment``
@@ -87,6 +91,15 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
 
+    # The paper's schedules and weights: ``lr_schedule`` "cosine" (above) or "step", the
+    # paper's, dividing the learning rate by 10 after each number of epochs in
+    # ``lr_steps`` ([30, 60]: epochs 1-30 at lr, 31-60 at lr/10, the rest at lr/100);
+    # ``pretrained_strict`` refuses weights that leave any tensor of the backbone at its
+    # random initialisation (false: load what fits, as the printed report lists).
+    lr_schedule: str = "cosine"
+    lr_steps: list[int] | None = None
+    pretrained_strict: bool = True
+
     # Scale: Ray Train workers (DDP), CPUs each, GPUs when the cluster has them
     # (None: use them if present). bf16 autocast and channels-last apply on GPU only.
     workers: int = 1
@@ -111,6 +124,14 @@ class TrainConfig:
     # Where runs live (folder or s3://) and this run's name: the same name resumes.
     runs: str = RUNS_FOLDER
     name: str = ""
+
+    # Trackers beside the run's TensorBoard files (train/trackers.py), named as the run;
+    # empty: off. ``mlflow``: an MLflow tracking URI (file:./mlruns, http://host:5000;
+    # credentials in MLFLOW_TRACKING_* variables), needs finegym-ray[mlflow]. ``wandb``: a
+    # W&B project (WANDB_ENTITY, WANDB_MODE, WANDB_API_KEY as W&B reads them), needs
+    # finegym-ray[wandb]. A resume may switch them on or off.
+    mlflow: str = ""
+    wandb: str = ""
 
     # Test-time protocol of ``evaluate``: temporal views x spatial crops (1 or 3), averaged.
     test_views: int = 2
@@ -163,6 +184,7 @@ class TrainConfig:
         check_range(problems, "val_every", self.val_every, ge=0)
         check_range(problems, "max_failures", self.max_failures, ge=-1)
         check_name(problems, "name", self.name)
+        check_options(problems, self.mlflow, self.wandb)
         if self.depth not in DEPTHS:
             problems.append(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {self.depth!r}")
         if self.blocks is not None and (not self.blocks or any(b < 1 for b in self.blocks)):
@@ -171,6 +193,7 @@ class TrainConfig:
             problems.append(f"input_width must be 0 (square) or >= 16, got {self.input_width}")
         if self.model in CLIP_MODELS and self.frames_per_segment != 1:
             problems.append(f"{self.model} samples dense clips: frames_per_segment must be 1")
+        problems.extend(_schedule_problems(self.lr_schedule, self.lr_steps, self.epochs))
         if problems:
             raise InputError("train config: " + "; ".join(problems))
 
@@ -201,6 +224,19 @@ class TrainConfig:
         if self.model == "tsm":
             kw["shift_fraction"] = self.shift_fraction
         return kw
+
+
+def _schedule_problems(schedule: str, lr_steps: list[int] | None, epochs: int) -> list[str]:
+    """What is wrong with a learning-rate schedule: "step" needs increasing epochs
+    within the run, "cosine" none."""
+    if schedule not in LR_SCHEDULES:
+        return [f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}"]
+    if schedule == "cosine":
+        return [] if not lr_steps else [f"lr_steps apply to lr_schedule=step, got {lr_steps} with cosine"]
+    steps = list(lr_steps or [])
+    if not steps or any(not isinstance(s, int) or not 1 <= s < epochs for s in steps) or steps != sorted(set(steps)):
+        return [f"lr_schedule=step needs lr_steps, increasing epochs from 1 to epochs-1 ({epochs - 1}), got {lr_steps}"]
+    return []
 
 
 def recorded_config(data: dict, where: str = "recorded config") -> dict:

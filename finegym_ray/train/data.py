@@ -22,26 +22,48 @@ import pyarrow as pa
 
 from .. import storage
 from ..dataset.augment import clip_input, decode_reduction, random_box, test_box
-from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, routine_splits, task_kind
-from ..dataset.manifest import categories_from_table, subset_split_column
+from ..dataset.coverage import task_labels
+from ..dataset.labels import EVENT_IDS, SUB_TASKS, label_view, task_kind
+from ..dataset.manifest import categories_from_table
 from ..dataset.sampling import DenseSampler, SegmentSampler
 from ..errors import InputError
 from ..store import clips_dir, manifest_dir, manifest_table, require_store, settings_uri
+from ..video_job import NO_RECORD, why_missing
 from .config import TrainConfig
 
 
 @dataclass(frozen=True)
 class SplitLabels:
-    """Class ids of one split for one task: clip key -> class id, and the class names."""
+    """Class ids of one split for one task: clip key -> class id, and the class names.
+    ``absent``: the split's labelled keys left out because they have no clip, each with
+    why (``video_job.why_missing``: no video, failed unit, ...); empty until
+    ``with_clips`` looked."""
 
     labels: dict[str, int]
     class_names: tuple[str, ...]
     # For element tasks, the coarser level of each class: level -> (set or event id per class).
     levels: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def labelled(self) -> int:
+        """The split's labelled keys, with a clip or not."""
+        return len(self.labels) + len(self.absent)
+
+    def absent_why(self) -> dict[str, int]:
+        """How many labelled keys have no clip, by why, most first."""
+        return dict(Counter(self.absent.values()).most_common())
+
+    def absent_note(self) -> str:
+        """``1,458 without a clip (1,400 no video, 58 failed unit)``; '' when none is absent."""
+        if not self.absent:
+            return ""
+        return f"{len(self.absent):,} without a clip (" + ", ".join(
+            f"{n:,} {why}" for why, n in self.absent_why().items()) + ")"
 
     def counts(self) -> np.ndarray:
         """Clips per class, (num_classes,) int64."""
@@ -50,67 +72,47 @@ class SplitLabels:
 
 
 def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
-    """Labels of ``split`` for ``task`` from ``data``/manifest (written by preprocessing).
-
-    An element task (gym99, gym288, ..., and the sub-tasks over gym99) takes the keys
-    that its subset's own split files list in ``split`` (``<subset>_split``); the
-    subaction_event and set tasks take every key listed in ``split`` by any file. The
-    event task labels routines (event keys) from ``events.parquet``, men's included, in
-    the split ``labels.routine_splits`` gives them. Raises ValueError naming the splits
-    the manifest has when ``split`` labels nothing, and (``check_clip_kind``) when the
-    clips beside the manifest were cut without the kind of clip the task classifies.
+    """Labels of ``split`` for ``task`` from ``data``/manifest (written by preprocessing):
+    every key ``dataset.coverage.task_labels`` gives the task in that split, whether its
+    clip was cut or not (``with_clips`` keeps those that were). Raises ValueError naming
+    the splits the manifest has when ``split`` labels nothing, for event ids outside the
+    event task's 10 (rather than leave those routines out unsaid), and
+    (``check_clip_kind``) when the clips beside the manifest were cut without the kind
+    of clip the task classifies.
     """
     check_clip_kind(data, task)
     manifest = manifest_dir(data)
-    subsets, sets = categories_from_table(storage.read_parquet(manifest_table(manifest, "categories")))
+    categories = storage.read_parquet(manifest_table(manifest, "categories"))
+    subsets, sets = categories_from_table(categories)
     view = label_view(task, subsets, sets)
+    events = storage.read_parquet(manifest_table(manifest, "events"), columns=["event_key", "event_label"])
     if view.kind == "event":
-        return _routine_labels(manifest, view, split)
-    base = SUB_TASKS[task].base if task in SUB_TASKS else task
-    split_column = subset_split_column(base) if view.by_glabel is not None else "split"
+        unknown = sorted(set(events.column("event_label").to_pylist()) - set(EVENT_IDS))
+        if unknown:
+            raise InputError(f"{manifest_table(manifest, 'events')}: event ids {', '.join(map(str, unknown))} are "
+                             f"none of the event task's {len(EVENT_IDS)} (1-4 the women's VT, FX, BB, UB; 5-10 the "
+                             f"men's)")
     path = manifest_table(manifest, "subactions")
-    subactions = storage.read_parquet(path)
-    if split_column not in subactions.column_names:
-        raise InputError(f"{path} has no {split_column} column: it was written before a subset's labels came "
-                         f"from its own split files only; run preprocessing again to rewrite the manifest")
-    subactions = subactions.select(["key", split_column, "event_label", "set_id", "glabel"])
-    labels = {}
-    for row in subactions.to_pylist():
-        if row[split_column] != split:
-            continue
-        y = view.label(event=row["event_label"], set_id=row["set_id"], glabel=row["glabel"])
-        if y is not None:
-            labels[row["key"]] = y
+    try:
+        by_split = task_labels(task, subactions=storage.read_parquet(path), events=events, categories=categories)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    labels = by_split.get(split, {})
     if not labels:
-        have = sorted({s for s in subactions.column(split_column).to_pylist() if s})
-        where = f"{base}'s split files" if split_column != "split" else "the manifest"
+        have = ", ".join(sorted(by_split)) or "none"
+        if view.kind == "event":
+            raise InputError(f"{manifest}: no routine is in split {split!r} of task {task!r} (its routines are "
+                             f"split train/val per event; splits here: {have})")
+        base = SUB_TASKS[task].base if task in SUB_TASKS else task
+        where = f"{base}'s split files" if view.by_glabel is not None else "the manifest"
         raise InputError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
-                         f"(splits in {where}: {', '.join(have) or 'none'})")
+                         f"(splits in {where}: {have})")
     levels = {}
     if view.by_glabel is not None:
         by_glabel = {c.glabel: c for cats in subsets.values() for c in cats.classes}
         order = sorted(view.by_glabel, key=view.by_glabel.get)
         levels = {"set": tuple(by_glabel[g].set_id for g in order), "event": tuple(by_glabel[g].event for g in order)}
     return SplitLabels(labels, view.class_names, levels)
-
-
-def _routine_labels(manifest: str, view, split: str) -> SplitLabels:
-    """The event task's labels: routine key -> class of its event, for the routines of
-    ``split`` (``routine_splits``). Raises ValueError for event ids outside the task's
-    10, rather than leave those routines out unsaid."""
-    path = manifest_table(manifest, "events")
-    rows = storage.read_parquet(path, columns=["event_key", "event_label"]).to_pylist()
-    unknown = sorted({r["event_label"] for r in rows} - set(EVENT_IDS))
-    if unknown:
-        raise InputError(f"{path}: event ids {', '.join(map(str, unknown))} are none of the event task's "
-                         f"{len(EVENT_IDS)} (1-4 the women's VT, FX, BB, UB; 5-10 the men's)")
-    splits = routine_splits((r["event_key"], r["event_label"]) for r in rows)
-    labels = {r["event_key"]: view.label(event=r["event_label"]) for r in rows if splits[r["event_key"]] == split}
-    if not labels:
-        have = ", ".join(sorted(set(splits.values()))) or "none"
-        raise InputError(f"{manifest}: no routine is in split {split!r} of task {view.task!r} (its routines are "
-                         f"split train/val per event; splits here: {have})")
-    return SplitLabels(labels, view.class_names)
 
 
 def recorded_settings(data: str) -> dict:
@@ -178,10 +180,10 @@ def clip_columns(modality: str) -> list[str]:
     return ["key", "kind", "num_frames", "height", "width", *frames]
 
 
-def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> list[str]:
-    """URIs of the clip shards under ``data``/clips holding at least one clip of ``kind``
-    (``subaction`` or ``event``) in ``labels`` (only the key and kind columns are read).
-    Raises FileNotFoundError when there is none."""
+def clip_index(data: str) -> pa.Table:
+    """The ``key``, ``kind`` and ``__filename`` (the shard's path in its filesystem) of
+    every clip under ``data``/clips; only those columns are read. FileNotFoundError
+    without clips."""
     import pyarrow.dataset as pads
 
     fs, path = storage.pyarrow_filesystem(clips_dir(data))
@@ -190,11 +192,49 @@ def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> l
     except (FileNotFoundError, OSError) as e:
         raise FileNotFoundError(clips_dir(data)) from e
     storage.refuse_extension_columns(index.schema, clips_dir(data))  # before to_pylist converts
+    return index
+
+
+def _no_clip(data: str, kind: str) -> str:
+    what = "routine (clips of kind event: preprocess with --set events=true)" if kind == "event" else "clip"
+    return f"{clips_dir(data)}: no shard holds a {what} of this split"
+
+
+def with_clips(data: str, split: SplitLabels, kind: str = "subaction") -> SplitLabels:
+    """``split`` with only its keys that have a clip of ``kind`` under ``data``/clips;
+    the others go to ``absent``, each with why (the store's error records,
+    ``video_job.why_missing``). FileNotFoundError, saying why, when none has one."""
+    index = clip_index(data)
+    cut = {k for k, clip_kind in zip(index.column("key").to_pylist(), index.column("kind").to_pylist())
+           if clip_kind == kind}
+    present = {k: y for k, y in split.labels.items() if k in cut}
+    if len(present) == len(split.labels):
+        return split
+    why = why_missing(data)
+    absent = {k: why.get(k, NO_RECORD) for k in split.labels if k not in cut}
+    result = replace(split, labels=present, absent=absent)
+    if not present:
+        causes = ", ".join(f"{n:,} {cause}" for cause, n in result.absent_why().items())
+        raise FileNotFoundError(f"{_no_clip(data, kind)}: none of its {result.labelled:,} labelled keys has one "
+                                f"({causes})")
+    return result
+
+
+def present_split_labels(data: str, task: str, split: str) -> SplitLabels:
+    """``load_split_labels`` of the clips that exist (``with_clips``): what training and
+    evaluation use, and what the split's labelled keys without a clip are and why."""
+    return with_clips(data, load_split_labels(data, task, split), task_kind(task))
+
+
+def shards_with(data: str, labels: dict[str, int], kind: str = "subaction") -> list[str]:
+    """URIs of the clip shards under ``data``/clips holding at least one clip of ``kind``
+    (``subaction`` or ``event``) in ``labels`` (only the key and kind columns are read).
+    Raises FileNotFoundError when there is none."""
+    index = clip_index(data)
     found = sorted({f for k, clip_kind, f in zip(*(index.column(c).to_pylist() for c in ("key", "kind", "__filename")))
                     if clip_kind == kind and k in labels})
     if not found:
-        what = "routine (clips of kind event: preprocess with --set events=true)" if kind == "event" else "clip"
-        raise FileNotFoundError(f"{clips_dir(data)}: no shard holds a {what} of this split")
+        raise FileNotFoundError(_no_clip(data, kind))
     prefix = "s3://" if storage.parse_uri(data).is_s3 else ""
     return [prefix + f for f in found]
 

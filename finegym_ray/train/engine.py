@@ -11,7 +11,9 @@ its settings and data checked by the task), Ray Train's fit with the trainer of
 
 Worker side (:func:`train_loop_per_worker`): the seed, the model, optimizer and
 schedule, the restore, DDP, then per epoch the task's training and validation, a
-checkpoint (rank 0), pruning and the report of the epoch's metrics.
+checkpoint (rank 0), pruning, the epoch's metrics to MLflow and W&B where the config
+names them (rank 0, ``trackers.py``; the driver sets their runs up) and the report of
+the epoch's metrics.
 
 Checkpoints are written by ``checkpoint.py`` straight into the run folder rather than
 handed to Ray Train: Ray's upload is not atomic and its own bookkeeping cannot tell a
@@ -33,7 +35,7 @@ from .. import storage
 from ..config import to_yaml
 from ..errors import InputError
 from ..lease import writer_lease
-from . import checkpoint as checkpoints
+from . import checkpoint as checkpoints, trackers
 
 Say = Callable[[str], None]
 
@@ -41,9 +43,10 @@ Say = Callable[[str], None]
 class Task(Protocol):
     """What one kind of run trains, as the engine's workers call it. Made on the driver
     and sent to every worker, so it pickles (torch is imported where it is used).
-    ``config`` holds the engine's settings: ``epochs``, ``lr``, ``warmup_epochs``,
-    ``optimizer``, ``momentum``, ``weight_decay``, ``seed``, ``cpus_per_worker``,
-    ``val_every`` and ``keep_checkpoints``."""
+    ``config`` holds the engine's settings: ``epochs``, ``lr``, ``warmup_epochs``
+    (``lr_schedule`` and ``lr_steps`` where it has them: else cosine), ``optimizer``,
+    ``momentum``, ``weight_decay``, ``seed``, ``cpus_per_worker``, ``val_every`` and
+    ``keep_checkpoints``."""
 
     label: ClassVar[str]  # the tag of the workers' lines: "[train] ..."
     config: Any
@@ -138,10 +141,12 @@ def train_held(plan_of: Callable[[], Plan], *, what: str, needs: list, break_lea
         return fit(plan, say=say)
 
 
-def fit(plan: Plan, *, callbacks: tuple = (), say: Say = print) -> dict:
+def fit(plan: Plan, *, callbacks: tuple = (), say: Say = print, scope: trackers.Scope | None = None) -> dict:
     """Train (or resume) ``plan``'s run on the connected Ray cluster, for a caller that
     holds the run folder (:func:`train_held`, or a Tune trial under its sweep's lease).
-    ``callbacks``: Ray Train run callbacks (Tune's ``TuneReportCallback``).
+    ``callbacks``: Ray Train run callbacks (Tune's ``TuneReportCallback``); ``scope``:
+    the trackers' group and settings from the user's process (``trackers.py``; None:
+    this process's).
 
     Returns ``run`` (its URI), ``checkpoint`` (the last one's URI), ``history`` (metrics
     per epoch) and ``class_names``. Raises InputError for a run that cannot resume with
@@ -165,21 +170,23 @@ def fit(plan: Plan, *, callbacks: tuple = (), say: Say = print) -> dict:
         say(f"resuming {uri} after {resumed.uri.rsplit('/', 1)[-1]}")
     else:
         storage.write_text(storage.join(uri, "config.yaml"), to_yaml(config))
-    trainer = torch_trainer(
-        train_loop_per_worker, {"task": plan.task, "run": uri, "resume": handed}, name=config.run_name,
-        runs=config.runs, workers=config.workers, cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
-        gpus_per_worker=plan.gpus_per_worker, max_failures=config.max_failures,
-        datasets=plan.datasets() if plan.datasets else None, datasets_to_split=list(plan.split), callbacks=callbacks)
-    if plan.record_failures:
-        clear_failure(uri)
-    try:
-        result = trainer.fit()
-    except Exception as e:
+    with trackers.tracking(config, uri, resumed, scope=scope, say=say) as tracking:
+        trainer = torch_trainer(
+            train_loop_per_worker, {"task": plan.task, "run": uri, "resume": handed, "tracking": tracking},
+            name=config.run_name, runs=config.runs, workers=config.workers, cpus_per_worker=config.cpus_per_worker,
+            use_gpu=config.use_gpu, gpus_per_worker=plan.gpus_per_worker, max_failures=config.max_failures,
+            datasets=plan.datasets() if plan.datasets else None, datasets_to_split=list(plan.split),
+            callbacks=callbacks)
         if plan.record_failures:
-            record_failure(uri, e)
-        raise
-    if result.error:
-        raise RuntimeError(f"training {uri} failed: {result.error}")
+            clear_failure(uri)
+        try:
+            result = trainer.fit()
+        except Exception as e:
+            if plan.record_failures:
+                record_failure(uri, e)
+            raise
+        if result.error:
+            raise RuntimeError(f"training {uri} failed: {result.error}")
     last = checkpoints.find_latest(uri, say=say)
     if last is None or last.epoch + 1 < config.epochs:
         raise RuntimeError(f"training {uri} finished without the checkpoint of its last epoch")
@@ -259,7 +266,8 @@ def line_writer(tag: str) -> Say:
 def train_loop_per_worker(args: dict) -> None:
     """Ray Train entry point. ``args``: ``task`` (the run's :class:`Task`), ``run`` (the
     run's URI), ``resume`` (the checkpoint the driver loaded and hands over, see
-    :func:`_resume_point`; None: each worker loads it)."""
+    :func:`_resume_point`; None: each worker loads it), ``tracking`` (the run's tracker
+    runs, ``trackers.py``, which rank 0 logs to; None: no tracker)."""
     import ray.train
     import ray.train.torch
     import torch
@@ -286,10 +294,16 @@ def train_loop_per_worker(args: dict) -> None:
     model = task.build_model(pretrained=resumed is None).to(device)
     optimizer = steps.make_optimizer(model.parameters(), name=config.optimizer, lr=config.lr,
                                      momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = steps.make_scheduler(optimizer, epochs=config.epochs, warmup_epochs=config.warmup_epochs)
+    # A recognition config names its schedule; the localization detector's is cosine.
+    schedule = {"epochs": config.epochs, "warmup_epochs": config.warmup_epochs,
+                "lr_schedule": getattr(config, "lr_schedule", "cosine"),
+                "lr_steps": tuple(getattr(config, "lr_steps", None) or ())}
+    scheduler = steps.make_scheduler(optimizer, **schedule)
     start_epoch, history = checkpoints.restore(resumed, model=model, optimizer=optimizer, scheduler=scheduler)
     if resumed is not None and rank == 0:
         say(f"resuming after {resumed[0].uri} ({start_epoch} of {config.epochs} epochs done)")
+    tracker = trackers.logger(args["tracking"], history=history, resumed_meta=resumed and resumed[0].meta,
+                              say=say) if rank == 0 else None
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
 
@@ -302,8 +316,7 @@ def train_loop_per_worker(args: dict) -> None:
         trained = task.train_epoch(model, optimizer, epoch, bare=bare, say=say if rank == 0 else None)
         train_s = time.time() - t0
         scheduler.step()
-        metrics = {"epoch": epoch, "lr": config.lr * steps.lr_factor(epoch, epochs=config.epochs,
-                                                                     warmup_epochs=config.warmup_epochs),
+        metrics = {"epoch": epoch, "lr": config.lr * steps.lr_factor(epoch, **schedule),
                    **task.train_metrics(trained)}
         if rank == 0 and config.val_every and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             metrics.update(task.validate(bare))
@@ -319,10 +332,14 @@ def train_loop_per_worker(args: dict) -> None:
                               state={"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "epoch": epoch,
                                      "rng": checkpoints.rng_state()},
-                              meta={**task.meta, "history": history})
+                              meta={**task.meta, "history": history, **trackers.checkpoint_meta(args["tracking"])})
             checkpoints.prune(run, keep_last=config.keep_checkpoints, keep_best=task.keep_best)
             task.after_checkpoint(run, history, say=say)
+            if tracker is not None:
+                tracker.log(metrics)
         ray.train.report(metrics)
+    if tracker is not None:
+        tracker.close()
 
 
 def _resume_point(run: str, handed: dict | None, *, say: Say | None) -> tuple | None:

@@ -1,6 +1,12 @@
 """The test-time protocol: score every validation clip of a run with several temporal
 views x spatial crops (softmax scores averaged), then the paper's metrics and charts.
 
+Every labelled clip that exists is scored, exactly once: a labelled key without a clip
+(its video missing, its unit failed in preprocessing) is counted and reported beside
+every figure, with why, in the printed line and table and in metrics.json
+(``labelled``, ``without_clip``, ``without_clip_why``); ``require_complete`` refuses
+to score a split with such keys, FineGym's strict protocol.
+
 Writes, under RUN/eval/: ``scores.parquet`` (key, label, averaged softmax scores),
 ``metrics.json`` (with 95 % bootstrap intervals), ``confusion.png`` and
 ``per_class.png`` (RUN/eval/<checkpoint folder>/ for a checkpoint other than the run's
@@ -43,7 +49,7 @@ from ..errors import InputError
 from ..metrics import bootstrap, confusion_matrix, confusion_mean_class, confusion_per_class, confusion_top1, interval
 from . import checkpoint as checkpoints
 from .config import TrainConfig, absolute_uri
-from .data import SplitLabels, check_data_settings, load_split_labels, sampled_clips
+from .data import SplitLabels, check_data_settings, present_split_labels, sampled_clips
 from .run import checkpoint_config
 
 # Models whose weights fit one number of segments: TRN's relation MLPs take the features
@@ -192,15 +198,19 @@ def fused_folder_name(other: checkpoints.Checkpoint, other_newest: bool) -> str:
 # What must match for an earlier evaluation's scores to be reused: the checkpoint (by
 # its manifest's hash, so a retrained checkpoint of the same epoch is scored anew), the
 # clips and every test setting.
-REUSE_KEYS = ("checkpoint_sha256", "data", "task", "split", "views", "crops", "segments", "shuffle_frames", "seed")
+REUSE_KEYS = ("checkpoint_sha256", "data", "task", "split", "views", "crops", "segments", "shuffle_frames", "seed",
+              "clips", "labelled")
 # What the reports print of a reused metrics.json besides the figures themselves.
-REPORTED_KEYS = ("variant", "top1_lo", "top1_hi", "mean_class_lo", "mean_class_hi")
+REPORTED_KEYS = ("variant", "top1_lo", "top1_hi", "mean_class_lo", "mean_class_hi", "without_clip",
+                 "without_clip_why")
 
 
-def reusable_scores(out: str, what: dict) -> tuple[pa.Table, dict] | None:
+def reusable_scores(out: str, what: dict, keys: set[str] | None = None) -> tuple[pa.Table, dict] | None:
     """(scores, metrics) of an evaluation in ``out`` made with everything in REUSE_KEYS
-    as in ``what``; None when there is none, it differs in any of them, or its
-    metrics.json lacks what the reports print (REPORTED_KEYS: scored anew)."""
+    as in ``what`` and, when ``keys`` are given, of exactly those clips (a store whose
+    preprocessing was completed since has more); None when there is none, it differs
+    in any of them, or its metrics.json lacks what the reports print (REPORTED_KEYS:
+    scored anew)."""
     try:
         metrics = json.loads(storage.read_text(storage.join(out, "metrics.json")))
     except (FileNotFoundError, ValueError):
@@ -208,9 +218,12 @@ def reusable_scores(out: str, what: dict) -> tuple[pa.Table, dict] | None:
     if any(metrics.get(k) != what.get(k) for k in REUSE_KEYS) or not set(REPORTED_KEYS) <= set(metrics):
         return None
     try:
-        return storage.read_parquet(storage.join(out, "scores.parquet")), metrics
+        scores = storage.read_parquet(storage.join(out, "scores.parquet"))
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None
+    if keys is not None and set(scores.column("key").to_pylist()) != keys:
+        return None
+    return scores, metrics
 
 
 def check_fusable(a: TrainConfig, b: TrainConfig, class_names: tuple[list, list], runs: tuple[str, str]) -> None:
@@ -282,17 +295,18 @@ class ScoreClips:
         return {"key": batch["key"], "label": batch["label"], "scores": scores.cpu().numpy()}
 
 
-def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: dict, *, workers: int = 1,
-              cpus_per_worker: int = 1, shuffle_frames: bool = False,
-              seed: int = 0) -> tuple[pa.Table, SplitLabels, dict]:
-    """Score the validation split with ``checkpoint``'s model ``weights`` (its state dict,
-    loaded on the driver: ``Checkpoint.load_state``) and ``config`` (``checkpoint_at_test``:
-    sampling and model take its segments). Returns the table (key, label, scores), the
-    split's labels, and what was evaluated (checkpoint, views, test options)."""
+def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: dict, split: SplitLabels, *,
+              workers: int = 1, cpus_per_worker: int = 1, shuffle_frames: bool = False,
+              seed: int = 0) -> tuple[pa.Table, dict]:
+    """Score the clips of ``split`` (the validation split's that exist:
+    ``data.present_split_labels``) with ``checkpoint``'s model ``weights`` (its state
+    dict, loaded on the driver: ``Checkpoint.load_state``) and ``config``
+    (``checkpoint_at_test``: sampling and model take its segments). Returns the table
+    (key, label, scores) and what was evaluated (checkpoint, views, test options, and
+    the split's labelled keys without a clip: ``coverage_of``)."""
     import ray.data
 
     run = checkpoint.uri.rstrip("/").rsplit("/", 1)[0]
-    split = load_split_labels(config.data, config.task, config.val_split)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     scored = sampled_clips(config, split, train=False).map_batches(
         ScoreClips, fn_constructor_kwargs=dict(weights=ray.put(weights), classes=len(checkpoint.meta["class_names"]),
@@ -307,21 +321,37 @@ def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: 
             "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
             "model": config.model, "split": config.val_split, "views": config.test_views,
             "crops": config.test_crops, "segments": config.segments, "shuffle_frames": shuffle_frames,
-            "seed": seed}
-    return table, split, what
+            "seed": seed, **coverage_of(split)}
+    return table, what
+
+
+def coverage_of(split: SplitLabels) -> dict:
+    """metrics.json's coverage of a split: ``labelled`` keys, how many are
+    ``without_clip`` and why (``without_clip_why``: cause -> keys)."""
+    return {"labelled": split.labelled, "without_clip": len(split.absent), "without_clip_why": split.absent_why()}
+
+
+def coverage_note(m: dict) -> str:
+    """``on 7,063 of 8,521 clips; 1,458 without a clip (1,400 no video, 58 failed unit)``
+    from a metrics.json (``clips`` scored); a fusion also names the clips one run alone
+    scored."""
+    note = f"on {m['clips']:,} of {m['labelled']:,} clips"
+    if m["without_clip"]:
+        note += f"; {m['without_clip']:,} without a clip (" + ", ".join(
+            f"{n:,} {why}" for why, n in m["without_clip_why"].items()) + ")"
+    return note
 
 
 def check_scored(table: pa.Table, labels: dict[str, int], where: str) -> None:
     """Raise RuntimeError unless ``table`` (key, label, scores) holds each clip of
-    ``labels`` exactly once, with its label, and finite scores. A row count alone is not
-    enough: a clip scored twice and a clip not scored cancel out."""
+    ``labels`` (the clips that exist) exactly once, with its label, and finite scores. A
+    row count alone is not enough: a clip scored twice and a clip not scored cancel out."""
     keys = table.column("key").to_pylist()
     counts = Counter(keys)
     problems = []
     missing = sorted(set(labels) - set(counts))
     if missing:
-        problems.append(f"{len(missing)} of {len(labels)} labelled clips are not scored (e.g. {missing[0]}; "
-                        f"see the preprocessing errors/)")
+        problems.append(f"{len(missing)} of {len(labels)} clips are not scored (e.g. {missing[0]})")
     twice = sorted(k for k, n in counts.items() if n > 1)
     if twice:
         problems.append(f"{len(twice)} clips are scored twice or more: {', '.join(twice[:5])}")
@@ -437,16 +467,30 @@ def write_report(out: str, scores: pa.Table, split: SplitLabels, what: dict) -> 
 
 
 def fuse_scores(a: pa.Table, b: pa.Table, weights: tuple[float, float]) -> pa.Table:
-    """Late fusion: the weighted mean of two runs' softmax scores, clip by clip (same
-    keys, labels); ``weights`` of ``a`` and ``b``, positive (``default_fuse_weights``)."""
+    """Late fusion: the weighted mean of two runs' softmax scores, clip by clip, over the
+    clips both scored (two stores may lack different clips: ``fusion_dropped`` counts
+    the others), by key; ``weights`` of ``a`` and ``b``, positive
+    (``default_fuse_weights``). InputError when they share no clip or label one
+    differently."""
     wa, wb = _checked_weights(weights)
-    if a.column("key").to_pylist() != b.column("key").to_pylist():
-        raise InputError("the two runs did not score the same clips (another task, split or data?)")
+    row_a = {k: i for i, k in enumerate(a.column("key").to_pylist())}
+    row_b = {k: i for i, k in enumerate(b.column("key").to_pylist())}
+    common = sorted(row_a.keys() & row_b.keys())
+    if not common:
+        raise InputError("the two runs scored no clip in common (another task, split or data?)")
+    a = a.take(pa.array([row_a[k] for k in common]))
+    b = b.take(pa.array([row_b[k] for k in common]))
     if a.column("label").to_pylist() != b.column("label").to_pylist():
         raise InputError("the two runs label the clips differently (another task?)")
     sa = np.stack(a.column("scores").to_numpy(zero_copy_only=False))
     sb = np.stack(b.column("scores").to_numpy(zero_copy_only=False))
-    return a.set_column(2, "scores", pa.array(list((wa * sa + wb * sb) / (wa + wb))))
+    return a.set_column(a.column_names.index("scores"), "scores", pa.array(list((wa * sa + wb * sb) / (wa + wb))))
+
+
+def fusion_dropped(a: pa.Table, b: pa.Table) -> tuple[int, int]:
+    """How many clips only ``a`` scored, and only ``b``: what ``fuse_scores`` leaves out."""
+    ka, kb = set(a.column("key").to_pylist()), set(b.column("key").to_pylist())
+    return len(ka - kb), len(kb - ka)
 
 
 def _figure(m: dict, name: str) -> str:
@@ -458,14 +502,16 @@ def _figure(m: dict, name: str) -> str:
 class Part:
     """One run of an evaluation, checked on the driver and ready to score: its URI as
     given, checkpoint, test config, whether that is the run's newest checkpoint, where
-    its results go, and the earlier (scores, metrics) it reuses (``reusable_scores``),
-    else the model's weights to score with."""
+    its results go, the labels of the validation clips that exist
+    (``data.present_split_labels``), and the earlier (scores, metrics) it reuses
+    (``reusable_scores``), else the model's weights to score with."""
 
     uri: str
     checkpoint: checkpoints.Checkpoint
     config: TrainConfig
     newest: bool
     out: str
+    split: SplitLabels
     earlier: tuple[pa.Table, dict] | None
     weights: dict | None
 
@@ -489,13 +535,16 @@ class Plan:
 def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
                     segments: int | None = None, shuffle_frames: bool = False, seed: int = 0,
                     checkpoint: str = "last", data: str | None = None, rescore: bool = False,
-                    out: str | None = None, say: Callable[[str], None] = print) -> Plan:
+                    out: str | None = None, require_complete: bool = False,
+                    say: Callable[[str], None] = print) -> Plan:
     """Check everything an evaluation can be refused for, on the driver and before any
     Ray work, and return what ``run_evaluation`` scores (arguments as ``evaluate``'s).
 
     Both runs are checked before either is scored (a refused ``fuse`` run wastes no
     scoring): their checkpoints, clips and test settings, whether they can be fused,
-    whether each output folder can be written (``check_writable``), then each state.pt
+    with ``require_complete`` whether every labelled validation key has its clip
+    (``check_complete``), whether each output folder can be written
+    (``check_writable``), then each state.pt
     to be scored, loaded here (``Checkpoint.load_state``): a state that would run code
     is refused with one line rather than in every scoring actor, and the actors get the
     weights this loaded, never the file."""
@@ -509,16 +558,23 @@ def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[fl
                                                                              tested["other"][2].modality))
     for _uri, _checkpoint, config in tested.values():
         check_data_settings(config.data, config.task, config.modality)
+    splits = {name: present_split_labels(config.data, config.task, config.val_split)
+              for name, (_uri, _checkpoint, config) in tested.items()}
+    if require_complete:
+        for name, (uri, _checkpoint, config) in tested.items():
+            check_complete(splits[name], f"{uri} ({config.task}, {config.val_split})")
     parts = {}
     for name, (uri, chosen, config) in tested.items():
         newest = is_newest(chosen)
         root = None if out is None else out if name == "run" else storage.join(out, FUSE_RUN_FOLDER)
         folder = eval_folder(chosen, variant, newest, root)  # join skips '' (the standard protocol)
+        split = splits[name]
         want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
                 "split": config.val_split, "views": config.test_views, "crops": config.test_crops,
-                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed}
-        parts[name] = Part(uri, chosen, config, newest, folder, None if rescore else reusable_scores(folder, want),
-                           None)
+                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed,
+                "clips": len(split.labels), "labelled": split.labelled}
+        earlier = None if rescore else reusable_scores(folder, want, set(split.labels))
+        parts[name] = Part(uri, chosen, config, newest, folder, split, earlier, None)
     fused_out = (storage.join(parts["run"].out, fused_folder_name(parts["other"].checkpoint, parts["other"].newest))
                  if fuse else None)
     for folder in [p.out for p in parts.values() if p.earlier is None] + ([fused_out] if fuse else []):
@@ -527,6 +583,16 @@ def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[fl
         if part.earlier is None:
             parts[name] = replace(part, weights=part.checkpoint.load_state()["model"])
     return Plan(parts, fuse, segments, shuffle_frames, seed, variant, fuse_weights, fused_out)
+
+
+def check_complete(split: SplitLabels, where: str) -> None:
+    """The strict protocol (``require_complete``): InputError naming how many of the
+    split's labelled keys have no clip, and why, unless every one has."""
+    if split.absent:
+        causes = ", ".join(f"{n:,} {cause}" for cause, n in split.absent_why().items())
+        raise InputError(f"{where}: {len(split.absent):,} of {split.labelled:,} labelled clips have no clip "
+                         f"({causes}): --require-complete scores complete splits only (without it, the "
+                         f"{len(split.labels):,} clips that exist are scored and the rest reported)")
 
 
 def run_evaluation(plan: Plan, *, workers: int = 1, cpus_per_worker: int = 1,
@@ -540,45 +606,66 @@ def run_evaluation(plan: Plan, *, workers: int = 1, cpus_per_worker: int = 1,
         chosen, config = part.checkpoint, part.config
         if part.earlier is not None:
             table, results[name] = part.earlier
-            if plan.fuse:  # the fused report's class names and levels
-                split = load_split_labels(config.data, config.task, config.val_split)
             say(f"{chosen.uri}: reusing the scores in {part.out} (same checkpoint, clips and test settings; "
                 f"--rescore scores anew): top-1 {_figure(results[name], 'top1')}, mean class "
-                f"{_figure(results[name], 'mean_class')}")
+                f"{_figure(results[name], 'mean_class')} {coverage_note(results[name])}")
         else:
-            table, split, what = score_run(chosen, config, part.weights, workers=workers,
-                                           cpus_per_worker=cpus_per_worker, shuffle_frames=plan.shuffle_frames,
-                                           seed=plan.seed)
+            table, what = score_run(chosen, config, part.weights, part.split, workers=workers,
+                                    cpus_per_worker=cpus_per_worker, shuffle_frames=plan.shuffle_frames,
+                                    seed=plan.seed)
             what["variant"] = plan.variant
-            results[name] = write_report(part.out, table, split, what)
+            results[name] = write_report(part.out, table, part.split, what)
             say(f"{chosen.uri}: top-1 {_figure(results[name], 'top1')}, mean class "
-                f"{_figure(results[name], 'mean_class')} (95 % intervals; {table.num_rows} clips, {what['views']} "
-                f"views x {what['crops']} crops, {what['segments']} segments{shuffled}) -> {part.out}")
+                f"{_figure(results[name], 'mean_class')} {coverage_note(results[name])} (95 % intervals; "
+                f"{what['views']} views x {what['crops']} crops, {what['segments']} segments{shuffled}) "
+                f"-> {part.out}")
             _say_confused(results[name], say)
         tables[name] = table
         results[name]["out"] = part.out
     if plan.fuse:
         weights = plan.fuse_weights
         fused = fuse_scores(tables["run"], tables["other"], weights)
+        dropped = fusion_dropped(tables["run"], tables["other"])
+        split = plan.parts["run"].split  # the fused report's class names and levels
         # segments as asked (None: each run as trained); each run's metrics hold its count.
         what = {"fused": [plan.parts["run"].uri, plan.fuse],
                 "fused_checkpoints": [results["run"]["checkpoint"], results["other"]["checkpoint"]],
                 "fuse_weights": list(weights),
                 "task": results["run"]["task"], "modality": "two-stream", "model": results["run"]["model"],
                 "segments": plan.segments, "shuffle_frames": plan.shuffle_frames, "seed": plan.seed,
-                "variant": plan.variant}
+                "variant": plan.variant, "fuse_dropped": {"run": dropped[0], "other": dropped[1]},
+                **fused_coverage(split, fused.num_rows, dropped)}
         results["fused"] = write_report(plan.fused_out, fused, split, what)
         results["fused"]["out"] = plan.fused_out
         say(f"fused (weights {weights[0]:g} : {weights[1]:g}): top-1 {_figure(results['fused'], 'top1')}, "
-            f"mean class {_figure(results['fused'], 'mean_class')} -> {plan.fused_out}")
+            f"mean class {_figure(results['fused'], 'mean_class')} {coverage_note(results['fused'])} "
+            f"-> {plan.fused_out}")
+        if any(dropped):
+            say(f"fused the {fused.num_rows:,} clips both runs scored, leaving out {dropped[0]:,} that only "
+                f"{plan.parts['run'].uri} scored and {dropped[1]:,} that only {plan.fuse} scored (their clips "
+                f"exist in one store only)")
         _say_confused(results["fused"], say)
     return results
+
+
+# Why a labelled clip is left out of a fusion though the run has it: the other run has not.
+SCORED_BY_ONE = "scored by one run only"
+
+
+def fused_coverage(split: SplitLabels, fused: int, dropped: tuple[int, int]) -> dict:
+    """The fusion's metrics.json coverage (``coverage_of``) of the run's ``split``: its
+    ``fused`` clips, and as causes of the others the run's own and the clips only the
+    run scored (``dropped``, ``fusion_dropped``'s: ``SCORED_BY_ONE``)."""
+    coverage = coverage_of(split)
+    why = dict(coverage["without_clip_why"], **({SCORED_BY_ONE: dropped[0]} if dropped[0] else {}))
+    return {**coverage, "without_clip": split.labelled - fused, "without_clip_why": why}
 
 
 def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, float] | None = None,
              workers: int = 1, cpus_per_worker: int = 1, segments: int | None = None,
              shuffle_frames: bool = False, seed: int = 0, checkpoint: str = "last", data: str | None = None,
-             rescore: bool = False, out: str | None = None, say: Callable[[str], None] = print) -> dict:
+             rescore: bool = False, out: str | None = None, require_complete: bool = False,
+             say: Callable[[str], None] = print) -> dict:
     """Evaluate ``run`` (and ``fuse`` with it). Returns the metrics of ``run`` and, when
     fusing, ``fused`` (and ``other``) metrics. ``fuse_weights``: of ``run`` and ``fuse``
     in the fusion (None: TSN's, RGB 1 and flow 1.5 by each run's modality).
@@ -591,27 +678,36 @@ def evaluate(run: str, *, fuse: str | None = None, fuse_weights: tuple[float, fl
     folder (or s3:// prefix) that takes RUN/eval/'s place, ``fuse``'s own results in
     OUT/fuse_run/ (None: RUN/eval/ and RUN2/eval/).
 
+    Every labelled validation clip that exists is scored; the metrics report how many
+    labelled keys have no clip, and why. ``require_complete``: refuse (InputError, before
+    any Ray work) when any has none, FineGym's strict protocol.
+
     Test-time variants (outputs in RUN/eval/<variant_name>/): ``segments`` test segments
     (None: as trained; TRN and clip models refuse another count), ``shuffle_frames``
     permutes each clip's frames, in an order fixed by ``seed`` and the clip's key."""
     plan = plan_evaluation(run, fuse=fuse, fuse_weights=fuse_weights, segments=segments,
                            shuffle_frames=shuffle_frames, seed=seed, checkpoint=checkpoint, data=data,
-                           rescore=rescore, out=out, say=say)
+                           rescore=rescore, out=out, require_complete=require_complete, say=say)
     return run_evaluation(plan, workers=workers, cpus_per_worker=cpus_per_worker, say=say)
 
 
 def format_results(results: dict) -> str:
     """The metrics table: one row per evaluated run (and the fusion), percentages with
-    their 95 % intervals (a percentile bootstrap over the clips). The test column names
-    the variant (``variant_name``; "standard" for the paper's protocol)."""
+    their 95 % intervals (a percentile bootstrap over the clips), and the clips they are
+    on of the split's labelled ones; a line under the table per row whose split has
+    labelled keys without a clip says how many and why (``coverage_note``). The test
+    column names the variant (``variant_name``; "standard" for the paper's protocol)."""
     def cell(m: dict, name: str) -> str:
         return f"{m[name]:.1%} [{100 * m[name + '_lo']:.1f}, {100 * m[name + '_hi']:.1f}]"
 
-    lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips':>6} {'mean class [95 %]':>19} "
-             f"{'top-1 [95 %]':>19}"]
-    for m in results.values():
-        label = m["checkpoint"].rsplit("/", 2)[-2] if "checkpoint" in m else "two-stream fusion"
+    rows = [(m["checkpoint"].rsplit("/", 2)[-2] if "checkpoint" in m else "two-stream fusion", m)
+            for m in results.values()]
+    lines = [f"{'run':<44} {'model':<8} {'input':<10} {'test':<20} {'clips of labelled':>17} "
+             f"{'mean class [95 %]':>19} {'top-1 [95 %]':>19}"]
+    for label, m in rows:
         test = m["variant"] or "standard"
-        lines.append(f"{label[-44:]:<44} {m['model']:<8} {m['modality']:<10} {test[:20]:<20} {m['clips']:>6} "
+        clips = f"{m['clips']:,} of {m['labelled']:,}"
+        lines.append(f"{label[-44:]:<44} {m['model']:<8} {m['modality']:<10} {test[:20]:<20} {clips:>17} "
                      f"{cell(m, 'mean_class'):>19} {cell(m, 'top1'):>19}")
+    lines += [f"{label}: mean class and top-1 {coverage_note(m)}" for label, m in rows if m["without_clip"]]
     return "\n".join(lines)

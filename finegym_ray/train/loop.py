@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -20,15 +20,28 @@ from .. import progress
 from . import steps
 from .batches import EpochBatches, InputTimer
 from .config import TrainConfig
+from .weights import load_pretrained
 
 PROGRESS_EVERY_S = 30.0  # a line within an epoch at most this often (seconds), on rank 0
 
 
-def model_for(config: TrainConfig, num_classes: int, *, pretrained: bool = True):
+def model_for(config: TrainConfig, num_classes: int, *, pretrained: bool = True, sha256: str | None = None):
     """The model ``config`` names, initialised from ``config.pretrained`` when given and
-    ``pretrained`` (weights about to be replaced by a checkpoint's need no download)."""
+    ``pretrained`` (weights about to be replaced by a checkpoint's need no download);
+    ``sha256``: the digest those weights must have."""
     return steps.build_model(config.model, pretrained=config.pretrained if pretrained else None,
+                             pretrained_strict=config.pretrained_strict, pretrained_sha256=sha256,
                              **config.model_kwargs(num_classes))
+
+
+def check_pretrained(config: TrainConfig, num_classes: int, *, say: Callable[[str], None]) -> dict:
+    """Load ``config.pretrained`` into a model of ``config`` on the CPU as a worker
+    will, ``say`` the load report and return its record (``weights.LoadReport.record``);
+    InputError where the load is refused."""
+    model = steps.build_model(config.model, **config.model_kwargs(num_classes))
+    report = load_pretrained(model.backbone, config.pretrained, strict=config.pretrained_strict)
+    say(report.text())
+    return report.record()
 
 
 class _Collate(NumpyBatchCollateFn):
@@ -47,7 +60,9 @@ class Recognition:
     """The engine's task for a recognition run of ``config``: ``class_weights`` weigh the
     loss (None: unweighted), ``train_clips`` (clips in the train split) sizes the
     progress lines within an epoch, ``data_hash`` (the clips' preprocessing settings
-    hash) goes into every checkpoint. Reads Ray Train's ``train`` and ``val`` datasets."""
+    hash) and ``coverage`` (per split, the clips used of the labelled keys:
+    ``run.split_coverage``) go into every checkpoint. Reads Ray Train's ``train`` and
+    ``val`` datasets."""
 
     label: ClassVar[str] = "train"
     config: TrainConfig
@@ -55,10 +70,15 @@ class Recognition:
     class_weights: list[float] | None
     train_clips: int
     data_hash: str | None
+    coverage: dict = field(default_factory=dict)
+    # config.pretrained as the driver checked it (run.pretrained_record): every worker
+    # loads the file of that SHA-256, and every checkpoint records it.
+    pretrained: dict | None = None
 
     @property
     def meta(self) -> dict:
-        return {"class_names": self.class_names, "data_hash": self.data_hash}
+        return {"class_names": self.class_names, "data_hash": self.data_hash, "coverage": self.coverage,
+                "pretrained": self.pretrained}
 
     @property
     def keep_best(self) -> bool:
@@ -82,7 +102,8 @@ class Recognition:
 
     def build_model(self, *, pretrained: bool) -> nn.Module:
         config = self.config
-        model = model_for(config, len(self.class_names), pretrained=pretrained)
+        model = model_for(config, len(self.class_names), pretrained=pretrained,
+                          sha256=(self.pretrained or {}).get("sha256"))
         if self.device.type == "cuda" and config.channels_last:
             # With channels-last weights, convolutions produce channels-last outputs whatever
             # the input's layout, so the input needs no conversion. Clip models (3-D

@@ -19,14 +19,15 @@ from ..dataset.labels import task_kind
 from ..errors import InputError
 from . import checkpoint as checkpoints
 from .config import TrainConfig, recorded_config, with_absolute_paths
-from .data import SplitLabels, check_clip_modality, load_split_labels, sampled_clips
+from .data import SplitLabels, check_clip_modality, present_split_labels, sampled_clips
 from .engine import Plan, check_same_settings, history_table, run_uri, train_held
 
 # Settings a resume may change: they change where and how fast, not what is trained.
 # epochs is not among them: the cosine schedule spans the run's epochs, so a resume with
 # another number would continue on a schedule the run never had.
 MUTABLE = {"workers", "cpus_per_worker", "use_gpu", "gpus_per_worker", "max_failures", "val_every", "runs",
-           "test_views", "test_crops", "shuffle_buffer", "data", "keep_checkpoints", "keep_best"}
+           "test_views", "test_crops", "shuffle_buffer", "data", "keep_checkpoints", "keep_best", "mlflow", "wandb",
+           "pretrained_strict"}
 
 
 def class_weights(counts: np.ndarray) -> list[float]:
@@ -50,7 +51,7 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
 
     def plan() -> Plan:
         absolute = with_absolute_paths(config)  # the run records where its data is, from anywhere
-        return training_plan(absolute, *training_labels(absolute, say=say))
+        return training_plan(absolute, *training_labels(absolute, say=say), say=say)
 
     return train_held(plan, what=f"train {config.run_name}", needs=train_needs(config), break_lease=break_lease,
                       say=say, hint="Ray Data, which feeds training, starts a task only when a whole CPU is free "
@@ -59,26 +60,54 @@ def run_training(config: TrainConfig, *, break_lease: bool = False, say: Callabl
 
 def training_labels(config: TrainConfig, *,
                     say: Callable[[str], None] = print) -> tuple[SplitLabels, SplitLabels | None]:
-    """The train and (with ``val_every``) validation labels of ``config``'s task; raises
-    InputError when they cannot train it."""
+    """The train and (with ``val_every``) validation labels of ``config``'s task, of the
+    clips that exist (``present_split_labels``: a labelled key whose video is missing or
+    whose unit failed has none, and is said in the line this says); raises InputError
+    when they cannot train it."""
     check_clip_modality(config.data, config.modality)  # the clip kind: load_split_labels checks it
-    train = load_split_labels(config.data, config.task, config.train_split)
+    train = present_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
         raise InputError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
                          f"cannot feed {config.workers} workers")
-    val = load_split_labels(config.data, config.task, config.val_split) if config.val_every else None
+    val = present_split_labels(config.data, config.task, config.val_split) if config.val_every else None
     counts = train.counts()
     clips = "routines" if task_kind(config.task) == "event" else "clips"
     say(f"task {config.task}: {train.num_classes} classes, {len(train.labels)} train {clips} "
         f"({int((counts > 0).sum())} classes present)"
         + (f", {len(val.labels)} val {clips}" if val else ""))
+    line = _absent_line(train, val, clips)
+    if line:
+        say(line)
     return train, val
 
 
-def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | None) -> Plan:
+def _absent_line(train: SplitLabels, val: SplitLabels | None, clips: str) -> str:
+    absent = [f"{name} {split.absent_note()} of {split.labelled:,} labelled" for name, split in
+              (("train", train), ("val", val)) if split is not None and split.absent]
+    return f"training on the {clips} that exist: " + "; ".join(absent) if absent else ""
+
+
+def absent_line(config: TrainConfig) -> str:
+    """The line ``training_labels`` says of the labelled keys of ``config``'s splits that
+    have no clip, '' when every one has: for a sweep's driver, before its trials."""
+    train = present_split_labels(config.data, config.task, config.train_split)
+    val = present_split_labels(config.data, config.task, config.val_split) if config.val_every else None
+    return _absent_line(train, val, "routines" if task_kind(config.task) == "event" else "clips")
+
+
+def split_coverage(train: SplitLabels, val: SplitLabels | None) -> dict:
+    """What a run's checkpoints record of its clips (meta.json's ``coverage``): per split,
+    the ``clips`` used and the ``labelled`` keys of the split."""
+    return {name: {"clips": len(split.labels), "labelled": split.labelled}
+            for name, split in (("train", train), ("val", val)) if split is not None}
+
+
+def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | None, *,
+                  say: Callable[[str], None] = print) -> Plan:
     """The engine's plan of ``config``'s run: Ray Data input of the ``train`` (and
     ``val``) labels, ``config.workers`` DDP workers, run state at
-    ``config.runs``/``run_name``. A Tune trial fits it under its sweep's lease."""
+    ``config.runs``/``run_name``, ``config.pretrained`` checked (``pretrained_record``).
+    A Tune trial fits it under its sweep's lease."""
     from ..store import recorded_hash as settings_hash
     from .loop import Recognition  # torch: imported once a run trains, not with this module
 
@@ -98,7 +127,8 @@ def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | No
 
     task = Recognition(config, class_names=list(train.class_names), train_clips=len(train.labels),
                        class_weights=class_weights(train.counts()) if config.class_balance == "loss" else None,
-                       data_hash=data_hash)
+                       data_hash=data_hash, coverage=split_coverage(train, val),
+                       pretrained=pretrained_record(config, uri, train.num_classes, say=say))
     # Only train is split: validation runs whole on rank 0 so that no clip is dropped to
     # even out the shards. One worker needs no split: without it the train input runs in
     # the worker, as validation does, instead of in a coordinator actor that took 0.2-0.4
@@ -107,11 +137,29 @@ def training_plan(config: TrainConfig, train: SplitLabels, val: SplitLabels | No
                 gpus_per_worker=config.gpus_per_worker)
 
 
+def pretrained_record(config: TrainConfig, uri: str, num_classes: int, *,
+                      say: Callable[[str], None] = print) -> dict | None:
+    """What the run at ``uri`` records of ``config.pretrained`` (its SHA-256 and load
+    counts, ``weights.LoadReport.record``; None without one): a run that has a
+    checkpoint keeps its own record, as its weights replace these; a fresh one loads
+    them here once, on the driver, saying the load report, so that weights that would
+    be refused are refused in one line before any worker starts."""
+    if not config.pretrained:
+        return None
+    latest = checkpoints.find_latest(uri)
+    if latest is not None:
+        return latest.meta.get("pretrained")
+    from .loop import check_pretrained
+
+    return check_pretrained(config, num_classes, say=say)
+
+
 def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
     where = storage.join(uri, "config.yaml")
     saved = recorded_config(parse_recorded_yaml(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where), where)
-    check_same_settings(uri, config, saved, mutable=MUTABLE)
+    # A run recorded before lr_schedule existed trained on the cosine schedule.
+    check_same_settings(uri, config, {"lr_schedule": "cosine", **saved}, mutable=MUTABLE)
 
 
 def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: str | None) -> None:

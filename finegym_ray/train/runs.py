@@ -1,8 +1,9 @@
 """``finegym-ray runs URI``: the training runs under a runs folder (local or s3://), one
 row each: name, model, input, task, epochs done / planned, best and last validation
-accuracy, and a state. Sweep folders are walked too: each Tune trial is a run at
-SWEEP/trials/ID. No Ray and no torch: it reads config.yaml, the lease and the newest
-complete checkpoint's meta.json (through ``checkpoint.py``), never a state.pt.
+accuracy, the validation clips they are on of the split's labelled keys, and a state.
+Sweep folders are walked too: each Tune trial is a run at SWEEP/trials/ID. No Ray and
+no torch: it reads config.yaml, the lease and the newest complete checkpoint's
+meta.json (through ``checkpoint.py``), never a state.pt.
 
 States:
 
@@ -88,6 +89,10 @@ class RunRow:
     last_top1: float | None
     state: str
     note: str = ""
+    # The validation clips the accuracies are on, of the split's labelled keys (some may
+    # have no clip: a missing video, a failed unit); None for a run that recorded neither.
+    val_clips: int | None = None
+    val_labelled: int | None = None
 
 
 def _run_folders(root: str, uris: list[str]) -> tuple[list[str], set[str]]:
@@ -172,6 +177,7 @@ def describe_run(root: str, rel: str, leased: set[str], *, now: float | None = N
     best = max(validated, key=lambda m: (_fraction(m["val_mean_class"]), m["epoch"])) if validated else None
     last = validated[-1] if validated else None
     state, note = _state(root, rel, leased, done=done, planned=planned, now=now)
+    val_clips, val_labelled = _val_coverage(latest.meta if latest else None)
     if skipped and not note:
         note = f"{len(skipped)} incomplete checkpoint folder(s) passed over"
     return RunRow(name=_row_name(rel, uri), uri=uri, model=config.get("model"),
@@ -182,7 +188,19 @@ def describe_run(root: str, rel: str, leased: set[str], *, now: float | None = N
                   best_top1=_fraction(best.get("val_top1")) if best else None,
                   last_epoch=last["epoch"] + 1 if last else None,
                   last_mean_class=_fraction(last["val_mean_class"]) if last else None,
-                  last_top1=_fraction(last.get("val_top1")) if last else None, state=state, note=note)
+                  last_top1=_fraction(last.get("val_top1")) if last else None, state=state, note=note,
+                  val_clips=val_clips, val_labelled=val_labelled)
+
+
+def _val_coverage(meta: Any) -> tuple[int | None, int | None]:
+    """(validation clips, labelled validation keys) that a checkpoint's meta.json records
+    (``run.split_coverage``); (None, None) where it records no such counts."""
+    val = meta.get("coverage", {}).get("val") if isinstance(meta, dict) and isinstance(meta.get("coverage"),
+                                                                                       dict) else None
+    counts = [val.get(k) if isinstance(val, dict) else None for k in ("clips", "labelled")]
+    if all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return counts[0], counts[1]
+    return None, None
 
 
 def _unreadable_row(root: str, rel: str, error: BaseException) -> RunRow:
@@ -252,17 +270,20 @@ def _pct(v: float | None) -> str:
 
 
 def format_runs(rows: list[RunRow]) -> str:
-    """The table ``runs`` prints: accuracies in percent, epochs 1-based; a note under a
+    """The table ``runs`` prints: accuracies in percent, epochs 1-based, the validation
+    clips they are on of the labelled ones (``val clips``: ``7063/8521``); a note under a
     run that is failed, running or unreadable says why."""
     width = max([len(r.name) for r in rows] + [3])
     head = (f"{'run':<{width}}  {'model':<14} {'input':<5} {'task':<15} {'epochs':>7}  "
-            f"{'best mean':>9} {'top-1':>6} {'epoch':>5}  {'last mean':>9} {'top-1':>6}  state")
+            f"{'best mean':>9} {'top-1':>6} {'epoch':>5}  {'last mean':>9} {'top-1':>6}  {'val clips':>11}  state")
     lines = [head]
     for r in rows:
         epochs = f"{r.epochs_done}/{r.epochs_planned if r.epochs_planned is not None else '?'}"
+        clips = f"{r.val_clips}/{r.val_labelled}" if r.val_clips is not None else "-"
         lines.append(f"{r.name:<{width}}  {(r.model or '?'):<14} {(r.input or '?'):<5} {(r.task or '?'):<15} "
                      f"{epochs:>7}  {_pct(r.best_mean_class):>9} {_pct(r.best_top1):>6} "
-                     f"{(r.best_epoch or '-'):>5}  {_pct(r.last_mean_class):>9} {_pct(r.last_top1):>6}  {r.state}")
+                     f"{(r.best_epoch or '-'):>5}  {_pct(r.last_mean_class):>9} {_pct(r.last_top1):>6}  "
+                     f"{clips:>11}  {r.state}")
         if r.note and r.state in ("failed", "running", UNREADABLE):
             lines.append(f"{'':<{width}}    {r.note}")
     return "\n".join(lines)

@@ -9,17 +9,13 @@ code. Nothing here imports Ray (tests/train/test_steps.py checks it).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import torch
 from torch import nn
 
-from .. import storage
-from ..errors import InputError
 from ..metrics import confusion_mean_class, confusion_top1
-from ..models.recognizers import CLIP_MODELS, MODELS
-from ..models.resnet import adapt_input_channels, inflate_state_dict
+from ..models.recognizers import MODELS
+from .weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,34 +23,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FLOW_SCALE_PX = 20.0
 
 
-def build_model(name: str, *, num_classes: int, pretrained: str | None = None, **model_kwargs) -> nn.Module:
-    """``MODELS[name](num_classes=..., **model_kwargs)``, its backbone initialised from the
-    torchvision-named ResNet state dict at ``pretrained`` (local path or s3://) if given."""
+def build_model(name: str, *, num_classes: int, pretrained: str | None = None, pretrained_strict: bool = True,
+                pretrained_sha256: str | None = None, **model_kwargs) -> nn.Module:
+    """``MODELS[name](num_classes=..., **model_kwargs)``, its backbone initialised from
+    the weights at ``pretrained`` (local path or s3://) if given, as ``weights.py``
+    loads them: refused unless they fill the whole backbone, or ``pretrained_strict``
+    is false; ``pretrained_sha256``, when given, the digest the file must have."""
     model = MODELS[name](num_classes=num_classes, **model_kwargs)
     if pretrained:
-        load_pretrained(model, pretrained, in_channels=model_kwargs.get("in_channels", 3), inflate=name in CLIP_MODELS)
+        load_pretrained(model.backbone, pretrained, strict=pretrained_strict, sha256=pretrained_sha256)
     return model
-
-
-def load_pretrained(model: nn.Module, uri: str, *, in_channels: int, inflate: bool) -> None:
-    """Load a torchvision-named ResNet state dict into ``model.backbone``: the first conv
-    adapted to ``in_channels`` when that is not 3, inflated to 3-D when ``inflate``.
-    Layers that do not fit (the classifier, new blocks) keep their initialisation."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "weights.pt")
-        storage.download_file(uri, local)
-        state = torch.load(local, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    backbone = model.backbone
-    if in_channels != 3:
-        state = adapt_input_channels(state, in_channels)
-    if inflate:
-        state = inflate_state_dict(state, backbone)
-    target = backbone.state_dict()
-    fitting = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
-    if not fitting:
-        raise InputError(f"{uri}: no tensor fits this {type(model).__name__}'s backbone")
-    backbone.load_state_dict(fitting, strict=False)
 
 
 def model_input(x: torch.Tensor, flow_bound: torch.Tensor, *, modality: str, clip_model: bool) -> torch.Tensor:
@@ -82,20 +60,26 @@ def make_optimizer(params, *, name: str, lr: float, momentum: float, weight_deca
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def lr_factor(epoch: int, *, epochs: int, warmup_epochs: int) -> float:
+def lr_factor(epoch: int, *, epochs: int, warmup_epochs: int, lr_schedule: str = "cosine",
+              lr_steps: tuple[int, ...] = ()) -> float:
     """Learning-rate multiplier of ``epoch`` (0-based): linear warm-up over
-    ``warmup_epochs``, then cosine to 0 at ``epochs``."""
+    ``warmup_epochs``, then ``lr_schedule``: "cosine" to 0 at ``epochs``, or "step",
+    divided by 10 at each epoch of ``lr_steps`` (the paper's TSN: ``lr_steps`` (30, 60)
+    trains epochs 0-29 at 1, 30-59 at 0.1, 60 on at 0.01)."""
     if epoch < warmup_epochs:
         return (epoch + 1) / (warmup_epochs + 1)
+    if lr_schedule == "step":
+        return 0.1 ** sum(epoch >= s for s in lr_steps)
     span = max(epochs - warmup_epochs, 1)
     return 0.5 * (1 + math.cos(math.pi * (epoch - warmup_epochs) / span))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int,
-                   warmup_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: int, lr_schedule: str = "cosine",
+                   lr_steps: tuple[int, ...] = ()) -> torch.optim.lr_scheduler.LambdaLR:
     """The schedule of :func:`lr_factor`, stepped once per epoch."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: lr_factor(e, epochs=epochs, warmup_epochs=warmup_epochs))
+        optimizer, lambda e: lr_factor(e, epochs=epochs, warmup_epochs=warmup_epochs, lr_schedule=lr_schedule,
+                                       lr_steps=lr_steps))
 
 
 def autocast_for(device: torch.device, bf16: bool):

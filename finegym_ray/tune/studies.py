@@ -3,7 +3,9 @@
 trial's run with the test protocol and the study's test-time variants (``evaluate``:
 RUN/eval/<variant>/, reused where metrics.json exists), and writes a table with 95 %
 bootstrap intervals over the validation clips (paired for the differences) and a chart
-into SWEEPS/<study>/study/: ``study.parquet``, ``study.csv``, ``study.png``.
+into SWEEPS/<study>/study/: ``study.parquet``, ``study.csv``, ``study.png``. Each row
+says the validation clips its figures are on (``clips``) of the split's labelled keys
+(``labelled``): a key whose video is missing has no clip.
 
 - frames (Table 5): TSN trained and tested with each number of segments.
 - order (Fig. 6b): TRN, and TSN as the order-blind contrast, on ordered and shuffled
@@ -48,20 +50,31 @@ METRICS = ("mean_class", "top1")
 
 
 def scores_of(run: str, *, segments: int | None = None, shuffle_frames: bool = False,
-              say: Callable[[str], None] = print) -> pa.Table:
-    """``run``'s scores.parquet (key, label, scores) under the test variant, evaluated
-    first unless its metrics.json exists (written last, so a crashed evaluation reruns)."""
+              say: Callable[[str], None] = print) -> tuple[pa.Table, dict]:
+    """``run``'s scores.parquet (key, label, scores) and metrics.json under the test
+    variant, evaluated first unless its metrics.json exists (written last, so a crashed
+    evaluation reruns) and says how many keys are labelled (one written by an older
+    version does not)."""
     out = storage.join(run, "eval", variant_name(segments, shuffle_frames))
-    if not storage.exists(storage.join(out, "metrics.json")):
+    uri = storage.join(out, "metrics.json")
+    if not storage.exists(uri) or "labelled" not in json.loads(storage.read_text(uri)):
         evaluate(run, segments=segments, shuffle_frames=shuffle_frames, say=say)
-    return storage.read_parquet(storage.join(out, "scores.parquet"))
+    return storage.read_parquet(storage.join(out, "scores.parquet")), json.loads(storage.read_text(uri))
+
+
+def scored_run(run: str, samples: int, *, segments: int | None = None, shuffle_frames: bool = False,
+               say: Callable[[str], None] = print) -> Scored:
+    """:class:`Scored` of ``run``'s evaluation under the test variant (``scores_of``)."""
+    table, metrics = scores_of(run, segments=segments, shuffle_frames=shuffle_frames, say=say)
+    return Scored(table, samples, labelled=metrics["labelled"])
 
 
 class Scored:
     """One evaluation's point metrics and bootstrap draws (same seed for every
-    evaluation, so that two of the same clips pair up)."""
+    evaluation, so that two of the same clips pair up); ``labelled``: the split's
+    labelled keys, of which the table's are those with a clip (None: as many)."""
 
-    def __init__(self, table: pa.Table, samples: int = SAMPLES):
+    def __init__(self, table: pa.Table, samples: int = SAMPLES, labelled: int | None = None):
         self.keys = table.column("key").to_pylist()
         scores = np.stack(table.column("scores").to_numpy(zero_copy_only=False)).astype(np.float64)
         self.labels = table.column("label").to_numpy()
@@ -70,10 +83,12 @@ class Scored:
         self.point = {"mean_class": mean_class_accuracy(scores, y), "top1": top1_accuracy(scores, y),
                       "per_class": per_class_accuracy(scores, y)}
         self.draws = bootstrap(scores, self.labels, samples=samples)
+        self.labelled = len(self.labels) if labelled is None else labelled
 
     def fields(self, prefix: str = "") -> dict[str, Any]:
-        """clips, then each metric with its interval: ``mean_class``, ``mean_class_lo``, ..."""
-        out: dict[str, Any] = {f"{prefix}clips": len(self.labels)}
+        """clips, the split's labelled keys, then each metric with its interval:
+        ``mean_class``, ``mean_class_lo``, ..."""
+        out: dict[str, Any] = {f"{prefix}clips": len(self.labels), f"{prefix}labelled": self.labelled}
         for m in METRICS:
             out.update(_with_interval(f"{prefix}{m}", self.point[m], self.draws[m]))
         return out
@@ -121,7 +136,8 @@ def test_segments_table(scored: dict[str, dict[int, Scored]], trained: int) -> p
 
 def motion_table(rgb: Scored, flow: Scored, class_names: list[str]) -> pa.Table:
     """A row per class present in the clips: its RGB and flow accuracy (recall) and
-    flow minus RGB, with intervals; a first row (class null) with the mean class accuracy."""
+    flow minus RGB, with intervals; a first row (class null) with the mean class accuracy
+    and the split's labelled keys (``labelled``, null on the rows of a class)."""
     if rgb.keys != flow.keys:
         raise InputError("RGB and flow evaluations must cover the same validation clips")
 
@@ -134,6 +150,7 @@ def motion_table(rgb: Scored, flow: Scored, class_names: list[str]) -> pa.Table:
         (pr, dr), (pf, df) = metric(rgb, c), metric(flow, c)
         rows.append({"class": c, "name": "all (mean class)" if c is None else class_names[c],
                      "clips": len(rgb.labels) if c is None else int((rgb.labels == c).sum()),
+                     "labelled": rgb.labelled if c is None else None,
                      **_with_interval("rgb", pr, dr), **_with_interval("flow", pf, df),
                      **_with_interval("flow_minus_rgb", pf - pr, df - dr)})
     return pa.Table.from_pylist(rows)
@@ -155,7 +172,7 @@ def _series(table: pa.Table, where: Callable[[dict], bool], metric: str = "mean_
 
 
 def frames(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
-    table = frames_table({_value(t, base, "segments"): Scored(scores_of(t.run, say=say), samples) for t in trials})
+    table = frames_table({_value(t, base, "segments"): scored_run(t.run, samples, say=say) for t in trials})
     counts = table.column("segments").to_pylist()
     paper = [(100 * PAPER_FRAMES[n], np.nan, np.nan) if n in PAPER_FRAMES else (np.nan,) * 3 for n in counts]
     png = interval_png([str(n) for n in counts], {base.task: _series(table, lambda r: True), "paper (Gym99)": paper},
@@ -165,8 +182,8 @@ def frames(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
 
 
 def order(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
-    scored = {_value(t, base, "model"): (Scored(scores_of(t.run, say=say), samples),
-                                         Scored(scores_of(t.run, shuffle_frames=True, say=say), samples))
+    scored = {_value(t, base, "model"): (scored_run(t.run, samples, say=say),
+                                         scored_run(t.run, samples, shuffle_frames=True, say=say))
               for t in trials}
     table = order_table(scored)
     models = list(dict.fromkeys(table.column("model").to_pylist()))
@@ -186,8 +203,8 @@ def test_segments(trials, base, *, samples, say, test_segments=TEST_SEGMENTS, **
         raise InputError(f"test_segments compares models trained with one number of segments, got {sorted(trained)}")
     (n_trained,) = trained
     counts = sorted({n_trained, *test_segments})
-    scored = {_value(t, base, "model"): {n: Scored(scores_of(t.run, segments=None if n == n_trained else n, say=say),
-                                                   samples) for n in counts} for t in trials}
+    scored = {_value(t, base, "model"): {n: scored_run(t.run, samples, segments=None if n == n_trained else n, say=say)
+                                         for n in counts} for t in trials}
     table = test_segments_table(scored, n_trained)
     png = interval_png([str(n) for n in counts], {m: _series(table, lambda r, m=m: r["model"] == m) for m in scored},
                        title=f"trained with {n_trained} segments, tested with N ({base.task})",
@@ -199,7 +216,7 @@ def motion(trials, base, *, samples, say, **_) -> tuple[pa.Table, bytes]:
     by_modality = {_value(t, base, "modality"): t for t in trials}
     if set(by_modality) != {"rgb", "flow"}:
         raise InputError(f"motion compares an rgb and a flow run, got {sorted(by_modality)}")
-    rgb, flow = (Scored(scores_of(by_modality[m].run, say=say), samples) for m in ("rgb", "flow"))
+    rgb, flow = (scored_run(by_modality[m].run, samples, say=say) for m in ("rgb", "flow"))
     metrics = json.loads(storage.read_text(storage.join(by_modality["rgb"].run, "eval", "metrics.json")))
     table = motion_table(rgb, flow, [c["name"] for c in metrics["per_class"]])
     classes = ["all" if c is None else name for c, name in zip(table.column("class").to_pylist(),

@@ -29,6 +29,7 @@ from ..config import parse_yaml
 from ..errors import InputError
 from ..lease import writer_lease
 from ..runtime.internals import dashboard_running
+from ..train import trackers
 from ..train.config import TrainConfig, recorded_config, with_absolute_paths
 from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
@@ -80,6 +81,11 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     # Trials run in folders of their own (Tune's trial directories): a path relative to
     # here would name nothing there. The results' best.yaml then trains from anywhere.
     base = with_absolute_paths(base)
+    from ..train.run import absent_line
+
+    absent = absent_line(base)  # the trials train on the clips that exist: said once here
+    if absent:
+        say(absent)
     # Every line of the sweep (a trial event) is progress; the watchdog's own are not.
     watchdog = StallWatchdog(f"tune {sweep.name}", say=say)
     say = _Ticking(say)
@@ -98,7 +104,9 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
             fs, path = state.filesystem, state.path
             trainable = tune.with_resources(
                 tune.with_parameters(_trial, base=dataclasses.asdict(base), runs=storage.join(folder, "trials"),
-                                     resources=dataclasses.asdict(sweep.resources)),
+                                     resources=dataclasses.asdict(sweep.resources),
+                                     # Made here: trials run in Tune's processes, without this one's environment.
+                                     scope=trackers.Scope(group=sweep.name)),
                 TRIAL_DRIVER)
             if restoring and state.holds_experiment_state():
                 say(f"resuming the sweep in {folder}")
@@ -161,6 +169,7 @@ def _record_settings(folder: str, sweep: SweepConfig, base: TrainConfig) -> bool
     recorded_config(saved["base"], f"{uri} base")  # another version's task names may mean other tasks
     changed = sorted([k for k in mine["sweep"] if k not in MUTABLE and saved["sweep"].get(k) != mine["sweep"][k]]
                      + [f"train.{k}" for k in mine["base"] if k not in OWNED  # every trial sets these
+                        and k not in trackers.OPTIONS  # where trials log, not what they train
                         and saved["base"].get(k) != mine["base"][k]])
     if changed:
         raise InputError(f"{folder} holds sweep {sweep.name!r} with other settings ({', '.join(changed)}): "
@@ -183,9 +192,10 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id  # what _record reads back
 
 
-def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict) -> None:
+def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict, scope: trackers.Scope) -> None:
     """One trial: train ``base`` with the swept ``params`` as run ``runs``/<trial id>,
-    under the sweep's lease (the engine's fit without a lease of its own)."""
+    under the sweep's lease (the engine's fit without a lease of its own), its tracker
+    runs (where ``base`` names trackers) in ``scope``: grouped by the sweep's name."""
     from ..config import from_dict
     from ..train.engine import fit, line_writer
     from ..train.run import training_labels, training_plan
@@ -195,7 +205,7 @@ def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict) ->
     config = trial_config(from_dict(TrainConfig, base), _plain(params), runs=runs, name=trial_id,
                           resources=TrialResources(**resources))
     say = line_writer(f"trial {trial_id}")  # into the trial's log (Ray's worker log files)
-    fit(training_plan(config, *training_labels(config, say=say)), callbacks=(_epoch_report(),), say=say)
+    fit(training_plan(config, *training_labels(config, say=say)), callbacks=(_epoch_report(),), say=say, scope=scope)
 
 
 def _epoch_report():

@@ -284,17 +284,40 @@ def format_report(results: list[VideoCheck], *, seconds: float, shown: int = 10)
     return "\n".join(lines)
 
 
+def coverage_csv_uri(csv_uri: str) -> str:
+    """Where the coverage table goes beside the per-video CSV: ``check.csv`` -> ``check_coverage.csv``."""
+    return (csv_uri[:-len(".csv")] if csv_uri.endswith(".csv") else csv_uri) + "_coverage.csv"
+
+
+def write_coverage_csv(rows, uri: str) -> None:
+    """One row per task and split (``dataset.coverage.Coverage.record``), local or s3://."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["task", "split", "labelled", "present", "missing", "percent",
+                                             "missing_videos"])
+    writer.writeheader()
+    writer.writerows(r.record() for r in rows)
+    storage.write_text(uri, buf.getvalue())
+
+
 def run_check(annotations: str, videos: str, csv_uri: str, *, allow_vfr: bool = False,
               say: Callable[[str], None] = print) -> int:
-    """Check, print the report, write the CSV; the exit status: 0 when every annotated
-    video can be cut, else 1."""
+    """Check, print the report and what the videos that can be cut give each task and
+    split (``dataset.coverage``), write the CSV and the coverage CSV beside it; the exit
+    status: 0 when every annotated video can be cut, else 1."""
+    from ..dataset.coverage import coverage, format_coverage
+    from ..dataset.manifest import build_manifest_from
+
     t0 = time.monotonic()
     results = check_videos(annotations, videos, allow_vfr=allow_vfr)
     say(format_report(results, seconds=time.monotonic() - t0))
+    rows = coverage(build_manifest_from(annotations), videos=[r.video_id for r in results if cuttable(r)])
+    say("labelled keys of the videos that can be cut, per task and split:\n"
+        + format_coverage(rows, present="cuttable"))
     if not storage.parse_uri(csv_uri).is_s3:
         csv_uri = os.path.abspath(csv_uri)
     write_csv(results, csv_uri)
-    say(f"csv: {csv_uri}")
+    write_coverage_csv(rows, coverage_csv_uri(csv_uri))
+    say(f"csv: {csv_uri} (per video), {coverage_csv_uri(csv_uri)} (per task and split)")
     ok = all(cuttable(r) for r in results)
     say("every annotated video can be cut" if ok else
         "some annotated videos cannot be cut: their clips would fail in preprocessing (see above and the CSV)")

@@ -17,9 +17,12 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
 def find_videos(videos: str) -> dict[str, str]:
     """video id (file name without extension) -> URI, for every video below ``videos``
-    (a folder or s3:// prefix, listed recursively)."""
+    (a folder or s3:// prefix, listed recursively). Hidden folders are left out: a
+    downloader's partial files are there (``download/fetch.py``)."""
     found: dict[str, str] = {}
     for uri in storage.list_uris(videos):
+        if any(part.startswith(".") for part in uri[len(videos):].strip("/").split("/")[:-1]):
+            continue
         stem, ext = os.path.splitext(uri.rsplit("/", 1)[-1])
         if ext.lower() in VIDEO_EXTENSIONS:
             # Prefer .mp4 when a video exists in several containers (mmaction2's downloader

@@ -74,6 +74,32 @@ def test_toy_features_load_with_their_ground_truth(tmp_path):
     assert np.isclose(seconds_to_steps(np.array([first[1]]), (seq.starts + seq.ends) / 2)[0] % 1, 0.5)
 
 
+def test_a_video_without_features_is_reported_and_leaves_the_split_of_the_others_as_it_was(tmp_path):
+    import os
+
+    from finegym_ray.video_job import no_video_reason, write_error_record
+
+    gt_path = write_toy_features(str(tmp_path), videos=10, steps=40, dim=4)
+    config = LocalizeConfig(features=str(tmp_path), annotations=gt_path)
+    gt = read_ground_truth(gt_path)
+    whole = load_dataset(config, gt, say=lambda _m: None)
+
+    def splits(data) -> dict[str, str]:
+        return {data.ids[u]: name for name in ("train", "val") for u in getattr(data, name)}
+
+    # A val video never downloaded: extraction recorded it and wrote no features.
+    gone = whole.ids[whole.val[0]]
+    os.remove(whole.val[0])
+    write_error_record(str(tmp_path), f"action_{gone}", scope="video", reason=no_video_reason(gone, "/videos"),
+                       group=gone, kind="action", uri="")
+    said = []
+    part = load_dataset(config, gt, say=said.append)
+    # The others keep their split: no training video moves into val to fill its place.
+    assert splits(part) == {v: s for v, s in splits(whole).items() if v != gone}
+    assert part.missing == {"val": {gone: "no video"}}
+    assert any("1 of the ground truth's 10 sequences have no features (val 1: 1 no video)" in m for m in said), said
+
+
 @pytest.mark.parametrize("override, says", [
     ("level=frames", "level must be one of action, subaction"), ("task=sets", "task must be one of"),
     ("lr=.nan", "lr must be a finite number"), ("val_fraction=1", "val_fraction"), ("epochs=0", "epochs must be >= 1"),

@@ -4,6 +4,7 @@ its resume after an unfinished checkpoint, its evaluation; bad settings refused.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,12 +16,13 @@ import numpy as np
 import pytest
 
 from finegym_ray.localize.config import LocalizeConfig
-from finegym_ray.localize.evaluate import evaluate_run
+from finegym_ray.localize.evaluate import evaluate_run, format_results
 from finegym_ray.localize.formats import read_detections, read_ground_truth
 from finegym_ray.localize.metric import TIOU_THRESHOLDS, detection_map
 from finegym_ray.localize.toy import write_toy_features
-from finegym_ray.localize.train import run_localize_training
+from finegym_ray.localize.train import prepare, run_localize_training
 from finegym_ray.train import checkpoint as ckpt
+from finegym_ray.video_job import no_video_reason, write_error_record
 from tests.train.test_train import largest_gap, latest_weights
 
 TINY = dict(detector_kwargs={"embed_dim": 32, "head_dim": 32, "num_levels": 4}, epochs=3, batch_size=2,
@@ -99,7 +101,7 @@ def test_the_seed_sets_the_initial_weights(ray_cluster, toy, tmp_path):
 
 
 @pytest.mark.e2e
-def test_evaluation_writes_metrics_detections_and_a_timeline(trained):
+def test_evaluation_writes_metrics_detections_and_a_timeline(trained, tmp_path):
     config, result = trained
     results = evaluate_run(config, say=quiet)
     out = Path(result["run"]) / "eval"
@@ -116,6 +118,27 @@ def test_evaluation_writes_metrics_detections_and_a_timeline(trained):
     image = cv2.imread(str(out / "timeline.png"))
     assert image is not None and image.shape[1] == 960 and image.shape[0] > 100
     assert results["result"].average_map == pytest.approx(metrics["average_map"])
+    assert (metrics["labelled"], metrics["without_features"]) == (metrics["videos"], 0)
+
+    # A val video never downloaded: extraction recorded it and wrote no features. The
+    # evaluation scores the others and says what is missing, and why.
+    features = tmp_path / "features"
+    shutil.copytree(config.features, features)
+    data = prepare(config, say=quiet)
+    gt = read_ground_truth(config.annotations)
+    gone = next(data.ids[u] for u in data.val if {lab for v in data.ids.values() if v != data.ids[u]
+                                                  for lab, _, _ in gt[v]} == set(data.class_names))
+    (features / "action" / f"{gone}.parquet").unlink()
+    write_error_record(str(features), f"action_{gone}", scope="video", reason=no_video_reason(gone, "/videos"),
+                       group=gone, kind="action", uri="")
+    said = []
+    partial = evaluate_run(replace(config, features=str(features)), say=said.append)
+    m = partial["metrics"]
+    assert (m["videos"], m["labelled"], m["without_features"]) == (len(data.val) - 1, len(data.val), 1)
+    assert m["without_features_why"] == {"no video": 1} and gone not in read_detections(str(out / "detections.json"))
+    note = f"on {len(data.val) - 1} of {len(data.val)} val sequences; 1 without features (1 no video)"
+    assert any(note in line for line in said), said
+    assert f"mAP {note}" in format_results(partial)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -61,8 +61,26 @@ def test_inflated_weights_reproduce_the_2d_network_on_a_static_clip():
     clip = frame.unsqueeze(2).repeat(1, 1, 9, 1, 1)  # (1, 3, T=9, 32, 32), static
     with torch.no_grad():
         a = net2d.bn1(net2d.conv1(frame))
-        b = net3d.bn1(net3d.conv1(clip))[:, :, 4]  # middle frame: no temporal padding reaches it
+        b = net3d.bn1(net3d.conv1(clip))[:, :, 2]  # time stride 2: frames 2-6, no padding reaches them
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_the_3d_resnet_50_is_laid_out_as_mmaction2s_i3d_r50():
+    # So that mmaction2's Kinetics I3D and NL-I3D checkpoints fit it tensor for tensor
+    # (tests/train/test_pretrained.py checks that they compute the same).
+    from tests.support.mmaction2 import INFLATE_R50, NON_LOCAL_R50
+
+    net = ResNet(depth=50, dims=3, base_width=4, nonlocal_stages=(2, 3))
+    for stage, (inflate, non_local) in enumerate(zip(INFLATE_R50, NON_LOCAL_R50), start=1):
+        blocks = list(getattr(net, f"layer{stage}"))
+        assert [b.conv1.kernel_size for b in blocks] == [(3, 1, 1) if i else (1, 1, 1) for i in inflate]
+        assert [b.non_local is not None for b in blocks] == [bool(n) for n in non_local]
+    seen = []
+    for stage in (net.layer1, net.layer2):
+        stage.register_forward_hook(lambda m, i, o: seen.append(o.shape[2]))
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 16, 32, 32))
+    assert seen == [4, 2]  # time halved by conv1 and the first max pool, then by pool2 after stage 1
 
 
 def test_flow_input_from_rgb_weights():
@@ -101,3 +119,5 @@ def test_bad_arguments():
         ResNet(depth=12)
     with pytest.raises(ValueError, match="temporal shift"):
         ResNet(dims=3, shift_segments=4)
+    with pytest.raises(ValueError, match="non-local blocks apply to 3-D"):
+        ResNet(dims=2, nonlocal_stages=(2,))

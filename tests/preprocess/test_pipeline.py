@@ -90,8 +90,13 @@ def test_every_clip_once_frame_exact_and_readable_with_plain_pyarrow(reference, 
     assert summary["frames"] == sum(table.column("num_frames").to_pylist())
     written = json.loads(Path(out, "summary.json").read_text())
     assert written["totals"] == summary["totals"] and written["output"] == summary["output"]
-    assert written["runs"][-1] == {**{k: v for k, v in summary.items() if k not in ("output", "totals")},
+    whole = ("output", "totals", "coverage", "missing_clips")
+    assert all(written[k] == summary[k] for k in whole)
+    assert written["runs"][-1] == {**{k: v for k, v in summary.items() if k not in whole},
                                    "finished_at": written["runs"][-1]["finished_at"]}
+    # Every labelled key of every sub-action task has its clip (no routines cut: no event task).
+    assert {r["task"] for r in summary["coverage"]} == {"gym99", "gym288", "gym530", "set"}
+    assert all(r["present"] == r["labelled"] > 0 for r in summary["coverage"]) and summary["missing_clips"] == {}
     assert summary["totals"]["clips"] == table.num_rows and summary["totals"]["frames"] == summary["frames"]
     assert json.loads(Path(out, "preprocess.json").read_text())["hash"] == summary["config_hash"]
     assert Path(out, "manifest", "subactions.parquet").exists()
@@ -279,6 +284,18 @@ def test_bad_videos_are_recorded_and_the_job_goes_on(ray_cluster, tiny_gym, tmp_
     assert set(good.column("video_id").to_pylist()) == {names[2][:-4]}
     assert summary["units"]["failed"] == len(records) and summary["units"]["done"] == len(shards(str(out)))
     assert summary["clips"]["failed"] == sum(len(r["keys"]) for r in records)
+    # What that costs per task and split: only the keys of the good video have clips.
+    from finegym_ray.dataset.coverage import task_labels
+
+    manifest = build_manifest_from(str(tiny_gym / "annotations"))
+    gym99 = task_labels("gym99", subactions=manifest.subactions, events=manifest.events,
+                        categories=manifest.categories)
+    cut = set(good.column("key").to_pylist())
+    assert {r["split"]: (r["labelled"], r["present"]) for r in summary["coverage"] if r["task"] == "gym99"} == {
+        split: (len(keys), len(cut & set(keys))) for split, keys in gym99.items()}
+    lost = {vid: sum(len(r["keys"]) for r in by_video[vid[:-4]]) for vid in names[:2]}
+    assert summary["missing_clips"] == {"failed unit": lost[names[0]], "no video": lost[names[1]]}
+    assert "labelled keys with a clip on disk" in format_summary(summary) and "no video" in format_summary(summary)
     assert preprocess_exit_code(summary, strict=False) == 0
     assert preprocess_exit_code(summary, strict=True) == 1
     # The same command again retries only the two failed units, and fails them again: the

@@ -133,3 +133,31 @@ def test_a_shard_whose_keys_are_pickles_is_refused_and_runs_nothing(tmp_path):
     with pytest.raises(ValueError, match="column 'key' is of Arrow extension type 'ray.data.arrow_pickled_object'"):
         shards_with(data, {"k": 0})
     assert not marker.exists()
+
+
+def test_labelled_keys_without_a_clip_are_left_out_each_with_why(tmp_path):
+    import pyarrow as pa
+    import pytest
+
+    from finegym_ray import storage
+    from finegym_ray.store import shard_uri
+    from finegym_ray.train.data import with_clips
+    from finegym_ray.video_job import no_video_reason, write_error_record
+
+    data = str(tmp_path / "store")
+    storage.write_parquet(pa.table({"key": ["k1", "ev"], "kind": ["subaction", "event"]}), shard_uri(data, "u1"))
+    # What preprocessing records: a window of u1 that failed, and u2's video, never downloaded.
+    write_error_record(data, "u1", scope="windows", reason="1 of 2 window(s) failed", unit_id="u1", video_id="v1",
+                       windows=[{"key": "k2", "reason": "holds no frame"}])
+    write_error_record(data, "u2", scope="video", reason=no_video_reason("v2", "/videos"), unit_id="u2",
+                       video_id="v2", keys=["k3"])
+    split = SplitLabels({"k1": 0, "k2": 1, "k3": 1, "k4": 0, "ev": 1}, ("x", "y"))
+    kept = with_clips(data, split, "subaction")
+    assert kept.labels == {"k1": 0} and kept.labelled == 5
+    # "ev" is a routine's clip: no sub-action clip has that key.
+    assert kept.absent == {"k2": "failed window", "k3": "no video", "k4": "no error record", "ev": "no error record"}
+    assert kept.absent_note() == "4 without a clip (2 no error record, 1 failed window, 1 no video)"
+    assert with_clips(data, SplitLabels({"k1": 0}, ("x",)), "subaction").absent == {}
+    with pytest.raises(FileNotFoundError, match=r"no shard holds a clip of this split: none of its 2 labelled keys "
+                                                r"has one \(1 no video, 1 no error record\)"):
+        with_clips(data, SplitLabels({"k3": 0, "k4": 0}, ("x",)), "subaction")

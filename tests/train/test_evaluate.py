@@ -18,17 +18,22 @@ from finegym_ray.config import to_yaml
 from finegym_ray.models.recognizers import MODELS
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
-from finegym_ray.train.data import SampleShards, load_split_labels, shards_with
+from finegym_ray.train.data import SampleShards, SplitLabels, load_split_labels, shards_with
 from finegym_ray.train.evaluate import (
     ScoreClips,
+    check_complete,
     check_scored,
     checkpoint_at_test,
     config_at_test,
+    coverage_note,
+    coverage_of,
     default_fuse_weights,
     evaluate,
     format_results,
     frame_order,
     fuse_scores,
+    fused_coverage,
+    fusion_dropped,
     level_metrics,
     metrics_of,
     permute_frames,
@@ -52,13 +57,25 @@ def test_set_level_accuracy_from_element_predictions():
     assert level_metrics(scores, labels, (1, 1, 1)) == {"top1": 1.0, "mean_class": 1.0}
 
 
-def test_fusion_averages_scores_and_refuses_other_clips():
+def test_fusion_averages_the_scores_of_the_clips_both_runs_scored_and_counts_the_others():
     a = pa.table({"key": ["x", "y"], "label": [0, 1], "scores": [[0.9, 0.1], [0.6, 0.4]]})
     b = pa.table({"key": ["x", "y"], "label": [0, 1], "scores": [[0.3, 0.7], [0.0, 1.0]]})
     fused = np.stack(fuse_scores(a, b, (1.0, 1.0)).column("scores").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(fused, [[0.6, 0.4], [0.3, 0.7]])
-    with pytest.raises(ValueError, match="same clips"):
-        fuse_scores(a, b.slice(0, 1), (1.0, 1.0))
+    assert fusion_dropped(a, b) == (0, 0)
+    # Two stores that lack other clips: fused on the ones both have, by key, whatever the row order.
+    c = pa.table({"key": ["z", "y"], "label": [0, 1], "scores": [[0.5, 0.5], [0.0, 1.0]]})
+    fused = fuse_scores(a, c, (1.0, 1.0))
+    assert fused.column("key").to_pylist() == ["y"] and fusion_dropped(a, c) == (1, 1)
+    np.testing.assert_allclose(fused.column("scores").to_pylist(), [[0.3, 0.7]])
+    with pytest.raises(ValueError, match="no clip in common"):
+        fuse_scores(a.slice(0, 1), c.slice(0, 1), (1.0, 1.0))
+    with pytest.raises(ValueError, match="label the clips differently"):
+        fuse_scores(a, b.set_column(1, "label", pa.array([1, 1])), (1.0, 1.0))
+    # The fusion's coverage: the run's labelled keys, less its own absent ones and those only it scored.
+    split = SplitLabels({"x": 0, "y": 1}, ("p", "q"), absent={"w": "no video"})
+    assert fused_coverage(split, 1, (1, 1)) == {"labelled": 3, "without_clip": 2, "without_clip_why": {
+        "no video": 1, "scored by one run only": 1}}
 
 
 def test_fusion_weights_default_to_tsns_and_weight_the_mean():
@@ -93,7 +110,7 @@ def test_scored_clips_must_be_exactly_the_splits_clips():
     split = {"a": 0, "b": 1, "c": 1}
     check_scored(_scored(["a", "b", "c"], [0, 1, 1]), split, "RUN")  # complete: no error
     # A duplicate and a missing clip: the row count matches, the clips do not.
-    with pytest.raises(RuntimeError, match=r"RUN: 1 of 3 .* not scored \(e\.g\. c;.*scored twice or more: b"):
+    with pytest.raises(RuntimeError, match=r"RUN: 1 of 3 .* not scored \(e\.g\. c\);.*scored twice or more: b"):
         check_scored(_scored(["a", "b", "b"], [0, 1, 1]), split, "RUN")
     with pytest.raises(RuntimeError, match=r"not in the split: z"):
         check_scored(_scored(["a", "b", "c", "z"], [0, 1, 1, 0]), split, "RUN")
@@ -101,6 +118,27 @@ def test_scored_clips_must_be_exactly_the_splits_clips():
         check_scored(_scored(["a", "b", "c"], [0, 0, 1]), split, "RUN")
     with pytest.raises(RuntimeError, match=r"not finite.*\bb\b"):
         check_scored(_scored(["a", "b", "c"], [0, 1, 1], [[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]]), split, "RUN")
+
+
+def test_coverage_is_reported_beside_every_figure_and_the_strict_protocol_refuses_a_gap():
+    split = SplitLabels({"a": 0, "b": 1, "c": 1}, ("x", "y"), absent={"d": "no video", "e": "no video",
+                                                                     "f": "failed unit"})
+    m = {"clips": 3, **coverage_of(split)}
+    assert m == {"clips": 3, "labelled": 6, "without_clip": 3, "without_clip_why": {"no video": 2, "failed unit": 1}}
+    assert coverage_note(m) == "on 3 of 6 clips; 3 without a clip (2 no video, 1 failed unit)"
+    assert coverage_note({"clips": 8521, "labelled": 8521, "without_clip": 0}) == "on 8,521 of 8,521 clips"
+    figures = {"top1": 0.5, "top1_lo": 0.25, "top1_hi": 0.75, "mean_class": 0.5, "mean_class_lo": 0.2,
+               "mean_class_hi": 0.8, "model": "tsm", "modality": "rgb", "variant": ""}
+    table = format_results({"run": {**figures, **m, "checkpoint": "runs/tsm/epoch_0001"}})
+    head, row, note = table.splitlines()
+    assert "clips of labelled" in head and "3 of 6" in row
+    assert note == "tsm: mean class and top-1 on 3 of 6 clips; 3 without a clip (2 no video, 1 failed unit)"
+    complete = {**figures, "clips": 3, **coverage_of(SplitLabels({"a": 0}, ("x",)))}
+    assert len(format_results({"run": {**complete, "checkpoint": "runs/tsm/epoch_0001"}}).splitlines()) == 2
+    check_complete(SplitLabels({"a": 0}, ("x",)), "RUN")
+    with pytest.raises(ValueError, match=r"^RUN: 3 of 6 labelled clips have no clip \(2 no video, 1 failed unit\): "
+                                         r"--require-complete"):
+        check_complete(split, "RUN")
 
 
 def test_metrics_carry_a_95_percent_bootstrap_interval():
@@ -114,7 +152,7 @@ def test_metrics_carry_a_95_percent_bootstrap_interval():
         assert lo < m[name] < hi and 0.1 < hi - lo < 0.25  # 128 clips: about +-8 points
     assert m["interval"] == {"level": 0.95, "method": "percentile bootstrap over clips", "samples": 1000, "seed": 0}
     table = format_results({"run": {**m, "model": "tsn", "modality": "flow", "checkpoint": "r/tsn/epoch_0001",
-                                    "variant": ""}})
+                                    "variant": "", "labelled": 128, "without_clip": 0}})
     row = table.splitlines()[1]
     assert f"{m['top1']:.1%} [{m['top1_lo']:.1%}, {m['top1_hi']:.1%}]".replace("%", "") in row.replace("%", "")
     assert "95 %" in table

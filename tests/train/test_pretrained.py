@@ -1,5 +1,9 @@
-"""--pretrained: a torchvision-named ResNet state dict, from a file or S3, into any model."""
+"""--pretrained: ImageNet ResNets in torchvision's names and Kinetics checkpoints in
+mmaction2's, from a file or S3, into any model: each computes here what it computes at
+its source, a load that would leave part of the backbone untrained is refused, and the
+run records the file's SHA-256."""
 
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -9,8 +13,11 @@ from finegym_ray import storage
 from finegym_ray.models.resnet import ResNet
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.loop import model_for
+from tests.support import mmaction2
 
 SMALL = TrainConfig(depth=18, base_width=16, segments=2)
+# A ResNet-50's blocks at 1/16 of the width: mmaction2's layouts, in milliseconds.
+TINY_R50 = replace(SMALL, depth=50, base_width=4)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +66,164 @@ def test_weights_of_another_network_are_refused(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match="no tensor fits"):
         model_for(replace(SMALL, model="tsn", pretrained=str(path)), 5)
+
+
+@pytest.mark.parametrize("model", ["i3d", "nl_i3d"])
+def test_imagenet_weights_inflated_give_the_2d_network_on_a_static_clip(tmp_path, model):
+    # I3D's promise: a clip of one repeated frame gives, away from the clip's ends, the
+    # 2-D network's features of that frame; new non-local blocks (output BN at zero)
+    # change nothing. Three blocks in stage 2 put a non-local block between two blocks.
+    torch.manual_seed(0)
+    blocks = [1, 3, 1, 1]
+    net2d = ResNet(depth=18, base_width=8, blocks=tuple(blocks)).eval()
+    for m in net2d.modules():  # BN statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "imagenet.pth"
+    torch.save(net2d.state_dict(), path)
+    config = replace(SMALL, model=model, depth=18, base_width=8, blocks=blocks, segments=128, pretrained=str(path))
+    net3d = model_for(config, 5).backbone.eval()
+    frame = torch.randn(1, 3, 32, 32)
+    clip = frame.unsqueeze(2).repeat(1, 1, 128, 1, 1)  # (1, 3, T=128, 32, 32), static
+    seen = {}
+    net3d.layer4.register_forward_hook(lambda m, i, o: seen.update(out=o))
+    with torch.no_grad():
+        net3d(clip)
+        feat3d = seen["out"][:, :, 7].flatten(2).mean(-1)  # the middle step of 16: no clip end reaches it
+        x = net2d.maxpool(net2d.relu(net2d.bn1(net2d.conv1(frame))))
+        feat2d = net2d.layer4(net2d.layer3(net2d.layer2(net2d.layer1(x)))).flatten(2).mean(-1)
+    torch.testing.assert_close(feat3d, feat2d, atol=1e-4, rtol=1e-4)
+
+
+def _mmaction2_file(tmp_path, w: mmaction2.Weights):
+    path = tmp_path / "kinetics400.pth"
+    torch.save(w.checkpoint(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("model", ["tsn", "tsm"])
+def test_an_mmaction2_kinetics_2d_checkpoint_computes_what_it_computes_there(tmp_path, model):
+    torch.manual_seed(0)
+    segments, x = 4, torch.randn(2 * 4, 3, 32, 32)  # (B*T, C, H, W): 2 clips of 4 segments
+    w = mmaction2.Weights(seed=1)
+    with torch.no_grad():
+        want = mmaction2.resnet2d(x, w, base=4, shift_segments=segments if model == "tsm" else 0).mean((2, 3))
+    config = replace(TINY_R50, model=model, segments=segments, pretrained=_mmaction2_file(tmp_path, w))
+    backbone = model_for(config, 5).backbone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["i3d", "nl_i3d"])
+def test_an_mmaction2_kinetics_i3d_checkpoint_computes_what_it_computes_there(tmp_path, model):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 64, 64)  # (B, C, T, H, W)
+    w = mmaction2.Weights(seed=2)
+    nonlocal_blocks = mmaction2.NON_LOCAL_R50 if model == "nl_i3d" else None
+    with torch.no_grad():
+        want = mmaction2.resnet3d(x, w, base=4, nonlocal_blocks=nonlocal_blocks).mean((2, 3, 4))
+    config = replace(TINY_R50, model=model, segments=16, pretrained=_mmaction2_file(tmp_path, w))
+    backbone = model_for(config, 5).backbone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), want, atol=1e-4, rtol=1e-4)
+
+
+def test_the_load_report_counts_what_was_loaded_and_left_out(tmp_path):
+    from finegym_ray.train.loop import check_pretrained
+
+    w = mmaction2.Weights(seed=3)
+    mmaction2.resnet3d(torch.zeros(1, 3, 8, 32, 32), w, base=4, nonlocal_blocks=mmaction2.NON_LOCAL_R50)
+    path = _mmaction2_file(tmp_path, w)
+    lines = []
+    record = check_pretrained(replace(TINY_R50, model="nl_i3d", segments=8, pretrained=path), 5, say=lines.append)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    needed = sum(1 for k in w if not k.endswith("num_batches_tracked"))
+    assert record == {"uri": path, "sha256": digest, "naming": "mmaction2", "loaded": needed, "needed": needed,
+                      "missing": 0, "mismatched": 0, "unexpected": 0, "left_out": 2, "new": 0}
+    text = lines[0]
+    assert f"sha256 {digest}" in text and "naming mmaction2" in text
+    assert f"loaded {needed} of {needed} backbone tensors; missing 0; unexpected 0; shape-mismatched 0" in text
+    assert "(outside the backbone: the classifier and the like): 2 (cls_head.fc_cls.bias, cls_head.fc_cls.weight)" \
+        in text
+
+    # ImageNet weights into NL-I3D: the 2-D kernels inflated, the non-local blocks new.
+    imagenet = tmp_path / "imagenet.pth"
+    torch.save(ResNet(depth=50, base_width=4).state_dict(), imagenet)
+    lines.clear()
+    record = check_pretrained(replace(TINY_R50, model="nl_i3d", segments=8, pretrained=str(imagenet)), 5,
+                              say=lines.append)
+    assert record["naming"] == "torchvision" and record["loaded"] == record["needed"] == 265  # 318 less 53 BN counters
+    assert record["new"] == 5 * 11 and record["left_out"] == 2  # theta, phi, g (weight, bias), out, bn (4)
+    assert "left out on purpose (outside the backbone: the classifier and the like): 2 (fc.bias, fc.weight)" \
+        in lines[0]
+    assert "adapted: 53 2-D kernels inflated to 3-D" in lines[0]
+    assert "new in this model, kept at their initialisation: non-local blocks of 5 (layer2.1, layer2.3, " \
+           "layer3.1, layer3.3, ...)" in lines[0]
+
+
+def test_a_partly_matching_file_is_refused_unless_pretrained_strict_is_false(tmp_path, weights):
+    _, state = weights
+    partial = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    partial["layer1.0.conv1.weight"] = torch.zeros(16, 16, 1, 1)  # another shape
+    path = tmp_path / "partial.pth"
+    torch.save(partial, path)
+    config = replace(SMALL, model="tsn", pretrained=str(path))
+    with pytest.raises(ValueError, match=r"partial.pth: fits \d+ of the backbone's \d+ tensors \(missing 25 "
+                                         r"\(layer4.0.conv1.weight, .*shape-mismatched 1 \(layer1.0.conv1.weight "
+                                         r"\(file \(16, 16, 1, 1\); model \(16, 16, 3, 3\)\)\)\): refused, .*"
+                                         r"pretrained_strict=false loads what fits"):
+        model_for(config, 5)
+    model = model_for(replace(config, pretrained_strict=False), 5)
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
+def test_nested_and_wrapped_state_dicts_are_unwrapped(tmp_path, weights):
+    # DDP's module., a recognizer's backbone. and its head, under state_dict or model:
+    # how training scripts save, finegym-ray's own state.pt among them.
+    _, state = weights
+    wrapped = {f"module.backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    wrapped["module.head.weight"] = torch.zeros(5, 512)
+    for i, saved in enumerate([{"state_dict": wrapped, "epoch": 3}, {"model": wrapped, "optimizer": {}}]):
+        path = tmp_path / f"wrapped{i}.pth"
+        torch.save(saved, path)
+        model = model_for(replace(SMALL, model="trn", pretrained=str(path)), 5)
+        running_var = model.backbone.layer2[0].downsample[1].running_var
+        assert torch.equal(running_var, state["layer2.0.downsample.1.running_var"])
+
+
+class _Code:
+    """What a file may hold beside tensors: loading it with pickle would run code."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_file_holding_python_objects_is_refused_without_running_them(tmp_path, weights, capsys):
+    _, state = weights
+    path = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": state, "meta": _Code()}, path)
+    with pytest.raises(ValueError, match=r"unsafe.pth: holds Python objects besides tensors, which loading with "
+                                         r"weights_only refuses .*torch.save\(torch.load\(PATH, weights_only=False\)"):
+        model_for(replace(SMALL, model="tsn", pretrained=str(path)), 5)
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_the_run_records_the_sha256_it_checked_and_workers_load_only_that_file(tmp_path, weights):
+    from finegym_ray.train import checkpoint as checkpoints
+    from finegym_ray.train.run import pretrained_record
+
+    path, _ = weights
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    config = replace(SMALL, model="tsn", pretrained=path)
+    run = str(tmp_path / "runs" / "r")
+    lines = []
+    record = pretrained_record(config, run, 5, say=lines.append)
+    assert record["sha256"] == digest and record["loaded"] == record["needed"] == 100 and lines
+    # A worker loads the file only with the digest the driver recorded.
+    model_for(config, 5, sha256=digest)
+    with pytest.raises(ValueError, match=f"its SHA-256 is {digest}, but this run checked weights of 0+ there"):
+        model_for(config, 5, sha256="0" * 64)
+    # A run with a checkpoint keeps its record: its weights replaced the file's, which
+    # may have changed or gone since.
+    checkpoints.write(run, 0, state={"epoch": 0}, config_yaml="", meta={"pretrained": record, "history": []})
+    assert pretrained_record(replace(config, pretrained=str(tmp_path / "gone.pth")), run, 5) == record

@@ -48,8 +48,10 @@ def _history(epochs: int, val_every: int = 1) -> list[dict]:
     return out
 
 
-def _run(root: str, name: str, *, epochs_planned: int, epochs_done: int, model: str = "tsm") -> str:
-    """A run folder as training leaves it: config.yaml and real checkpoints (tiny state)."""
+def _run(root: str, name: str, *, epochs_planned: int, epochs_done: int, model: str = "tsm",
+         coverage: dict | None = None) -> str:
+    """A run folder as training leaves it: config.yaml and real checkpoints (tiny state);
+    ``coverage``: what its meta.json records of its clips (``run.split_coverage``)."""
     from finegym_ray.config import to_yaml
 
     run = storage.join(root, name)
@@ -60,7 +62,8 @@ def _run(root: str, name: str, *, epochs_planned: int, epochs_done: int, model: 
     history = _history(epochs_done)
     for e in range(epochs_done):
         ckpt.write(run, e, state={"w": torch.zeros(2)}, config_yaml=to_yaml(config),
-                   meta={"class_names": ["a", "b"], "data_hash": "x", "history": history[:e + 1]})
+                   meta={"class_names": ["a", "b"], "data_hash": "x", "history": history[:e + 1],
+                         **({"coverage": coverage} if coverage else {})})
     return run
 
 
@@ -73,6 +76,9 @@ def _gone_pid() -> int:
 def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
     root = str(tmp_path / "runs")
     _run(root, "done", epochs_planned=2, epochs_done=2)
+    # Trained where a video of the val split was missing: 3 of its 4 labelled clips exist.
+    _run(root, "partial", epochs_planned=1, epochs_done=1,
+         coverage={"train": {"clips": 20, "labelled": 22}, "val": {"clips": 3, "labelled": 4}})
     _run(root, "stopped", epochs_planned=4, epochs_done=1, model="tsn")
     record_failure(_run(root, "raised", epochs_planned=3, epochs_done=1), RuntimeError("worker died\nmore lines"))
     killed = _run(root, "killed", epochs_planned=3, epochs_done=2)
@@ -89,9 +95,9 @@ def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
         rows = {r.name: r for r in list_runs(root)}
         assert main(["runs", root]) == 0
         table = capsys.readouterr().out
-    assert set(rows) == {"done", "stopped", "raised", "killed", "sweep/trials/t0", "sweep/trials/t1"}
+    assert set(rows) == {"done", "partial", "stopped", "raised", "killed", "sweep/trials/t0", "sweep/trials/t1"}
     assert {n: r.state for n, r in rows.items()} == {
-        "done": "finished", "stopped": "partial", "raised": "failed", "killed": "failed",
+        "done": "finished", "partial": "finished", "stopped": "partial", "raised": "failed", "killed": "failed",
         "sweep/trials/t0": "running", "sweep/trials/t1": "finished"}
     done = rows["done"]
     assert (done.model, done.input, done.task, done.epochs_done, done.epochs_planned) == ("tsm", "rgb", "set", 2, 2)
@@ -102,12 +108,15 @@ def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
     assert (tmp_path / "runs" / "raised" / FAILED_FILE).is_file()
     assert "is gone" in rows["killed"].note
     lines = {line.split()[0]: line for line in table.splitlines() if line and not line.startswith(" ")}
-    assert lines["done"].split()[4:] == ["2/2", "45.0%", "35.0%", "2", "45.0%", "35.0%", "finished"]
+    assert lines["done"].split()[4:] == ["2/2", "45.0%", "35.0%", "2", "45.0%", "35.0%", "-", "finished"]
+    assert lines["partial"].split()[-2:] == ["3/4", "finished"] and "val clips" in lines["run"]
+    assert (rows["partial"].val_clips, rows["partial"].val_labelled) == (3, 4)
     assert lines["stopped"].endswith("partial") and lines["killed"].endswith("failed")
-    assert "6 runs under" in table and "2 failed" in table
+    assert "7 runs under" in table and "2 failed" in table
 
     assert main(["runs", root, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
+    assert {r["name"]: (r["val_clips"], r["val_labelled"]) for r in listed}["partial"] == (3, 4)
     assert {r["name"]: r["state"] for r in listed}["sweep/trials/t0"] == "partial"  # the sweep's lease is gone now
     assert main(["runs", str(tmp_path / "nothing")]) == 2
     assert "no such runs folder" in capsys.readouterr().err

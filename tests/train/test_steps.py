@@ -67,6 +67,22 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(f[2:], f[3:]))
 
 
+def test_step_schedule_divides_by_10_after_each_step_as_the_paper_trains():
+    # TSN RGB in the paper: 80 epochs, lr divided by 10 every 30.
+    f = [steps.lr_factor(e, epochs=80, warmup_epochs=0, lr_schedule="step", lr_steps=(30, 60)) for e in range(80)]
+    assert f[:30] == [1.0] * 30 and f[30:60] == pytest.approx([0.1] * 30) and f[60:] == pytest.approx([0.01] * 20)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.001)
+    scheduler = steps.make_scheduler(optimizer, epochs=80, warmup_epochs=0, lr_schedule="step", lr_steps=(30, 60))
+    lrs = []
+    for _ in range(80):  # as the engine steps it: once after each epoch
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[29] == pytest.approx(0.001) and lrs[30] == pytest.approx(0.0001) and lrs[60] == pytest.approx(1e-5)
+    f = [steps.lr_factor(e, epochs=10, warmup_epochs=2, lr_schedule="step", lr_steps=(5,)) for e in range(10)]
+    assert f[:3] == [1 / 3, 2 / 3, 1.0] and f[4] == 1.0 and f[5] == pytest.approx(0.1)  # after a warm-up
+
+
 def test_tally_counts_a_confusion_and_mean_loss():
     tally = steps.Tally(3, torch.device("cpu"))
     scores = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])

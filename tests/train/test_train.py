@@ -3,6 +3,7 @@ driver, recovery after a killed worker, shards and runs on S3, two-stream fusion
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,16 +17,19 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from finegym_ray import storage
+from finegym_ray.models.resnet import ResNet
 from finegym_ray.preprocess.pipeline import run_preprocess
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.curves import CURVES_PNG, EVENT_FILE, TENSORBOARD_DIR, read_scalars
 from finegym_ray.train.data import load_split_labels
-from finegym_ray.train.evaluate import evaluate
+from finegym_ray.train.evaluate import evaluate, format_results
 from finegym_ray.train.run import run_training
+from finegym_ray.train.runs import list_runs
 from tests.support.clips import TINY_PREPROCESS
 from tests.support.output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
 from tests.support.processes import own_pids_with
@@ -88,26 +92,61 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
 
 
 @pytest.mark.e2e
-def test_fusion_weighs_two_runs(tiny_store, tmp_path, monkeypatch):
-    data, _ = tiny_store
+def test_fusion_weighs_two_runs_trained_where_a_video_of_the_val_split_is_missing(partial_store, tmp_path,
+                                                                                  monkeypatch):
+    data, _, gone = partial_store
     runs = str(tmp_path / "runs")
+    full = {split: load_split_labels(data, "subaction_event", split).labels for split in ("train", "val")}
+    lost = {split: sorted(k for k in keys if k.startswith(gone + "_")) for split, keys in full.items()}
+    assert lost["val"] and len(lost["val"]) < len(full["val"])
     # Given relative to where training runs, the run records its paths absolute, so that
     # it is evaluated from any folder.
     monkeypatch.chdir(tmp_path)
-    rgb_config = tiny_config(os.path.relpath(data), "runs", epochs=1, workers=1, cpus_per_worker=1.0, val_every=0)
-    rgb = run_training(rgb_config, say=quiet)
+    rgb_config = tiny_config(os.path.relpath(data), "runs", epochs=1, workers=1, cpus_per_worker=1.0)
+    said = []
+    rgb = run_training(rgb_config, say=said.append)
     for recorded in (Path(rgb["run"]) / "config.yaml", Path(rgb["checkpoint"]) / "config.yaml"):
         assert {k: v for k, v in yaml.safe_load(recorded.read_text()).items() if k in ("data", "runs")} == \
             {"data": data, "runs": runs}
+    # Training uses the clips that exist and says, in one line, what the missing video took.
+    n_train, n_val = (len(full[s]) - len(lost[s]) for s in ("train", "val"))
+    assert f"training on the clips that exist: train {len(lost['train'])} without a clip ({len(lost['train'])} " \
+           f"no video) of {len(full['train'])} labelled; val {len(lost['val'])} without a clip " \
+           f"({len(lost['val'])} no video) of {len(full['val'])} labelled" in said, said
+    assert rgb["history"][0]["train_samples"] == n_train and rgb["history"][0]["val_samples"] == n_val
+    assert ckpt.find_latest(rgb["run"]).meta["coverage"] == {
+        "train": {"clips": n_train, "labelled": len(full["train"])},
+        "val": {"clips": n_val, "labelled": len(full["val"])}}
+    row = next(r for r in list_runs(runs) if r.name == "tsm_rgb_subaction_event")
+    assert (row.val_clips, row.val_labelled) == (n_val, len(full["val"]))
+    # FineGym's strict protocol refuses, before any scoring, naming the count and why.
+    with pytest.raises(ValueError, match=f"{len(lost['val'])} of {len(full['val'])} labelled clips have no clip "
+                                         rf"\({len(lost['val'])} no video\): --require-complete"):
+        evaluate(rgb["run"], require_complete=True, say=quiet)
+    assert not (Path(rgb["run"]) / "eval").exists()
+
     flow = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0,
                                     modality="flow", frames_per_segment=2), say=quiet)
-    results = evaluate(rgb["run"], fuse=flow["run"], say=quiet)
+    said.clear()
+    results = evaluate(rgb["run"], fuse=flow["run"], say=said.append)
     assert set(results) == {"run", "other", "fused"} and results["other"]["modality"] == "flow"
     fused_dir = Path(results["fused"]["out"])
     a, b, f = (np.stack(pq.read_table(p / "scores.parquet").column("scores").to_numpy(zero_copy_only=False))
                for p in (Path(rgb["run"]) / "eval", Path(flow["run"]) / "eval", fused_dir))
     np.testing.assert_allclose(f, (a + 1.5 * b) / 2.5, rtol=1e-6)  # TSN's weights, RGB 1 : flow 1.5
-    assert json.loads((fused_dir / "metrics.json").read_text())["modality"] == "two-stream"
+    # Every clip that exists scored once; beside every figure, what it is on and what is missing, and why.
+    note = f"on {n_val} of {len(full['val'])} clips; {len(lost['val'])} without a clip ({len(lost['val'])} no video)"
+    for name, out in (("run", Path(rgb["run"]) / "eval"), ("other", Path(flow["run"]) / "eval"),
+                      ("fused", fused_dir)):
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["clips"], m["labelled"], m["without_clip"], m["without_clip_why"]) == (
+            n_val, len(full["val"]), len(lost["val"]), {"no video": len(lost["val"])}), name
+        assert results[name]["without_clip"] == len(lost["val"])
+        assert sorted(pq.read_table(out / "scores.parquet").column("key").to_pylist()) == sorted(
+            set(full["val"]) - set(lost["val"]))
+    assert m["modality"] == "two-stream" and m["fuse_dropped"] == {"run": 0, "other": 0}
+    assert sum(note in line for line in said) == 3, said
+    assert format_results(results).count(f"mean class and top-1 {note}") == 3
     # Resuming a run with settings that change the model is refused, naming them.
     with pytest.raises(ValueError, match="depth"):
         run_training(replace(rgb_config, depth=18), say=quiet)
@@ -116,8 +155,19 @@ def test_fusion_weighs_two_runs(tiny_store, tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_epochs(tiny_store, tmp_path):
     data, _ = tiny_store
-    config = tiny_config(data, str(tmp_path / "runs"), epochs=2, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
-    run = Path(run_training(config, say=quiet)["run"])
+    # From pretrained weights, on the paper's step schedule: the run records the weights'
+    # SHA-256, and the rate is divided by 10 after the first epoch.
+    weights = tmp_path / "resnet10.pth"
+    torch.save(ResNet(depth=10, base_width=8).state_dict(), weights)
+    config = tiny_config(data, str(tmp_path / "runs"), epochs=2, workers=1, cpus_per_worker=1.0, keep_checkpoints=0,
+                         pretrained=str(weights), lr_schedule="step", lr_steps=[1])
+    said = []
+    run = Path(run_training(config, say=said.append)["run"])
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert any(f"sha256 {sha256}" in m for m in said), said
+    meta = ckpt.find_latest(str(run)).meta
+    assert meta["pretrained"]["sha256"] == sha256 and meta["pretrained"]["loaded"] == meta["pretrained"]["needed"]
+    assert [m["lr"] for m in meta["history"]] == pytest.approx([0.05, 0.005])
     first = {p.name: p.read_bytes() for p in (run / "epoch_0001").iterdir()}
     # What a write cut short leaves: the newest folder has everything but state.pt.
     (run / "epoch_0002" / "state.pt").unlink()
@@ -130,9 +180,10 @@ def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_e
     assert [s for s, _ in curves["loss/train"]] == [1, 2]  # the redone epoch once, not appended twice
     assert {p.name: p.read_bytes() for p in (run / "epoch_0001").iterdir()} == first
     assert ckpt.find_latest(str(run), verify_state=True).epoch == 1
+    assert ckpt.find_latest(str(run)).meta["pretrained"]["sha256"] == sha256  # kept through the resume
     assert evaluate(str(run), say=quiet)["run"]["epoch"] == 1
 
-    # The cosine schedule spans the run's epochs: another number is refused, not reshaped.
+    # The schedule spans the run's epochs: another number is refused, not reshaped.
     with pytest.raises(ValueError, match="epochs=2"):
         run_training(replace(config, epochs=3), say=quiet)
     # Clips cut with other preprocessing settings than the run's are refused.

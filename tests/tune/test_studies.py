@@ -50,7 +50,7 @@ def test_order_table_pairs_the_shuffled_evaluation_with_the_ordered_one():
     assert trn["diff_mean_class"] == pytest.approx(worse.point["mean_class"] - ordered.point["mean_class"])
     assert trn["diff_mean_class_lo"] <= trn["diff_mean_class"] <= trn["diff_mean_class_hi"] < 0
     assert table[3]["diff_top1"] == table[3]["diff_top1_lo"] == table[3]["diff_top1_hi"] == 0  # same scores
-    assert table[0]["diff_top1"] is None and table[0]["clips"] == 300
+    assert table[0]["diff_top1"] is None and table[0]["clips"] == table[0]["labelled"] == 300
     for r in table:
         assert r["mean_class_lo"] <= r["mean_class"] <= r["mean_class_hi"]
 
@@ -66,15 +66,18 @@ def test_frames_test_segments_and_motion_tables():
 
     # Class 2 is always right with flow, never with RGB; class 3 has no clip.
     labels = np.array([0, 1, 2] * 40)
-    rgb = studies.Scored(_scores(labels, labels != 2, 4), samples=200)
-    flow = studies.Scored(_scores(labels, labels != 0, 4), samples=200)
+    # The split labels 130 keys; 10 have no clip (a missing video).
+    rgb = studies.Scored(_scores(labels, labels != 2, 4), samples=200, labelled=130)
+    flow = studies.Scored(_scores(labels, labels != 0, 4), samples=200, labelled=130)
     rows = studies.motion_table(rgb, flow, ["a", "b", "c", "d"]).to_pylist()
     assert [r["class"] for r in rows] == [None, 0, 1, 2] and rows[0]["clips"] == 120 and rows[3]["clips"] == 40
+    assert rows[0]["labelled"] == 130 and rows[1]["labelled"] is None
     assert (rows[1]["flow_minus_rgb"], rows[3]["flow_minus_rgb"]) == (-1.0, 1.0)
     # Each class is all right or all wrong: every resample's mean class is the same 2/3.
     assert rows[0]["flow_minus_rgb"] == rows[0]["flow_minus_rgb_lo"] == rows[0]["flow_minus_rgb_hi"] == 0
     text = studies.format_study(studies.motion_table(rgb, flow, ["a", "b", "c", "d"]))
     assert "flow_minus_rgb" in text and "66.7 [" in text and "_lo" not in text
+    assert text.splitlines()[0].split()[:4] == ["class", "name", "clips", "labelled"]
     with pytest.raises(ValueError, match="same validation clips"):
         studies.motion_table(rgb, studies.Scored(_scores(labels[:60], labels[:60] > 0, 4)), list("abcd"))
 
@@ -130,8 +133,9 @@ def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
 
 @pytest.mark.parametrize("name", list(studies.STUDIES))
 @pytest.mark.e2e
-def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
-    data, _ = tiny_store
+def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, request):
+    # test_segments on a store where a video is missing: its table says on how many of the labelled clips.
+    data = (request.getfixturevalue("partial_store") if name == "test_segments" else tiny_store)[0]
     lines: list[str] = []
     with charts.recording() as drawn:
         result = _run(name, data, tmp_path, lines)
@@ -167,6 +171,13 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path):
     elif name == "test_segments":
         assert [(r["model"], r["test_segments"]) for r in table] == [("tsn", 2), ("tsn", 3)]
         assert table[0]["diff_mean_class"] == 0
+        from finegym_ray.train.data import load_split_labels
+
+        gone = request.getfixturevalue("partial_store")[2]
+        labelled = load_split_labels(data, "subaction_event", "train").labels  # the preset validates on train
+        assert all((r["clips"], r["labelled"]) == (sum(not k.startswith(gone + "_") for k in labelled), len(labelled))
+                   for r in table)
+        assert any(line.startswith("training on the clips that exist: train ") for line in lines), lines
         (run,) = runs.values()
         assert (Path(run) / "eval" / "segments_3" / "metrics.json").exists()
     else:

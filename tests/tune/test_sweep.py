@@ -195,14 +195,23 @@ def test_asha_stops_trials_and_every_trial_runs_on_a_ray_of_its_own_beside_a_not
 
 
 def test_the_same_sweep_again_on_s3_restores_its_signed_state_without_rerunning_trials(tiny_store, s3_prefix,
-                                                                                       tmp_path):
+                                                                                       tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     data, _ = tiny_store
+    # The trial logs to MLflow too (train/trackers.py): a run of its own in the sweep's experiment.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to write a local folder
+    store = (tmp_path / "mlruns").as_uri()
     path = sweep_file(tmp_path, data, space={"seed": {"grid": [0]}}, sweeps=f"{s3_prefix}/sweeps",
-                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1})
+                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1, "mlflow": store})
     sweep, base = load_sweep(str(path), [])
     first = run_sweep(sweep, base, say=lambda m: None)
     folder = first["folder"]
     (trial,) = first["trials"]
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([client.get_experiment_by_name(sweep.name).experiment_id])
+    assert logged.info.run_name == trial.trial_id and logged.data.params["seed"] == "0"
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "train_loss")] == [1]
     assert storage.exists(storage.join(folder, SNAPSHOT))
     # Tune's own copies of its state may go: what it restores from is the signed snapshot.
     for uri in storage.list_uris(folder):

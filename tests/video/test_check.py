@@ -68,9 +68,21 @@ def test_each_kind_of_bad_video_is_named_in_the_csv_and_exit_is_1(broken_gym, tm
     assert rows["vfrvid_0001"]["vfr"] == "True"
     assert rows[ids["missing"]]["uri"] == "" and int(rows[ids["missing"]]["events"]) >= 2
     lines = r.stdout.strip().splitlines()
-    assert "6 annotated videos checked" in lines[-3] and "1 ok, 1 missing" in lines[-3] and \
-        "1 variable frame rate" in lines[-3], r.stdout
-    assert lines[-2] == f"csv: {out}"
+    summary = next(line for line in lines if "annotated videos checked" in line)
+    assert "6 annotated videos checked" in summary and "1 ok, 1 missing" in summary and \
+        "1 variable frame rate" in summary, r.stdout
+    coverage_csv = tmp_path / "check_coverage.csv"
+    assert lines[-2] == f"csv: {out} (per video), {coverage_csv} (per task and split)"
+    # What that costs: tiny_gym's three videos hold every labelled sub-action, and none of
+    # them can be cut; of the routines, only the one of the video that is ok remains.
+    cost = {(row["task"], row["split"]): row for row in csv.DictReader(coverage_csv.open())}
+    assert {"gym99", "gym288", "set", "event"} <= {task for task, _ in cost}
+    assert all(row["present"] == "0" and row["missing"] == row["labelled"] != "0" and row["missing_videos"] == "3"
+               for (task, _), row in cost.items() if task != "event")
+    assert sum(int(row["present"]) for (task, _), row in cost.items() if task == "event") == 1
+    table = lines[lines.index("labelled keys of the videos that can be cut, per task and split:") + 1:-2]
+    assert table[0].split()[:3] == ["task", "split", "cuttable"] and len(table) == len(cost) + 1
+    assert all(line.split()[2] == "0" and line.endswith("3 videos") for line in table[1:] if line.startswith("gym"))
     assert "Traceback" not in r.stderr
 
 
@@ -86,6 +98,8 @@ def test_allow_vfr_and_all_present_exit_0(tiny_gym, vfr_clip, tmp_path):
     assert run_check(*args, say=said.append) == 1
     assert run_check(*args, allow_vfr=True, say=said.append) == 0
     assert said[-1] == "every annotated video can be cut"
+    table = [m for m in said if m.startswith("labelled keys of the videos that can be cut")][-1].splitlines()[2:]
+    assert table and all(line.split()[4:6] == ["0", "100.0%"] for line in table)
 
 
 def test_videos_on_s3_are_checked_in_place(tiny_gym, s3_prefix):
