@@ -348,7 +348,7 @@ def evaluate(run: PathLike | TrainResult, *, fuse: PathLike | TrainResult | None
              fuse_weights: tuple[float, float] | None = None, checkpoint: str = "last", data: PathLike | None = None,
              rescore: bool = False, out: PathLike | None = None, segments: int | None = None,
              shuffle_frames: bool = False, seed: int = 0, workers: int = 1, cpus_per_worker: int = 1,
-             address: str | None = None, quiet: bool = False) -> EvaluateResult:
+             require_complete: bool = False, address: str | None = None, quiet: bool = False) -> EvaluateResult:
     """``finegym-ray evaluate``: ``run`` (a run folder, one of its ``epoch_NNNN`` folders
     or a :class:`TrainResult`) scored on its validation split with its test protocol,
     and with ``fuse`` (a second run) the two-stream late fusion, weighted by
@@ -357,7 +357,9 @@ def evaluate(run: PathLike | TrainResult, *, fuse: PathLike | TrainResult | None
     fixed by ``seed``) test the paper's variants, into RUN/eval/VARIANT/. Scores already
     there from the same checkpoint, clips and settings are reused unless ``rescore``.
     ``out`` replaces RUN/eval/; ``data`` the run's recorded clips (same preprocessing
-    settings only); ``workers`` scoring actors of ``cpus_per_worker`` CPUs each."""
+    settings only); ``workers`` scoring actors of ``cpus_per_worker`` CPUs each. The
+    labelled clips that exist are scored, and the scores say how many have none;
+    ``require_complete`` refuses (InputError) a split with any clip missing instead."""
     from .train.evaluate import plan_evaluation, run_evaluation
 
     for option, value in (("workers", workers), ("cpus_per_worker", cpus_per_worker), ("segments", segments)):
@@ -370,7 +372,8 @@ def evaluate(run: PathLike | TrainResult, *, fuse: PathLike | TrainResult | None
     # written, a state that would run code), as the command does.
     plan = plan_evaluation(_run_uri(run), fuse=_run_uri(fuse), fuse_weights=fuse_weights, segments=segments,
                            shuffle_frames=shuffle_frames, seed=seed, checkpoint=checkpoint,
-                           data=_fspath(data), rescore=rescore, out=_fspath(out), say=say)
+                           data=_fspath(data), rescore=rescore, out=_fspath(out),
+                           require_complete=require_complete, say=say)
     _connect(address, quiet)
     with _held(quiet):
         results = run_evaluation(plan, workers=workers, cpus_per_worker=cpus_per_worker, say=say)
