@@ -329,9 +329,11 @@ def train(config: PathLike | TrainConfig | None = None, *, overrides: Overrides 
     from .progress import TRAIN_SETTINGS_SHOWN, settings_line
     from .train.config import TrainConfig, with_absolute_paths
     from .train.data import check_data_settings
+    from .train.trackers import require as require_trackers
 
     settings = with_absolute_paths(_load(TrainConfig, config, overrides, data=data, runs=runs, name=name))
-    check_data_settings(settings.data, settings.task, settings.modality)  # before Ray starts
+    require_trackers(settings)  # before Ray starts, as the data's settings
+    check_data_settings(settings.data, settings.task, settings.modality)
     say = _printer("train", quiet)
     _connect(address, quiet)
     from .train.engine import run_uri
@@ -390,11 +392,13 @@ def tune(config: PathLike | SweepConfig, *, overrides: Overrides = (), data: Pat
     ``space.KEY.KIND``; ``data`` is the trials' store (``train.data``), ``name`` and
     ``sweeps`` where the sweep lives (``sweeps``/``name``). A second call resumes it. Its
     trials' own lines are not printed: a line per trial event is."""
+    from .train.trackers import require as require_trackers
     from .tune.config import SweepConfig, load_sweep
 
     given = config if isinstance(config, SweepConfig) else _config_file(config)
     sweep, base = _one_line(load_sweep, given, _overrides(overrides, name=name, sweeps=sweeps,
                                                           **{"train.data": data}))
+    require_trackers(base)  # before Ray starts
     say = _printer("tune", quiet)
     _connect(address, quiet)
     from .tune.sweep import run_sweep
@@ -481,6 +485,7 @@ def localize(config: PathLike | LocalizeConfig | None = None, *, overrides: Over
     from .localize.train import prepare, run_localize_training
     from .train import checkpoint as checkpoints
     from .train.engine import run_uri
+    from .train.trackers import require as require_trackers
 
     flags = {"features": features, "annotations": annotations, "runs": runs, "name": name}
     if config is None and not overrides and all(v is None for v in flags.values()):
@@ -493,6 +498,7 @@ def localize(config: PathLike | LocalizeConfig | None = None, *, overrides: Over
     say(f"settings:\n{to_yaml(settings)}")
     uri = run_uri(settings)
     if train:
+        require_trackers(settings)
         prepare(settings, say=lambda _m: None)  # bad data or settings: refused before Ray starts
         _connect(address, quiet)
         with _held(quiet):
