@@ -7,12 +7,18 @@
 #   cluster/local.sh down
 #
 # State (ports, temp dir, logs) lives in $FINEGYM_RAY_CLUSTER_DIR (default
-# /tmp/finegym_ray_cluster). `down` stops exactly the processes started here (those
-# whose command line names this cluster's temp dir), never other Rays on the host:
-# it does not call `ray stop`. Every command runs with the same RAY_AUTH_MODE, so
-# drivers and `ray job submit` can join. By default `disabled`: everything listens on
-# 127.0.0.1 only, which is what the tests use. On a machine shared with other users
-# (anyone here can reach 127.0.0.1) use `--token` (or RAY_AUTH_MODE=token): a fresh
+# /tmp/finegym_ray_cluster). `up` returns once `ray status` counts every node. `down`
+# stops exactly the processes started here (those that carry this cluster's mark in
+# their environment or name its temp dir, and everything below them), never other Rays
+# on the host: it does not call `ray stop`.
+#
+# Only the dashboard (the Jobs API) listens on 127.0.0.1 alone. Ray 2.60 gives every
+# node the machine's own address (`ray start` and `ray.init` replace 127.0.0.1 and
+# localhost with it, so that other machines could join), and its GCS, raylets, agents,
+# Ray Client server and workers listen there or on all interfaces: whoever can reach
+# this machine can reach the cluster. Every command runs with the same RAY_AUTH_MODE, so
+# drivers and `ray job submit` can join. By default `disabled`, for tests on a machine
+# nobody else reaches. Anywhere else use `--token` (or RAY_AUTH_MODE=token): a fresh
 # token in $FINEGYM_RAY_CLUSTER_DIR/auth_token (mode 0600), which every Ray RPC and the
 # Jobs API then require; `up` prints how to send it. The head has no CPUs by default: it
 # runs drivers and the control plane, work goes to the worker nodes, as on a real cluster.
@@ -44,12 +50,18 @@ node_ports() {
        "--runtime-env-agent-port=$(free_port) --metrics-export-port=$(free_port)"
 }
 
+# Every process `up` starts inherits this variable, set to the cluster's own value (kept
+# in $DIR/mark): it finds Ray's Client server, which names neither the temp dir nor a
+# parent that does, and outlives the `ray start` that started it.
+MARK_VAR=FINEGYM_LOCAL_CLUSTER
+
 our_pids() {
-  # Processes whose command line names our temp dir (GCS, raylets, dashboard, monitors)
-  # and all their descendants (workers, agents, dashboard modules).
-  "$PYTHON" - "$DIR/tmp" <<'PY'
+  # Processes that carry our mark or name our temp dir (GCS, raylets, dashboard,
+  # monitors, the Ray Client server) and all their descendants (workers, agents,
+  # dashboard modules).
+  "$PYTHON" - "$DIR/tmp" "$MARK_VAR=$(cat "$DIR/mark" 2>/dev/null)" <<'PY'
 import os, sys
-mark = sys.argv[1].encode()
+temp_dir, mark = sys.argv[1].encode(), sys.argv[2].encode()
 parent, roots = {}, []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
@@ -60,7 +72,13 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
     if state == "Z":  # already dead, waiting for its parent to collect it
         continue
     parent[int(pid)] = int(ppid)
-    if mark in cmdline and int(pid) != os.getpid():
+    if int(pid) == os.getpid():
+        continue
+    try:
+        marked = not mark.endswith(b"=") and mark in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:  # another user's
+        marked = False
+    if marked or temp_dir in cmdline:
         roots.append(int(pid))
 found, todo = set(roots), list(roots)
 while todo:
@@ -104,10 +122,12 @@ cmd_up() {
     use_token
   fi
   echo "$RAY_AUTH_MODE" > "$DIR/auth_mode"
+  "$PYTHON" -c 'import secrets; print(secrets.token_hex(8))' > "$DIR/mark"
+  export "$MARK_VAR=$(cat "$DIR/mark")"
   port="${port:-$(free_port)}"; dport="${dport:-$(free_port)}"
   echo "starting head on 127.0.0.1:$port (dashboard http://127.0.0.1:$dport, $head_cpus CPUs)"
   # shellcheck disable=SC2046
-  "$RAY" start --head --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$head_cpus" \
+  "$RAY" start --head --port="$port" --num-cpus="$head_cpus" \
     --dashboard-host=127.0.0.1 --dashboard-port="$dport" --ray-client-server-port="$(free_port)" \
     --temp-dir="$DIR/tmp" --disable-usage-stats $(node_ports) > "$DIR/logs/head.log" 2>&1 \
     || { cat "$DIR/logs/head.log" >&2; exit 1; }
@@ -115,29 +135,51 @@ cmd_up() {
   echo "http://127.0.0.1:$dport" > "$DIR/dashboard"
   for i in $(seq 1 "$workers"); do
     echo "starting worker node $i ($worker_cpus CPUs, resource worker_$i)"
+    # Every node on this host writes its workers' logs into the head's session folder,
+    # and each log monitor forwards every file there to the drivers: one monitor (the
+    # head's), or each line a worker prints reaches a driver once per node.
     # shellcheck disable=SC2046
-    "$RAY" start --address="127.0.0.1:$port" --node-ip-address=127.0.0.1 --num-cpus="$worker_cpus" \
-      --resources="{\"worker_$i\": 1}" --disable-usage-stats $(node_ports) > "$DIR/logs/worker_$i.log" 2>&1 \
+    "$RAY" start --address="127.0.0.1:$port" --num-cpus="$worker_cpus" \
+      --resources="{\"worker_$i\": 1}" --include-log-monitor=false --disable-usage-stats $(node_ports) \
+      > "$DIR/logs/worker_$i.log" 2>&1 \
       || { cat "$DIR/logs/worker_$i.log" >&2; exit 1; }
   done
-  # `ray start` returns before the dashboard serves the Jobs API: wait for it.
-  if ! "$PYTHON" - "$(cat "$DIR/dashboard")" <<'PY'
-import os, sys, time, urllib.request
-deadline = time.monotonic() + 90
+  # `ray start` returns before the dashboard serves the Jobs API, and before Ray's
+  # autoscaler report (what `ray status` shows, refreshed every 5 s) counts its node:
+  # wait for both, so that `status` and what runs next see every node.
+  "$PYTHON" - "$(cat "$DIR/dashboard")" "$((workers + 1))" "$DIR" <<'PY' || exit 1
+import json, os, sys, time, urllib.request
+dashboard, expected, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 path = os.environ.get("RAY_AUTH_TOKEN_PATH") if os.environ["RAY_AUTH_MODE"] == "token" else None
 headers = {"Authorization": "Bearer " + open(path).read().strip()} if path else {}
-while time.monotonic() < deadline:
-    try:
-        urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/api/version", headers=headers), timeout=2)
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.5)
-sys.exit(1)
+
+def get(route):
+    with urllib.request.urlopen(urllib.request.Request(dashboard + route, headers=headers), timeout=5) as reply:
+        return json.load(reply)
+
+def poll(seconds, probe, done):
+    """probe()'s last answer (None while it fails) once done(answer), or after seconds."""
+    deadline, answer = time.monotonic() + seconds, None
+    while True:
+        try:
+            answer = probe()
+        except (OSError, ValueError, KeyError, TypeError):  # not up yet, or no report yet
+            pass
+        if (answer is not None and done(answer)) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+def active_nodes():
+    return len(get("/api/cluster_status")["data"]["clusterStatus"]["autoscalerReport"]["activeNodes"])
+
+if poll(90, lambda: get("/api/version"), lambda _: True) is None:
+    sys.exit(f"the dashboard (Jobs API) did not answer at {dashboard} within 90 s; "
+             f"logs: {folder}/tmp/session_latest/logs/dashboard.log")
+active = poll(60, active_nodes, lambda n: n == expected)
+if active != expected:
+    sys.exit(f"{active or 0} of {expected} nodes active after 60 s; logs: {folder}/logs/ and "
+             f"{folder}/tmp/session_latest/logs/raylet*.out and monitor.log; run 'down' before trying again")
 PY
-  then
-    echo "the dashboard (Jobs API) did not answer at $(cat "$DIR/dashboard") within 90 s; logs: $DIR/tmp/session_latest/logs/dashboard.log" >&2
-    exit 1
-  fi
   echo "up: RAY_ADDRESS=$(cat "$DIR/address"), jobs: $(cat "$DIR/dashboard") (set RAY_AUTH_MODE=$RAY_AUTH_MODE)"
   if [[ "$RAY_AUTH_MODE" == token ]]; then
     echo "token: $DIR/auth_token; submit with: finegym-ray submit STAGE --address $(cat "$DIR/dashboard") --token-file $DIR/auth_token ..."
@@ -157,7 +199,7 @@ cmd_down() {
   local pids
   pids="$(our_pids)"
   if [[ -z "$pids" ]]; then
-    echo "nothing running from $DIR"; rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token"; return
+    echo "nothing running from $DIR"; rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token" "$DIR/mark"; return
   fi
   echo "stopping $(echo "$pids" | wc -l) processes"
   # shellcheck disable=SC2086
@@ -178,7 +220,7 @@ cmd_down() {
     echo "could not stop processes of $DIR: $(echo $pids)" >&2
     exit 1
   fi
-  rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token"
+  rm -f "$DIR/address" "$DIR/dashboard" "$DIR/auth_mode" "$DIR/auth_token" "$DIR/mark"
   echo "down"
 }
 

@@ -249,7 +249,7 @@ def connect_ray(address: str | None) -> None:
     from .runtime.connect import init_ray
 
     chosen = address or os.environ.get("RAY_ADDRESS") or "local"
-    init_ray(chosen)
+    init_ray(address or (None if os.environ.get("RAY_ADDRESS") else "local"))  # None: init_ray names $RAY_ADDRESS
     at = ray.get_runtime_context().gcs_address
     if chosen == "local":
         _say("ray", f"started a local Ray for this demo ({at}); --address joins a running cluster")

@@ -237,25 +237,40 @@ def auth_headers(token_file: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-# Ray's job client takes the first of these that is set over the address it is given
-# (ray.dashboard.utils.get_address_for_submission_client), as Ray's own CLI does.
+# Where a job goes without --address, first set first (Ray's own order). Ray's job client
+# puts these before the address it is given (ray.dashboard.utils.
+# get_address_for_submission_client): they are hidden from it, so that --address wins.
 ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the Jobs API of a head on this machine
+LAST_LINES = 20  # of a failed job's log, shown with its status
 
 
-def jobs_address(address: str) -> tuple[str, str | None]:
-    """The address Ray's job client will use for ``address`` and the environment
-    variable that chose it instead (None: ``address`` itself), so that what is printed
-    is where the job went."""
+def jobs_address(address: str | None) -> tuple[str, str]:
+    """The address a job is sent to and what chose it: ``address`` (``--address``) when
+    given, else the first of ``ADDRESS_VARS`` that is set, else ``DEFAULT_ADDRESS``."""
+    if address:
+        return address, f"--address {address}"
     for var in ADDRESS_VARS:
         if os.environ.get(var):
-            return os.environ[var], (var if os.environ[var].rstrip("/") != address.rstrip("/") else None)
-    return address, None
+            return os.environ[var], f"${var} {os.environ[var]}"
+    return DEFAULT_ADDRESS, f"the default {DEFAULT_ADDRESS}"
 
 
-def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_id: str | None = None,
+@contextlib.contextmanager
+def _address_vars_hidden() -> Iterator[None]:
+    saved = {var: os.environ.pop(var) for var in ADDRESS_VARS if var in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def submit(stage: str, address: str | None, args: list[str], *, wait: bool, submission_id: str | None = None,
            token_file: str | None = None) -> int:
-    """Submit; print the job id; with ``wait`` follow the logs and return 0 only if the
-    job succeeded (1 if it failed or was stopped). ``token_file``: see ``auth_headers``."""
+    """Submit to ``address`` (None: see ``jobs_address``); print the job id; with
+    ``wait`` follow the logs and return 0 only if the job succeeded (1 if it failed or was
+    stopped, with Ray's reason and the job's last lines). ``token_file``: see
+    ``auth_headers``."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -266,7 +281,8 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
     address, chosen_by = jobs_address(address)
     with job_spec(stage, args) as spec:  # Ray uploads the working directory in submit_job
         try:
-            client = JobSubmissionClient(address, headers=headers or None)
+            with _address_vars_hidden():
+                client = JobSubmissionClient(address, headers=headers or None)
             job_id = client.submit_job(entrypoint=spec["entrypoint"], runtime_env=spec["runtime_env"] or None,
                                        submission_id=submission_id)
         except AuthenticationError as e:
@@ -277,8 +293,7 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
                                   "with --token-file PATH (see cluster/README.md)") from None
     used = client.get_address()  # a cluster address (host:6379, ray://) becomes the Jobs API URL it serves
     print(f"submitted {job_id}: {spec['entrypoint']}", flush=True)
-    if chosen_by:
-        print(f"  address: {used} (from ${chosen_by}, which Ray puts before --address)", flush=True)
+    print(f"  address: {used} ({chosen_by})", flush=True)
     print(f"  logs:   ray job logs --address {used} --follow {job_id}", flush=True)
     if not wait:
         return 0
@@ -299,4 +314,31 @@ def submit(stage: str, address: str, args: list[str], *, wait: bool, submission_
         time.sleep(0.5)
         status = client.get_job_status(job_id)
     print(f"job {job_id}: {status.value}", flush=True)
-    return 0 if status == JobStatus.SUCCEEDED else 1
+    if status == JobStatus.SUCCEEDED:
+        return 0
+    print(failure_report(client.get_job_info(job_id), client.get_job_logs(job_id), job_id=job_id, address=used,
+                         shown=shown.seen), flush=True)
+    return 1
+
+
+def failure_report(info: Any, log: str, *, job_id: str, address: str, shown: int = 0) -> str:
+    """Why the job ``info`` (Ray's JobDetails) did not succeed: Ray's reason and the
+    driver's exit code, the last lines of its ``log`` after the first ``shown`` (those
+    already followed on the screen), and where the whole log is."""
+    from .runtime.internals import job_log_name
+
+    # Ray's message for a failed entry point goes on with the log's tail, shown below.
+    reason = (info.message or "").strip().partition("\n")[0].partition(", last available logs")[0]
+    lines = [f"  reason: {reason or 'none given by Ray'}"]
+    if info.driver_exit_code is not None and "exit code" not in lines[0]:
+        lines[0] += f" (exit code {info.driver_exit_code})"
+    last = [line for line in log.splitlines()[shown:] if line.strip()][-LAST_LINES:]
+    if last:
+        which = f"last {len(last)} lines" if len(last) > 1 else "last line"
+        lines.append(f"  {which} of its log{' (after those above)' if shown else ''}:")
+        lines += [f"    {line}" for line in last]
+    elif not log.strip():
+        lines.append("  its log is empty (the job ended before its entry point wrote a line)")
+    lines.append(f"  full log: ray job logs --address {address} {job_id} (the file {job_log_name(job_id)} in the "
+                 f"logs folder of the head node's Ray session, <ray temp dir>/session_latest/logs)")
+    return "\n".join(lines)

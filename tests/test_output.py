@@ -68,3 +68,29 @@ def test_progress_lines_give_rate_and_eta():
     assert line == ("epoch 2/4: loss 1.500; top1 25.0%, mean class 20.0%; val loss 1.200, val top1 50.0%, "
                     "val mean class 40.0%; 40 clips in 8.0 s (5 clips/s, input wait 0.5 s); run ETA 20 s")
     assert "ETA" not in progress.epoch_line({**metrics, "epoch": 3}, epochs=4, train_s=8.0, eta_s=0.0)
+
+
+FATAL_BELOW_PYTHON = """
+import os, sys
+from finegym_ray.runtime import output
+output._handler = output._SessionLog()
+output._filter_fd2(sys.argv[1])
+os.write(2, b"[2026-12-04 18:32:44,859 E 24019 24019] core_worker.cc:2465: Actor with class name: x\\n")
+os.write(2, b"Intel oneMKL FATAL ERROR: Cannot load libmkl_avx2.so.2 or libmkl_def.so.2.")
+os.write(2, b"\\n")
+os._exit(2)  # as the C library does: no Python left to run
+"""
+
+
+def test_a_fatal_line_written_below_python_just_before_the_end_is_shown(tmp_path):
+    """A library's last words on descriptor 2 (oneMKL's fatal error, then exit) reach
+    the terminal although the process ends at once; Ray's C++ log lines go to the
+    session log instead."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "driver.log"
+    r = subprocess.run([sys.executable, "-c", FATAL_BELOW_PYTHON, str(log)], capture_output=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr == b"Intel oneMKL FATAL ERROR: Cannot load libmkl_avx2.so.2 or libmkl_def.so.2.\n"
+    assert b"core_worker.cc:2465" in log.read_bytes()

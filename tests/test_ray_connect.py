@@ -104,6 +104,9 @@ import os, ray
 from finegym_ray.runtime.connect import init_ray
 init_ray({address!r}, log_to_driver=False)
 print(ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote()))
+ray.shutdown()
+os.environ["RAY_ADDRESS"] = {address!r}
+init_ray(None, log_to_driver=False)
 """
 
 
@@ -111,15 +114,19 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
     """Ray Train's placement group cleaner (the actor that frees a trial's CPUs when
     ASHA stops it) finds its cluster by auto-detection, which on a host with several
     Rays picks the newest one: then a stopped trial keeps its CPUs and the next trial
-    waits forever. Workers must be told their cluster's address."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    waits forever. Workers must be told their cluster's address. --address wins over
+    $RAY_ADDRESS, and which of them named the cluster is said."""
+    elsewhere = "127.0.0.1:1"  # nothing listens there
+    env = {**os.environ, "RAY_ADDRESS": elsewhere}
     r = subprocess.run([sys.executable, "-c", JOIN_CODE.format(address=ray_cluster.address)], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split()[-1] == ray_cluster.address
     said = r.stdout.splitlines()
-    assert said[0] == f"[ray] joining the Ray cluster at {ray_cluster.address}"
+    assert said[2] == ray_cluster.address, said
+    assert said[0] == (f"[ray] joining the Ray cluster at {ray_cluster.address} (--address {ray_cluster.address}; "
+                       f"$RAY_ADDRESS {elsewhere} not used)"), said
     assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 2 CPU, 0 GPU", said[1]), said
+    assert said[3] == f"[ray] joining the Ray cluster at {ray_cluster.address} ($RAY_ADDRESS {ray_cluster.address})"
 
 
 STARTED_CODE = """
@@ -145,3 +152,12 @@ def test_workers_of_a_ray_it_starts_find_that_ray_with_a_notebooks_ray_on_the_ho
         r = run_driver([sys.executable, "-c", STARTED_CODE], timeout_s=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split()[-1] == "True"
+
+
+def test_an_address_ray_cannot_join_is_one_line_that_says_what_to_give():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "train", "--smoke-test", "--address", "nohost"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("finegym-ray: error: --address nohost: ") and "give --address HOST:PORT" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -135,3 +135,31 @@ def test_a_config_in_the_checkout_that_the_upload_leaves_out_is_refused(tmp_path
             submit.sweep_file_args(str(path))
     assert submit.job_paths(["--config", str(root / "configs" / "tsm_rgb_gym99.yaml")])[0] == \
         ["--config", "configs/tsm_rgb_gym99.yaml"]
+
+
+def test_a_failed_job_says_why_shows_its_last_lines_and_where_its_log_is():
+    from types import SimpleNamespace
+
+    failed = SimpleNamespace(message="Job entrypoint command failed with exit code 2, last available logs "
+                                     "(truncated to 20,000 chars):\nfinegym-ray: error: not found: /data",
+                             driver_exit_code=2)
+    log = "".join(f"[train] line {i}\n" for i in range(30)) + "finegym-ray: error: not found: /data\n"
+    report = submit.failure_report(failed, log, job_id="raysubmit_x", address="http://127.0.0.1:8265").splitlines()
+    assert report[0] == "  reason: Job entrypoint command failed with exit code 2"
+    assert report[1] == f"  last {submit.LAST_LINES} lines of its log:"
+    assert report[-2] == "    finegym-ray: error: not found: /data" and "[train] line 10" not in report
+    assert report[-1].startswith("  full log: ray job logs --address http://127.0.0.1:8265 raysubmit_x (the file "
+                                 "job-driver-raysubmit_x.log")
+    # Ended before its entry point printed a line: Ray's reason, the exit code, said so.
+    lost = SimpleNamespace(message="Job supervisor actor died: killed", driver_exit_code=None)
+    report = submit.failure_report(lost, "", job_id="raysubmit_y", address="http://h:8265").splitlines()
+    assert report[:2] == ["  reason: Job supervisor actor died: killed",
+                          "  its log is empty (the job ended before its entry point wrote a line)"]
+    # Followed to its end with --wait: its lines are on the screen already, the rest is not.
+    followed = submit.failure_report(failed, log, job_id="j", address="a", shown=31).splitlines()
+    assert len(followed) == 2 and followed[1].startswith("  full log: ")
+    assert submit.failure_report(failed, log, job_id="j", address="a", shown=30).splitlines()[1:3] == \
+        ["  last line of its log (after those above):", "    finegym-ray: error: not found: /data"]
+    killed = SimpleNamespace(message=None, driver_exit_code=-9)
+    assert submit.failure_report(killed, "x\n", job_id="j", address="a").splitlines()[0] == \
+        "  reason: none given by Ray (exit code -9)"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-ADDRESS_HELP = "Ray cluster to use (default: the job's cluster, else a new local Ray)"
+ADDRESS_HELP = ("Ray cluster to join, HOST:PORT; it wins over $RAY_ADDRESS (default: $RAY_ADDRESS, which a "
+                "submitted job has, else the cluster `ray start` recorded on this machine, else a new local "
+                "Ray); it says which")
 VERBOSE_HELP = ("also print what Ray prints (its workers' lines, Ray Data's progress, warnings); by default "
                 "those go to Ray's log files under its session folder (/tmp/ray/session_*/logs)")
 

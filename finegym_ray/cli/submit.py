@@ -4,7 +4,6 @@ cluster through Ray's Jobs API."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import InputError
 from .options import add_overrides, add_storage_options
@@ -20,8 +19,9 @@ def add_parser(sub) -> None:
         epilog="example: finegym-ray submit preprocess --address http://127.0.0.1:8265 --wait -- "
                "--annotations s3://b/ann --videos s3://b/videos --out s3://b/clips")
     p.add_argument("stage", help="stage to run: a job entry point under jobs/ (preprocess, demo, ...)")
-    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
-                   help="Ray dashboard / Jobs API address (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+    p.add_argument("--address",
+                   help="Ray dashboard / Jobs API address; it wins over the environment (default "
+                        "$RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else http://127.0.0.1:8265); it says which")
     p.add_argument("--config", metavar="YAML", help="stage config file on this machine (sent as --set overrides)")
     add_overrides(p, "override one stage setting (repeatable)")
     p.add_argument("--wait", action="store_true", help="follow the job's logs and exit with its status")

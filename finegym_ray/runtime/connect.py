@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 
+from ..errors import InputError
 from .internals import cluster_to_join, node_ip_address, recorded_cluster_file
 
 # Ray ends an idle worker process after 1 s once a node has more worker processes than
@@ -32,8 +33,10 @@ GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 
 
 def init_ray(address: str | None = None, **kwargs) -> None:
-    """``ray.init(address, configure_logging=False, **kwargs)``. A Ray that this starts
-    (``address`` None and no Ray running on this machine, or "local") keeps idle worker
+    """``ray.init(address, configure_logging=False, **kwargs)`` and a line that says which
+    Ray: ``address`` (a command's ``--address``, which wins over the environment), else
+    ``$RAY_ADDRESS``, else the cluster that ``ray start`` recorded on this machine, else a
+    new local Ray ("local": always a new one). A Ray that this starts keeps idle worker
     processes for 60 s, unless ``RAY_idle_worker_killing_time_threshold_ms`` is already
     set (milliseconds). A running cluster that this joins keeps its own settings.
 
@@ -60,8 +63,12 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     output.before_init()
     try:
         joined = cluster_to_join(address)
-    except (ConnectionError, ValueError):
-        joined = ""  # not one ray.init can start or join: it says why
+    except (ConnectionError, ValueError) as e:
+        # Ray's own error is a traceback whose advice is for its CLI: one line instead.
+        reason = str(e).split(". ")[0].rstrip(".")
+        raise InputError(f"{_chosen_by(address)}: {reason}; give --address HOST:PORT, the GCS address of the "
+                         f"cluster to join (cluster/local.sh: its RAY_ADDRESS), or neither --address nor "
+                         f"$RAY_ADDRESS for a local Ray of this command's own") from None
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
     own_address = {"RAY_ADDRESS": joined} if joined else {}
     env = {**worker_env(), **own_address, **(runtime_env.get("env_vars") or {})}
@@ -83,9 +90,10 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     if output.verbose():
         kwargs.pop("log_to_driver", None)
     # Ray's start takes 5-25 s: said, so that the command is not silent meanwhile.
-    print(f"[ray] joining the Ray cluster at {joined}" if joined else
-          "[ray] joining the Ray cluster" if joined is not None else "[ray] starting a local Ray on this machine",
-          flush=True)
+    if joined is None:
+        print("[ray] starting a local Ray on this machine", flush=True)
+    else:
+        print(f"[ray] joining the Ray cluster at {joined} ({_chosen_by(address)})", flush=True)
     t0 = time.monotonic()
     try:
         if joined is not None:
@@ -103,6 +111,17 @@ def init_ray(address: str | None = None, **kwargs) -> None:
                 os.environ.pop(OVERRIDE_JOB_ENV, None)
             else:
                 os.environ[OVERRIDE_JOB_ENV] = saved
+
+
+def _chosen_by(address: str | None) -> str:
+    """What named the cluster that ``ray.init(address)`` joins, as the user gave it."""
+    if address:
+        env = os.environ.get("RAY_ADDRESS")
+        ignored = f"; $RAY_ADDRESS {env} not used" if env and env != address else ""
+        return f"--address {address}{ignored}"
+    if os.environ.get("RAY_ADDRESS"):
+        return f"$RAY_ADDRESS {os.environ['RAY_ADDRESS']}"
+    return f"recorded by `ray start` on this machine in {recorded_cluster_file()}"
 
 
 @contextlib.contextmanager

@@ -30,6 +30,13 @@ def recorded_cluster_file() -> str:
     return get_ray_address_file(None)
 
 
+def job_log_name(submission_id: str) -> str:
+    """The name of a submitted job's log file in its node's session logs folder."""
+    from ray.dashboard.modules.job.common import JOB_LOGS_PATH_TEMPLATE
+
+    return JOB_LOGS_PATH_TEMPLATE.format(submission_id=submission_id)
+
+
 def session_logs_dir() -> str | None:
     """The logs folder of the Ray session this process started or joined, None where it
     has no node of its own."""

@@ -22,7 +22,10 @@ Four kinds of noise reach a terminal, each stopped where it starts:
   actor with ``max_restarts`` and arguments in the object store, said of Ray Data's own
   actors): written to file descriptor 2 below Python. That descriptor is routed through
   a pipe whose reader passes every line on except those in the C++ log format, which
-  go to the file; Python's own ``sys.stderr`` writes straight to the terminal.
+  go to the file; Python's own ``sys.stderr`` writes straight to the terminal. The
+  reader is a process of its own: a library's fatal error below Python (Intel oneMKL's
+  "Cannot load ...", then ``exit(2)``) ends this process before a thread of it could
+  pass the line on, and the reader passes on all it got until the last writer is gone.
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def after_init() -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    _filter_fd2()
+    _filter_fd2(os.path.join(logs, DRIVER_LOG) if logs else None)
 
 
 def print_project_lines(data: dict) -> None:
@@ -207,45 +210,50 @@ def worker_lines_held() -> Iterator[None]:
 
 
 _fd2_filtered = False
+# The pipe's reader (see the module docstring): Ray's C++ log lines to the file argv[2]
+# (none: dropped), every other line to its stdout, the terminal; Ctrl-C is for the
+# command, and the reader stops when the last writer of the pipe is gone.
+_FD2_READER = r"""
+import os, re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+cpp, log = re.compile(sys.argv[1].encode()), open(sys.argv[2], "ab") if sys.argv[2] else None
+pending = b""
+while chunk := os.read(0, 65536):
+    *lines, pending = (pending + chunk).split(b"\n")
+    for line in lines:
+        if not cpp.match(line):
+            os.write(1, line + b"\n")
+        elif log:
+            log.write(line + b"\n")
+            log.flush()
+if pending:
+    os.write(1, pending)
+"""
 
 
-def _filter_fd2() -> None:
-    """Route descriptor 2 through a pipe that holds back Ray's C++ log lines (see the
-    module docstring); Python's ``sys.stderr`` keeps a descriptor of its own on the
-    terminal, so nothing this project prints waits on the pipe."""
+def _filter_fd2(log: str | None) -> None:
+    """Route descriptor 2 through a pipe whose reader holds back Ray's C++ log lines
+    into the file ``log`` (see the module docstring); Python's ``sys.stderr`` keeps a
+    descriptor of its own on the terminal, so nothing this project prints waits on the
+    pipe."""
     global _fd2_filtered
     if _fd2_filtered or _handler is None:
         return
+    import subprocess
+
     try:
         sys.stderr.flush()
         terminal = os.dup(2)
         read_end, write_end = os.pipe()
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", _FD2_READER, _CPP_LOG_LINE.pattern.decode(), log or ""],
+                         stdin=read_end, stdout=terminal, stderr=subprocess.DEVNULL)
+        os.close(read_end)
         os.dup2(write_end, 2)
         os.close(write_end)
     except OSError:
         return
-    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=sys.stderr.encoding,
-                           errors="backslashreplace")
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
     _fd2_filtered = True
-
-    def pump() -> None:
-        with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
-            while True:
-                chunk = pipe.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if _CPP_LOG_LINE.match(line):
-                        _handler.write(line.decode("utf-8", "replace") + "\n")
-                    else:
-                        os.write(terminal, line + b"\n")
-            if pending:
-                os.write(terminal, pending)
-
-    threading.Thread(target=pump, name="finegym_ray_fd2", daemon=True).start()
 
 
 # Ray's Python log lines below error level, as a job's log holds them (the job
@@ -257,20 +265,24 @@ _JOB_ENTRYPOINT_LINE = "Running entrypoint for job "  # submit has printed the e
 class JobLogFilter:
     """The lines of a job's log that ``submit --wait`` prints: all of them with
     ``--verbose``, else all but Ray's own below error level. Fed the log's text in the
-    chunks it arrives in (a line may span two)."""
+    chunks it arrives in (a line may span two). ``seen``: how many of the log's lines
+    it was fed, printed or not."""
 
     def __init__(self) -> None:
         self._pending = ""
         self._all = verbose()
+        self.seen = 0
 
     def feed(self, text: str) -> str:
         """What to print of ``text`` now: its complete lines that pass."""
         *lines, self._pending = (self._pending + text).split("\n")
+        self.seen += len(lines)
         return "".join(line + "\n" for line in lines if self._keep(line))
 
     def close(self) -> str:
         """What to print of a last line without an end."""
         rest, self._pending = self._pending, ""
+        self.seen += bool(rest)
         return rest + "\n" if rest and self._keep(rest) else ""
 
     def _keep(self, line: str) -> bool:

@@ -89,3 +89,20 @@ def test_job_survives_losing_a_worker_node(cluster, two_node_run, tiny_gym, tmp_
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert row_digests(pq.read_table(out / "clips")) == row_digests(pq.read_table(two_node_run / "clips"))
+
+
+def test_a_failed_job_says_why_with_its_last_lines_and_where_its_log_is(cluster, tmp_path):
+    _, dashboard = cluster
+    cmd = [sys.executable, "-m", "finegym_ray.cli", "submit", "preprocess", "--address", dashboard, "--wait", "--",
+           "--annotations", str(tmp_path / "no_such_folder"), "--videos", str(tmp_path), "--out", str(tmp_path / "out")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "127.0.0.1:1"})
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = r.stdout.split()[1].rstrip(":")
+    assert f"  address: {dashboard} (--address {dashboard})" in r.stdout  # not $RAY_ADDRESS's
+    tail = r.stdout[r.stdout.index(f"job {job_id}: FAILED"):].splitlines()
+    assert tail[1] == "  reason: Job entrypoint command failed with exit code 2", r.stdout[-3000:]
+    # The job's own one-line error, followed above the status.
+    assert any(line.startswith("finegym-ray: error: ") for line in r.stdout.splitlines()), r.stdout[-3000:]
+    assert tail[-1].startswith(f"  full log: ray job logs --address {dashboard} {job_id} (the file "
+                               f"job-driver-{job_id}.log"), r.stdout[-3000:]

@@ -60,6 +60,10 @@ def test_train_and_evaluate_on_s3_with_workers_started_without_the_endpoint(bare
     train_set = [a for o in [*SMOKE_TRAIN, "workers=1", "cpus_per_worker=1"] for a in ("--set", o)]
     r = _cli("train", *endpoint, "--data", store, "--runs", runs, "--name", "bare", *train_set)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # A Ray Train worker's line reaches the driver once, however many nodes share this host.
+    lines = [line for line in r.stdout.splitlines() if line.startswith("[train] ")]
+    assert any(line.startswith("[train] epoch 1/1") for line in lines), r.stdout[-3000:]
+    assert len(set(lines)) == len(lines), r.stdout[-3000:]
     run = storage.join(runs, "bare")
     assert storage.exists(storage.join(run, "epoch_0001", "state.pt"))
     assert storage.exists(storage.join(run, "epoch_0001", "meta.json"))

@@ -277,26 +277,36 @@ def test_gpus_per_worker_is_validated_and_reaches_the_scaling_config(tmp_path):
     assert cpu_only.scaling_config._resources_per_worker_not_none == {"CPU": 1.0}
 
 
-def test_submit_prints_the_address_ray_used_when_ray_address_is_set(ray_cluster, monkeypatch, capsys):
+def test_submit_goes_to_its_address_over_the_environment_and_says_which(ray_cluster, monkeypatch, capsys):
     from ray.job_submission import JobSubmissionClient
 
     from finegym_ray.submit import submit
 
     dashboard = "http://" + ray_cluster.head_node.address_info["webui_url"]
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    jobs = JobSubmissionClient(dashboard)  # made before $RAY_ADDRESS is set, which Ray's client would take
+
+    def submitted(address: str | None) -> str:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert submit("preprocess", address, ["--help"], wait=False) == 0
+                break
+            except RuntimeError as e:  # a head started moments ago: its job agent is not up yet
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        out = capsys.readouterr().out
+        jobs.stop_job(out.split()[1].rstrip(":"))
+        return out
+
+    # $RAY_ADDRESS names a cluster where nothing listens: --address wins, and says so.
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")
+    out = submitted(dashboard)
+    assert f"  address: {dashboard} (--address {dashboard})" in out and "127.0.0.1:1" not in out, out
+    # Without --address, $RAY_ADDRESS names the cluster, and says so.
     monkeypatch.setenv("RAY_ADDRESS", dashboard)
-    # --address's default, where nothing listens: Ray's client goes to RAY_ADDRESS instead.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            assert submit("preprocess", "http://127.0.0.1:8265", ["--help"], wait=False) == 0
-            break
-        except RuntimeError as e:  # a head started moments ago: its job agent is not up yet
-            if "No available agent" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    out = capsys.readouterr().out
-    job_id = out.split()[1].rstrip(":")
-    assert f"ray job logs --address {dashboard} --follow {job_id}" in out
-    assert "127.0.0.1:8265" not in out and "from $RAY_ADDRESS" in out
-    JobSubmissionClient(dashboard).stop_job(job_id)
+    out = submitted(None)
+    assert f"  address: {dashboard} ($RAY_ADDRESS {dashboard})" in out, out
+    assert f"ray job logs --address {dashboard} --follow raysubmit_" in out
