@@ -26,7 +26,7 @@ from ray import tune
 
 from .. import storage
 from ..config import parse_yaml
-from ..errors import InputError
+from ..errors import BadInput, InputError
 from ..lease import writer_lease
 from ..runtime.internals import dashboard_running
 from ..train import trackers
@@ -83,7 +83,10 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     base = with_absolute_paths(base)
     from ..train.run import absent_line
 
-    absent = absent_line(base)  # the trials train on the clips that exist: said once here
+    try:
+        absent = absent_line(base)  # the trials train on the clips that exist: said once here
+    except (BadInput, OSError):
+        absent = ""  # data a trial cannot read: each trial's error record says why
     if absent:
         say(absent)
     # Every line of the sweep (a trial event) is progress; the watchdog's own are not.
