@@ -180,8 +180,11 @@ def describe_run(root: str, rel: str, leased: set[str], *, now: float | None = N
     val_clips, val_labelled = _val_coverage(latest.meta if latest else None)
     if skipped and not note:
         note = f"{len(skipped)} incomplete checkpoint folder(s) passed over"
-    return RunRow(name=_row_name(rel, uri), uri=uri, model=config.get("model"),
-                  input=config.get("modality"), task=config.get("task"), epochs_done=done,
+    # A detector's run (localize/): its detector as the model, feature sequences as input.
+    detector = "model" not in config and config.get("detector")
+    return RunRow(name=_row_name(rel, uri), uri=uri, model=config.get("model") or detector or None,
+                  input=config.get("modality") or ("feat" if detector else None), task=config.get("task"),
+                  epochs_done=done,
                   epochs_planned=planned if isinstance(planned, int) else None,
                   best_epoch=best["epoch"] + 1 if best else None,
                   best_mean_class=_fraction(best["val_mean_class"]) if best else None,

@@ -73,6 +73,20 @@ def _gone_pid() -> int:
     return proc.pid
 
 
+def test_a_detectors_run_is_listed_with_its_detector_and_feature_input(tmp_path):
+    from finegym_ray.config import to_yaml
+    from finegym_ray.localize.config import LocalizeConfig
+
+    # The localization demo trains beside the recognition runs, in the same runs folder.
+    config = LocalizeConfig(runs=str(tmp_path), name="syngym_action", epochs=1)
+    run = storage.join(str(tmp_path), "syngym_action")
+    storage.write_text(storage.join(run, "config.yaml"), to_yaml(config))
+    ckpt.write(run, 0, state={"w": torch.zeros(2)}, config_yaml=to_yaml(config),
+               meta={"class_names": ["a"], "history": [{"epoch": 0, "train_loss": 1.0}]})
+    (row,) = list_runs(str(tmp_path))
+    assert (row.model, row.input, row.task, row.state) == ("pyramid", "feat", "classes", "finished")
+
+
 def test_runs_lists_finished_partial_running_and_failed_runs(tmp_path, capsys):
     root = str(tmp_path / "runs")
     _run(root, "done", epochs_planned=2, epochs_done=2)
