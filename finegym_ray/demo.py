@@ -248,13 +248,9 @@ def connect_ray(address: str | None) -> None:
     a plain ``ray.init()`` would join."""
     from .runtime.connect import init_ray
 
-    chosen = address or os.environ.get("RAY_ADDRESS") or "local"
-    init_ray(address or (None if os.environ.get("RAY_ADDRESS") else "local"))  # None: init_ray names $RAY_ADDRESS
-    at = ray.get_runtime_context().gcs_address
-    if chosen == "local":
-        _say("ray", f"started a local Ray for this demo ({at}); --address joins a running cluster")
-    else:
-        _say("ray", f"joined the Ray cluster at {at} ({'--address' if address else '$RAY_ADDRESS'} {chosen})")
+    # None: init_ray names $RAY_ADDRESS.
+    init_ray(address or (None if os.environ.get("RAY_ADDRESS") else "local"),
+             local_note=" for this demo (--address joins a running cluster)")
 
 
 def claim_store(out: str, synth: SynthConfig, store: str | None = None,
@@ -284,15 +280,6 @@ def claim_store(out: str, synth: SynthConfig, store: str | None = None,
     return {"out": out, "synth": synth, "store": store, "preprocess": preprocess, "train": train}
 
 
-def describe_cluster(resources: dict[str, float]) -> str:
-    """Ray's cluster resources in one line: nodes, CPUs, GPUs, memory and object store (GiB)."""
-    nodes = sum(1 for k in resources if k.startswith("node:") and k != "node:__internal_head__")
-    gib = 2 ** 30
-    return (f"cluster: {nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, "
-            f"{resources.get('memory', 0) / gib:.1f} GiB memory, "
-            f"{resources.get('object_store_memory', 0) / gib:.1f} GiB object store")
-
-
 def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
     """Run the demo pipeline of ``plan`` (from :func:`claim_store`) on the Ray cluster
     this process is connected to. Returns ``outputs`` (name -> location of everything it
@@ -303,7 +290,6 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
              "manifest": manifest_dir(store), "clips": clips_dir(store),
              "errors": errors_dir(store), "summary": summary_uri(store),
              "settings": storage.join(store, MARKER)}
-    _say("ray", describe_cluster(ray.cluster_resources()))
     if train is not None:  # checked before the synthetic data and clips are made
         from .capacity import check_capacity, train_needs
 

@@ -3,15 +3,15 @@ that exists, and every test that docs/guarantees.md names exists."""
 
 import ast
 import re
-import shlex
 from pathlib import Path
+
+from tests.support.docs import FENCE, documented_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
          *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]
 # [text](target): the target up to the closing parenthesis, no spaces (markdown's own rule).
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 # `file.py::test_name`, or `::test_name` for the file named last before it.
 TEST_REF = re.compile(r"`((?:[\w/]+\.py)?)(?:::(\w+))?`")
 
@@ -70,30 +70,13 @@ def test_every_test_that_the_guarantees_name_exists():
     assert not missing, "\n".join(missing)
 
 
-def _documented_commands() -> list[tuple[str, list[str]]]:
-    """Every ``finegym-ray ...`` line of the README's and docs' code blocks, as (where,
-    argv): continuation lines joined, comments and optional ``[...]`` parts dropped."""
-    commands = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "cluster" / "README.md"]:
-        for block in FENCE.findall(page.read_text()):
-            text = re.sub(r"\\\n\s*", " ", block)
-            for line in text.splitlines():
-                line = re.sub(r"\s+#\s.*$", "", line).strip()
-                line = re.sub(r"^(\.venv/bin/|.*&& \.venv/bin/)", "", line)
-                if not line.startswith("finegym-ray "):
-                    continue
-                line = re.sub(r"\[[^\]]*\]", " ", line).replace("...", " ")
-                commands.append((f"{page.relative_to(ROOT)}: {line}", shlex.split(line)[1:]))
-    return commands
-
-
 def test_every_command_in_the_docs_parses_and_resolves_its_settings(monkeypatch, capsys):
     # As written, from the checkout: the command and its flags exist, and where it has
     # --print-config its config files and --set settings resolve (no Ray started).
     from finegym_ray.cli import build_parser, main
 
     monkeypatch.chdir(ROOT)
-    commands = _documented_commands()
+    commands = documented_commands()
     assert len(commands) >= 20, commands
     failed, resolved = [], 0
     for where, argv in commands:

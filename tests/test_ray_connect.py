@@ -36,7 +36,7 @@ def test_a_local_ray_keeps_idle_workers_unless_told_otherwise(preset):
     # Ray's start is said, with its time: it can take 5-25 s without a word otherwise.
     said = r.stdout.splitlines()
     assert said[0] == "[ray] starting a local Ray on this machine"
-    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 1 CPU, 0 GPU", said[1]), said
+    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 1 node, 1 CPU, 0 GPU, .* GiB object store", said[1]), said
 
 
 JOB_CODE = """
@@ -125,7 +125,7 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
     assert said[2] == ray_cluster.address, said
     assert said[0] == (f"[ray] joining the Ray cluster at {ray_cluster.address} (--address {ray_cluster.address}; "
                        f"$RAY_ADDRESS {elsewhere} not used)"), said
-    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 2 CPU, 0 GPU", said[1]), said
+    assert re.fullmatch(r"\[ray\] ready in \d+\.\d s: 1 node, 2 CPU, 0 GPU, .* GiB object store", said[1]), said
     assert said[3] == f"[ray] joining the Ray cluster at {ray_cluster.address} ($RAY_ADDRESS {ray_cluster.address})"
 
 
@@ -161,3 +161,13 @@ def test_an_address_ray_cannot_join_is_one_line_that_says_what_to_give():
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("finegym-ray: error: --address nohost: ") and "give --address HOST:PORT" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_cluster_is_described_in_words():
+    from finegym_ray.runtime.connect import describe_resources
+
+    line = describe_resources({"CPU": 2.0, "node:192.0.2.2": 1.0, "node:__internal_head__": 1.0,
+                               "memory": 16 * 2**30, "object_store_memory": 7.5 * 2**30})
+    assert line == "1 node, 2 CPU, 0 GPU, 16.0 GiB memory, 7.5 GiB object store"
+    two = describe_resources({"CPU": 8.0, "GPU": 2.0, "node:a": 1.0, "node:b": 1.0})
+    assert two.startswith("2 nodes, 8 CPU, 2 GPU"), two

@@ -32,7 +32,7 @@ OVERRIDE_JOB_ENV = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 
 
-def init_ray(address: str | None = None, **kwargs) -> None:
+def init_ray(address: str | None = None, *, local_note: str = "", **kwargs) -> None:
     """``ray.init(address, configure_logging=False, **kwargs)`` and a line that says which
     Ray: ``address`` (a command's ``--address``, which wins over the environment), else
     ``$RAY_ADDRESS``, else the cluster that ``ray start`` recorded on this machine, else a
@@ -44,7 +44,8 @@ def init_ray(address: str | None = None, **kwargs) -> None:
     gets this process's S3 endpoint and region (``storage.worker_env``) in its
     environment, so that all of them reach the bucket the driver reaches, whatever the
     nodes were started with, and ``RAY_ADDRESS`` naming its own cluster, whatever other
-    Rays run on its host. A ``runtime_env`` passed in keeps its own values."""
+    Rays run on its host. A ``runtime_env`` passed in keeps its own values.
+    ``local_note`` ends the line said when a local Ray starts (" for this demo ...")."""
     import ray
 
     from ..storage import worker_env
@@ -91,7 +92,7 @@ def init_ray(address: str | None = None, **kwargs) -> None:
         kwargs.pop("log_to_driver", None)
     # Ray's start takes 5-25 s: said, so that the command is not silent meanwhile.
     if joined is None:
-        print("[ray] starting a local Ray on this machine", flush=True)
+        print(f"[ray] starting a local Ray on this machine{local_note}", flush=True)
     else:
         print(f"[ray] joining the Ray cluster at {joined} ({_chosen_by(address)})", flush=True)
     t0 = time.monotonic()
@@ -102,9 +103,8 @@ def init_ray(address: str | None = None, **kwargs) -> None:
             with _address_inherited_by_new_ray():
                 ray.init(address="local", configure_logging=False, runtime_env=runtime_env or None, **kwargs)
         output.after_init()
-        resources = ray.cluster_resources()
-        print(f"[ray] ready in {time.monotonic() - t0:.1f} s: {resources.get('CPU', 0):g} CPU, "
-              f"{resources.get('GPU', 0):g} GPU", flush=True)
+        print(f"[ray] ready in {time.monotonic() - t0:.1f} s: {describe_resources(ray.cluster_resources())}",
+              flush=True)
     finally:
         if override:
             if saved is None:
@@ -144,6 +144,15 @@ def _address_inherited_by_new_ray():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def describe_resources(resources: dict[str, float]) -> str:
+    """Ray's cluster resources in words: nodes, CPUs, GPUs, memory and object store (GiB)."""
+    nodes = sum(1 for k in resources if k.startswith("node:") and k != "node:__internal_head__")
+    gib = 2 ** 30
+    return (f"{nodes} node{'s' * (nodes != 1)}, {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
+            f"{resources.get('memory', 0) / gib:.1f} GiB memory, "
+            f"{resources.get('object_store_memory', 0) / gib:.1f} GiB object store")
 
 
 def _dead_recorded_cluster() -> str | None:
