@@ -19,7 +19,7 @@ import yaml
 
 from finegym_ray.lease import writer_lease
 from tests.support.output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
-from tests.support.processes import own_pids_with
+from tests.support.processes import own_pids_with, own_pids_with_env
 
 # The demo command, run as a user runs it.
 pytestmark = pytest.mark.e2e
@@ -221,17 +221,20 @@ def test_a_second_demo_on_a_store_being_written_is_refused_and_changes_nothing(t
     assert after == before
 
 
-def _stop_processes_with(text: str) -> None:
-    """SIGTERM, then SIGKILL, this session's processes whose command line holds ``text``
-    (GCS may ignore SIGTERM for long); returns once none is left."""
+def _stop_processes_of(root: str) -> None:
+    """SIGTERM, then SIGKILL, this session's processes of the Ray whose temp folder is
+    under ``root`` (GCS may ignore SIGTERM for long); returns once none is left."""
+    def pids() -> set[int]:
+        return set(own_pids_with(root)) | set(own_pids_with_env("RAY_TMPDIR", root))
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
         deadline = time.monotonic() + 10
-        while own_pids_with(text) and time.monotonic() < deadline:
-            for pid in own_pids_with(text):
+        while pids() and time.monotonic() < deadline:
+            for pid in pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(0.2)
-    assert not own_pids_with(text), f"processes of {text} outlived the test"
+    assert not pids(), f"processes of the Ray in {root} outlived the test"
 
 
 @contextlib.contextmanager
@@ -254,11 +257,11 @@ def _recorded_ray_cluster(num_cpus: int):
                                      env=env, capture_output=True, text=True, timeout=180)
             if started.returncode == 0:
                 break
-            _stop_processes_with(root)
+            _stop_processes_of(root)
         assert started.returncode == 0, started.stderr[-2000:]
         yield (Path(root) / "ray" / "ray_current_cluster").read_text().strip(), env
     finally:
-        _stop_processes_with(root)
+        _stop_processes_of(root)
         shutil.rmtree(root, ignore_errors=True)
 
 

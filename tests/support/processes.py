@@ -86,3 +86,11 @@ def own_pids_with(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def own_pids_with_env(name: str, value: str) -> list[int]:
+    """This session's live processes whose environment sets ``name`` to ``value``: all
+    that a ``ray start`` run with that setting left, also those whose command line does
+    not name it (Ray's client server)."""
+    entry = f"{name}={value}".encode()
+    return [pid for pid in sorted(own_pids()) if _carries_mark(pid, entry)]
