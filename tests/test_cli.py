@@ -384,31 +384,6 @@ def test_a_run_name_that_is_a_path_exits_2_and_writes_nothing(tmp_path, name):
     assert sorted(tmp_path.rglob("*")) == before  # neither --runs nor anything beside it
 
 
-@pytest.mark.e2e
-def test_ctrl_c_during_training_exits_130_saying_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
-    import signal
-
-    from finegym_ray.train import checkpoint as ckpt
-    from tests.train.test_train import _train_cli, _wait_for
-
-    data, _ = tiny_store
-    runs = tmp_path / "runs"
-    # A session of its own, as a terminal's foreground job: Ctrl-C reaches the whole group.
-    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--name", "ctrl_c")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for(runs / "ctrl_c" / "epoch_0001" / "manifest.json", proc)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
-    assert err.strip().splitlines()[-1] == ("finegym-ray: interrupted; run the same command again to resume "
-                                             "the train"), err[-2000:]
-    assert "Traceback" not in err
-    assert not (runs / "ctrl_c" / "lease.json").exists()
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0 and "resuming" in rerun.stdout, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert [m["epoch"] for m in ckpt.find_latest(str(runs / "ctrl_c")).meta["history"]] == [0, 1, 2]
-
-
 def test_version_prints_the_packages_version_without_ray():
     from importlib.metadata import version
 

@@ -226,24 +226,36 @@ def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_r
 
 
 @pytest.mark.e2e
-def test_killed_driver_then_the_same_command_resumes(ray_cluster, tiny_store, tmp_path):
+def test_a_driver_stopped_by_ctrl_c_or_killed_resumes_with_the_same_command(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
-    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=3", "--name", "resume")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=4", "--name", "resume")
+    # Ctrl-C: in a session of its own, as a terminal's foreground job, which the whole group gets.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for(runs / "resume" / "epoch_0001" / "manifest.json", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert err.strip().splitlines()[-1] == ("finegym-ray: interrupted; run the same command again to resume "
+                                             "the train"), err[-2000:]
+    assert "Traceback" not in err
+    assert not (runs / "resume" / "lease.json").exists()
+
+    # The same command, killed outright (its lease left behind) a checkpoint later.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(runs / "resume" / "epoch_0002" / "manifest.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list((runs / "resume").glob("epoch_*/manifest.json")))
-    assert done < 3, "the kill came too late to test anything"
+    assert done < 4, "the kill came too late to test anything"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "resuming" in rerun.stdout
     # What a person reads: one line of settings, epochs with a rate, nothing of Ray's.
     assert_no_ray_internals(rerun.stdout + rerun.stderr)
     assert f"all settings in {runs / 'resume' / 'config.yaml'}" in rerun.stdout
-    assert_progress_with_rate(rerun.stdout, "train") and "[train] epoch 3/3: " in rerun.stdout
-    assert _epochs(str(runs / "resume")) == [0, 1, 2]  # each epoch once, in order
+    assert_progress_with_rate(rerun.stdout, "train") and "[train] epoch 4/4: " in rerun.stdout
+    assert _epochs(str(runs / "resume")) == [0, 1, 2, 3]  # each epoch once, in order
 
 
 @pytest.mark.e2e
@@ -333,23 +345,27 @@ def largest_gap(a: dict, b: dict) -> float:
 
 @pytest.mark.e2e
 def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
-    # At a learning rate of 1e-9 an epoch leaves the weights where they started.
+    # At a learning rate of 1e-9 an epoch leaves the weights where they started: those of
+    # the model this process builds after seeding with the run's seed (1), not with
+    # another (0, what a worker that left the seed alone or fixed it would give).
     data, _ = tiny_store
 
     import torch
 
     from finegym_ray.train.loop import model_for
 
-    def config(seed: int) -> TrainConfig:
-        return tiny_config(data, str(tmp_path / str(seed)), epochs=1, workers=1, cpus_per_worker=1.0,
-                           val_every=0, lr=1e-9, weight_decay=0.0, seed=seed)
+    config = tiny_config(data, str(tmp_path), epochs=1, workers=1, cpus_per_worker=1.0, val_every=0, lr=1e-9,
+                         weight_decay=0.0, seed=1)
+    result = run_training(config, say=quiet)
+    trained = latest_weights(result["run"])
 
-    first, other = (run_training(config(seed), say=quiet) for seed in (0, 1))
-    assert largest_gap(latest_weights(first["run"]), latest_weights(other["run"])) > 1e-3
-    # The same seed, the same weights: as this process builds the model after seeding.
-    torch.manual_seed(0)
-    built = model_for(config(0), len(first["class_names"]), pretrained=True).state_dict()
-    assert largest_gap(latest_weights(first["run"]), {k: built[k] for k in latest_weights(first["run"])}) < 1e-6
+    def built(seed: int) -> dict:
+        torch.manual_seed(seed)
+        state = model_for(config, len(result["class_names"]), pretrained=True).state_dict()
+        return {k: state[k] for k in trained}
+
+    assert largest_gap(trained, built(1)) < 1e-6
+    assert largest_gap(trained, built(0)) > 1e-3
 
 
 def test_a_state_that_would_run_code_is_refused_on_the_driver_before_training(ray_cluster, tiny_store, tmp_path):
