@@ -277,21 +277,8 @@ def test_killed_worker_is_replaced_and_training_continues(ray_cluster, tiny_stor
 
 
 @pytest.mark.e2e
-def test_training_reads_shards_and_writes_checkpoints_on_s3(ray_cluster, tiny_gym, s3_prefix):
-    data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
-    run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
-    result = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0), say=quiet)
-    assert result["run"] == storage.join(runs, "tsm_rgb_subaction_event")
-    assert result["checkpoint"] == storage.join(result["run"], "epoch_0001")
-    assert storage.exists(storage.join(result["checkpoint"], "state.pt"))
-    assert result["history"][0]["train_samples"] == len(load_split_labels(data, "subaction_event", "train").labels)
-    results = evaluate(result["run"], say=quiet)
-    assert storage.exists(storage.join(result["run"], "eval", "metrics.json"))
-    assert results["run"]["clips"] == len(load_split_labels(data, "subaction_event", "val").labels)
-
-
-@pytest.mark.e2e
-def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_server, s3_prefix):
+def test_training_on_s3_reads_shards_writes_checkpoints_and_loses_nothing_to_a_restart(ray_cluster, tiny_gym,
+                                                                                       s3_server, s3_prefix):
     data, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
     run_preprocess(TINY_PREPROCESS, str(tiny_gym / "annotations"), str(tiny_gym / "videos"), data, say=quiet)
     config = tiny_config(data, runs, epochs=3, workers=1, cpus_per_worker=1.0, keep_checkpoints=0)
@@ -303,10 +290,16 @@ def test_an_s3_restart_mid_training_loses_nothing(ray_cluster, tiny_gym, s3_serv
     ended_at = time.monotonic()
     restarter.join(120)
     assert "up_at" in log and log["down_at"] < ended_at, "the restart did not happen during training"
+    assert result["run"] == storage.join(runs, "tsm_rgb_subaction_event") == run
+    assert result["checkpoint"] == storage.join(run, "epoch_0003")
     assert [m["epoch"] for m in result["history"]] == [0, 1, 2]
+    assert result["history"][0]["train_samples"] == len(load_split_labels(data, "subaction_event", "train").labels)
     assert [f.epoch for f in ckpt.listing(run)] == [0, 1, 2]
     for found in ckpt.listing(run):  # every checkpoint complete, its state verified against the manifest
         ckpt._open(found).load_state()
+    results = evaluate(run, say=quiet)
+    assert storage.exists(storage.join(run, "eval", "metrics.json"))
+    assert results["run"]["clips"] == len(load_split_labels(data, "subaction_event", "val").labels)
 
 
 def test_a_split_without_labels_is_a_clear_error(tiny_store, tmp_path):
