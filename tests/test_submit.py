@@ -163,3 +163,19 @@ def test_a_failed_job_says_why_shows_its_last_lines_and_where_its_log_is():
     killed = SimpleNamespace(message=None, driver_exit_code=-9)
     assert submit.failure_report(killed, "x\n", job_id="j", address="a").splitlines()[0] == \
         "  reason: none given by Ray (exit code -9)"
+
+
+def test_a_submitted_jobs_driver_loads_torch_before_ray_and_the_video_libraries(tmp_path):
+    # Loaded after them, torch died in the first job of a fresh cluster/local.sh cluster on
+    # this machine (Intel oneMKL: "Cannot load .../libtorch_cpu.so", exit 2), and only there.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "finegym_ray.cli", "evaluate", "--run",
+                        str(tmp_path / "none")], env=env, capture_output=True, text=True, timeout=120)
+    order = [line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    first = {name: order.index(name) for name in ("torch", "ray", "pyarrow", "cv2") if name in order}
+    assert "torch" in first, r.stderr[-2000:]
+    assert all(first["torch"] < first[name] for name in first if name != "torch"), first

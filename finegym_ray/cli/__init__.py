@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..dataset.errors import FormatError
 from ..errors import BadInput
+from ..runtime.connect import JOB_CONFIG_ENV
 from . import (
     check,
     demo,
@@ -93,6 +94,12 @@ def bad_input_message(e: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get(JOB_CONFIG_ENV):
+        # A submitted job's driver: torch before anything else. Loaded after Ray and the
+        # video libraries, it died in the first job on a fresh cluster here (Intel oneMKL:
+        # "Cannot load .../libtorch_cpu.so", exit 2; 9 such jobs of 9), never when loaded
+        # first (0 of 3).
+        import torch  # noqa: F401
     # Everything after "--" belongs to the submitted stage (argparse's subparsers cannot
     # hold a free-form tail).
     stage_args = argv[argv.index("--") + 1:] if "--" in argv else []
