@@ -288,8 +288,9 @@ def model_config(run: Run, name: str, modality: str, extra: list[str] = ()) -> T
     config = load_config(TrainConfig, path if path.exists() else None, ["pretrained=null", "val_every=0"], base=base)
     overrides = [f"batch_size={MODEL_BATCH}", f"crop={MODEL_CROP}", f"test_short={max(MODEL_CROP, config.test_short)}"]
     if run.quick:
-        overrides = [f"batch_size={MODEL_BATCH}", *QUICK["model_overrides"],
-                     f"segments={min(config.segments, QUICK['model_segments'])}"]
+        # ActionVLAD's VGG-16 has one depth: base_width alone shrinks it.
+        quick = [o for o in QUICK["model_overrides"] if not (name == "actionvlad" and o.startswith("depth="))]
+        overrides = [f"batch_size={MODEL_BATCH}", *quick, f"segments={min(config.segments, QUICK['model_segments'])}"]
     return apply_overrides(config, [*overrides, *extra])
 
 
@@ -374,8 +375,9 @@ def model_row(run: Run, rec: dict, name: str, modality: str, layout: str | None)
     rec["weights_layout"] = layout_of(convs[-1]) if convs else None
     seen = {}
     # The first stage's output: the largest activations, and spatially big enough to tell layouts apart.
-    hook = model.backbone.layer1.register_forward_hook(lambda m, i, o: seen.update(layout=layout_of(o),
-                                                                                   dtype=str(o.dtype)))
+    # (ActionVLAD's VGG-16 has no stages: its first conv's activation.)
+    stage = getattr(model.backbone, "layer1", None) or model.backbone.features[1]
+    hook = stage.register_forward_hook(lambda m, i, o: seen.update(layout=layout_of(o), dtype=str(o.dtype)))
     problems = []
     try:
         sync(dev)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from finegym_ray.preprocess.clips import clip_schema, with_fingerprint
 from finegym_ray.preprocess.config import PreprocessConfig, config_hash
-from finegym_ray.preprocess.pipeline import _existing_units, verify_shards
+from finegym_ray.preprocess.pipeline import existing_units, verify_shards
 from finegym_ray.preprocess.units import Window, WorkUnit
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     print(f"wrote {len(units)} shards into {out}/clips in {time.perf_counter() - t0:.1f} s")
     for attempt in (1, 2):
         t0 = time.perf_counter()
-        existing = _existing_units(out)
+        existing = existing_units(out)
         t1 = time.perf_counter()
         done, redo = verify_shards(out, [u for u in units if u.unit_id in existing], settings)
         t2 = time.perf_counter()

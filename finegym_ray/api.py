@@ -205,14 +205,16 @@ class TuneResult:
 @dataclass(frozen=True, repr=False)
 class StudyResult:
     """One of the paper's studies that :func:`study` ran: its ``table`` (metrics as
-    fractions, each with ``_lo``/``_hi``, its 95 % interval over the validation clips),
-    ``outputs`` (table: study.parquet, csv: study.csv, chart: study.png) and the sweep
-    that trained its runs."""
+    fractions, each the mean over ``seeds`` training seeds with ``_lo``/``_hi``, its 95 %
+    interval over seeds and validation clips, and ``_by_seed``, each seed's), ``outputs``
+    (table: study.parquet, csv: study.csv, chart: study.png), the sweep that trained its
+    first seed's runs (``sweep``) and every seed's (``sweeps``, in seed order)."""
 
     name: str
     table: pa.Table
     outputs: dict[str, str]
     sweep: TuneResult
+    sweeps: tuple[TuneResult, ...] = ()
 
     def __repr__(self) -> str:
         return f"StudyResult({self.name}, {self.table.num_rows} rows, chart={self.outputs['chart']!r})"
@@ -411,13 +413,14 @@ def tune(config: PathLike | SweepConfig, *, overrides: Overrides = (), data: Pat
 
 
 def study(name: str, *, preset: str = "finegym", config: PathLike | None = None, data: PathLike | None = None,
-          overrides: Overrides = (), break_lease: bool = False, address: str | None = None,
-          quiet: bool = False) -> StudyResult:
+          overrides: Overrides = (), seeds: int | None = None, break_lease: bool = False,
+          address: str | None = None, quiet: bool = False) -> StudyResult:
     """``finegym-ray study NAME``: one of the paper's studies (frames, order,
-    test_segments, motion), a grid sweep and then an evaluation grid over its runs.
-    ``preset``: ``finegym`` (configs/studies/NAME.yaml, give ``data``) or ``syngym``
-    (sized for 2 CPU cores; without ``data`` it makes its SynGym store once);
-    ``config``: another sweep file. Raises ``tune.studies.TrialsFailed`` (a
+    test_segments, motion), a grid sweep per seed and then an evaluation grid over its
+    runs. ``preset``: ``finegym`` (configs/studies/NAME.yaml, give ``data``) or
+    ``syngym`` (sized for 2 CPU cores; without ``data`` it makes its SynGym store once);
+    ``config``: another sweep file; ``seeds``: train each config that many times (None:
+    the file's, 3 for finegym, 1 for syngym). Raises ``tune.studies.TrialsFailed`` (a
     RuntimeError) when a trial did not finish."""
     from . import presets
     from .tune.config import load_sweep
@@ -429,16 +432,16 @@ def study(name: str, *, preset: str = "finegym", config: PathLike | None = None,
         raise InputError(f"study preset must be finegym or syngym, got {preset!r}")
     folder = presets.path("studies/syngym" if preset == "syngym" else "studies")
     path = _config_file(config) if config is not None else str(folder / f"{name}.yaml")
-    sweep, base = _one_line(load_sweep, path, _overrides(overrides, **{"train.data": data}))
+    sweep, base = _one_line(load_sweep, path, _overrides(overrides, **{"train.data": data, "seeds": seeds}))
     say = _printer("study", quiet)
     _connect(address, quiet)
     if preset == "syngym" and data is None:
         make_study_store(base.data, *store_settings(str(folder / "store.yaml")), say=say)
     with output.worker_lines_held():
         r = run_study(name, sweep, base, test_segments=TEST_SEGMENTS, break_lease=break_lease, say=say)
-    s = r["sweep"]
-    return StudyResult(name, r["table"], r["outputs"],
-                       TuneResult(s["folder"], sweep.metric, sweep.mode, s["table"], s["trials"], s["outputs"]))
+    sweeps = tuple(TuneResult(s["folder"], sweep.metric, sweep.mode, s["table"], s["trials"], s["outputs"])
+                   for s in r["sweeps"])
+    return StudyResult(name, r["table"], r["outputs"], sweeps[0], sweeps)
 
 
 def extract_features(run: PathLike | TrainResult, *, videos: PathLike, annotations: PathLike, out: PathLike,

@@ -219,16 +219,22 @@ def scatter_png(x: Sequence[float] | Sequence[str], y: Sequence[float], hollow: 
 
 def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[float, float, float]]], *, title: str,
                  x_label: str, y_label: str, lines: bool = True,
-                 reference: tuple[str, float] | None = None) -> bytes:
+                 reference: tuple[str, float] | None = None,
+                 seeds: dict[str, Sequence[Sequence[float]]] | None = None) -> bytes:
     """Points with error bars: ``series`` name -> one (y, lo, hi) per category (NaN y:
     no point), each series in its own colour and nudged sideways so that bars do not
     hide each other; ``lines`` joins a series' points. ``reference``: (label, y) of a
-    dashed horizontal line (chance, say). A legend names the series; 860 x 440 pixels."""
+    dashed horizontal line (chance, say). ``seeds``: series name -> per category the
+    values whose mean y is (one per training seed), drawn as small open circles beside
+    its point where there are two or more. A legend names the series; 860 x 440 pixels."""
     width, height, left, right, top, bottom = 860, 440, 60, 840, 50, 370
     img = np.full((height, width, 3), 255, np.uint8)
     ink, grid = (0, 0, 0), (225, 225, 225)
     colours = ((180, 120, 40), (40, 40, 200), (60, 150, 60), (150, 60, 150))
-    values = np.array([v for points in series.values() for p in points for v in p], np.float64)
+    seeds = {name: [list(v) for v in per] for name, per in (seeds or {}).items()}
+    several = any(len(v) > 1 for per in seeds.values() for v in per)
+    values = np.array([v for points in series.values() for p in points for v in p]
+                      + [v for per in seeds.values() for vs in per for v in vs], np.float64)
     if reference is not None:
         values = np.append(values, reference[1])
     values = values[np.isfinite(values)]
@@ -251,7 +257,7 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
         text = str(name)[:max(3, int(slot // 7))]
         (tw, _), _ = cv2.getTextSize(text, _FONT, 0.35, 1)
         _put(img, text, (int(left + (i + 0.5) * slot - tw / 2), bottom + 16), _FONT, 0.35, ink, 1, cv2.LINE_AA)
-    nudge = min(10.0, slot / (len(series) + 1))
+    nudge = min(16.0 if several else 10.0, slot / (len(series) + 1))  # seed circles need room beside the bars
     for s, (name, points) in enumerate(series.items()):
         colour = colours[s % len(colours)]
         xs = [int(left + (i + 0.5) * slot + (s - (len(series) - 1) / 2) * nudge) for i in range(len(points))]
@@ -264,9 +270,17 @@ def interval_png(categories: Sequence[str], series: dict[str, Sequence[tuple[flo
                 for end in (y_lo, y_hi):
                     cv2.line(img, (x - 3, row(end)), (x + 3, row(end)), colour, 1)
             cv2.circle(img, (x, row(y)), 4, colour, -1, cv2.LINE_AA)
+        for x, values_of_seeds in zip(xs, seeds.get(name, [])):
+            for v in values_of_seeds if len(values_of_seeds) > 1 else ():
+                if np.isfinite(v):
+                    cv2.circle(img, (x + 6, row(v)), 2, colour, 1, cv2.LINE_AA)
         cx, cy = right - 200, 12 + s * 14
         cv2.circle(img, (cx, cy), 4, colour, -1, cv2.LINE_AA)
         _put(img, name, (cx + 10, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
+    if several:
+        cx, cy = right - 200, 12 + len(series) * 14  # under the series' names
+        cv2.circle(img, (cx, cy), 2, ink, 1, cv2.LINE_AA)
+        _put(img, "each seed", (cx + 8, cy + 4), _FONT, 0.4, ink, 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (right, bottom), ink, 1)
     _put(img, title[:80], (left, 20), _FONT, 0.5, ink, 1, cv2.LINE_AA)
     _put(img, y_label, (5, top - 8), _FONT, 0.4, ink, 1, cv2.LINE_AA)

@@ -299,6 +299,24 @@ def _deep_update(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[k] = v
 
 
+def changed_settings(recorded: dict | None, current: dict, defaults: dict) -> list[str]:
+    """The settings whose recorded value differs from ``current`` (plain dicts, as
+    ``asdict`` gives them, nested sections included), each as "key old -> new". A key the
+    record lacks was added after the record was written, so what the record describes was
+    made with its default (``defaults``): it differs only where ``current`` sets another
+    value. A key that only the record has was removed since, and differs."""
+    recorded = recorded or {}
+    changes = []
+    for key in sorted(set(recorded) | set(current)):
+        old = recorded[key] if key in recorded else defaults.get(key)
+        new = current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{key}.{change}" for change in changed_settings(old, new, defaults.get(key) or {})]
+        elif old != new:
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
+
+
 def to_yaml(config: Any) -> str:
     """The resolved config as YAML, to save next to a run's outputs."""
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -31,7 +31,7 @@ import ray
 import yaml
 
 from . import storage
-from .config import MAX_YAML_BYTES, parse_recorded_yaml
+from .config import MAX_YAML_BYTES, changed_settings, parse_recorded_yaml
 from .dataset.keys import safe_name
 from .dataset.manifest import format_summary
 from .errors import InputError
@@ -165,9 +165,12 @@ def _refuse_runs_of_other_data(runs: list[str], store: str) -> None:
                              f"it; remove it, or give the demo another --runs or --train-set name=...")
 
 
-def _changed(old: dict | None, new: dict | None) -> list[str]:
-    old, new = old or {}, new or {}
-    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+# What each section of the demo's record was made with where it lacks a setting (one added since).
+SECTION_DEFAULTS = {"synth": SynthConfig, "preprocess": PreprocessConfig, "train": TrainConfig}
+
+
+def _changed(section: str, old: dict | None, new: dict | None) -> list[str]:
+    return changed_settings(old, new or {}, asdict(SECTION_DEFAULTS[section]()))
 
 
 def replace_outdated(store: str, record: dict | None, settings: dict, say: Callable[[str], None], *,
@@ -182,7 +185,8 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
     if record is None:
         return []
     runs = list(record["runs"])
-    data_change = _changed(record["synth"], settings["synth"]) + _changed(record["preprocess"], settings["preprocess"])
+    data_change = [*_changed("synth", record["synth"], settings["synth"]),
+                   *_changed("preprocess", record["preprocess"], settings["preprocess"])]
     if not data_change and clips_hash:
         try:
             recorded = recorded_hash(store)
@@ -198,11 +202,11 @@ def replace_outdated(store: str, record: dict | None, settings: dict, say: Calla
         say(f"settings changed ({'; '.join(data_change)}): replacing the clips and runs the demo made "
             f"from the old data: {', '.join(doomed + doomed_runs)}")
         runs = []
-    elif settings["train"] and _changed(record["train"], settings["train"]):
+    elif settings["train"] and _changed("train", record["train"], settings["train"]):
         name = _run_name(settings["train"])
         if name in runs:
             doomed_runs = [_run_folder(runs_folder, name, source="the demo's train settings")]
-            say(f"train settings changed ({'; '.join(_changed(record['train'], settings['train']))}): "
+            say(f"train settings changed ({'; '.join(_changed('train', record['train'], settings['train']))}): "
                 f"replacing the demo's run {doomed_runs[0]}")
             runs.remove(name)
     _refuse_links_out(store, doomed)
@@ -222,9 +226,10 @@ def _run_name(train: dict) -> str:
 def synth_is_current(out: str, config: SynthConfig) -> bool:
     """True if ``out`` holds a complete synthetic dataset made with ``config``."""
     try:
-        return read_yaml(os.path.join(out, CONFIG_FILE)) == asdict(config)
+        recorded = read_yaml(os.path.join(out, CONFIG_FILE))
     except FileNotFoundError:
         return False
+    return isinstance(recorded, dict) and not changed_settings(recorded, asdict(config), asdict(SynthConfig()))
 
 
 @contextlib.contextmanager

@@ -98,3 +98,30 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
         return float("nan"), float("nan")
     lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+# Uncertainty over training seeds as well. All seeds of a configuration are evaluated on
+# the same validation clips, so the clip resamplings are shared (paired) across them, and
+# the seed term is independent of them: the two add, draw by draw. Seeds are not resampled:
+# with the 2 to 5 seeds a study affords, a bootstrap over them takes a handful of distinct
+# values and its percentile interval never reaches beyond the seeds it saw; the mean's
+# standard error times Student's t with S - 1 degrees of freedom is the classical width
+# for a mean of S values (wide for 2 seeds, as it should be).
+
+def over_seeds(points: np.ndarray, draws: np.ndarray, *, rng_seed: int = 0) -> tuple[float, np.ndarray]:
+    """The mean over S training seeds of one figure, and B draws of it that cover both
+    the seeds and the clips. ``points`` (S,): each seed's figure; ``draws`` (S, B): each
+    seed's :func:`bootstrap` draws of it, the same B resamplings of the same clips for
+    every seed (NaN: not defined in that resample). Draw b is the seeds' mean of their
+    draw b plus t_b times the standard error of the seeds' mean (t_b from Student's t
+    with S - 1 degrees of freedom, fixed by ``rng_seed``). One seed: its figure and its
+    draws, unchanged; seeds that agree add nothing to the clips' spread."""
+    points, draws = np.asarray(points, np.float64), np.asarray(draws, np.float64)
+    if points.ndim != 1 or len(points) == 0 or draws.shape[:1] != points.shape or draws.ndim != 2:
+        raise InputError(f"points must be (S,) and draws (S, B), got {points.shape} and {draws.shape}")
+    if len(points) == 1:
+        return float(points[0]), draws[0]
+    seeds = len(points)
+    spread = points.std(ddof=1) / np.sqrt(seeds)
+    t = np.random.default_rng(rng_seed).standard_t(seeds - 1, draws.shape[1])
+    return float(points.mean()), draws.mean(0) + t * spread

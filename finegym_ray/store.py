@@ -10,9 +10,10 @@
     STORE/clips/<unit>.parquet     one clip shard per work unit
     STORE/errors/<unit>.json       why a unit, or some of its windows, failed
     STORE/summary.json             the whole output and every run's figures
+    STORE/poses/<video>.parquet    2-D poses per sub-action key (``import-poses``)
 
-Who writes each: ``dataset/manifest.py`` the manifest, ``preprocess/`` the rest; what
-each holds: docs/formats.md. A job's other output folders (a
+Who writes each: ``dataset/manifest.py`` the manifest, ``dataset/pose_store.py`` the
+poses, ``preprocess/`` the rest; what each holds: docs/formats.md. A job's other output folders (a
 manifest folder, feature files: ``localize/features.py``) name their failures and
 their summary with the same ``ERRORS`` and ``SUMMARY``. Nothing else spells these names.
 No Ray and no torch: what training's sampling workers import reads the store through it.
@@ -28,6 +29,7 @@ from .errors import InputError
 
 MANIFEST = "manifest"
 CLIPS = "clips"
+POSES = "poses"
 ERRORS = "errors"
 SUMMARY = "summary.json"
 SETTINGS = "preprocess.json"
@@ -67,6 +69,16 @@ def shard_path(root: str, unit_id: str) -> str:
     """A shard's path inside a pyarrow filesystem whose store path is ``root`` (from
     ``storage.pyarrow_filesystem``); the unit id is checked with :func:`shard_uri` first."""
     return f"{root}/{CLIPS}/{unit_id}{SHARD_SUFFIX}"
+
+
+def poses_dir(store: str) -> str:
+    """``STORE/poses``: the pose shards, one per video."""
+    return storage.join(store, POSES)
+
+
+def pose_shard_uri(store: str, video_id: str) -> str:
+    """``STORE/poses/<video_id>.parquet``; ValueError for a video id that would name a path elsewhere."""
+    return safe_name(poses_dir(store), video_id, SHARD_SUFFIX)
 
 
 def errors_dir(store: str) -> str:

@@ -29,11 +29,12 @@ from . import storage
 from .store import ERROR_SUFFIX, error_uri, errors_dir, summary_uri
 
 # Why something a job was to make is not in its output, as ``why_missing`` tells it.
-NO_VIDEO = "no video"  # the video file was not there
+NO_VIDEO = "no video"  # the video file (an import's video or frame folder) was not there
 FAILED_UNIT = "failed unit"  # its work item failed as a whole (an unreadable video, a crashed worker, ...)
 FAILED_WINDOW = "failed window"  # its own window failed; the rest of its unit was cut
 NO_RECORD = "no error record"  # not made and no record says why (a job not run, or not finished, on it)
 _NO_VIDEO_FILE = "no video file"
+_NO_FRAME_FOLDER = "no frame folder"
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -59,6 +60,15 @@ def no_video_reason(video_id: str, videos: str) -> str:
     return f"{_NO_VIDEO_FILE} {video_id}.* under {videos}"
 
 
+def no_frames_reason(key: str, frames: str) -> str:
+    """The ``reason`` of a clip whose folder of frames (an import's) is not under ``frames``."""
+    return f"{_NO_FRAME_FOLDER} {key}/ under {frames}"
+
+
+def _says_absent(reason: object) -> bool:
+    return isinstance(reason, str) and reason.startswith((_NO_VIDEO_FILE, _NO_FRAME_FOLDER))
+
+
 def write_error_record(out: str, name: str, *, scope: str, reason: str, **item: Any) -> None:
     """Write ``OUT/errors/<name>.json``: the item (the job's own names for it: unit and
     video, or level and id), the ``scope`` that failed (video, windows, storage, worker,
@@ -70,10 +80,11 @@ def why_missing(out: str, threads: int = 16) -> dict[str, str]:
     """What the error records in ``OUT/errors/`` say is missing from ``OUT``, and why:
     name -> ``NO_VIDEO``, ``FAILED_UNIT`` or ``FAILED_WINDOW``. A record names what it
     covers by ``keys`` (a preprocessing unit: its clip keys), ``windows`` (a unit's
-    failed windows, by ``key``) or ``group`` (a feature extraction item: its sequence
-    id). A name that no record covers is missing for ``NO_RECORD``, if at all. A record
-    that cannot be read or is not of this shape is passed over: the records explain,
-    they decide nothing. Reads ``threads`` records at a time (S3 latency)."""
+    failed windows, by ``key``; ``NO_VIDEO`` those an import found no file for) or
+    ``group`` (a feature extraction item: its sequence id). A name that no record
+    covers is missing for ``NO_RECORD``, if at all. A record that cannot be read or is
+    not of this shape is passed over: the records explain, they decide nothing. Reads
+    ``threads`` records at a time (S3 latency)."""
     from .dataset.jsonfile import parse_json, read_json_text
 
     def read(uri: str) -> Any:
@@ -88,13 +99,12 @@ def why_missing(out: str, threads: int = 16) -> dict[str, str]:
     why: dict[str, str] = {}
     for record in records:
         reason = record.get("reason")
-        whole = NO_VIDEO if record.get("scope") == "video" and isinstance(reason, str) and reason.startswith(
-            _NO_VIDEO_FILE) else FAILED_UNIT
+        whole = NO_VIDEO if record.get("scope") == "video" and _says_absent(reason) else FAILED_UNIT
         names = record.get("keys") if isinstance(record.get("keys"), list) else [record.get("group")]
         why.update({n: whole for n in names if isinstance(n, str)})
         for window in record.get("windows") if isinstance(record.get("windows"), list) else ():
             if isinstance(window, dict) and isinstance(window.get("key"), str):
-                why[window["key"]] = FAILED_WINDOW
+                why[window["key"]] = NO_VIDEO if _says_absent(window.get("reason")) else FAILED_WINDOW
     return why
 
 

@@ -37,3 +37,15 @@ def test_an_interval_chart_draws_its_reference_line_with_its_label():
                                          reference=("chance 25%", 25.0)))
     assert texts.count("chance 25%") == 1 and "chance 25%" not in plain
     assert (a != b).any()
+
+
+def test_an_interval_chart_shows_every_seed_beside_the_mean():
+    series = {"x": [(30.0, 20.0, 40.0), (35.0, 25.0, 45.0)]}
+    with charts.recording() as plain:
+        a = _decodes(charts.interval_png(["m1", "m2"], series, title="t", x_label="model", y_label="%",
+                                         seeds={"x": [[30.0], [35.0]]}))  # one seed: nothing beside the mean
+    with charts.recording() as texts:
+        b = _decodes(charts.interval_png(["m1", "m2"], series, title="t", x_label="model", y_label="%",
+                                         seeds={"x": [[28.0, 32.0], [20.0, 50.0]]}))
+    assert "each seed" in texts and "each seed" not in plain
+    assert (a != b).any()

@@ -241,3 +241,15 @@ def test_fuzzed_overrides_give_a_config_in_range_or_a_config_error(base, overrid
         return
     assert type(config) is type(base)
     _assert_in_range(config)
+
+
+def test_a_setting_added_since_a_record_was_written_counts_as_its_default():
+    from finegym_ray.config import changed_settings
+
+    defaults = {"noise": 2.0, "pose_jitter": 1.0, "flow": {"method": "dis", "bound": 20}}
+    old = {"noise": 2.0, "flow": {"method": "dis"}}  # written before pose_jitter and flow.bound existed
+    assert changed_settings(old, defaults, defaults) == []
+    assert changed_settings(old, {**defaults, "pose_jitter": 3.0}, defaults) == ["pose_jitter 1.0 -> 3.0"]
+    assert changed_settings(old, {**defaults, "flow": {"method": "tvl1", "bound": 20}}, defaults) == [
+        "flow.method 'dis' -> 'tvl1'"]
+    assert changed_settings({**old, "gone": 1}, defaults, defaults) == ["gone 1 -> None"]

@@ -10,7 +10,7 @@ from pathlib import Path
 LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "finegym_ray.dataset.sampling",
               "finegym_ray.dataset.augment", "finegym_ray.charts", "finegym_ray.storage", "finegym_ray.store",
               "finegym_ray.synth.generate", "finegym_ray.synth.flow_pairs", "finegym_ray.video",
-              "finegym_ray.preprocess.units",
+              "finegym_ray.preprocess.units", "finegym_ray.preprocess.mmaction2", "finegym_ray.dataset.pose_store",
               "finegym_ray.preprocess.clips", "finegym_ray.preprocess.local_copy", "finegym_ray.preprocess.config",
               "finegym_ray.config", "finegym_ray.lease", "finegym_ray.tune.config", "finegym_ray.tune.results",
               "finegym_ray.localize.features", "finegym_ray.video.files", "finegym_ray.video.check",
@@ -212,7 +212,7 @@ def _store_names() -> tuple[set[str], set[str]]:
     from finegym_ray import store
 
     return ({*store.MANIFEST_TABLES.values(), store.SUMMARY, store.SETTINGS},
-            {store.CLIPS, store.ERRORS, store.MANIFEST})
+            {store.CLIPS, store.ERRORS, store.MANIFEST, store.POSES})
 
 
 def layout_spelled_out(tree: ast.Module, files: set[str], folders: set[str]) -> list[tuple[int, str]]:

@@ -94,3 +94,17 @@ def test_non_finite_scores_raise(bad):
     for metric in (top1_accuracy, mean_class_accuracy, confusion_matrix, bootstrap):
         with pytest.raises(ValueError, match=r"1 of 3 score rows are not finite \(row 1\)"):
             metric(scores, np.array([0, 1, 1]))
+
+
+def test_over_seeds_keeps_one_seed_and_adds_the_seeds_spread():
+    from finegym_ray.metrics import over_seeds
+
+    draws = np.random.default_rng(0).normal(0.5, 0.02, (1, 500))
+    point, one = over_seeds(np.array([0.5]), draws)
+    assert point == 0.5 and (one == draws[0]).all()
+    _, same = over_seeds(np.array([0.5, 0.5]), np.concatenate([draws, draws]))
+    assert np.allclose(same, draws[0])
+    point, apart = over_seeds(np.array([0.4, 0.5, 0.6]), np.concatenate([draws - 0.1, draws, draws + 0.1]))
+    assert point == pytest.approx(0.5) and np.std(apart) > 2 * np.std(draws)
+    with pytest.raises(ValueError, match="points must be"):
+        over_seeds(np.array([0.5, 0.6]), draws)

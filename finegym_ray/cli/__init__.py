@@ -29,6 +29,8 @@ from . import (
     download,
     evaluate,
     extract_features,
+    import_mmaction2,
+    import_poses,
     localize,
     manifest,
     preprocess,
@@ -46,8 +48,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 # In the order --help lists them.
-COMMANDS = (demo, synth, download, preprocess, train, evaluate, extract_features, tune, study, localize, submit,
-            manifest, check, score_detections, runs)
+COMMANDS = (demo, synth, download, preprocess, import_mmaction2, train, evaluate, extract_features, tune, study,
+            localize, submit, manifest, import_poses, check, score_detections, runs)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -14,24 +14,31 @@ from .options import add_overrides, add_print_config, add_ray_options, print_con
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "study", help="one of the paper's studies (frames, order, test_segments, motion): a sweep, then an "
-                      "evaluation grid; resumes by name",
-        description="Train the study's runs as one grid sweep (SWEEPS/NAME/trials/), evaluate each with the test "
-                    "protocol and the study's test-time variants, print a table with 95 % bootstrap intervals over "
-                    "the validation clips and write SWEEPS/NAME/study/ (study.parquet, study.csv, study.png). "
+        "study", help="one of the paper's studies (frames, order, test_segments, motion, pretraining): a sweep, "
+                      "then an evaluation grid; resumes by name",
+        description="Train the study's runs as one grid sweep per seed (SWEEPS/NAME/trials/, the k-th extra "
+                    "seed's in SWEEPS/NAME_seedK/), evaluate each with the test protocol and the study's test-time "
+                    "variants, print a table (each figure the mean over the seeds, with a 95 % interval over seeds "
+                    "and validation clips) and write SWEEPS/NAME/study/ (study.parquet, study.csv, study.png). "
                     "frames: TSN with 1-12 segments (Table 5); order: TRN and TSN on ordered and shuffled test "
                     "frames (Fig. 6b); test_segments: TSM and TSN trained with 3 segments, tested with 3-12 "
-                    "(Fig. 6c); motion: per-class accuracy of RGB and flow TSN (Fig. 6a). Running the same command "
+                    "(Fig. 6c); motion: per-class accuracy of RGB and flow TSN (Fig. 6a); pretraining: per-class "
+                    "accuracy of I3D from Kinetics and from ImageNet weights (Fig. 6d). Running the same command "
                     "again resumes it.",
         epilog="Presets: finegym (configs/studies/NAME.yaml, give --data or --set train.data=), syngym "
                "(configs/studies/syngym/NAME.yaml: sized for 2 CPU cores; without --data it makes its SynGym store, "
-               "settings in configs/studies/syngym/store.yaml, once for all four studies). --set takes the sweep "
+               "settings in configs/studies/syngym/store.yaml, once for all the studies). pretraining at FineGym scale "
+               "needs its weights: --set space.pretrained.grid=[KINETICS,IMAGENET]. --set takes the sweep "
                "file's keys as for 'finegym-ray tune'. Exit status: 0, 1 for a failed trial, 2 for bad input.")
-    p.add_argument("name", metavar="NAME", help="frames, order, test_segments or motion")
+    p.add_argument("name", metavar="NAME", help="frames, order, test_segments, motion or pretraining")
     p.add_argument("--config", metavar="YAML", help="the study's sweep file (default: the preset's)")
     p.add_argument("--preset", choices=("finegym", "syngym"), default="finegym",
                    help="configs at FineGym scale (default) or sized for SynGym on 2 CPU cores")
     p.add_argument("--data", metavar="STORE", help="the preprocessed clips to train on (train.data)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="train each config N times, with seeds train.seed + 0 .. N-1, and report the mean with an "
+                        "interval over seeds and clips (default: the preset's, 3 for finegym, 1 for syngym); a "
+                        "rerun with a larger N trains only the new seeds")
     add_overrides(p, "override one sweep setting, train.KEY or space.KEY.KIND (repeatable)")
     p.add_argument("--smoke-test", action="store_true",
                    help="one-epoch trials of a tiny model on a tiny generated SynGym, in a temp folder")
@@ -41,22 +48,24 @@ def add_parser(sub) -> None:
 
 
 def study_config(name: str, *, preset: str, config: str | None, data: str | None, overrides: list[str],
-                 smoke_test: bool):
+                 smoke_test: bool, seeds: int | None = None):
     """(sweep, base training config) of study ``name``: the preset's sweep file (or
-    ``config``) with the smoke test's settings, ``data`` and the user's ``overrides``
-    applied. A bad setting is refused here, before Ray starts."""
+    ``config``) with the smoke test's settings, ``data``, the user's ``overrides`` and
+    ``seeds`` (None: the file's) applied. A bad setting is refused here, before Ray starts."""
     from .. import presets
     from ..tune.config import load_sweep
-    from ..tune.studies import STUDIES
+    from ..tune.studies import STUDIES, check_study
 
     if name not in STUDIES:
         raise InputError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
     folder = presets.path("studies/syngym" if preset == "syngym" else "studies")
-    overrides = [f"train.data={data}"] * bool(data) + list(overrides)
+    overrides = [f"train.data={data}"] * bool(data) + list(overrides) + [f"seeds={seeds}"] * (seeds is not None)
     if smoke_test:
-        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY_RESOURCES + smoke.STUDY.get(name, []) \
+        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY_SETTINGS + smoke.STUDY.get(name, []) \
             + overrides
-    return load_sweep(config or str(folder / f"{name}.yaml"), overrides)
+    sweep, base = load_sweep(config or str(folder / f"{name}.yaml"), overrides)
+    check_study(name, sweep)
+    return sweep, base
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tune.studies import TEST_SEGMENTS
 
     sweep, base = study_config(args.name, preset=args.preset, config=args.config, data=args.data,
-                               overrides=args.overrides, smoke_test=args.smoke_test)
+                               overrides=args.overrides, smoke_test=args.smoke_test, seeds=args.seeds)
     if args.print_config:
         return print_config(sweep=sweep, train=base)
     preset = presets.path("studies/syngym" if args.preset == "syngym" else "studies")

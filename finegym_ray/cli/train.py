@@ -81,6 +81,7 @@ def train_settings_help() -> str:
     from ..train import config as train_config
 
     choices = {"task": TASK_NAMES, "modality": train_config.MODALITIES, "model": train_config.MODELS,
+               "backbone": train_config.BACKBONES,
                "class_balance": train_config.CLASS_BALANCE, "optimizer": train_config.OPTIMIZERS,
                "depth": train_config.DEPTHS}
 

@@ -30,7 +30,11 @@ from .keys import safe_name
 # gym_2d.pkl is ~1 GB for 29k sub-actions (float16 keypoints); bounded so that a file
 # cannot ask for unbounded memory before it is read.
 MAX_POSE_BYTES = 4 << 30
-JOINTS = 17  # COCO-17: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles
+# The keypoints' order, COCO-17's (mmaction2's pose files and SynGym's)
+COCO17 = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+          "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+          "right_ankle")
+JOINTS = len(COCO17)
 # What pickled numpy arrays, dtypes and scalars name (numpy 1 and 2 spell the module
 # differently), and what protocol 2 builds bytes with; nothing of them runs code beyond
 # building an array from bytes.

@@ -1,9 +1,14 @@
-"""The paper's recognition models over a ResNet, and the dict that builds them by name.
+"""The paper's recognition models over a ResNet or BN-Inception, and the dict that builds
+them by name.
 
-Inputs (float tensors, normalised):
+Inputs (float tensors, normalised: RGB in [0, 1] less IMAGENET_MEAN, over IMAGENET_STD;
+flow in pixels / FLOW_SCALE_PX):
 - segment models (TSN, TRN, TRN-m, TSM): (B, T, C, H, W), T = ``num_segments``;
   C = 3 for RGB, 2 * flow_pairs for flow (x/y fields of consecutive pairs stacked).
 - clip models (I3D, NL-I3D): (B, C, T, H, W), T consecutive frames.
+TSN and TRN take a 2-D ``backbone``: "resnet" (``depth``, ``base_width``, ``blocks``) or
+"bninception" (the paper's for them, one size: ``models/bninception.py``). ActionVLAD is a
+segment model over VGG-16 (``base_width``; ``models/actionvlad.py``).
 Output: (B, num_classes) class scores (logits). ``features(x)``: (B, F) pooled backbone
 features (F = ``backbone.out_features``), averaged over the segments of segment models,
 before any dropout, relation module or head: what feature extraction stores.
@@ -20,7 +25,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import InputError
+from .actionvlad import VGG16, ActionVLAD
+from .bninception import BNInception
 from .resnet import ResNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Flow enters the network in pixels / FLOW_SCALE_PX, whatever bound the shards were cut with.
+FLOW_SCALE_PX = 20.0
+# The 2-D backbones TSN and TRN take.
+BACKBONES = ("resnet", "bninception")
 
 
 class LinearClassifier(nn.Module):
@@ -30,7 +45,7 @@ class LinearClassifier(nn.Module):
     segments. segments=False (I3D, NL-I3D): a 3-D backbone over the whole clip.
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, dropout: float, *, segments: bool):
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float, *, segments: bool):
         super().__init__()
         self.backbone = backbone
         self.segments = segments
@@ -61,7 +76,7 @@ class RelationNet(nn.Module):
     the scales' scores are added.
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, num_segments: int, scales: tuple[int, ...],
+    def __init__(self, backbone: nn.Module, num_classes: int, num_segments: int, scales: tuple[int, ...],
                  dropout: float, bottleneck: int = 256, max_tuples: int = 3):
         super().__init__()
         self.backbone = backbone
@@ -99,9 +114,21 @@ def _backbone(depth: int, base_width: int, blocks: tuple[int, ...] | None, in_ch
     return backbone
 
 
+def _backbone_2d(backbone: str, depth: int, base_width: int, blocks: tuple[int, ...] | None,
+                 in_channels: int) -> nn.Module:
+    """TSN's and TRN's per-frame network: a ResNet or BN-Inception (which has no ImageNet
+    head to drop)."""
+    if backbone == "bninception":
+        return BNInception(in_channels=in_channels)
+    if backbone != "resnet":
+        raise InputError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    return _backbone(depth, base_width, blocks, in_channels)
+
+
 def tsn(*, num_classes: int, num_segments: int = 3, in_channels: int = 3, depth: int = 50, base_width: int = 64,
-        blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
-    return LinearClassifier(_backbone(depth, base_width, blocks, in_channels), num_classes, dropout, segments=True)
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5, backbone: str = "resnet") -> nn.Module:
+    net = _backbone_2d(backbone, depth, base_width, blocks, in_channels)
+    return LinearClassifier(net, num_classes, dropout, segments=True)
 
 
 def tsm(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
@@ -112,15 +139,17 @@ def tsm(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth:
 
 
 def trn(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50, base_width: int = 64,
-        blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
-    return RelationNet(_backbone(depth, base_width, blocks, in_channels), num_classes, num_segments,
-                       (num_segments,), dropout)
+        blocks: tuple[int, ...] | None = None, dropout: float = 0.5, backbone: str = "resnet") -> nn.Module:
+    net = _backbone_2d(backbone, depth, base_width, blocks, in_channels)
+    return RelationNet(net, num_classes, num_segments, (num_segments,), dropout)
 
 
 def trn_multiscale(*, num_classes: int, num_segments: int = 8, in_channels: int = 3, depth: int = 50,
-                   base_width: int = 64, blocks: tuple[int, ...] | None = None, dropout: float = 0.5) -> nn.Module:
+                   base_width: int = 64, blocks: tuple[int, ...] | None = None, dropout: float = 0.5,
+                   backbone: str = "resnet") -> nn.Module:
     scales = tuple(range(num_segments, 1, -1))
-    return RelationNet(_backbone(depth, base_width, blocks, in_channels), num_classes, num_segments, scales, dropout)
+    net = _backbone_2d(backbone, depth, base_width, blocks, in_channels)
+    return RelationNet(net, num_classes, num_segments, scales, dropout)
 
 
 def i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_width: int = 64,
@@ -135,6 +164,17 @@ def nl_i3d(*, num_classes: int, in_channels: int = 3, depth: int = 50, base_widt
     return LinearClassifier(backbone, num_classes, dropout, segments=False)
 
 
+def actionvlad(*, num_classes: int, num_segments: int = 10, in_channels: int = 3, base_width: int = 64,
+               dropout: float = 0.5, clusters: int = 64, freeze_before: str = "") -> nn.Module:
+    """ActionVLAD over ``num_segments`` frames (any number at test): VGG-16, ``clusters``
+    VLAD centres; ``freeze_before`` (e.g. "conv5_1", the paper's): the convolutions
+    before that one do not train."""
+    backbone = VGG16(in_channels=in_channels, base_width=base_width)
+    if freeze_before:
+        backbone.freeze_before(freeze_before)
+    return ActionVLAD(backbone, num_classes, clusters, dropout)
+
+
 # Name -> builder. Segment models take (B, T, C, H, W), clip models (B, C, T, H, W).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "tsn": tsn,
@@ -143,5 +183,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "tsm": tsm,
     "i3d": i3d,
     "nl_i3d": nl_i3d,
+    "actionvlad": actionvlad,
 }
 CLIP_MODELS = {"i3d", "nl_i3d"}
+# The models that take ``backbone``.
+BACKBONE_MODELS = {"tsn", "trn", "trn_multiscale"}

@@ -26,6 +26,8 @@ No I/O, no config objects: typed keyword arguments only.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -169,6 +171,9 @@ class ResNet(nn.Module):
     """Feature extractor: (N, C, H, W) -> (N, F) for 2-D, (N, C, T, H, W) -> (N, F) for
     3-D, F = ``out_features``. ``fc`` exists only for loading ImageNet weights by name."""
 
+    FIRST_CONV: ClassVar[str] = "conv1.weight"
+    NAMING: ClassVar[str] = "torchvision"  # the names of this module, as train/weights.py reports them
+
     def __init__(self, *, depth: int = 50, dims: int = 2, in_channels: int = 3, base_width: int = 64,
                  blocks: tuple[int, ...] | None = None, shift_segments: int = 0, shift_fraction: float = 0.125,
                  nonlocal_stages: tuple[int, ...] = ()):
@@ -232,12 +237,14 @@ def inflate_state_dict(state_2d: dict[str, torch.Tensor], model_3d: nn.Module) -
     return out
 
 
-def adapt_input_channels(state: dict[str, torch.Tensor], in_channels: int) -> dict[str, torch.Tensor]:
+def adapt_input_channels(state: dict[str, torch.Tensor], in_channels: int,
+                         first_conv: str = ResNet.FIRST_CONV) -> dict[str, torch.Tensor]:
     """RGB-pretrained weights for a flow network (TSN's cross-modality initialisation):
-    ``conv1`` averaged over its 3 input channels and repeated ``in_channels`` times."""
+    the first conv's kernel (``first_conv``) averaged over its 3 input channels and
+    repeated ``in_channels`` times."""
     state = dict(state)
-    w = state["conv1.weight"]  # (64, 3, kh, kw) or (64, 3, kt, kh, kw)
+    w = state[first_conv]  # (64, 3, kh, kw) or (64, 3, kt, kh, kw)
     shape = [1] * w.dim()
     shape[1] = in_channels
-    state["conv1.weight"] = w.mean(dim=1, keepdim=True).repeat(*shape)
+    state[first_conv] = w.mean(dim=1, keepdim=True).repeat(*shape)
     return state

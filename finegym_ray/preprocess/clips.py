@@ -129,7 +129,7 @@ def cut_unit(video_path: str, windows: list[Window], config: PreprocessConfig,
     if with_flow:
         for r in rows:
             r["flow_bound"] = config.flow_bound
-    return _result(rows, errors, seconds, with_flow)
+    return unit_result(rows, errors, seconds, with_flow)
 
 
 def decode_unit(video_path: str, windows: list[Window], config: PreprocessConfig) -> tuple[UnitResult, np.ndarray]:
@@ -146,7 +146,7 @@ def decode_unit(video_path: str, windows: list[Window], config: PreprocessConfig
     chunks = [c for r in rows for c in r.pop("grey")]
     height, width = (rows[0]["height"], rows[0]["width"]) if rows else (0, 0)
     frames = np.concatenate(chunks) if chunks else np.empty((0, height, width), dtype=np.uint8)
-    return _result(rows, errors, seconds, with_flow=False), frames
+    return unit_result(rows, errors, seconds, with_flow=False), frames
 
 
 def add_flow(decoded: UnitResult, grey: np.ndarray, flow: FlowMethod, config: PreprocessConfig, *,
@@ -177,7 +177,7 @@ def add_flow(decoded: UnitResult, grey: np.ndarray, flow: FlowMethod, config: Pr
         for j, f in enumerate(pairs):
             clip = clip_of[first + j]
             if clip == clip_of[first + j + 1]:  # else the pair runs from one clip into the next
-                x, y = _encode_flow(f, config)
+                x, y = encode_flow(f, config)
                 flow_x[clip].append(x)
                 flow_y[clip].append(y)
         seconds["encode"] += time.perf_counter() - t0
@@ -190,13 +190,24 @@ def add_flow(decoded: UnitResult, grey: np.ndarray, flow: FlowMethod, config: Pr
                       seconds=seconds)
 
 
-def _encode_flow(flow: np.ndarray, config: PreprocessConfig) -> tuple[bytes, bytes]:
+def encode_flow(flow: np.ndarray, config: PreprocessConfig) -> tuple[bytes, bytes]:
     """(H, W, 2) float32 pixels -> JPEG bytes of its x and y, quantized with ``flow_bound``."""
     qx, qy = quantize_flow(flow, config.flow_bound)
     return encode_jpeg(qx, config.jpeg_quality), encode_jpeg(qy, config.jpeg_quality)
 
 
-def _result(rows: list[dict], errors: list[dict], seconds: dict[str, float], with_flow: bool) -> UnitResult:
+def clip_row(w: Window, fps: float, size: tuple[int, int], frames: dict) -> dict:
+    """The row of window ``w``'s clip (``clip_schema``'s columns but ``flow_bound``):
+    ``frames`` holds ``frame_times_s`` and ``rgb`` (JPEG per frame), and with flow
+    ``flow_x`` and ``flow_y``; ``fps`` frames per second; ``size`` (width, height) pixels."""
+    width, height = size
+    return {"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
+            "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
+            "num_frames": len(frames["rgb"]), "height": height, "width": width, **frames}
+
+
+def unit_result(rows: list[dict], errors: list[dict], seconds: dict[str, float], with_flow: bool) -> UnitResult:
+    """A unit's clips as one table (``clip_schema(with_flow)``), its failed windows and timings."""
     table = pa.Table.from_pylist(rows, schema=clip_schema(with_flow))
     return UnitResult(table=table, errors=errors, frames=sum(r["num_frames"] for r in rows),
                       video_seconds=sum(r["end_s"] - r["start_s"] for r in rows), seconds=seconds)
@@ -225,10 +236,7 @@ def _decode_windows(video_path: str, windows: list[Window], config: PreprocessCo
             if not row["rgb"]:
                 errors.append({"key": w.key, "reason": f"window [{w.start_s:.3f}, {w.end_s:.3f}) s holds no frame"})
                 continue
-            width, height = decoder.size
-            rows.append({"key": w.key, "kind": w.kind, "video_id": w.video_id, "event_id": w.event_id,
-                         "event_label": w.event_label, "start_s": w.start_s, "end_s": w.end_s, "fps": fps,
-                         "num_frames": len(row["rgb"]), "height": height, "width": width, **row})
+            rows.append(clip_row(w, fps, decoder.size, row))
     return rows, errors
 
 
@@ -248,7 +256,7 @@ def _decode_window(decoder: WindowDecoder, w: Window, config: PreprocessConfig, 
         t0 = time.perf_counter()
         row["rgb"].extend(encode_jpeg(f, config.jpeg_quality) for f in chunk.rgb)
         for f in chunk.flow if chunk.flow is not None else ():
-            x, y = _encode_flow(f, config)
+            x, y = encode_flow(f, config)
             row["flow_x"].append(x)
             row["flow_y"].append(y)
         seconds["encode"] += time.perf_counter() - t0

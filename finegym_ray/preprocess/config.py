@@ -186,3 +186,12 @@ def output_settings(config: PreprocessConfig) -> dict:
 def config_hash(config: PreprocessConfig) -> str:
     """The hash identifying ``output_settings(config)`` (``video_job.settings_hash``)."""
     return settings_hash(output_settings(config))
+
+
+def settings_record(config: PreprocessConfig, origin: str | None = None) -> dict:
+    """What an output records of the settings that made its clips (the store's settings
+    file): ``settings`` (``output_settings``, and for clips imported rather than cut
+    their ``origin``, in words) and their ``hash``. Without an origin the hash is
+    ``config_hash``."""
+    settings = {**output_settings(config), **({"origin": origin} if origin else {})}
+    return {"hash": settings_hash(settings), "settings": settings}

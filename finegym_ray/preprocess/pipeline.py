@@ -42,7 +42,6 @@ from ..lease import writer_lease
 from ..store import error_uri, shard_uri
 from ..video.files import require_videos
 from ..video_job import (
-    FAILED_WINDOW,
     NO_RECORD,
     no_video_reason,
     rows_as_done,
@@ -52,7 +51,7 @@ from ..video_job import (
     write_summary,
 )
 from .clips import shard_footer
-from .config import PreprocessConfig, config_hash, output_settings
+from .config import PreprocessConfig, config_hash, settings_record
 from .stages import map_cut_stages, unit_record
 from .units import WorkUnit, event_windows, merge_windows, plan_units, subaction_windows
 
@@ -71,14 +70,14 @@ def plan(config: PreprocessConfig, manifest) -> list[WorkUnit]:
     return plan_units(merge_windows(*parts), seconds_per_unit=config.unit_seconds)
 
 
-def _check_settings(config: PreprocessConfig, out: str) -> None:
-    """Refuse (ValueError) to add shards made with other settings to an existing output.
+def check_settings(ours: dict[str, Any], out: str) -> None:
+    """Refuse (InputError) to add shards made with other settings to an existing output;
+    ``ours``: the settings record of this job's clips (``config.settings_record``).
     Writes nothing."""
     try:
         theirs = json.loads(storage.read_text(store.settings_uri(out)))
     except FileNotFoundError:
         return
-    ours = {"hash": config_hash(config), "settings": output_settings(config)}
     if theirs.get("hash") != ours["hash"]:
         # Keys of either side: an output made before a setting was renamed or folded
         # into another (dis_preset into flow) names both.
@@ -93,16 +92,16 @@ def _check_settings(config: PreprocessConfig, out: str) -> None:
                          f"hash {theirs.get('hash')} vs {ours['hash']}); use another --out or the same settings")
 
 
-def _record_settings(config: PreprocessConfig, out: str) -> None:
-    """Record ``config``'s settings in ``out`` unless it records them already."""
-    ours = {"hash": config_hash(config), "settings": output_settings(config)}
-    # Create-only; settings found were checked before (_check_settings), but a writer
+def record_settings(ours: dict[str, Any], out: str) -> None:
+    """Record the settings record ``ours`` in ``out`` unless it records them already."""
+    # Create-only; settings found were checked before (check_settings), but a writer
     # that broke this job's lease may have recorded its own since.
     if not storage.create_exclusive(store.settings_uri(out), json.dumps(ours, indent=1).encode()):
-        _check_settings(config, out)
+        check_settings(ours, out)
 
 
-def _existing_units(out: str) -> set[str]:
+def existing_units(out: str) -> set[str]:
+    """The ids of the units that have a shard under ``out`` (complete or not)."""
     return {uri.rsplit("/", 1)[-1][: -len(".parquet")]
             for uri in storage.list_uris(store.clips_dir(out), suffix=".parquet")}
 
@@ -147,7 +146,7 @@ def verify_shards(out: str, units: list[WorkUnit], settings_hash: str, *, thread
 def output_state(out: str, planned: set[str]) -> dict[str, int]:
     """The output's state over the whole plan, whatever this run did: planned units,
     units whose shard exists, units without one, units with an error record."""
-    with_clips = _existing_units(out) & planned
+    with_clips = existing_units(out) & planned
     errors = {uri.rsplit("/", 1)[-1][: -len(".json")]
               for uri in storage.list_uris(store.errors_dir(out), suffix=".json")} & planned
     return {"planned": len(planned), "with_clips": len(with_clips), "without_clips": len(planned - with_clips),
@@ -194,13 +193,13 @@ def _preprocess(config: PreprocessConfig, manifest, videos: str, video_uris: dic
     planned = {u.unit_id for u in units}
     # Every refusal before the first write: a refused run leaves the output as it was
     # (its manifest above all, which training reads).
-    _check_settings(config, out)
-    existing = _existing_units(out)
+    check_settings(settings_record(config), out)
+    existing = existing_units(out)
     stale = sorted(existing - planned)
     if stale and not prune:
         raise InputError(f"{out}/{store.CLIPS} holds {len(stale)} shard(s) that the current plan does not make "
                          f"(annotations or unit_seconds changed?), e.g. {stale[0]}; pass --prune to delete them")
-    _record_settings(config, out)
+    record_settings(settings_record(config), out)
     storage.write_text(store.config_uri(out), to_yaml(config))  # the full settings of this run
     write_manifest(manifest, store.manifest_dir(out))
     removed = storage.remove_abandoned_temp_files(store.clips_dir(out), older_than_s=ABANDONED_TEMP_S)
@@ -246,13 +245,14 @@ def output_coverage(config: PreprocessConfig, manifest, units: list[WorkUnit],
     labelled keys with a clip (``dataset.coverage``; the event task where routines are
     cut, the others where sub-actions are), as records; and the planned clips without
     one by cause (``video_job.why_missing``). A unit's clips are its windows when its
-    shard exists, less the windows its error record names as failed."""
+    shard exists, less the windows its error record names (failed, or without a file
+    to import)."""
     from ..dataset.coverage import COVERAGE_TASKS, coverage
 
     why = why_missing(out)
-    with_clips = _existing_units(out)
+    with_clips = existing_units(out)
     planned = {w.key for u in units for w in u.windows}
-    cut = {w.key for u in units if u.unit_id in with_clips for w in u.windows if why.get(w.key) != FAILED_WINDOW}
+    cut = {w.key for u in units if u.unit_id in with_clips for w in u.windows if w.key not in why}
     tasks = [t for t in COVERAGE_TASKS if (config.events if t == "event" else config.subactions)]
     rows = [r.record() for r in coverage(manifest, keys=cut, tasks=tasks)]
     return rows, dict(sorted(Counter(why.get(k, NO_RECORD) for k in planned - cut).items()))
@@ -263,7 +263,7 @@ def output_totals(out: str, units: list[WorkUnit], known: dict[str, dict]) -> di
     clips, clips, frames and seconds of clips on disk, and clips planned. ``known``: unit
     id -> its totals (from verified shard footers or this run's results); a shard not in
     it (one the next run cuts again) counts as a unit with clips and nothing more."""
-    present = _existing_units(out) & {u.unit_id for u in units}
+    present = existing_units(out) & {u.unit_id for u in units}
     totals = {"clips": 0, "frames": 0, "video_seconds": 0.0}
     for unit_id in sorted(present & set(known)):
         for k in totals:

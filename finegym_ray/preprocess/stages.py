@@ -9,10 +9,12 @@
             the unit's frames in batches of pairs, JPEG, write the shard
 
 ``map_cut_stages`` adds them to a dataset of units; ``pool_sizes`` decides the actor
-pools and their resources, in one place. Every stage keeps one unit's failures that
-unit's: a bad video, a failed write or an exception is recorded in its error record,
-and a unit whose attempts kill the worker process is recorded after
-``MAX_UNIT_ATTEMPTS`` (Ray retries the unit on a new actor until then).
+pools and their resources, in one place. ``map_import_stage`` adds the one stage of an
+import of mmaction2's files (``ImportUnits``: read, resize, flow, JPEG, write). Every
+stage keeps one unit's failures that unit's: a bad video, a failed write or an
+exception is recorded in its error record, and a unit whose attempts kill the worker
+process is recorded after ``MAX_UNIT_ATTEMPTS`` (Ray retries the unit on a new actor
+until then).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..video_job import actor_pools, failure_reason, write_error_record
 from .clips import UnitResult, add_flow, cut_unit, decode_unit, with_fingerprint
 from .config import PreprocessConfig
 from .local_copy import local_copy
+from .mmaction2 import SUBACTIONS, import_unit
 from .units import Window
 
 # Attempts at one unit whose worker process died before it is recorded as failed.
@@ -371,6 +374,60 @@ class FlowUnits:
         except Exception as e:  # noqa: BLE001 - a GPU out of memory, say: this unit's failure
             return unit.failed("flow", f"unexpected {type(e).__name__}: {e}")
         return unit.write(cut, fields["fingerprint"], cut.seconds)
+
+
+def map_import_stage(ds: ray.data.Dataset, config: PreprocessConfig, out: str, layout: str, units: int,
+                     runtime_env: dict[str, Any] | None) -> tuple[ray.data.Dataset, int]:
+    """``ds`` (one row per unit, the columns ``ImportUnits`` needs) mapped through the
+    actors that import and write its units, one result row per unit (``CutUnits``');
+    and the number of actors: one per ``cpus_per_worker`` CPUs unless ``workers`` says."""
+    slots = max(int(ray.cluster_resources().get("CPU", 1) // config.cpus_per_worker), 1)
+    workers = max(min(config.workers or slots, units), 1)
+    ds = ds.map_batches(ImportUnits, fn_constructor_kwargs={"config": config, "out": out, "run_id": uuid.uuid4().hex,
+                                                            "layout": layout}, batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+                        num_cpus=config.cpus_per_worker, runtime_env=runtime_env)
+    return ds, workers
+
+
+class ImportUnits:
+    """``map_batches`` callable (one actor per worker) that imports whole units from
+    mmaction2's files (``mmaction2.import_unit``) and writes them as ``CutUnits`` does.
+
+    Needs per row: ``unit_id``, ``video_id``, ``video_uri`` (the source folder, for the
+    error record), ``windows`` (all the unit's windows, JSON), ``sources`` and ``failed``
+    (JSON, ``mmaction2.plan_sources``: what to read per key, and the windows that cannot
+    be imported with why) and ``fingerprint``. Returns ``CutUnits``' result rows and
+    counts attempts as it does. A trimmed video's flow is computed on this actor's CPU
+    (tvl1 too), with the method built once per actor.
+    """
+
+    def __init__(self, config: PreprocessConfig, out: str, run_id: str, layout: str):
+        set_thread_limits(1)
+        self.config, self.out, self.run_id, self.layout = config, out, run_id, layout
+        self.node_id = ray.get_runtime_context().get_node_id()
+        options = {**config.flow.options, **({"device": "cpu"} if config.flow.own_stage else {})}
+        self.flow = build_flow(config.flow.method, **options) if layout == SUBACTIONS and config.flow.with_flow \
+            else None
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        results = [self._unit(*row) for row in zip(batch["unit_id"], batch["video_id"], batch["video_uri"],
+                                                   batch["windows"], batch["sources"], batch["failed"],
+                                                   batch["fingerprint"])]
+        return {k: [r[k] for r in results] for k in results[0]}
+
+    def _unit(self, unit_id: str, video_id: str, source: str, windows_json: str, sources: str, failed: str,
+              fingerprint: str) -> dict[str, Any]:
+        unit = _Unit.first(self.out, self.run_id, self.node_id, unit_id, video_id, source, windows_json)
+        refused = unit.start()
+        if refused is not None:
+            return refused
+        try:
+            cut = import_unit(unit.windows, json.loads(sources), json.loads(failed), self.layout, self.config,
+                              self.flow)
+        except Exception as e:  # noqa: BLE001 - one bad unit must not stop the job
+            return unit.failed("video", failure_reason(e, unit.video_uri))
+        return unit.write(cut, fingerprint, cut.seconds)
 
 
 def _with_retries(write: Callable[[], None], attempts: int | None = None) -> None:

@@ -72,6 +72,17 @@ class SynthConfig:
     gop_s: float = 5.0
     x264_preset: str = "ultrafast"
     crf: int = 23
+    # 2-D poses (annotations/gym_2d.pkl: every sub-action, COCO-17 joints in pixels), as
+    # a pose estimator reports them: each coordinate off by pose_jitter (std, pixels at
+    # 360 rows, scaled with the height as camera_jitter); a joint moving faster than
+    # pose_miss_speed body lengths per second lost in its motion blur (score below 0.2,
+    # placed along the blur; null: never lost; ~8 % of joints in elements at 6: the
+    # fastest of saltos reach 10, of bar circles 20, a walk's 1);
+    # pose_coach: a coach stands beside the apparatus in every routine, drawn in the
+    # video and a second person in the poses, with lower scores (0.3-0.6).
+    pose_jitter: float = 1.0
+    pose_miss_speed: float | None = 6.0
+    pose_coach: bool = False
     # Recorded, not chosen: this code draws RENDERER_VERSION only.
     renderer: int = RENDERER_VERSION
 
@@ -118,6 +129,8 @@ class SynthConfig:
         check_range(problems, "gop_s", self.gop_s, gt=0)
         check_range(problems, "crf", self.crf, ge=0, le=51)  # x264's 8-bit range
         check_range(problems, "val_videos_seed", self.val_videos_seed, ge=0, optional=True)
+        check_range(problems, "pose_jitter", self.pose_jitter, ge=0)
+        check_range(problems, "pose_miss_speed", self.pose_miss_speed, gt=0, optional=True)
         if self.val_videos_seed is not None:
             if self.val_videos_seed == self.seed:
                 problems.append(f"val_videos_seed must differ from seed ({self.seed})")

@@ -7,6 +7,10 @@ Writes under ``out``:
   formatted by the same functions the parsers are tested against;
 - ``annotations/syngym_element_attributes.json``: each Glabel's attribute path (the
   decision-tree analogue), with which attributes a single frame can show;
+- ``annotations/gym_2d.pkl``: every sub-action's 2-D poses as drawn (COCO-17 joints in
+  pixels, as a pose estimator reports them: ``poses.py``), in mmaction2's layout of
+  FineGym's poses (``dataset/poses.py``); labels are Glabels, the splits those of the
+  split files;
 - ``videos/<video_id>.mp4``: H.264, yuv420p;
 - ``syngym.yaml``: the config, written last: its presence marks a complete dataset.
 
@@ -32,15 +36,17 @@ from ..config import to_yaml
 from ..dataset.annotations import Event, SubAction, format_annotations
 from ..dataset.categories import format_element_categories, format_set_categories
 from ..dataset.keys import event_id, instance_key, subaction_id
+from ..dataset.poses import write_pose_pickle
 from ..dataset.splits import format_split
 from ..errors import InputError
 from .config import SynthConfig
-from .render import render_video
+from .render import render_video_poses
 from .schedule import VideoPlan, plan_video
 from .taxonomy import SET_FAMILIES, Element, build_elements, element_categories, set_categories
 
 CONFIG_FILE = "syngym.yaml"
 ANNOTATIONS = "finegym_annotation_info_v1.1.json"
+POSES = "gym_2d.pkl"  # mmaction2's name for FineGym's
 SPLIT_FILES = {("gym99", "train"): "gym99_train_element_v1.1.txt", ("gym99", "val"): "gym99_val_element.txt",
                ("gym288", "train"): "gym288_train_element_v1.1.txt", ("gym288", "val"): "gym288_val_element.txt"}
 
@@ -154,6 +160,17 @@ def write_annotations(plans: Sequence[VideoPlan], config: SynthConfig, folder: s
     return files
 
 
+def pose_splits(plans: Sequence[VideoPlan], config: SynthConfig) -> dict[str, list[str]]:
+    """split -> the sub-action keys the split files list in it (Gym288's, which hold
+    Gym99's), sorted: the poses' splits, as mmaction2's file lists its Gym99 split."""
+    labelled = {c.glabel for c in element_categories(build_elements(), "gym288").classes}
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, (split, glabel) in sorted(assign_splits(plans, config.val_fraction, config.seed).items()):
+        if glabel in labelled:
+            out[split].append(key)
+    return dict(out)
+
+
 def _attribute_paths(elements: Iterable[Element]) -> dict[str, Any]:
     out = {}
     for e in elements:
@@ -181,8 +198,9 @@ def generate(config: SynthConfig, out: str, *, map_fn: MapFn | None = None,
              progress: Callable[[int, int], None] | None = None) -> SynthSummary:
     """Generate SynGym into the local folder ``out``; returns what was made.
 
-    ``map_fn(fn, *iterables)`` renders the videos (default: one process per core,
-    reporting to ``progress(done, total)``; the demo passes Ray tasks). Everything is
+    ``map_fn(fn, *iterables)`` renders the videos and returns their poses, in order
+    (default: one process per core, reporting to ``progress(done, total)``; the demo
+    passes Ray tasks). Everything is
     rewritten; ``out/syngym.yaml`` is removed first and written last, so it exists only
     beside a complete dataset.
     """
@@ -196,7 +214,9 @@ def generate(config: SynthConfig, out: str, *, map_fn: MapFn | None = None,
     video_dir = os.path.join(out, "videos")
     os.makedirs(video_dir, exist_ok=True)
     paths = [os.path.join(video_dir, f"{p.video_id}.mp4") for p in plans]
-    (map_fn or process_map(progress=progress))(render_video, plans, [config] * len(plans), paths)
+    poses = (map_fn or process_map(progress=progress))(render_video_poses, plans, [config] * len(plans), paths)
+    write_pose_pickle(os.path.join(out, "annotations", POSES), [r for video in poses for r in video],
+                      pose_splits(plans, config))
     with open(marker, "w") as f:
         f.write(to_yaml(config))
     return _summary(plans, config, time.time() - t0)

@@ -12,13 +12,16 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 
 import av
 import cv2
 import numpy as np
 
+from ..dataset.poses import PoseRecord
 from .config import SynthConfig
 from .motion import BODY, FAMILIES, LEG, TORSO, Arena, Place, Pose, arena, circle, standing
+from .poses import PoseTrack, coach_pose
 from .schedule import EventPlan, SubActionPlan, VideoPlan
 from .taxonomy import Element, build_elements
 
@@ -26,6 +29,8 @@ MARGIN = 0.15  # backdrop drawn this much wider than the frame on each side (of 
 
 # Arena wall colours (BGR) per event; the apparatus drawn on top is the real cue.
 WALLS = {1: (120, 70, 40), 2: (60, 100, 60), 3: (90, 60, 110), 4: (50, 80, 120), 0: (70, 70, 70)}
+# The coach's tracksuit (front, back) and skin, BGR.
+COACH_COLOURS = ((110, 60, 30), (90, 50, 25), (150, 170, 200))
 
 
 @lru_cache(maxsize=1)
@@ -103,8 +108,10 @@ def _backdrop(event: int, width: int, height: int, clutter: int, rng: np.random.
     return canvas
 
 
-def _joints(pose: Pose) -> dict[str, tuple[float, float]]:
-    """Scene positions of the figure's joints for ``pose``.
+def _joints(pose: Pose, landmarks: bool = False) -> dict[str, tuple[float, float]]:
+    """Scene positions of the figure's joints for ``pose``; with ``landmarks`` also the
+    points a pose estimator finds that the stick figure does not draw (``_LANDMARKS``:
+    nose, eyes, ears, shoulders, elbows, hips, each side named by its sign of z).
 
     The body frame is 3-D: x forward, y up (the long axis), z to her side, origin at
     the hips. Hips and knees flex in the sagittal plane (x, y). In profile the legs
@@ -144,6 +151,12 @@ def _joints(pose: Pose) -> dict[str, tuple[float, float]]:
     body = {"hip": (0.0, 0.0, 0.0), "neck": neck, "head": (0.0, TORSO + 0.08 * BODY, 0.0),
             "bun": (-0.06 * BODY, TORSO + 0.11 * BODY, 0.0), "chest": (0.02 * BODY, 0.7 * TORSO, 0.0),
             "knee1": k1, "foot1": f1, "knee2": k2, "foot2": f2, "hand1": h1, "hand2": h2}
+    if landmarks:
+        body.update(_LANDMARKS)
+        # Elbows half-way between shoulder and hand: the stick figure's arms are straight.
+        for sign, hand in (("+", h2 if pose.frontal else h1), ("-", h1 if pose.frontal else h2)):
+            sx, sy, sz = _LANDMARKS[f"shoulder{sign}"]
+            body[f"elbow{sign}"] = ((sx + hand[0]) / 2, (sy + hand[1]) / 2, (sz + hand[2]) / 2)
     cr, sr = math.cos(pose.rotation), math.sin(pose.rotation)
     out = {}
     for name, (x, y, z) in body.items():
@@ -155,14 +168,58 @@ def _joints(pose: Pose) -> dict[str, tuple[float, float]]:
     return out
 
 
+# Points of the head and trunk that a pose estimator finds and the stick figure does not
+# draw, in the body frame of ``_joints`` (x forward, y up, z to the side: ``+`` and
+# ``-`` name the two sides), frame heights.
+_HEAD_Y = TORSO + 0.08 * BODY  # the centre of the drawn head
+_LANDMARKS = {"nose": (0.06 * BODY, _HEAD_Y - 0.005 * BODY, 0.0),
+              **{f"eye{s}": (0.045 * BODY, _HEAD_Y + 0.015 * BODY, z * 0.025 * BODY) for s, z in (("+", 1), ("-", -1))},
+              **{f"ear{s}": (0.0, _HEAD_Y + 0.005 * BODY, z * 0.06 * BODY) for s, z in (("+", 1), ("-", -1))},
+              **{f"shoulder{s}": (0.0, TORSO - 0.01 * BODY, z * 0.1 * BODY) for s, z in (("+", 1), ("-", -1))},
+              **{f"hip{s}": (0.0, 0.0, z * 0.07 * BODY) for s, z in (("+", 1), ("-", -1))}}
+
+
+def _coco_sources(facing_right: bool, frontal: bool) -> tuple[str, ...]:
+    """The names of ``_joints(pose, landmarks=True)`` in COCO-17 order (nose, left and
+    right eye, ear, shoulder, elbow, wrist, hip, knee, ankle) for a figure facing right
+    or left, in profile or frontal.
+
+    Which side is her right: z points to her right in a figure facing right (in profile
+    the camera sees that side, and sees her right on its left once she turns to face
+    it), and facing left is the mirror image, which swaps the sides. Leg and arm 1 are
+    on the z side in profile (drawn nearer the camera), on the other side in a frontal
+    figure (screen right while she faces the camera: her left)."""
+    right, left = ("+", "-") if facing_right else ("-", "+")
+    limb = {"+": "2" if frontal else "1", "-": "1" if frontal else "2"}
+    names = ["nose"]
+    for part in ("eye", "ear", "shoulder", "elbow"):
+        names += [f"{part}{left}", f"{part}{right}"]
+    names += [f"hand{limb[left]}", f"hand{limb[right]}", f"hip{left}", f"hip{right}"]
+    for part in ("knee", "foot"):
+        names += [f"{part}{limb[left]}", f"{part}{limb[right]}"]
+    return tuple(names)
+
+
+# (facing right, frontal) -> what picks the 17 COCO joints out of ``_joints``' dict.
+_COCO_PICK = {(right, frontal): itemgetter(*_coco_sources(right, frontal)) for right in (True, False)
+              for frontal in (True, False)}
+
+
+def coco_joints(pose: Pose) -> tuple[tuple[float, float], ...]:
+    """The figure's 17 COCO joints for ``pose``, scene positions (frame heights)."""
+    return _COCO_PICK[pose.facing > 0, pose.frontal](_joints(pose, landmarks=True))
+
+
 def _faces_camera(pose: Pose) -> float:
     """How far her front turns to the camera: 1 facing it, -1 her back to it."""
     return math.cos(pose.twist) if pose.frontal else math.sin(pose.twist)
 
 
-def _draw_figure(frame: np.ndarray, pose: Pose, view: _View, colours: tuple[tuple[int, int, int], ...]) -> None:
+def _draw_figure(frame: np.ndarray, pose: Pose, view: _View, colours: tuple[tuple[int, int, int], ...],
+                 joints: dict[str, tuple[float, float]] | None = None) -> None:
+    """Draw ``pose`` (its ``_joints``, computed here unless given) through ``view``."""
     front, back, skin = colours
-    j = _joints(pose)
+    j = joints or _joints(pose)
     thick = max(2, int(0.022 * view.scale))
     toward = _faces_camera(pose)
     suit = front if toward >= 0.0 else back
@@ -274,6 +331,17 @@ def _noise_bank(rng: np.random.Generator, height: int, width: int, std: float,
 def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
     """Render ``plan`` to an H.264 MP4 at ``path`` (written to a temporary name, then
     renamed: a half-written video never has the final name). Returns ``path``."""
+    _render(plan, config, path)
+    return path
+
+
+def render_video_poses(plan: VideoPlan, config: SynthConfig, path: str) -> list[PoseRecord]:
+    """Render ``plan`` as :func:`render_video` does and return the 2-D poses of its
+    sub-actions as drawn (``poses.PoseTrack.records``)."""
+    return _render(plan, config, path).records(config)
+
+
+def _render(plan: VideoPlan, config: SynthConfig, path: str) -> PoseTrack:
     rng = np.random.default_rng([config.seed if plan.seed is None else plan.seed, plan.index, 1])
     w, h = config.width, config.height
     camera = _Camera(rng, config.camera_jitter * h / 360.0, config.zoom)
@@ -284,6 +352,8 @@ def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
     colours = {i: _athlete_colours(rng) for i in range(len(plan.events))}
     margin = int(MARGIN * h)
     aspect = w / h
+    track = PoseTrack(plan)
+    coaches = {k: coach_pose(ev, aspect) for k, ev in enumerate(plan.events)} if config.pose_coach else {}
 
     tmp = f"{path}.tmp-{os.getpid()}"
     container = av.open(tmp, "w", format="mp4")
@@ -323,7 +393,16 @@ def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
                     _draw_figure(frame, standing(x, 0.86, 1, split=0.5 * step), view,
                                  ((40, 40, 40), (30, 30, 30), (150, 170, 200)))
             else:
-                _draw_figure(frame, pose, view, colours[k])
+                if coaches:
+                    _draw_figure(frame, coaches[k], view, COACH_COLOURS)
+                span = track.at(i)
+                joints = _joints(pose, landmarks=span is not None)
+                _draw_figure(frame, pose, view, colours[k], joints)
+                if span is not None:
+                    span.joints.append(_COCO_PICK[pose.facing > 0, pose.frontal](joints))
+                    span.views.append((view.scale, view.ox, view.oy))
+                    if coaches and span.coach is None:
+                        span.coach = coco_joints(coaches[k])
             if noise:
                 pos, neg = noise[i % len(noise)]
                 cv2.add(frame, pos, dst=frame)
@@ -335,7 +414,7 @@ def render_video(plan: VideoPlan, config: SynthConfig, path: str) -> str:
     finally:
         container.close()
     os.replace(tmp, path)
-    return path
+    return track
 
 
 def _athlete_colours(rng: np.random.Generator) -> tuple[tuple[int, int, int], ...]:

@@ -21,14 +21,21 @@ TASK_VERSION = 2
 # The keys of models.MODELS and its clip models, spelled out because importing the
 # models imports torch, which Ray Data's sampling workers never use: it cost seconds in
 # every worker process they start. tests/train/test_configs.py checks that both agree.
-MODELS = ("tsn", "trn", "trn_multiscale", "tsm", "i3d", "nl_i3d")
+MODELS = ("tsn", "trn", "trn_multiscale", "tsm", "i3d", "nl_i3d", "actionvlad")
 CLIP_MODELS = ("i3d", "nl_i3d")
+# models.recognizers' BACKBONES and BACKBONE_MODELS, spelled out for the same reason.
+BACKBONES = ("resnet", "bninception")
+BACKBONE_MODELS = ("tsn", "trn", "trn_multiscale")
 MODALITIES = ("rgb", "flow")
 CLASS_BALANCE = ("none", "loss", "resample")
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
 # The keys of models.resnet.DEPTHS, spelled out for the same reason (checked there too).
 DEPTHS = (10, 18, 34, 50, 101)
+# models.actionvlad's LAYERS (VGG-16's convolutions) and its centres' initialisations.
+VGG_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2",
+              "conv4_3", "conv5_1", "conv5_2", "conv5_3")
+VLAD_CENTRES = ("kmeans", "random")
 
 
 @dataclass(frozen=True)
@@ -47,18 +54,33 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
 
-    # Model: one of models.MODELS; depth/base_width/blocks shrink it for CPUs.
+    # Model: one of models.MODELS; depth/base_width/blocks shrink its ResNet for CPUs.
     model: str = "tsm"
+    # TSN's and TRN's 2-D backbone: "resnet" (depth, base_width, blocks) or "bninception"
+    # (BN-Inception, the paper's for TSN and TRN, one size: leave those three as they are).
+    backbone: str = "resnet"
     depth: int = 50
     base_width: int = 64
     blocks: list[int] | None = None
     dropout: float = 0.5
     shift_fraction: float = 0.125
     # Weights (local path or s3://) to start the backbone from: a torchvision-named
-    # ResNet (ImageNet) or an mmaction2 TSN/TSM/I3D checkpoint (Kinetics-400); 2-D
+    # ResNet (ImageNet), an mmaction2 TSN/TSM/I3D checkpoint (Kinetics-400) or a
+    # BN-Inception in Caffe's names (ImageNet, as TSN distributes it); 2-D
     # weights are inflated for I3D and an RGB first conv adapted to flow's channels
     # (train/weights.py, which prints what it loaded).
     pretrained: str | None = None
+    # ActionVLAD (model=actionvlad; its backbone is VGG-16, which base_width shrinks):
+    # ``vlad_clusters`` centres, started by k-means over the descriptors of the first
+    # training batches ("kmeans", the paper's, on rank 0 before the first step of a new
+    # run) or at random ("random"); the paper's two steps: for the first
+    # ``freeze_vlad_epochs`` epochs only the classifier trains (centres fixed), then
+    # everything from ``freeze_backbone_before`` on ("conv5_1": the convolutions before
+    # it never train; "": all do).
+    vlad_clusters: int = 64
+    vlad_centres: str = "kmeans"
+    freeze_vlad_epochs: int = 0
+    freeze_backbone_before: str = ""
 
     # Sampling. Segment models: ``segments`` segments of ``frames_per_segment``
     # consecutive frames (flow: stacked x/y pairs, TSN uses 5). Clip models (I3D):
@@ -93,7 +115,8 @@ class TrainConfig:
 
     # The paper's schedules and weights: ``lr_schedule`` "cosine" (above) or "step", the
     # paper's, dividing the learning rate by 10 after each number of epochs in
-    # ``lr_steps`` ([30, 60]: epochs 1-30 at lr, 31-60 at lr/10, the rest at lr/100);
+    # ``lr_steps`` ([30, 60]: epochs 1-30 at lr, 31-60 at lr/10, the rest at lr/100; an
+    # epoch listed twice divides by 100 there);
     # ``pretrained_strict`` refuses weights that leave any tensor of the backbone at its
     # random initialisation (false: load what fits, as the printed report lists).
     lr_schedule: str = "cosine"
@@ -191,6 +214,9 @@ class TrainConfig:
             problems.append(f"blocks must be null or a list of block counts >= 1 per stage, got {self.blocks}")
         if self.input_width and self.input_width < 16:
             problems.append(f"input_width must be 0 (square) or >= 16, got {self.input_width}")
+        if self.model != "actionvlad":
+            problems.extend(_backbone_problems(self.backbone, self.model, self.depth, self.base_width, self.blocks))
+        problems.extend(_vlad_problems(self))
         if self.model in CLIP_MODELS and self.frames_per_segment != 1:
             problems.append(f"{self.model} samples dense clips: frames_per_segment must be 1")
         problems.extend(_schedule_problems(self.lr_schedule, self.lr_steps, self.epochs))
@@ -223,7 +249,47 @@ class TrainConfig:
                   dropout=self.dropout, num_segments=self.segments)
         if self.model == "tsm":
             kw["shift_fraction"] = self.shift_fraction
+        if self.model in BACKBONE_MODELS:
+            kw["backbone"] = self.backbone
+        if self.model == "actionvlad":
+            del kw["depth"], kw["blocks"]
+            kw |= {"clusters": self.vlad_clusters, "freeze_before": self.freeze_backbone_before}
         return kw
+
+
+def _backbone_problems(backbone: str, model: str, depth: int, base_width: int, blocks: list[int] | None) -> list[str]:
+    """What is wrong with a backbone for ``model``: BN-Inception serves TSN and TRN, in
+    its one size."""
+    if backbone not in BACKBONES:
+        return [f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}"]
+    if backbone == "resnet":
+        return []
+    if model not in BACKBONE_MODELS:
+        return [f"backbone={backbone} serves {', '.join(BACKBONE_MODELS)}; {model} takes a ResNet"]
+    if (depth, base_width, blocks) != (50, 64, None):
+        return [f"depth, base_width and blocks size a ResNet, and backbone={backbone} has one size: leave them "
+                f"out (got depth {depth}, base_width {base_width}, blocks {blocks})"]
+    return []
+
+
+def _vlad_problems(c: TrainConfig) -> list[str]:
+    """What is wrong with ActionVLAD's settings: VGG-16 takes base_width only, and the
+    freezing settings apply to it alone."""
+    problems = []
+    check_range(problems, "vlad_clusters", c.vlad_clusters, ge=1)
+    check_range(problems, "freeze_vlad_epochs", c.freeze_vlad_epochs, ge=0)
+    if c.vlad_centres not in VLAD_CENTRES:
+        problems.append(f"vlad_centres must be one of {', '.join(VLAD_CENTRES)}, got {c.vlad_centres!r}")
+    if c.freeze_backbone_before and c.freeze_backbone_before not in VGG_LAYERS:
+        problems.append(f"freeze_backbone_before must be empty or one of {', '.join(VGG_LAYERS)}, "
+                        f"got {c.freeze_backbone_before!r}")
+    if c.model != "actionvlad":
+        if c.freeze_vlad_epochs or c.freeze_backbone_before:
+            problems.append(f"freeze_vlad_epochs and freeze_backbone_before apply to model=actionvlad, not {c.model}")
+    elif (c.backbone, c.depth, c.blocks) != ("resnet", 50, None):
+        problems.append(f"actionvlad's backbone is VGG-16, which base_width alone shrinks: leave backbone, depth "
+                        f"and blocks out (got backbone {c.backbone}, depth {c.depth}, blocks {c.blocks})")
+    return problems
 
 
 def _schedule_problems(schedule: str, lr_steps: list[int] | None, epochs: int) -> list[str]:
@@ -234,8 +300,8 @@ def _schedule_problems(schedule: str, lr_steps: list[int] | None, epochs: int) -
     if schedule == "cosine":
         return [] if not lr_steps else [f"lr_steps apply to lr_schedule=step, got {lr_steps} with cosine"]
     steps = list(lr_steps or [])
-    if not steps or any(not isinstance(s, int) or not 1 <= s < epochs for s in steps) or steps != sorted(set(steps)):
-        return [f"lr_schedule=step needs lr_steps, increasing epochs from 1 to epochs-1 ({epochs - 1}), got {lr_steps}"]
+    if not steps or any(not isinstance(s, int) or not 1 <= s < epochs for s in steps) or steps != sorted(steps):
+        return [f"lr_schedule=step needs lr_steps, epochs in order from 1 to epochs-1 ({epochs - 1}), got {lr_steps}"]
     return []
 
 

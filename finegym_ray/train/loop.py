@@ -6,8 +6,9 @@ val split is validated whole on rank 0.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -23,6 +24,13 @@ from .config import TrainConfig
 from .weights import load_pretrained
 
 PROGRESS_EVERY_S = 30.0  # a line within an epoch at most this often (seconds), on rank 0
+# ActionVLAD's k-means: the descriptors of rank 0's first KMEANS_BATCHES training batches
+# (a batch of 8 clips of 10 frames at 224x224 holds 15,680), at most KMEANS_DESCRIPTORS
+# of them drawn at random: enough for 64 centres. Every worker takes that many batches
+# before the broadcast, since Ray Data starts a split dataset's epoch only when every
+# worker reads from it.
+KMEANS_BATCHES = 8
+KMEANS_DESCRIPTORS = 65_536
 
 
 def model_for(config: TrainConfig, num_classes: int, *, pretrained: bool = True, sha256: str | None = None):
@@ -88,7 +96,7 @@ class Recognition:
         import ray.train
 
         config = self.config
-        self.device, self.world = device, world
+        self.device, self.rank, self.world = device, rank, world
         weights = self.class_weights
         self.criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None,
                                              label_smoothing=config.label_smoothing)
@@ -102,6 +110,9 @@ class Recognition:
 
     def build_model(self, *, pretrained: bool) -> nn.Module:
         config = self.config
+        # A new run's ActionVLAD starts its centres from k-means before its first step; a
+        # resumed one has them in its checkpoint.
+        self.kmeans_pending = pretrained and config.model == "actionvlad" and config.vlad_centres == "kmeans"
         model = model_for(config, len(self.class_names), pretrained=pretrained,
                           sha256=(self.pretrained or {}).get("sha256"))
         if self.device.type == "cuda" and config.channels_last:
@@ -119,11 +130,13 @@ class Recognition:
         tally = steps.Tally(len(self.class_names), device)
         batches = InputTimer(self.batches.epoch(epoch, start_next=epoch + 1 < config.epochs))
         ticker, seen = progress.Ticker(PROGRESS_EVERY_S) if say else None, 0
-        for batch in batches:
-            x = steps.model_input(batch["x"].to(device, non_blocking=True), batch["flow_bound"], **self.inputs)
+        stream = self._kmeans_centres(bare, batches, say=say) if self.kmeans_pending else batches
+        hold = steps.held_parameters(bare, epoch=epoch, head_only_epochs=config.freeze_vlad_epochs)
+        for batch in stream:
+            x = self._network_input(batch)
             y = batch["label"].to(device)
             scores, loss = steps.train_step(model, x, y, optimizer, self.criterion, grad_clip=config.grad_clip,
-                                            autocast=self.autocast)
+                                            autocast=self.autocast, hold=hold)
             tally.add(scores, y, loss)
             if ticker is not None:
                 seen += int(y.shape[0])
@@ -131,6 +144,31 @@ class Recognition:
                     say(f"epoch {epoch + 1}/{config.epochs}: "
                         + progress.rate_eta(seen, self.shard_clips, time.time() - t0, "clips"))
         return tally, batches
+
+    def _network_input(self, batch: dict) -> torch.Tensor:
+        return steps.model_input(batch["x"].to(self.device, non_blocking=True), batch["flow_bound"], **self.inputs)
+
+    def _kmeans_centres(self, bare: nn.Module, batches: Iterator[dict], *,
+                        say: Callable[[str], None] | None) -> Iterator[dict]:
+        """Set ActionVLAD's centres by k-means over the descriptors of the first
+        KMEANS_BATCHES batches of rank 0's shard, the same on every worker (rank 0's,
+        broadcast); the batches, those read first included, all to train on."""
+        taken = list(itertools.islice(batches, KMEANS_BATCHES))
+        if self.rank == 0:
+            found = [steps.vlad_descriptors(bare, self._network_input(b), autocast=self.autocast) for b in taken]
+            line = "VLAD centres left at random: no training clip on rank 0"
+            if found:
+                descriptors = torch.cat(found)
+                steps.init_vlad_centres(bare, descriptors, limit=KMEANS_DESCRIPTORS, seed=self.config.seed)
+                line = (f"VLAD centres by k-means over {min(len(descriptors), KMEANS_DESCRIPTORS):,} descriptors of "
+                        f"{sum(len(b['label']) for b in taken)} clips")
+            if say:
+                say(line)
+        if self.world > 1:
+            for tensor in (bare.vlad.centres, bare.vlad.assign.weight, bare.vlad.assign.bias):
+                torch.distributed.broadcast(tensor.data, src=0)
+        self.kmeans_pending = False
+        return itertools.chain(taken, batches)
 
     def train_metrics(self, trained: tuple[steps.Tally, InputTimer]) -> dict:
         tally, _ = trained

@@ -19,7 +19,7 @@ from ..dataset.labels import task_kind
 from ..errors import InputError
 from . import checkpoint as checkpoints
 from .config import TrainConfig, recorded_config, with_absolute_paths
-from .data import SplitLabels, check_clip_modality, present_split_labels, sampled_clips
+from .data import SplitLabels, check_clip_modality, present_split_labels, recorded_settings, sampled_clips
 from .engine import Plan, check_same_settings, history_table, run_uri, train_held
 
 # Settings a resume may change: they change where and how fast, not what is trained.
@@ -65,6 +65,9 @@ def training_labels(config: TrainConfig, *,
     whose unit failed has none, and is said in the line this says); raises InputError
     when they cannot train it."""
     check_clip_modality(config.data, config.modality)  # the clip kind: load_split_labels checks it
+    origin = recorded_settings(config.data).get("origin")  # clips imported rather than cut: from where
+    if origin:
+        say(f"clips {origin}")
     train = present_split_labels(config.data, config.task, config.train_split)
     if len(train.labels) < config.workers:  # an equal split would hand every worker nothing
         raise InputError(f"{config.data}: {len(train.labels)} {config.train_split} clips of task {config.task} "
@@ -158,8 +161,11 @@ def _check_same_config(uri: str, config: TrainConfig) -> None:
     """Refuse to resume a run with settings that change the model or its data."""
     where = storage.join(uri, "config.yaml")
     saved = recorded_config(parse_recorded_yaml(storage.read_text(where, max_bytes=MAX_YAML_BYTES), where), where)
-    # A run recorded before lr_schedule existed trained on the cosine schedule.
-    check_same_settings(uri, config, {"lr_schedule": "cosine", **saved}, mutable=MUTABLE)
+    # A run recorded before lr_schedule, backbone or ActionVLAD's settings existed trained
+    # on the cosine schedule over a ResNet, with those settings at their defaults.
+    before = {"lr_schedule": "cosine", "backbone": "resnet", "vlad_clusters": 64, "vlad_centres": "kmeans",
+              "freeze_vlad_epochs": 0, "freeze_backbone_before": ""}
+    check_same_settings(uri, config, {**before, **saved}, mutable=MUTABLE)
 
 
 def _check_same_data(checkpoint: checkpoints.Checkpoint, data: str, data_hash: str | None) -> None:

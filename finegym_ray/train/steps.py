@@ -9,18 +9,15 @@ code. Nothing here imports Ray (tests/train/test_steps.py checks it).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..metrics import confusion_mean_class, confusion_top1
-from ..models.recognizers import MODELS
+from ..models.actionvlad import kmeans
+from ..models.recognizers import FLOW_SCALE_PX, IMAGENET_MEAN, IMAGENET_STD, MODELS
 from .weights import load_pretrained
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Flow enters the network in pixels / FLOW_SCALE_PX, whatever bound the shards were cut with.
-FLOW_SCALE_PX = 20.0
 
 
 def build_model(name: str, *, num_classes: int, pretrained: str | None = None, pretrained_strict: bool = True,
@@ -65,7 +62,8 @@ def lr_factor(epoch: int, *, epochs: int, warmup_epochs: int, lr_schedule: str =
     """Learning-rate multiplier of ``epoch`` (0-based): linear warm-up over
     ``warmup_epochs``, then ``lr_schedule``: "cosine" to 0 at ``epochs``, or "step",
     divided by 10 at each epoch of ``lr_steps`` (the paper's TSN: ``lr_steps`` (30, 60)
-    trains epochs 0-29 at 1, 30-59 at 0.1, 60 on at 0.01)."""
+    trains epochs 0-29 at 1, 30-59 at 0.1, 60 on at 0.01; an epoch listed twice divides
+    by 100 there)."""
     if epoch < warmup_epochs:
         return (epoch + 1) / (warmup_epochs + 1)
     if lr_schedule == "step":
@@ -87,16 +85,49 @@ def autocast_for(device: torch.device, bf16: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
 
 
+def held_parameters(model: nn.Module, *, epoch: int, head_only_epochs: int) -> list[nn.Parameter]:
+    """The trainable parameters that epoch ``epoch`` (0-based) leaves as they are: in the
+    first ``head_only_epochs`` epochs every one outside ``model.head`` (ActionVLAD's
+    first step: a linear classifier over fixed centres), none after. Held by dropping
+    their gradients before each step rather than by ``requires_grad``, which DDP reads
+    once, when it wraps the model."""
+    if epoch >= head_only_epochs:
+        return []
+    head = {id(p) for p in model.head.parameters()}
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in head]
+
+
+@torch.no_grad()
+def vlad_descriptors(model: nn.Module, x: torch.Tensor, *, autocast) -> torch.Tensor:
+    """ActionVLAD's unit-length local descriptors of network input ``x``: (N, D) float32,
+    N = frames x positions."""
+    with autocast:
+        return model.descriptors(x).flatten(0, 1).float()
+
+
+def init_vlad_centres(model: nn.Module, descriptors: torch.Tensor, *, limit: int, seed: int) -> None:
+    """``model.vlad``'s centres (and the soft assignment that goes with them) set by
+    k-means over at most ``limit`` rows of ``descriptors`` (N, D), drawn with ``seed``."""
+    if len(descriptors) > limit:
+        pick = torch.randperm(len(descriptors), generator=torch.Generator().manual_seed(seed))[:limit]
+        descriptors = descriptors[pick.to(descriptors.device)]
+    centres = model.vlad.centres
+    model.vlad.set_centres(kmeans(descriptors, centres.shape[0], seed=seed).to(centres.dtype))
+
+
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, criterion,
-               *, grad_clip: float, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+               *, grad_clip: float, autocast, hold: Sequence[nn.Parameter] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on network input ``x`` (from :func:`model_input`) with labels
     ``y``, forward inside ``autocast``; gradients clipped to norm ``grad_clip`` (0: not
-    clipped). Returns (scores (B, K), loss)."""
+    clipped); the parameters in ``hold`` left as they are (no gradient, so no momentum
+    or weight decay either). Returns (scores (B, K), loss)."""
     with autocast:
         scores = model(x)
         loss = criterion(scores.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    for p in hold:
+        p.grad = None
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()

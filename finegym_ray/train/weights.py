@@ -4,18 +4,28 @@ A file (local path or s3://) is read with ``torch.load(weights_only=True)``, so 
 checkpoint from a shared bucket cannot run code, and its SHA-256 is taken from the same
 bytes. The usual nesting is unwrapped: a ``state_dict`` or ``model`` entry (mmaction2's
 checkpoints, finegym-ray's own ``state.pt``), the ``module.`` of DataParallel and DDP,
-and a recognizer's ``backbone.``, outside which everything (``cls_head.``, ``head.``,
-``data_preprocessor.``, ...) is left out on purpose. Two naming schemes:
+and a recognizer's ``backbone.`` (mmaction2's, ours) or ``base_model.`` (TSN's and TRN's
+PyTorch models), outside which everything (``cls_head.``, ``head.``, ``new_fc.``,
+``data_preprocessor.``, ...) is left out on purpose. The model's own names (of
+``models/``) and two more naming schemes:
 
 - torchvision's, as the ImageNet ResNets and our own ResNet name their tensors:
-  ``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.bn1``, ``layer1.0.downsample.0``;
-  without ``backbone.``, ``fc`` is the classifier.
+  ``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.bn1``, ``layer1.0.downsample.0``,
+  and its ImageNet VGG-16 and our ActionVLAD's: ``features.0`` ... ``features.28``;
+  without a nest, ``fc`` (or Cadene's ``last_linear``, VGG's ``classifier``) is the
+  classifier.
 - mmaction2's, as its TSN, TSM, I3D and NL-I3D Kinetics-400 checkpoints name them:
   each conv and its BN one module (``conv1.conv``, ``conv1.bn``, ``layer1.0.conv2.conv``,
   ``layer1.0.conv2.bn``, ``layer1.0.downsample.conv``, ``.bn``), TSM's shift wrapping
   a block's first conv (``layer1.0.conv1.conv.net``), non-local blocks as
   ``layer2.1.non_local_block`` with ``theta.conv``, ``phi.0.conv``, ``g.0.conv`` (behind
   their sub-sampling pool), ``conv_out.conv`` and ``conv_out.bn``.
+- Caffe's, as TSN, mmaction and mmaction2 (``bninception_caffe``) and Cadene distribute
+  ImageNet BN-Inception and their BN-Inception checkpoints name it: a conv and its BN side
+  by side (``conv1_7x7_s2``, ``conv1_7x7_s2_bn``, ``inception_3a_double_3x3_reduce``,
+  ``inception_3a_double_3x3_reduce_bn``). These weights were trained on Caffe's input,
+  and their first conv is converted to this package's as they load
+  (``models/bninception.py``: ``from_caffe_input``).
 
 Adapted to the model: 2-D kernels inflated where it holds 3-D ones (I3D from ImageNet
 or a TSN), and an RGB first conv averaged over its channels and repeated for flow input
@@ -43,9 +53,15 @@ from torch import nn
 
 from .. import storage
 from ..errors import InputError
+from ..models.bninception import CAFFE_FLOW_BOUND, CAFFE_FLOW_MEAN, CAFFE_MEAN_BGR, STEM, from_caffe_input
+from ..models.recognizers import FLOW_SCALE_PX, IMAGENET_MEAN, IMAGENET_STD
 from ..models.resnet import adapt_input_channels, inflate_state_dict
 
 NESTS = ("state_dict", "model")
+# Where a recognizer keeps its backbone: mmaction2's and ours, TSN's and TRN's PyTorch models.
+BACKBONE_NESTS = ("backbone.", "base_model.")
+# An ImageNet network's classifier: torchvision's ResNets', Cadene's BN-Inception, torchvision's VGG.
+CLASSIFIERS = ("fc.", "last_linear.", "classifier.")
 BN_COUNTER = "num_batches_tracked"
 # mmaction2's name -> ours, first match; names that match none are taken as they are.
 MMACTION2 = [(re.compile(p), r) for p, r in (
@@ -59,6 +75,14 @@ MMACTION2 = [(re.compile(p), r) for p, r in (
     (r"^(layer\d+\.\d+)\.non_local_block\.conv_out\.conv\.", r"\1.non_local.out."),
     (r"^(layer\d+\.\d+)\.non_local_block\.conv_out\.bn\.", r"\1.non_local.bn."),
 )]
+# Caffe's BN-Inception name -> ours: whole names, which ours (one more level) never match.
+CAFFE = [(re.compile(p), r) for p, r in (
+    (rf"^({'|'.join(STEM)})_bn\.(\w+)$", r"\1.bn.\2"),
+    (rf"^({'|'.join(STEM)})\.(weight|bias)$", r"\1.conv.\2"),
+    (r"^(inception_\d[a-e])_(\w+?)_bn\.(\w+)$", r"\1.\2.bn.\3"),
+    (r"^(inception_\d[a-e])_(\w+)\.(weight|bias)$", r"\1.\2.conv.\3"),
+)]
+RULES = [("mmaction2", p, r) for p, r in MMACTION2] + [("caffe", p, r) for p, r in CAFFE]
 CHUNK = 4 << 20
 
 
@@ -69,7 +93,7 @@ class LoadReport:
 
     uri: str
     sha256: str
-    naming: str  # "torchvision" or "mmaction2"
+    naming: str  # the file's: the model's own ("torchvision", "finegym-ray"), "mmaction2" or "caffe"
     needed: int  # tensors the backbone takes from a file (BN counters and new blocks aside)
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -159,41 +183,68 @@ def _unwrap(obj, uri: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def translate(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:
+def translate(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                                    str | None]:
     """(backbone tensors under our names, tensors left out on purpose under the file's
-    names, the naming scheme): ``backbone.`` stripped where the file has it (the rest is
-    left out), else torchvision's ``fc`` left out; mmaction2's names translated."""
-    if any(k.startswith("backbone.") for k in state):
-        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-        left_out = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    names, the naming scheme translated: "mmaction2", "caffe" or None for names taken
+    as they are): a backbone nest stripped where the file has one (the rest is left
+    out), else an ImageNet classifier left out; mmaction2's and Caffe's names translated."""
+    nest = next((p for p in BACKBONE_NESTS if any(k.startswith(p) for k in state)), None)
+    if nest:
+        backbone = {k.removeprefix(nest): v for k, v in state.items() if k.startswith(nest)}
+        left_out = {k: v for k, v in state.items() if not k.startswith(nest)}
     else:
-        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        left_out = {k: v for k, v in state.items() if k.startswith("fc.")}
-    out, naming = {}, "torchvision"
+        backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIERS)}
+        left_out = {k: v for k, v in state.items() if k.startswith(CLASSIFIERS)}
+    out, naming = {}, None
     for name, value in backbone.items():
-        for pattern, replacement in MMACTION2:
+        for scheme, pattern, replacement in RULES:
             renamed = pattern.sub(replacement, name, count=1)
             if renamed != name:
-                name, naming = renamed, "mmaction2"
+                name, naming = renamed, scheme
                 break
         out[name] = value
     return out, left_out, naming
 
 
+def _from_caffe_input(state: dict[str, torch.Tensor], key: str) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` with its first conv (``key`` and its bias) converted from Caffe's input
+    to this package's, and the report's line for it ("" where the file has no first
+    conv)."""
+    bias_key = key.removesuffix("weight") + "bias"
+    if key not in state or bias_key not in state:
+        return state, ""
+    weight, bias = from_caffe_input(state[key], state[bias_key], rgb_mean=IMAGENET_MEAN, rgb_std=IMAGENET_STD,
+                                    flow_scale=FLOW_SCALE_PX)
+    if weight.shape[1] == 3:
+        mean = ", ".join(f"{m:g}" for m in CAFFE_MEAN_BGR)
+        line = (f"first conv converted from Caffe's input (BGR pixels 0-255 less {mean}) to RGB normalised with "
+                f"ImageNet's mean and std")
+    else:
+        line = (f"first conv converted from TSN's flow images (0-255 for -{CAFFE_FLOW_BOUND:g} to {CAFFE_FLOW_BOUND:g} "
+                f"pixels, less {CAFFE_FLOW_MEAN:g}) to flow in pixels / {FLOW_SCALE_PX:g}")
+    return {**state, key: weight, bias_key: bias}, line
+
+
 def load_pretrained(backbone: nn.Module, uri: str, *, strict: bool = True, sha256: str | None = None) -> LoadReport:
-    """Load the weights at ``uri`` into ``backbone`` (a ResNet of models/resnet.py) and
-    return the report. Raises InputError for a file that is unsafe, not a state dict,
-    not the ``sha256`` given, fits no tensor, or (``strict``) leaves any tensor of the
-    backbone unloaded; nothing is loaded then."""
+    """Load the weights at ``uri`` into ``backbone`` (a ResNet, BNInception or VGG16 of models/)
+    and return the report. Raises InputError for a file that is unsafe, not a state
+    dict, not the ``sha256`` given, fits no tensor, or (``strict``) leaves any tensor of
+    the backbone unloaded; nothing is loaded then."""
     state, digest = read_state(uri, sha256=sha256)
     state, left_out, naming = translate(state)
+    naming = naming or backbone.NAMING
     target = backbone.state_dict()
     adapted = []
-    first = target.get("conv1.weight")
-    theirs = state.get("conv1.weight")
+    key = backbone.FIRST_CONV
+    first = target.get(key)
+    theirs = state.get(key)
     if first is not None and theirs is not None and theirs.shape[1] == 3 and first.shape[1] != 3:
-        state = adapt_input_channels(state, first.shape[1])
+        state = adapt_input_channels(state, first.shape[1], key)
         adapted.append(f"first conv averaged over its 3 RGB channels and repeated to {first.shape[1]}")
+    if naming == "caffe":
+        state, line = _from_caffe_input(state, key)
+        adapted += [line] if line else []
     inflated = inflate_state_dict(state, backbone)
     count = sum(1 for k, v in inflated.items() if v.dim() != state[k].dim())
     if count:

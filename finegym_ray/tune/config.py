@@ -75,6 +75,9 @@ class SweepConfig:
     resources: TrialResources = field(default_factory=TrialResources)
     # Where sweeps live (folder or s3://); this one lives at ``sweeps/name``.
     sweeps: str = "./finegym_sweeps"
+    # Studies only: each config trained with seeds train.seed + 0 .. seeds - 1, each seed
+    # a sweep of its own (:func:`seed_sweeps`). ``finegym-ray tune`` trains each config once.
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +90,13 @@ class SweepConfig:
         check_range(problems, "grace_period", self.grace_period, ge=1)
         check_range(problems, "reduction_factor", self.reduction_factor, gt=1)
         check_range(problems, "max_concurrent_trials", self.max_concurrent_trials, ge=0)
+        check_range(problems, "seeds", self.seeds, ge=1)
+        if isinstance(self.seeds, int) and self.seeds > 1:
+            longest = f"{self.name}{seed_suffix(self.seeds - 1)}"
+            if self.name and len(longest) > NAME_MAX_CHARS - len("_best"):
+                problems.append(f"name {self.name!r} is too long for {self.seeds} seeds (its last sweep: {longest})")
+            if isinstance(self.space, dict) and "seed" in self.space:
+                problems.append("seeds above 1 train every config with seeds of their own: drop space.seed")
         # load_config does not look inside dict fields: their shape is checked here.
         if not isinstance(self.train, dict):
             problems.append(f"train must be a mapping of TrainConfig values, got {self.train!r}")
@@ -238,6 +248,21 @@ def trial_config(base: TrainConfig, params: dict[str, Any], *, runs: str, name: 
                                    "workers": resources.workers, "cpus_per_worker": resources.cpus_per_worker,
                                    "use_gpu": resources.gpus_per_worker > 0,
                                    "gpus_per_worker": resources.gpus_per_worker or 1.0})
+
+
+def seed_suffix(offset: int) -> str:
+    """What the sweep of a study's seed ``offset`` (1, 2, ...) adds to its name."""
+    return f"_seed{offset}"
+
+
+def seed_sweeps(sweep: SweepConfig, base: TrainConfig) -> list[tuple[SweepConfig, TrainConfig]]:
+    """A study's sweeps, one per seed: ``sweep.seeds`` (sweep, base) pairs, the k-th
+    training with seed ``base.seed + k``. The first is ``sweep`` itself, its folder that
+    of a one-seed study; the k-th (k >= 1) is named NAME_seedK and lives beside it. Each
+    resumes as any sweep does, so a rerun with more seeds trains only the new ones. Each
+    pair's ``seeds`` is 1."""
+    return [(dataclasses.replace(sweep, seeds=1, name=sweep.name + (seed_suffix(k) if k else "")),
+             dataclasses.replace(base, seed=base.seed + k)) for k in range(sweep.seeds)]
 
 
 def grid_size(space: dict[str, dict[str, Any]]) -> int:

@@ -35,8 +35,9 @@ from .config import OWNED, SweepConfig, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 from .state import SignedTuneState
 
-# Settings a resumed sweep may change: they decide where trials run, not what they train.
-MUTABLE = {"max_concurrent_trials", "resources", "sweeps"}
+# Settings a resumed sweep may change: they decide where trials run, not what they train
+# (``seeds``: a sweep trains one seed, always; a study with more runs a sweep per seed).
+MUTABLE = {"max_concurrent_trials", "resources", "sweeps", "seeds"}
 # What a trial driver itself asks for: no CPU, so that its TorchTrainer's workers and
 # their input get every CPU (even 0.01 CPU leaves a 2-CPU machine with one worker no
 # whole CPU for a Ray Data task, and the trial waits forever). Tune needs a non-empty
@@ -70,6 +71,9 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     ``outputs`` (where results went) and ``folder``. Raises InputError when the sweep's
     folder holds a sweep with other settings, or Tune state that the user's key did not
     sign (``tune/state.py``)."""
+    if sweep.seeds != 1:
+        raise InputError(f"seeds {sweep.seeds}: a sweep trains each config once (seeds are for 'finegym-ray study "
+                         f"--seeds N'); to train seeds here, sweep them: space.seed.grid=[0,1,2]")
     if sweep.scheduler == "asha" and not dashboard_running():
         raise InputError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "

@@ -5,9 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finegym_ray.models import CLIP_MODELS, MODELS, ResNet, adapt_input_channels, inflate_state_dict, temporal_shift
+from finegym_ray.models import (
+    BACKBONE_MODELS,
+    CLIP_MODELS,
+    MODELS,
+    BNInception,
+    ResNet,
+    adapt_input_channels,
+    inflate_state_dict,
+    temporal_shift,
+)
+from finegym_ray.models.stgcn import BONES, JOINTS, POSE_MODELS, spatial_partition
 
 TINY = {"depth": 10, "base_width": 8}
+# Every model over a tiny ResNet with either input, BN-Inception (full size, its only
+# one: ten times the tiny ResNet's time) under each of the two heads, one input each,
+# and ActionVLAD over a tiny VGG-16 with either input.
+CASES = [(name, "resnet", c) for name in sorted(MODELS) if name != "actionvlad" for c in (3, 10)] + [
+    ("tsn", "bninception", 3), ("trn_multiscale", "bninception", 10), ("actionvlad", "vgg16", 3),
+    ("actionvlad", "vgg16", 10)]
+KWARGS = {"resnet": TINY, "bninception": {"backbone": "bninception"}, "vgg16": {"base_width": 4, "clusters": 4}}
 
 
 def _input(name: str, batch: int, segments: int, channels: int, size: int = 32) -> torch.Tensor:
@@ -16,11 +33,12 @@ def _input(name: str, batch: int, segments: int, channels: int, size: int = 32) 
     return torch.randn(batch, segments, channels, size, size)  # (B, T, C, H, W)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("channels", [3, 10], ids=["rgb", "flow5"])
-def test_every_model_gives_scores_and_trains_every_parameter(name, channels):
+@pytest.mark.parametrize("name, backbone, channels", CASES,
+                         ids=[f"{'rgb' if c == 3 else 'flow5'}-{n}" + ("" if b == "resnet" else f"-{b}")
+                              for n, b, c in CASES])
+def test_every_model_gives_scores_and_trains_every_parameter(name, backbone, channels):
     torch.manual_seed(0)
-    model = MODELS[name](num_classes=7, num_segments=4, in_channels=channels, dropout=0.0, **TINY)
+    model = MODELS[name](num_classes=7, num_segments=4, in_channels=channels, dropout=0.0, **KWARGS[backbone])
     x = _input(name, batch=2, segments=4, channels=channels)
     scores = model(x)
     assert scores.shape == (2, 7) and torch.isfinite(scores).all()
@@ -49,6 +67,24 @@ def test_full_resnets_have_torchvision_sizes_and_names(depth, params, keys):
     assert len(state) == keys
     assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
             "layer4.1.bn2.num_batches_tracked", "fc.weight", "fc.bias"} <= set(state)
+
+
+def test_bn_inception_has_tsns_layers_size_and_feature():
+    # TSN's BN-Inception: 11,295,240 parameters with its 1000-class classifier (1024 x
+    # 1000 + 1000), which the backbone leaves out; 7x7 maps of 1024 channels at 224x224.
+    net = BNInception().eval()
+    assert sum(p.numel() for p in net.parameters()) == 11_295_240 - 1_025_000
+    assert net.conv1_7x7_s2.conv.weight.shape == (64, 3, 7, 7) and net.out_features == 1024
+    assert [b.out_channels for b in map(net.get_submodule, net.blocks)] == [256, 320, 576, 576, 576, 608, 608, 1056,
+                                                                            1024, 1024]
+    seen = []
+    net.inception_5b.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 1024)
+        # Any size from 32 pixels: odd sides where 3c and 4e halve the map too.
+        assert net(torch.zeros(1, 3, 32, 80)).shape == (1, 1024)
+    assert seen[0] == (1, 1024, 7, 7) and seen[1] == (1, 1024, 1, 3)
+    assert set(BACKBONE_MODELS) == {"tsn", "trn", "trn_multiscale"}
 
 
 def test_inflated_weights_reproduce_the_2d_network_on_a_static_clip():
@@ -121,3 +157,47 @@ def test_bad_arguments():
         ResNet(dims=3, shift_segments=4)
     with pytest.raises(ValueError, match="non-local blocks apply to 3-D"):
         ResNet(dims=2, nonlocal_stages=(2,))
+    with pytest.raises(ValueError, match="backbone must be one of resnet, bninception, got 'vgg'"):
+        MODELS["tsn"](num_classes=3, backbone="vgg")
+
+
+@pytest.fixture
+def one_thread():
+    # Skeletons this small gain nothing from threads, and on a busy machine OpenMP's
+    # synchronisation made each step a hundred times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name, channels, persons", [(n, c, m) for n in sorted(POSE_MODELS) for c, m in ((3, 1),
+                                                                                                            (2, 2))])
+def test_every_pose_model_gives_scores_and_trains_every_parameter(name, channels, persons, one_thread):
+    torch.manual_seed(0)
+    model = POSE_MODELS[name](num_classes=7, in_channels=channels, base_width=4, dropout=0.0)
+    x = torch.randn(2, persons, 12, JOINTS, channels)  # (N, M, T, V, C)
+    scores = model(x)
+    assert scores.shape == (2, 7) and torch.isfinite(scores).all()
+    with torch.no_grad():
+        feats = model.eval().features(x)
+        assert feats.shape == (2, model.out_features) and torch.isfinite(feats).all()
+        torch.testing.assert_close(model.features(x[1:]), feats[1:], atol=1e-5, rtol=1e-4)
+    model.train()
+    scores.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    with pytest.raises(ValueError, match="ST-GCN takes"):
+        model(torch.randn(1, 1, 12, 18, channels))
+
+
+def test_the_skeleton_graph_partitions_each_joints_bones():
+    a = spatial_partition()
+    torch.testing.assert_close(a.sum(dim=(0, 2)), torch.ones(JOINTS))
+    support = (a > 0).any(0)
+    bones = {(i, j) for i, j in BONES} | {(j, i) for i, j in BONES} | {(i, i) for i in range(JOINTS)}
+    assert {(int(i), int(j)) for i, j in support.nonzero()} == bones
+    # A joint gathers from a nearer neighbour exactly where that one gathers from a farther.
+    assert torch.equal(a[1] > 0, (a[2] > 0).T)
+    with pytest.raises(ValueError, match="not connected"):
+        spatial_partition(BONES[:-2])  # the face cut off from the shoulders

@@ -1,7 +1,7 @@
-"""--pretrained: ImageNet ResNets in torchvision's names and Kinetics checkpoints in
-mmaction2's, from a file or S3, into any model: each computes here what it computes at
-its source, a load that would leave part of the backbone untrained is refused, and the
-run records the file's SHA-256."""
+"""--pretrained: ImageNet ResNets in torchvision's names, Kinetics checkpoints in
+mmaction2's and ImageNet BN-Inception in Caffe's (TSN's), from a file or S3, into any
+model: each computes here what it computes at its source, a load that would leave part
+of the backbone untrained is refused, and the run records the file's SHA-256."""
 
 import hashlib
 from dataclasses import replace
@@ -11,13 +11,15 @@ import torch
 
 from finegym_ray import storage
 from finegym_ray.models.resnet import ResNet
+from finegym_ray.train import steps
 from finegym_ray.train.config import TrainConfig
 from finegym_ray.train.loop import model_for
-from tests.support import mmaction2
+from tests.support import bninception, mmaction2
 
 SMALL = TrainConfig(depth=18, base_width=16, segments=2)
 # A ResNet-50's blocks at 1/16 of the width: mmaction2's layouts, in milliseconds.
 TINY_R50 = replace(SMALL, depth=50, base_width=4)
+BN_INCEPTION = replace(SMALL, model="tsn", backbone="bninception", depth=50, base_width=64)
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +229,82 @@ def test_the_run_records_the_sha256_it_checked_and_workers_load_only_that_file(t
     # may have changed or gone since.
     checkpoints.write(run, 0, state={"epoch": 0}, config_yaml="", meta={"pretrained": record, "history": []})
     assert pretrained_record(replace(config, pretrained=str(tmp_path / "gone.pth")), run, 5) == record
+
+
+@pytest.fixture(scope="module")
+def bn_inception(tmp_path_factory):
+    """TSN's ImageNet BN-Inception file, its tensors at random: (its path, the tensors)."""
+    w = bninception.Weights(seed=4)
+    bninception.bn_inception(torch.zeros(1, 3, 32, 32), w)  # makes every tensor
+    path = tmp_path_factory.mktemp("w") / "bn_inception.pth"
+    torch.save(bninception.imagenet_file(w), path)
+    return str(path), w
+
+
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_tsns_imagenet_bn_inception_computes_what_it_computes_in_tsn(bn_inception, modality):
+    # TSN feeds BGR pixels less Caffe's mean, or flow images (bound 20) less 128; this
+    # package RGB normalised with ImageNet's mean and std, or flow in pixels / 20. The
+    # first conv converted as it loads, the network computes on the same frames what
+    # TSN's computes, with the border padded by what this package's zero padding stands
+    # for (ImageNet's mean colour; no motion) where Caffe pads with zeros.
+    torch.manual_seed(0)
+    channels = 3 if modality == "rgb" else 10
+    raw = torch.randint(0, 256, (1, 1, channels, 32, 64), dtype=torch.uint8)  # (B, T, C, H, W)
+    if modality == "rgb":
+        mean_bgr = torch.tensor(bninception.MEAN_BGR)
+        tsn_input = raw[:, 0].flip(1).float() - mean_bgr.view(1, 3, 1, 1)
+        pad = 255 * torch.tensor(steps.IMAGENET_MEAN).flip(0) - mean_bgr
+    else:
+        tsn_input = raw[:, 0].float() - bninception.FLOW_MEAN
+        pad = torch.full((channels,), 255 / 2 - bninception.FLOW_MEAN)
+    path, w = bn_inception
+    with torch.no_grad():
+        want = bninception.bn_inception(tsn_input, w, pad_value=pad).mean((2, 3))
+    config = replace(BN_INCEPTION, modality=modality, frames_per_segment=channels // (3 if modality == "rgb" else 2),
+                     segments=1, pretrained=path)
+    x = steps.model_input(raw, torch.full((1,), 20.0), modality=modality, clip_model=False)
+    backbone = model_for(config, 5).backbone.eval()
+    with torch.no_grad():
+        got = backbone(x[:, 0])
+    scale = want.abs().max()  # float32 rounding, of the largest features' size
+    torch.testing.assert_close(got / scale, want / scale, atol=1e-5, rtol=0)
+
+
+def test_bn_inception_files_of_tsn_and_of_finegym_ray_load_with_their_report(tmp_path, bn_inception):
+    from finegym_ray.train.loop import check_pretrained
+    from finegym_ray.train.weights import load_pretrained
+
+    imagenet, w = bn_inception
+    needed = len(w)  # Caffe's weights have no BN counters
+    lines = []
+    record = check_pretrained(replace(BN_INCEPTION, pretrained=imagenet), 5, say=lines.append)
+    assert (record["naming"], record["loaded"], record["needed"], record["left_out"]) == ("caffe", needed, needed, 2)
+    assert f"loaded {needed} of {needed} backbone tensors; missing 0; unexpected 0; shape-mismatched 0" in lines[0]
+    assert "(outside the backbone: the classifier and the like): 2 (fc.bias, fc.weight)" in lines[0]
+    assert "adapted: first conv converted from Caffe's input (BGR pixels 0-255 less 104, 117, 128) to RGB " \
+           "normalised with ImageNet's mean and std" in lines[0]
+
+    # A TSN (or TRN) trained with TSN's PyTorch code, DataParallel's module. and all,
+    # into a flow TRN: TSN's cross-modality initialisation, then flow's conversion.
+    tsn = {f"module.base_model.{k}": v for k, v in w.items()}
+    tsn |= {"module.new_fc.weight": torch.zeros(5, 1024), "module.new_fc.bias": torch.zeros(5)}
+    checkpoint = tmp_path / "tsn_bninception_kinetics.pth.tar"
+    torch.save({"epoch": 80, "arch": "BNInception", "state_dict": tsn}, checkpoint)
+    lines.clear()
+    flow = replace(BN_INCEPTION, model="trn", modality="flow", frames_per_segment=5, segments=3)
+    record = check_pretrained(replace(flow, pretrained=str(checkpoint)), 5, say=lines.append)
+    assert (record["loaded"], record["needed"], record["left_out"]) == (needed, needed, 2)
+    assert "left out on purpose (outside the backbone: the classifier and the like): 2 (new_fc.bias, new_fc.weight)" \
+        in lines[0]
+    assert "adapted: first conv averaged over its 3 RGB channels and repeated to 10; first conv converted from " \
+           "TSN's flow images (0-255 for -20 to 20 pixels, less 128) to flow in pixels / 20" in lines[0]
+
+    # A run of this package: its own names, already on its input, loaded as they are.
+    trained = model_for(flow, 5)
+    ours = tmp_path / "state.pt"
+    torch.save({"model": trained.state_dict(), "epoch": 3}, ours)
+    model = model_for(flow, 5)
+    report = load_pretrained(model.backbone, str(ours))
+    assert (report.naming, len(report.loaded), report.needed, report.adapted) == ("finegym-ray", needed, needed, [])
+    assert torch.equal(model.backbone.conv1_7x7_s2.conv.weight, trained.backbone.conv1_7x7_s2.conv.weight)
