@@ -280,7 +280,7 @@ def test_the_preset_files_load():
 TINY = [f"train.{k}={json.dumps(v)}" for k, v in TRAIN.items()] + [
     "train.epochs=1", "train.val_every=1", "max_concurrent_trials=1"]
 GRIDS = {"frames": ["space.segments.grid=[1, 2]"], "order": [], "test_segments": ["space.model.grid=[tsn]"],
-         "motion": [], "pretraining": []}
+         "motion": []}
 
 
 def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
@@ -289,7 +289,10 @@ def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
     return studies.run_study(name, sweep, base, test_segments=(3,), samples=200, say=lines.append)
 
 
-@pytest.mark.parametrize("name", list(studies.STUDIES))
+# Not pretraining: it trains its source weights, then two I3D trials (158 s in CI's
+# suite, more than any other study); its tables and grid are tested without Ray, and it
+# runs through run_study as motion does.
+@pytest.mark.parametrize("name", [n for n in studies.STUDIES if n != "pretraining"])
 @pytest.mark.e2e
 def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, request):
     # test_segments on a store where a video is missing: its table says on how many of the labelled clips.
@@ -304,7 +307,7 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, reque
     png = cv2.imread(str(folder / "study.png"))
     assert png is not None and png.shape[:2] == (440, 860)
     for r in table:
-        metric = {"motion": "rgb", "pretraining": "kinetics"}.get(name, "mean_class")
+        metric = "rgb" if name == "motion" else "mean_class"
         assert r[f"{metric}_lo"] <= r[metric] + 1e-9 and r[metric] <= r[f"{metric}_hi"] + 1e-9, r
     runs = {t.trial_id: t.run for t in result["sweep"]["trials"]}
     if name == "frames":
@@ -338,14 +341,6 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, reque
         assert any(line.startswith("training on the clips that exist: train ") for line in lines), lines
         (run,) = runs.values()
         assert (Path(run) / "eval" / "segments_3" / "metrics.json").exists()
-    elif name == "pretraining":
-        # The Kinetics stand-in: weights trained first on the set task, which one trial started from.
-        source = tmp_path / "pretraining_source" / "set"
-        assert any(line.startswith("training the weights the study starts from") for line in lines), lines
-        weights = {t.params["pretrained"] for t in result["sweep"]["trials"]}
-        assert weights == {None, next(str(p) for p in source.glob("epoch_*/state.pt"))}
-        assert table[0]["class"] is None and "kinetics_minus_imagenet" in table[0]
-        assert {r["name"][:8] for r in table[1:]} <= {t[:8] for t in drawn}
     else:
         assert table[0]["class"] is None and all(r["clips"] > 0 for r in table)
         assert {r["name"][:8] for r in table[1:]} <= {t[:8] for t in drawn}  # classes by name, not by id
