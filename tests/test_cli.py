@@ -444,3 +444,17 @@ def test_print_config_prints_every_resolved_setting_without_ray(command, setting
     for k in key:
         node = node[k]
     assert str(node) == setting.split("=")[1]
+
+
+def test_a_sweep_with_seeds_is_refused_before_ray(tmp_path):
+    r = cli_no_ray("tune", "--smoke-test", "--set", "seeds=2")
+    one_error_line(r, "seeds 2", "finegym-ray study --seeds N", "space.seed.grid")
+
+
+@pytest.mark.parametrize("command", [["train"], ["tune"], ["study", "frames"]])
+def test_a_smoke_test_with_bninception_leaves_out_the_presets_resnet_size(command):
+    train = "train." * (command[0] != "train")
+    r = cli_no_ray(*command, "--smoke-test", "--set", f"{train}model=tsn", "--set", f"{train}backbone=bninception",
+                   "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "backbone: bninception" in r.stdout and "depth: 50\n" in r.stdout and "base_width: 64\n" in r.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_storage_options
+from .options import add_annotations_option, add_storage_options
 
 
 def add_parser(sub) -> None:
@@ -21,8 +21,7 @@ def add_parser(sub) -> None:
                     "time: about a second per video or less.",
         epilog="Exit status: 0 when every annotated video can be cut, 1 when some cannot (missing, unreadable, "
                "too short, or a variable frame rate without --allow-vfr), 2 for bad input.")
-    p.add_argument("--annotations", required=True, metavar="DIR_OR_JSON",
-                   help="FineGym annotation folder or annotation JSON (path or s3:// URI)")
+    add_annotations_option(p, required=True)
     p.add_argument("--videos", required=True, metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
     p.add_argument("--csv", default="finegym_video_check.csv", metavar="PATH",
                    help="where the per-video CSV goes, path or s3:// URI (default ./finegym_video_check.csv); the "

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke_test:
         args.overrides = smoke.SYNTH + list(args.overrides)
         preprocess = apply_overrides(PreprocessConfig(), smoke.PREPROCESS)
-        train = apply_overrides(DEMO, smoke.TRAIN + list(args.train_overrides))
+        train = apply_overrides(DEMO, smoke.train_settings(args.train_overrides) + list(args.train_overrides))
     preprocess = apply_overrides(preprocess, args.preprocess_overrides)
     synth = synth_config(args)
     store = args.store or os.path.join(args.out, "store")

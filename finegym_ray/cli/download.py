@@ -8,7 +8,7 @@ import os
 
 from ..errors import InputError
 from . import smoke
-from .options import add_ray_options, printer
+from .options import add_annotations_option, add_ray_options, printer
 
 
 def _count(text: str) -> int:
@@ -40,8 +40,7 @@ def add_parser(sub) -> None:
         epilog="Exit status: 0 when every asked video is there, 1 when some could not be had (see the failures "
                "file), 2 for bad input (yt-dlp missing included). Use the videos under FineGym's terms; the "
                "dataset's authors also share the raw videos on request (docs/videos.md).")
-    p.add_argument("--annotations", metavar="DIR_OR_JSON",
-                   help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
+    add_annotations_option(p)
     p.add_argument("--out", metavar="URI", help="folder of <video_id>.mp4 files, local or s3://bucket/prefix")
     p.add_argument("--subset", metavar="NAME",
                    help="only the videos with labelled keys in this subset's split files (gym99, gym288, ...)")

@@ -9,7 +9,7 @@ import os
 from ..errors import InputError
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_ray_options, printer
+from .options import add_annotations_option, add_overrides, add_ray_options, printer
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                "2 for bad input.")
     p.add_argument("--run", metavar="RUN_URI", help="a trained run (RUNS/NAME) or one of its epoch_NNNN folders")
     p.add_argument("--videos", metavar="URI", help="folder of <video_id>.mp4 files (local or s3://)")
-    p.add_argument("--annotations", metavar="PATH", help="FineGym annotation folder or JSON")
+    add_annotations_option(p)
     p.add_argument("--out", metavar="URI", help="output folder (local or s3://)")
     p.add_argument("--level", choices=("action", "subaction"), help="snippets over whole videos or routines")
     p.add_argument("--config", metavar="YAML", help="extraction config file")

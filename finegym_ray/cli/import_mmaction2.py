@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..progress import PREPROCESS_SETTINGS_SHOWN
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
+from .options import add_annotations_option, add_overrides, add_print_config, add_ray_options, print_config, printer
 from .preprocess import preprocess_exit_code, preprocess_outputs
 
 DESCRIPTION = """\
@@ -52,8 +52,7 @@ def add_parser(sub) -> None:
         "import-mmaction2", help="import mmaction2's FineGym sub-actions (trimmed videos or rawframes) into a store",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=DESCRIPTION, epilog=EPILOG)
-    p.add_argument("--annotations", metavar="DIR_OR_JSON",
-                   help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
+    add_annotations_option(p)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--subactions", metavar="DIR", help="folder of <key>.mp4 trimmed sub-actions, local or s3://")
     source.add_argument("--rawframes", metavar="DIR",

@@ -7,15 +7,26 @@ import argparse
 
 from .options import add_storage_options
 
+DESCRIPTION = """\
+Read an mmaction2 pose pickle as data only (numpy arrays and plain containers; a pickle
+that names anything else is refused and runs nothing): mmaction2's gym_2d.pkl of FineGym
+or SynGym's DIR/annotations/gym_2d.pkl. Write its poses under STORE/poses, one Parquet
+shard per video (a video's shard is replaced whole), beside the clips: every task labels
+them from STORE/manifest by key, as it labels clips. Runs in this process (no Ray)."""
+
+EPILOG = """\
+examples:
+  finegym-ray import-poses --pickle data/gym/gym_2d.pkl --out s3://bucket/finegym/store
+  finegym-ray import-poses --pickle syngym/annotations/gym_2d.pkl --out store  # SynGym's
+
+Exit status: 0 once every video's shard is written, 2 for bad input (a pickle that is
+not data only, a store that is not one, a file not found)."""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "import-poses", help="2-D poses from an mmaction2 pose pickle (gym_2d.pkl) into STORE/poses",
-        description="Read an mmaction2 pose pickle as data only (numpy arrays and plain containers; a pickle "
-                    "that names anything else is refused and runs nothing): mmaction2's gym_2d.pkl of FineGym "
-                    "or SynGym's DIR/annotations/gym_2d.pkl. Write its poses under STORE/poses, one Parquet shard "
-                    "per video (a video's shard is replaced whole), beside the clips: every task labels them "
-                    "from STORE/manifest by key, as it labels clips. Runs in this process (no Ray).")
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--pickle", required=True, metavar="PKL", help="the pose pickle (path or s3:// URI)")
     p.add_argument("--out", required=True, metavar="STORE",
                    help="the store (the --out of preprocess; local folder or s3://bucket/prefix)")

@@ -31,6 +31,13 @@ def add_storage_options(p: argparse.ArgumentParser) -> None:
                         "Credentials come from the standard AWS chain (env vars, ~/.aws, instance profile).")
 
 
+def add_annotations_option(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--annotations``: FineGym's annotation folder or JSON."""
+    p.add_argument("--annotations", required=required, metavar="DIR_OR_JSON",
+                   help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON, "
+                        "local or s3://")
+
+
 def add_lease_option(p: argparse.ArgumentParser, folder: str) -> None:
     """``--break-lease`` of a command that writes ``folder`` (as the help names it)."""
     p.add_argument("--break-lease", action="store_true",

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..progress import PREPROCESS_SETTINGS_SHOWN
 from ..runtime import connect
 from . import smoke
-from .options import add_overrides, add_print_config, add_ray_options, print_config, printer
+from .options import add_annotations_option, add_overrides, add_print_config, add_ray_options, print_config, printer
 
 
 def add_parser(sub) -> None:
@@ -32,8 +32,7 @@ def add_parser(sub) -> None:
                "Exit status, over the whole plan (a rerun that only retries failures exits the same): 0 "
                "(failures counted in the summary), 1 if no unit has clips or, with --strict, if any unit or "
                "clip failed, 2 for bad input.")
-    p.add_argument("--annotations", metavar="DIR_OR_JSON",
-                   help="FineGym annotation folder (annotation JSON, categories, splits) or the annotation JSON")
+    add_annotations_option(p)
     p.add_argument("--videos", metavar="URI", help="folder of <video_id>.mp4 files, local or s3://")
     p.add_argument("--out", metavar="URI", help="output folder, local or s3://bucket/prefix")
     p.add_argument("--smoke-test", action="store_true",

@@ -24,6 +24,17 @@ TRAIN = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segme
          "test_short=48", "input_width=0", "epochs=1", "batch_size=4", "test_views=1", "test_crops=1",
          "val_split=train"]
 
+
+def train_settings(overrides: list[str], *, prefix: str = "") -> list[str]:
+    """TRAIN with ``prefix`` ("train." in a sweep) before each key, for a command whose
+    own ``overrides`` follow it: without TRAIN's ResNet size where they choose another
+    backbone (BN-Inception has one size and refuses a depth)."""
+    chosen = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
+    other_backbone = chosen.get(f"{prefix}backbone", "resnet").strip() not in ("resnet", "")
+    return [f"{prefix}{o}" for o in TRAIN
+            if not (other_backbone and o.split("=", 1)[0] in ("depth", "base_width"))]
+
+
 # Sweep: two one-epoch trials of the smoke training, over the segments.
 SWEEP = ["space.segments.grid=[1, 2]", "resources.cpus_per_worker=1"]
 

@@ -61,8 +61,8 @@ def study_config(name: str, *, preset: str, config: str | None, data: str | None
     folder = presets.path("studies/syngym" if preset == "syngym" else "studies")
     overrides = [f"train.data={data}"] * bool(data) + list(overrides) + [f"seeds={seeds}"] * (seeds is not None)
     if smoke_test:
-        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.STUDY_SETTINGS + smoke.STUDY.get(name, []) \
-            + overrides
+        overrides = (smoke.train_settings(overrides, prefix="train.") + smoke.STUDY_SETTINGS
+                     + smoke.STUDY.get(name, []) + overrides)
     sweep, base = load_sweep(config or str(folder / f"{name}.yaml"), overrides)
     check_study(name, sweep)
     return sweep, base

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import TrainConfig, with_absolute_paths
     from ..train.trackers import require as require_trackers
 
-    overrides = [*smoke.TRAIN, *args.overrides] if args.smoke_test else list(args.overrides)
+    overrides = [*smoke.train_settings(args.overrides), *args.overrides] if args.smoke_test else list(args.overrides)
     for flag, key in ((args.data, "data"), (args.runs, "runs"), (args.name, "name")):
         if flag:
             overrides.append(f"{key}={flag}")

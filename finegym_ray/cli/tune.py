@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when a trial errored."""
     from ..train.trackers import require as require_trackers
     from ..tune.config import load_sweep
+    from ..tune.sweep import check_one_seed
 
     overrides = list(args.overrides)
     if args.smoke_test:
-        overrides = [f"train.{o}" for o in smoke.TRAIN] + smoke.SWEEP + overrides
+        overrides = smoke.train_settings(overrides, prefix="train.") + smoke.SWEEP + overrides
     elif not args.config:
         raise InputError("tune needs --config SWEEP.yaml (or --smoke-test)")
     if args.smoke_test and not args.config:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     sweep, base = load_sweep(args.config, overrides)
     if args.print_config:
         return print_config(sweep=sweep, train=base)
+    check_one_seed(sweep)
     require_trackers(base)  # a missing extra, before Ray starts
     # Trials' and training workers' own lines stay in Ray's logs: this driver prints a
     # line per trial event.

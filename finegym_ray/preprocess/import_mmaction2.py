@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -53,7 +52,9 @@ from .pipeline import (
     output_totals,
     plan,
     record_settings,
+    unit_figures,
     verify_shards,
+    wall_time_line,
 )
 from .stages import Pools, map_import_stage, unit_record
 from .units import WorkUnit
@@ -185,22 +186,16 @@ def _run_figures(record: dict, source: str, planned: int, todo: int, idle: int, 
                  unknown: int, wall_s: float) -> dict[str, Any]:
     """This run's own figures (``summary.json``'s ``runs``)."""
     done = [r for r in results if r["status"] == "done"]
-    stage: Counter = Counter()
-    for r in done:
-        stage.update(json.loads(r["stage_seconds"]))
     return {"config_hash": record["hash"], "origin": record["settings"]["origin"], "source": source,
             "units": {"planned": planned, "skipped": planned - todo, "done": len(done),
                       "failed": len(results) - len(done), "nothing_to_import": idle},
             "clips": {"written": sum(r["clips"] for r in done)}, "unknown_items": unknown,
-            "frames": sum(r["frames"] for r in done), "video_seconds": round(sum(r["video_seconds"] for r in done), 3),
-            "wall_s": round(wall_s, 3), "stage_seconds": {k: round(v, 3) for k, v in sorted(stage.items())},
-            "units_per_node": dict(Counter(r["node_id"] for r in results))}
+            **unit_figures(results, wall_s)}
 
 
 def format_import_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     u, k = summary["units"], summary["keys"]
-    stages = ", ".join(f"{name} {s:.1f}" for name, s in summary["stage_seconds"].items())
     return (f"{summary['origin']}\n"
             f"units: {u['done']} imported, {u['skipped']} skipped (already done), {u['failed']} failed, "
             f"{u['nothing_to_import']} with nothing to import, of {u['planned']}\n"
@@ -208,7 +203,6 @@ def format_import_summary(summary: dict[str, Any]) -> str:
             f"under {summary['source']}, of {k['planned']:,} annotated"
             + (f"; {summary['unknown_items']} item(s) there named by no sub-action key" if summary["unknown_items"]
                else "") + "\n"
-            f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
-            f"worker seconds by stage: {stages or '-'}\n"
+            + wall_time_line(summary) + "\n"
             "labelled keys with a clip on disk, per task and split:\n"
             + format_coverage([Coverage.from_record(r) for r in summary["coverage"]], present="imported"))

@@ -319,33 +319,45 @@ def _with_test_faults(runtime_env: dict[str, Any] | None) -> dict[str, Any] | No
 def _summary(config: PreprocessConfig, units: list[WorkUnit], todo: list[WorkUnit], missing: list[WorkUnit],
              results: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     done = [r for r in results if r["status"] == "done"]
-    stage: Counter = Counter()
-    for r in done:
-        stage.update(json.loads(r["stage_seconds"]))
     return {
         "config_hash": config_hash(config),
         "units": {"planned": len(units), "skipped": len(units) - len(todo), "done": len(done),
                   "failed": len(results) - len(done) + len(missing)},
         "clips": {"written": sum(r["clips"] for r in done), "failed": sum(r["failed_clips"] for r in results)
                   + sum(len(u.windows) for u in missing)},
-        "frames": sum(r["frames"] for r in done),
-        "video_seconds": round(sum(r["video_seconds"] for r in done), 3),
-        "wall_s": round(wall_s, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in sorted(stage.items())},
-        "units_per_node": dict(Counter(r["node_id"] for r in results)),
+        **unit_figures(results, wall_s),
     }
+
+
+def unit_figures(results: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """The figures every unit job's summary has: frames and seconds of video of the units
+    done, the run's wall seconds, worker seconds per stage, and units per node."""
+    done = [r for r in results if r["status"] == "done"]
+    stage: Counter = Counter()
+    for r in done:
+        stage.update(json.loads(r["stage_seconds"]))
+    return {"frames": sum(r["frames"] for r in done),
+            "video_seconds": round(sum(r["video_seconds"] for r in done), 3),
+            "wall_s": round(wall_s, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in sorted(stage.items())},
+            "units_per_node": dict(Counter(r["node_id"] for r in results))}
+
+
+def wall_time_line(summary: dict[str, Any]) -> str:
+    """The summary's line of wall time, nodes and worker seconds per stage."""
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items())
+    return (f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
+            f"worker seconds by stage: {stages or '-'}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     u, c = summary["units"], summary["clips"]
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items())
     return (f"units: {u['done']} done, {u['skipped']} skipped (already done), {u['failed']} failed "
             f"of {u['planned']}\n"
             f"clips: {c['written']} written, {c['failed']} failed; {summary['frames']} frames, "
             f"{summary['video_seconds']:.1f} s of video\n"
-            f"wall time {summary['wall_s']:.1f} s on {len(summary['units_per_node'])} node(s); "
-            f"worker seconds by stage: {stages or '-'}"
+            + wall_time_line(summary)
             + (f"\noutput: {summary['output']['with_clips']} of {summary['output']['planned']} units have clips, "
                f"{summary['output']['with_errors']} have error records" if "output" in summary else "")
             + (f"; {summary['totals']['clips']} of {summary['totals']['clips_planned']} planned clips on disk, "

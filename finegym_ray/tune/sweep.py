@@ -64,6 +64,13 @@ def concurrent_trials(sweep: SweepConfig, resources: dict[str, float]) -> int:
     return max(fit, 1)
 
 
+def check_one_seed(sweep: SweepConfig) -> None:
+    """Refuse a sweep with ``seeds`` above 1: a sweep trains each config once."""
+    if sweep.seeds != 1:
+        raise InputError(f"seeds {sweep.seeds}: a sweep trains each config once (seeds are for 'finegym-ray study "
+                         f"--seeds N'); to train seeds here, sweep them: space.seed.grid=[0,1,2]")
+
+
 def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = False,
               say: Callable[[str], None] = print) -> dict:
     """Run (or resume) ``sweep`` from ``base`` on the Ray cluster this process is
@@ -71,9 +78,7 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
     ``outputs`` (where results went) and ``folder``. Raises InputError when the sweep's
     folder holds a sweep with other settings, or Tune state that the user's key did not
     sign (``tune/state.py``)."""
-    if sweep.seeds != 1:
-        raise InputError(f"seeds {sweep.seeds}: a sweep trains each config once (seeds are for 'finegym-ray study "
-                         f"--seeds N'); to train seeds here, sweep them: space.seed.grid=[0,1,2]")
+    check_one_seed(sweep)
     if sweep.scheduler == "asha" and not dashboard_running():
         raise InputError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "
