@@ -106,9 +106,11 @@ def test_demo_refuses_a_store_it_did_not_make_and_touches_nothing(tmp_path):
     assert _tree(store) == before
 
 
-def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
+def test_changed_settings_replace_only_what_the_demo_made(tmp_path, ray_cluster):
     store, runs = tmp_path / "store", tmp_path / "runs"
-    first = subprocess.run(_demo_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    # On the session's cluster: starting a Ray of its own is the first demo test's part.
+    joined = ("--address", ray_cluster.address)
+    first = subprocess.run(_demo_cli(tmp_path, store, *joined), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     # The demo's run (as a training would leave it) and a user's own run beside it, on the same data.
     _plant_run(runs, "tsm_flow_set", data=store)
@@ -124,7 +126,7 @@ def test_changed_settings_replace_only_what_the_demo_made(tmp_path):
     assert bad.returncode == 2 and "short_sid" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, \
         bad.stderr
     again = subprocess.run(_demo_cli(tmp_path, store, "--set", "noise=3", "--preprocess-set", "jpeg_quality=85",
-                                     "--verbose"), capture_output=True, text=True, timeout=300)
+                                     "--verbose", *joined), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_some_ray_internals(again.stdout + again.stderr)  # --verbose: Ray prints as it does
     said = [line for line in again.stdout.splitlines() if "settings changed" in line]

@@ -27,9 +27,10 @@ def test_job_module_imports_and_explains_itself(path):
 
 
 @pytest.mark.e2e
-def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run():
+def test_evaluate_smoke_test_trains_and_evaluates_a_tiny_run(ray_cluster):
     job = Path(__file__).resolve().parents[2] / "jobs" / "evaluate.py"
-    r = subprocess.run([sys.executable, str(job), "--smoke-test"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, str(job), "--smoke-test", "--address", ray_cluster.address],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "[train] epoch 1/1" in r.stdout and "mean class" in r.stdout and "tsm_rgb_subaction_event" in r.stdout
     assert_no_ray_internals(r.stdout + r.stderr)  # its Ray Train workers' and Ray Data's lines stay in Ray's logs

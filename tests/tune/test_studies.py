@@ -289,10 +289,47 @@ def _run(name: str, data: str, sweeps: Path, lines: list[str]) -> dict:
     return studies.run_study(name, sweep, base, test_segments=(3,), samples=200, say=lines.append)
 
 
+def _evaluated_run(runs: Path, name: str, labels: np.ndarray, right: np.ndarray, classes: list[str]) -> str:
+    """A run folder holding what its evaluation leaves: eval/scores.parquet, eval/metrics.json."""
+    (runs / name / "eval").mkdir(parents=True)
+    pq.write_table(_scores(labels, right, len(classes)), runs / name / "eval" / "scores.parquet")
+    (runs / name / "eval" / "metrics.json").write_text(json.dumps(
+        {"labelled": len(labels), "per_class": [{"class": i, "name": c} for i, c in enumerate(classes)]}))
+    return str(runs / name)
+
+
+def test_motion_compares_the_rgb_and_flow_trials_evaluations_per_class(tmp_path):
+    """The motion study from its trials' evaluations (those the end-to-end studies make as
+    frames does): its trials grouped by modality, the classes named as the evaluation names
+    them, the flow run right on every clip and the RGB run on half."""
+    from finegym_ray.train.config import TrainConfig
+    from finegym_ray.tune.results import TrialRecord
+
+    labels = np.arange(120) % 3
+    classes = ["salto", "split leap", "turn"]
+    trials = [TrialRecord("rgb0", _evaluated_run(tmp_path, "rgb", labels, np.arange(120) % 2 == 0, classes),
+                          {"modality": "rgb"}, "finished"),
+              TrialRecord("flow0", _evaluated_run(tmp_path, "flow", labels, np.ones(120, bool), classes),
+                          {"modality": "flow"}, "finished")]
+    with charts.recording() as drawn:
+        table, png = studies.STUDIES["motion"]([trials], TrainConfig(), samples=100, say=lambda _m: None)
+    rows = table.to_pylist()
+    assert rows[0]["class"] is None and [r["name"] for r in rows[1:]] == classes
+    assert all(r["clips"] == 40 for r in rows[1:]) and rows[0]["clips"] == 120
+    assert {c[:8] for c in classes} <= {t[:8] for t in drawn}  # the chart names the classes, not their ids
+    assert [r["flow"] for r in rows] == [1.0] * 4
+    assert rows[0]["rgb"] == pytest.approx(0.5) and rows[0]["rgb_lo"] < 0.5 < rows[0]["rgb_hi"]
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(ValueError, match="motion compares an rgb and a flow run"):
+        studies.STUDIES["motion"]([trials[:1]], TrainConfig(), samples=100, say=lambda _m: None)
+
+
 # Not pretraining: it trains its source weights, then two I3D trials (158 s in CI's
-# suite, more than any other study); its tables and grid are tested without Ray, and it
-# runs through run_study as motion does.
-@pytest.mark.parametrize("name", [n for n in studies.STUDIES if n != "pretraining"])
+# suite, more than any other study); nor motion, which trains an RGB and a flow TSN and
+# evaluates each as frames does (146 s). Their tables and grids are tested without Ray,
+# motion from its trials' evaluations just above, and they run through run_study as the
+# others do.
+@pytest.mark.parametrize("name", [n for n in studies.STUDIES if n not in ("pretraining", "motion")])
 @pytest.mark.e2e
 def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, request):
     # test_segments on a store where a video is missing: its table says on how many of the labelled clips.
@@ -307,8 +344,7 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, reque
     png = cv2.imread(str(folder / "study.png"))
     assert png is not None and png.shape[:2] == (440, 860)
     for r in table:
-        metric = "rgb" if name == "motion" else "mean_class"
-        assert r[f"{metric}_lo"] <= r[metric] + 1e-9 and r[metric] <= r[f"{metric}_hi"] + 1e-9, r
+        assert r["mean_class_lo"] <= r["mean_class"] + 1e-9 and r["mean_class"] <= r["mean_class_hi"] + 1e-9, r
     runs = {t.trial_id: t.run for t in result["sweep"]["trials"]}
     if name == "frames":
         assert [r["segments"] for r in table] == [1, 2]
@@ -329,7 +365,7 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, reque
             zero_copy_only=False)) for v in ("", "shuffled"))
         assert np.allclose(a, b, atol=1e-5)
         assert any(t.startswith("chance ") for t in drawn)  # the line a model without order falls to
-    elif name == "test_segments":
+    else:
         assert [(r["model"], r["test_segments"]) for r in table] == [("tsn", 2), ("tsn", 3)]
         assert table[0]["diff_mean_class"] == 0
         from finegym_ray.train.data import load_split_labels
@@ -341,9 +377,6 @@ def test_each_study_writes_its_table_and_chart(name, tiny_store, tmp_path, reque
         assert any(line.startswith("training on the clips that exist: train ") for line in lines), lines
         (run,) = runs.values()
         assert (Path(run) / "eval" / "segments_3" / "metrics.json").exists()
-    else:
-        assert table[0]["class"] is None and all(r["clips"] > 0 for r in table)
-        assert {r["name"][:8] for r in table[1:]} <= {t[:8] for t in drawn}  # classes by name, not by id
 
 
 @pytest.mark.parametrize("preset", ["finegym", "syngym"])
