@@ -39,8 +39,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit status 0, or 1 when a trial errored."""
     from ..train.trackers import require as require_trackers
-    from ..tune.config import load_sweep
-    from ..tune.sweep import check_one_seed
+    from ..tune.config import check_one_seed, load_sweep
 
     overrides = list(args.overrides)
     if args.smoke_test:

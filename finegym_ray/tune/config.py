@@ -250,6 +250,13 @@ def trial_config(base: TrainConfig, params: dict[str, Any], *, runs: str, name: 
                                    "gpus_per_worker": resources.gpus_per_worker or 1.0})
 
 
+def check_one_seed(sweep: SweepConfig) -> None:
+    """Refuse a sweep with ``seeds`` above 1: a sweep trains each config once."""
+    if sweep.seeds != 1:
+        raise InputError(f"seeds {sweep.seeds}: a sweep trains each config once (seeds are for 'finegym-ray study "
+                         f"--seeds N'); to train seeds here, sweep them: space.seed.grid=[0,1,2]")
+
+
 def seed_suffix(offset: int) -> str:
     """What the sweep of a study's seed ``offset`` (1, 2, ...) adds to its name."""
     return f"_seed{offset}"

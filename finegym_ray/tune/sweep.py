@@ -31,7 +31,7 @@ from ..lease import writer_lease
 from ..runtime.internals import dashboard_running
 from ..train import trackers
 from ..train.config import TrainConfig, recorded_config, with_absolute_paths
-from .config import OWNED, SweepConfig, trial_config, trial_count
+from .config import OWNED, SweepConfig, check_one_seed, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 from .state import SignedTuneState
 
@@ -62,13 +62,6 @@ def concurrent_trials(sweep: SweepConfig, resources: dict[str, float]) -> int:
     if r.gpus_per_worker > 0:
         fit = min(fit, int(resources.get("GPU", 0) // (r.workers * r.gpus_per_worker)))
     return max(fit, 1)
-
-
-def check_one_seed(sweep: SweepConfig) -> None:
-    """Refuse a sweep with ``seeds`` above 1: a sweep trains each config once."""
-    if sweep.seeds != 1:
-        raise InputError(f"seeds {sweep.seeds}: a sweep trains each config once (seeds are for 'finegym-ray study "
-                         f"--seeds N'); to train seeds here, sweep them: space.seed.grid=[0,1,2]")
 
 
 def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = False,
