@@ -1,5 +1,5 @@
 """The paper's studies: table building and intervals on made-up scores, the study store's
-refusals, and each study run end to end (sweep, evaluations, table, PNG) on the
+refusals, and the studies run end to end (sweep, evaluations, table, PNG) on the
 session's 2-CPU Ray cluster with the SynGym preset's files shrunk to one-epoch trials
 of a tiny model."""
 
@@ -299,9 +299,9 @@ def _evaluated_run(runs: Path, name: str, labels: np.ndarray, right: np.ndarray,
 
 
 def test_motion_compares_the_rgb_and_flow_trials_evaluations_per_class(tmp_path):
-    """The motion study from its trials' evaluations (those the end-to-end studies make as
-    frames does): its trials grouped by modality, the classes named as the evaluation names
-    them, the flow run right on every clip and the RGB run on half."""
+    """The motion study from its two trials' evaluations as scoring leaves them: the trials
+    grouped by modality, the classes named as the evaluation names them, the flow run right
+    on every clip and the RGB run on half."""
     from finegym_ray.train.config import TrainConfig
     from finegym_ray.tune.results import TrialRecord
 
