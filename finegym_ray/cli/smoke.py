@@ -29,10 +29,9 @@ def train_settings(overrides: list[str], *, prefix: str = "") -> list[str]:
     """TRAIN with ``prefix`` ("train." in a sweep) before each key, for a command whose
     own ``overrides`` follow it: without TRAIN's ResNet size where they choose another
     backbone (BN-Inception has one size and refuses a depth)."""
-    chosen = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
-    other_backbone = chosen.get(f"{prefix}backbone", "resnet").strip() not in ("resnet", "")
-    return [f"{prefix}{o}" for o in TRAIN
-            if not (other_backbone and o.split("=", 1)[0] in ("depth", "base_width"))]
+    chosen = dict(o.partition("=")[::2] for o in overrides)
+    resnet = chosen.get(f"{prefix}backbone", "resnet").strip() in ("resnet", "")
+    return [f"{prefix}{o}" for o in TRAIN if resnet or o.partition("=")[0] not in ("depth", "base_width")]
 
 
 # Sweep: two one-epoch trials of the smoke training, over the segments.
