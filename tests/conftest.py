@@ -21,8 +21,12 @@ from tests.support.s3 import S3ServerError, free_ports, start_s3_server
 # controller looks at its workers every 2 s by default, so a tiny run waited about that
 # long at each of its steps (workers started, training done), and the suite trains some
 # 60 tiny runs; Ray's usage statistics are an actor per Ray and a report that has nowhere
-# to go here.
-RAY_FOR_TESTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_USAGE_STATS_ENABLED": "0"}
+# to go here. Each Ray's log monitor looks for new log files ten times a second while it
+# holds fewer than this many, a glob of a folder that grows to hundreds of files over the
+# session (the two session clusters' monitors used 100 CPU s of a 26 min run); at 0 it
+# looks twice a second, and it still reads every file it follows ten times a second.
+RAY_FOR_TESTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_USAGE_STATS_ENABLED": "0",
+                 "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
 
 # The files that take longest (several minutes each on 2 cores), longest first.
 LONG_FILES = ("tests/train/test_train.py", "tests/tune/test_sweep.py", "tests/tune/test_studies.py",

@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster on this machine (cluster/local.sh: a head without CPUs
 and two worker nodes of one CPU each): jobs submitted through the Jobs API run on both
-nodes, and a job survives losing a worker node."""
+nodes, ``--s3-endpoint`` reaches every Ray worker of nodes started without any S3
+endpoint in their environment, and a job survives losing a worker node."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from finegym_ray import storage
+from finegym_ray.cli.smoke import TRAIN as SMOKE_TRAIN
 from tests.support.clips import row_digests, shards
 from tests.support.cluster import running_cluster
 from tests.support.output import assert_no_ray_internals, assert_progress_with_rate
@@ -26,11 +29,19 @@ pytestmark = pytest.mark.cluster
 STAGE_OPTIONS = ["--set", "short_side=64", "--set", "unit_seconds=4"]
 
 
+ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def _env_without_endpoint() -> dict[str, str]:
+    # Credentials stay (a node's instance profile); only where S3 is goes missing.
+    return {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARS} | {"RAY_AUTH_MODE": "disabled"}
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """(state folder, Jobs API address) of a running head + 2 worker nodes."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    with running_cluster("fgc-", "--workers", "2", env=env) as state:
+def cluster(s3_server):
+    """(state folder, Jobs API address) of a running head + 2 worker nodes, whose
+    processes have the S3 test server's keys but do not know its endpoint."""
+    with running_cluster("fgc-", "--workers", "2", env=_env_without_endpoint()) as state:
         yield state, (state / "dashboard").read_text().strip()
 
 
@@ -66,6 +77,45 @@ def test_submitted_job_runs_units_on_both_worker_nodes(two_node_run):
     assert summary["output"]["with_clips"] == summary["output"]["planned"] == run["units"]["planned"]
     assert len(run["units_per_node"]) == 2, run["units_per_node"]
     assert (two_node_run / "config.yaml").exists()  # the job saved its resolved config
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "finegym_ray.cli", *args], env=_env_without_endpoint(),
+                          capture_output=True, text=True, timeout=400)
+
+
+# Before the test that stops a worker node. Three CLI runs, each a driver joining the cluster.
+@pytest.mark.e2e
+def test_train_and_evaluate_on_s3_with_workers_started_without_the_endpoint(cluster, s3_server, s3_prefix,
+                                                                            tiny_gym):
+    state, _ = cluster
+    raylets = [p for p in own_pids_with("worker_1")
+               if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    assert len(raylets) == 1, raylets
+    node_env = Path(f"/proc/{raylets[0]}/environ").read_bytes().split(b"\0")
+    assert not [v for v in node_env if v.split(b"=", 1)[0].decode() in ENDPOINT_VARS], "the premise: no endpoint"
+
+    endpoint = ["--address", (state / "address").read_text().strip(), "--s3-endpoint", s3_server.endpoint_url]
+    store, runs = storage.join(s3_prefix, "store"), storage.join(s3_prefix, "runs")
+    r = _cli("preprocess", *endpoint, "--annotations", str(tiny_gym / "annotations"),
+             "--videos", str(tiny_gym / "videos"), "--out", store,
+             "--set", "short_side=64", "--set", "unit_seconds=8", "--set", "flow=none")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    train_set = [a for o in [*SMOKE_TRAIN, "workers=1", "cpus_per_worker=1"] for a in ("--set", o)]
+    r = _cli("train", *endpoint, "--data", store, "--runs", runs, "--name", "bare", *train_set)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # A Ray Train worker's line reaches the driver once, however many nodes share this host.
+    lines = [line for line in r.stdout.splitlines() if line.startswith("[train] ")]
+    assert any(line.startswith("[train] epoch 1/1") for line in lines), r.stdout[-3000:]
+    assert len(set(lines)) == len(lines), r.stdout[-3000:]
+    run = storage.join(runs, "bare")
+    assert storage.exists(storage.join(run, "epoch_0001", "state.pt"))
+    assert storage.exists(storage.join(run, "epoch_0001", "meta.json"))
+
+    r = _cli("evaluate", *endpoint, "--run", run)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert storage.exists(storage.join(run, "eval", "metrics.json"))
 
 
 def test_job_survives_losing_a_worker_node(cluster, two_node_run, tiny_gym, tmp_path):

@@ -40,6 +40,11 @@ TINY = ["task=subaction_event", "model=tsm", "depth=10", "base_width=8", "segmen
         "batch_size=4", "workers=2", "cpus_per_worker=0.5", "test_views=1", "test_crops=1", "lr=0.05"]
 
 
+# Where the test is about the driver rather than DDP: a Ray Train worker process fewer to
+# start (each imports torch and Ray Train: about 7 CPU s here), the other CPU still Ray Data's.
+ONE_WORKER = ("--set", "workers=1", "--set", "cpus_per_worker=1.0")
+
+
 def tiny_config(data: str, runs: str, **kw) -> TrainConfig:
     from finegym_ray.config import apply_overrides
     return replace(apply_overrides(TrainConfig(data=data, runs=runs), TINY), **kw)
@@ -214,7 +219,7 @@ def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_r
                                                                                          tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
-    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=1", "--name", "same")
+    cmd = _train_cli(ray_cluster, data, str(runs), *ONE_WORKER, "--set", "epochs=1", "--name", "same")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
@@ -229,7 +234,7 @@ def test_two_trainings_of_one_run_started_together_one_trains_and_the_other_is_r
 def test_a_driver_stopped_by_ctrl_c_or_killed_resumes_with_the_same_command(ray_cluster, tiny_store, tmp_path):
     data, _ = tiny_store
     runs = tmp_path / "runs"
-    cmd = _train_cli(ray_cluster, data, str(runs), "--set", "epochs=4", "--name", "resume")
+    cmd = _train_cli(ray_cluster, data, str(runs), *ONE_WORKER, "--set", "epochs=4", "--name", "resume")
     # Ctrl-C: in a session of its own, as a terminal's foreground job, which the whole group gets.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for(runs / "resume" / "epoch_0001" / "manifest.json", proc)

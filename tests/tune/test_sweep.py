@@ -111,42 +111,14 @@ class _Planted:
         return open, (str(self.marker), "w")
 
 
-def _plant_in_a_trial(state_file: Path, marker: Path) -> None:
+def _plant_in_a_trial(state_uri: str, marker: Path) -> None:
     """Replace the first trial's results in Tune's experiment state (a JSON file whose
     trials carry cloudpickled fields, hex-encoded) with a planted pickle."""
-    state = json.loads(state_file.read_text())
+    state = json.loads(storage.read_text(state_uri))
     trial = json.loads(state["trial_data"][0][0])
     trial["results"] = pickle.dumps(_Planted(marker)).hex()
     state["trial_data"][0][0] = json.dumps(trial)
-    state_file.write_text(json.dumps(state))
-
-
-def test_a_pickle_planted_in_the_sweep_folder_is_refused_and_runs_nothing(tiny_store, ray_cluster, tmp_path):
-    data, _ = tiny_store
-    path = sweep_file(tmp_path, data, space={"seed": {"grid": [0]}},
-                      train={**TRAIN, "data": data, "runs": str(tmp_path / "runs"), "epochs": 1})
-    sweep, base = load_sweep(str(path), [])
-    run_sweep(sweep, base, say=lambda m: None)
-    folder = tmp_path / "sweeps" / "sweep"
-    marker = tmp_path / "planted-code-ran"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    tuner = folder / "tuner.pkl"
-    signed = tuner.read_bytes()
-    tuner.write_bytes(pickle.dumps(_Planted(marker)))
-    again = subprocess.run(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert not marker.exists()
-    assert again.returncode == 2, again.stdout + again.stderr
-    assert again.stderr.count("\n") == 1 and "tuner.pkl" in again.stderr, again.stderr
-
-    # In this process (a driver's start takes long on a small machine): the same refusal.
-    tuner.write_bytes(signed)
-    (state_file,) = folder.glob("experiment_state-*.json")
-    _plant_in_a_trial(state_file, marker)
-    with pytest.raises(ValueError, match=f"{state_file.name} was changed after this machine's sweep signed it"):
-        run_sweep(sweep, base, say=lambda m: None)
-    assert not marker.exists()
+    storage.write_text(state_uri, json.dumps(state))
 
 
 def test_asha_stops_trials_and_every_trial_runs_on_a_ray_of_its_own_beside_a_notebooks_ray(tiny_store, tmp_path):
@@ -194,8 +166,9 @@ def test_asha_stops_trials_and_every_trial_runs_on_a_ray_of_its_own_beside_a_not
         assert ckpt.find_latest(str(folder / "trials" / trial_id)) is not None
 
 
-def test_the_same_sweep_again_on_s3_restores_its_signed_state_without_rerunning_trials(tiny_store, s3_prefix,
-                                                                                       tmp_path, monkeypatch):
+def test_a_sweep_on_s3_restores_its_signed_state_and_refuses_a_pickle_planted_there(tiny_store, ray_cluster,
+                                                                                    s3_prefix, tmp_path,
+                                                                                    monkeypatch):
     from mlflow.tracking import MlflowClient
 
     data, _ = tiny_store
@@ -227,6 +200,27 @@ def test_the_same_sweep_again_on_s3_restores_its_signed_state_without_rerunning_
                                                                             trial.history)]
     key, _ = state_key()
     assert not [uri for uri in storage.list_uris(folder) if key in storage.read_bytes(uri)]
+
+    # A pickle planted in the folder is refused before anything reads it: by a new driver,
+    # in one line naming the file, and by this process.
+    marker = tmp_path / "planted-code-ran"
+    tuner = storage.join(folder, "tuner.pkl")
+    signed = storage.read_bytes(tuner)
+    storage.write_bytes(tuner, pickle.dumps(_Planted(marker)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    refused = subprocess.run(_tune_command(path, ray_cluster.address), cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert not marker.exists()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.count("\n") == 1 and "tuner.pkl" in refused.stderr, refused.stderr
+    storage.write_bytes(tuner, signed)
+    # The newest of Tune's experiment states (one per driver; their names hold its start time).
+    state_uri = max(uri for uri in storage.list_uris(folder) if uri[len(folder) + 1:].startswith("experiment_state-"))
+    _plant_in_a_trial(state_uri, marker)
+    with pytest.raises(ValueError, match=f"{state_uri.rsplit('/', 1)[-1]} was changed after this machine's "
+                                         "sweep signed it"):
+        run_sweep(sweep, base, say=lambda m: None)
+    assert not marker.exists()
 
 
 def test_an_errored_trial_is_recorded_from_its_error_text(ray_cluster, tmp_path):
