@@ -25,8 +25,10 @@ from tests.support.s3 import S3ServerError, free_ports, start_s3_server
 # holds fewer than this many, a glob of a folder that grows to hundreds of files over the
 # session (the two session clusters' monitors used 100 CPU s of a 26 min run); at 0 it
 # looks twice a second, and it still reads every file it follows ten times a second.
+# Ray Train's preemption watcher, an actor per run (about 2 CPU s to start here) that polls
+# whether a node is being drained, has nothing to watch: no test drains a node.
 RAY_FOR_TESTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_USAGE_STATS_ENABLED": "0",
-                 "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
+                 "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 # The files that take longest (several minutes each on 2 cores), longest first.
 LONG_FILES = ("tests/train/test_train.py", "tests/tune/test_sweep.py", "tests/tune/test_studies.py",
