@@ -25,7 +25,7 @@ from tests.support.processes import own_pids_with, own_pids_with_env
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
+def test_demo_runs_then_reuses_its_synthetic_data(tmp_path, ray_cluster):
     tiny_training = ["epochs=1", "base_width=8", "segments=2", "crop=32", "test_short=32", "input_width=48"]
     cmd = [sys.executable, "-m", "finegym_ray.cli", "demo", "--out", str(tmp_path / "d"), "--videos", "2",
            "--set", "width=192", "--set", "height=108", *[a for o in tiny_training for a in ("--train-set", o)]]
@@ -48,8 +48,10 @@ def test_demo_runs_then_reuses_its_synthetic_data(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "runs"], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert listed.returncode == 0 and re.search(r"^tsm_flow_set .* finished", listed.stdout, re.M), listed.stdout
-    scored = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", "finegym_runs/tsm_flow_set"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # On the session's cluster: a third Ray start here would add nothing the demo's two do not show.
+    scored = subprocess.run([sys.executable, "-m", "finegym_ray.cli", "evaluate", "--run", "finegym_runs/tsm_flow_set",
+                             "--address", ray_cluster.address], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)
     assert scored.returncode == 0 and "mean class" in scored.stdout, scored.stdout[-2000:] + scored.stderr[-2000:]
     # The project's lines only: one line of settings (all of them in demo.yaml), progress
     # with rates, no Ray internals.

@@ -96,9 +96,20 @@ def test_two_workers_train_checkpoint_every_epoch_and_evaluate(tiny_store, tmp_p
         assert cv2.imread(str(run / "eval" / png)) is not None
 
 
+@pytest.fixture(scope="module")
+def still_flow_run(partial_store, tmp_path_factory) -> tuple[TrainConfig, dict]:
+    """(config, result) of a one-epoch flow TSM at a learning rate of 1e-9 with seed 1: its
+    weights stay where the seed put them (test_the_seed_sets_the_initial_weights), and
+    its scores are a flow stream's to fuse (the fusion test)."""
+    config = tiny_config(partial_store[0], str(tmp_path_factory.mktemp("runs")), epochs=1, workers=1,
+                         cpus_per_worker=1.0, val_every=0, modality="flow", frames_per_segment=2, lr=1e-9,
+                         weight_decay=0.0, seed=1)
+    return config, run_training(config, say=quiet)
+
+
 @pytest.mark.e2e
-def test_fusion_weighs_two_runs_trained_where_a_video_of_the_val_split_is_missing(partial_store, tmp_path,
-                                                                                  monkeypatch):
+def test_fusion_weighs_two_runs_trained_where_a_video_of_the_val_split_is_missing(partial_store, still_flow_run,
+                                                                                  tmp_path, monkeypatch):
     data, _, gone = partial_store
     runs = str(tmp_path / "runs")
     full = {split: load_split_labels(data, "subaction_event", split).labels for split in ("train", "val")}
@@ -130,8 +141,7 @@ def test_fusion_weighs_two_runs_trained_where_a_video_of_the_val_split_is_missin
         evaluate(rgb["run"], require_complete=True, say=quiet)
     assert not (Path(rgb["run"]) / "eval").exists()
 
-    flow = run_training(tiny_config(data, runs, epochs=1, workers=1, cpus_per_worker=1.0, val_every=0,
-                                    modality="flow", frames_per_segment=2), say=quiet)
+    _, flow = still_flow_run
     said.clear()
     results = evaluate(rgb["run"], fuse=flow["run"], say=said.append)
     assert set(results) == {"run", "other", "fused"} and results["other"]["modality"] == "flow"
@@ -342,19 +352,15 @@ def largest_gap(a: dict, b: dict) -> float:
 
 
 @pytest.mark.e2e
-def test_the_seed_sets_the_initial_weights(tiny_store, tmp_path):
+def test_the_seed_sets_the_initial_weights(still_flow_run):
     # At a learning rate of 1e-9 an epoch leaves the weights where they started: those of
     # the model this process builds after seeding with the run's seed (1), not with
     # another (0, what a worker that left the seed alone or fixed it would give).
-    data, _ = tiny_store
-
     import torch
 
     from finegym_ray.train.loop import model_for
 
-    config = tiny_config(data, str(tmp_path), epochs=1, workers=1, cpus_per_worker=1.0, val_every=0, lr=1e-9,
-                         weight_decay=0.0, seed=1)
-    result = run_training(config, say=quiet)
+    config, result = still_flow_run
     trained = latest_weights(result["run"])
 
     def built(seed: int) -> dict:
