@@ -44,6 +44,8 @@ class SplitLabels:
     # For element tasks, the coarser level of each class: level -> (set or event id per class).
     levels: dict[str, tuple[int, ...]] = field(default_factory=dict)
     absent: dict[str, str] = field(default_factory=dict)
+    # For element tasks, each class's element (Glabel); empty for the others.
+    glabels: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -107,12 +109,12 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
         where = f"{base}'s split files" if view.by_glabel is not None else "the manifest"
         raise InputError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
                          f"(splits in {where}: {have})")
-    levels = {}
+    levels, order = {}, []
     if view.by_glabel is not None:
         by_glabel = {c.glabel: c for cats in subsets.values() for c in cats.classes}
         order = sorted(view.by_glabel, key=view.by_glabel.get)
         levels = {"set": tuple(by_glabel[g].set_id for g in order), "event": tuple(by_glabel[g].event for g in order)}
-    return SplitLabels(labels, view.class_names, levels)
+    return SplitLabels(labels, view.class_names, levels, glabels=tuple(order))
 
 
 def recorded_settings(data: str) -> dict:

@@ -392,6 +392,28 @@ def level_metrics(scores: np.ndarray, labels: np.ndarray, coarse: tuple[int, ...
     return {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
 
 
+def hierarchy_metrics(scores: np.ndarray, labels: np.ndarray, set_of: tuple[int, ...],
+                      event_of: tuple[int, ...]) -> dict:
+    """Top-1 and mean class accuracy of predictions that keep to the label hierarchy:
+    the event whose elements' ``scores`` sum highest, then that event's set whose
+    elements' scores sum highest, then that set's best-scoring element. ``set_of`` and
+    ``event_of``: each class's set and event id. Keys ``event``, ``set``, ``element``."""
+    set_of, event_of = np.asarray(set_of), np.asarray(event_of)
+    events, sets = np.unique(event_of), np.unique(set_of)
+    event = events[np.stack([scores[:, event_of == e].sum(1) for e in events], 1).argmax(1)]  # (N,)
+    set_event = np.array([event_of[set_of == s][0] for s in sets])
+    set_scores = np.stack([scores[:, set_of == s].sum(1) for s in sets], 1)  # (N, sets)
+    chosen = sets[np.where(set_event[None] == event[:, None], set_scores, -np.inf).argmax(1)]
+    element = np.where(set_of[None] == chosen[:, None], scores, -np.inf).argmax(1)
+    out = {}
+    levels = (("event", event, event_of[labels], events), ("set", chosen, set_of[labels], sets),
+              ("element", element, labels, np.arange(len(set_of))))
+    for name, predicted, truth, ids in levels:
+        cm = confusion_matrix(np.eye(len(ids))[np.searchsorted(ids, predicted)], np.searchsorted(ids, truth))
+        out[name] = {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
+    return out
+
+
 def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
                levels: dict[str, tuple[int, ...]] | None = None) -> tuple[dict, np.ndarray]:
     """metrics.json content and the confusion matrix. ``levels``: coarser levels of an
@@ -408,6 +430,8 @@ def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
             # for the others rather than an empty mapping that looks like lost results.
             **({"levels": {name: level_metrics(scores, labels, coarse) for name, coarse in levels.items()}}
                if levels else {}),
+            **({"hierarchy": hierarchy_metrics(scores, labels, levels["set"], levels["event"])}
+               if levels and {"set", "event"} <= levels.keys() else {}),
             "classes_present": int(np.isfinite(per_class).sum()), "num_classes": len(class_names),
             "per_class": [{"class": i, "name": n, "clips": int(cm[i].sum()),
                            "accuracy": None if np.isnan(a) else float(a)}

@@ -15,6 +15,7 @@ from finegym_ray.models import (
     inflate_state_dict,
     temporal_shift,
 )
+from finegym_ray.models.posec3d import HEATMAP_MODELS, LIMBS
 from finegym_ray.models.stgcn import BONES, JOINTS, POSE_MODELS, spatial_partition
 
 TINY = {"depth": 10, "base_width": 8}
@@ -171,24 +172,38 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def _meets_the_contract(model, x: torch.Tensor, wrong: torch.Tensor, says: str, num_classes: int) -> None:
+    """Scores for ``x``, features per sample, a gradient for every parameter, and
+    ``wrong`` input refused with ``says``."""
+    scores = model(x)
+    assert scores.shape == (len(x), num_classes) and torch.isfinite(scores).all()
+    with torch.no_grad():
+        feats = model.eval().features(x)
+        assert feats.shape == (len(x), model.out_features) and torch.isfinite(feats).all()
+        torch.testing.assert_close(model.features(x[1:]), feats[1:], atol=1e-5, rtol=1e-4)
+    model.train()
+    scores.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    with pytest.raises(ValueError, match=says):
+        model(wrong)
+
+
 @pytest.mark.parametrize("name, channels, persons", [(n, c, m) for n in sorted(POSE_MODELS) for c, m in ((3, 1),
                                                                                                             (2, 2))])
 def test_every_pose_model_gives_scores_and_trains_every_parameter(name, channels, persons, one_thread):
     torch.manual_seed(0)
     model = POSE_MODELS[name](num_classes=7, in_channels=channels, base_width=4, dropout=0.0)
     x = torch.randn(2, persons, 12, JOINTS, channels)  # (N, M, T, V, C)
-    scores = model(x)
-    assert scores.shape == (2, 7) and torch.isfinite(scores).all()
-    with torch.no_grad():
-        feats = model.eval().features(x)
-        assert feats.shape == (2, model.out_features) and torch.isfinite(feats).all()
-        torch.testing.assert_close(model.features(x[1:]), feats[1:], atol=1e-5, rtol=1e-4)
-    model.train()
-    scores.logsumexp(1).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
-    with pytest.raises(ValueError, match="ST-GCN takes"):
-        model(torch.randn(1, 1, 12, 18, channels))
+    _meets_the_contract(model, x, torch.randn(1, 1, 12, 18, channels), "ST-GCN takes", 7)
+
+
+@pytest.mark.parametrize("name, channels", [(n, c) for n in sorted(HEATMAP_MODELS) for c in (JOINTS, LIMBS)])
+def test_every_heatmap_model_gives_scores_and_trains_every_parameter(name, channels, one_thread):
+    torch.manual_seed(0)
+    model = HEATMAP_MODELS[name](num_classes=5, in_channels=channels, base_width=4, blocks=(1, 1, 1), dropout=0.0)
+    x = torch.rand(2, channels, 6, 24, 24)  # (N, K, T, H, W)
+    _meets_the_contract(model, x, torch.rand(1, channels + 1, 6, 24, 24), "PoseC3D takes heatmap volumes", 5)
 
 
 def test_the_skeleton_graph_partitions_each_joints_bones():

@@ -324,3 +324,20 @@ def test_submit_goes_to_its_address_over_the_environment_and_says_which(ray_clus
     out = submitted(None)
     assert f"  address: {dashboard} ($RAY_ADDRESS {dashboard})" in out, out
     assert f"ray job logs --address {dashboard} --follow raysubmit_" in out
+
+
+def test_hierarchy_consistent_predictions_go_event_then_set_then_element():
+    from finegym_ray.train.evaluate import hierarchy_metrics
+
+    # Classes 0, 1 in set 10 and 2 in set 11 (event 1); 3, 4, 5 in set 20 (event 2).
+    set_of, event_of = (10, 10, 11, 20, 20, 20), (1, 1, 1, 2, 2, 2)
+    scores = np.array([[0.25, 0.25, 0.10, 0.30, 0.05, 0.05],  # label 0: the best single class is in event 2
+                       [0.05, 0.05, 0.10, 0.40, 0.20, 0.20],  # label 4: right event and set, wrong element
+                       [0.40, 0.00, 0.30, 0.10, 0.10, 0.10]])  # label 2: event 1 right, set 10 wins
+    labels = np.array([0, 4, 2])
+    h = hierarchy_metrics(scores, labels, set_of, event_of)
+    assert h["event"]["top1"] == 1.0 and h["set"]["top1"] == pytest.approx(2 / 3)
+    assert h["element"]["top1"] == pytest.approx(1 / 3)  # only the first clip's element
+    plain, _ = metrics_of(scores, labels, [f"c{i}" for i in range(6)], {"set": set_of, "event": event_of})
+    assert plain["top1"] == 0 and plain["hierarchy"] == h
+    assert plain["levels"]["event"]["top1"] == pytest.approx(2 / 3)  # the plain element predictions' events
