@@ -58,7 +58,9 @@ def keypoint_volume(keypoints: np.ndarray, scores: np.ndarray, *, size: int = 48
     grid = np.arange(size, dtype=np.float32)
     dx = grid[None, None, None, None, :] - xy[..., 0, None, None]  # (M, T, 17, 1, W)
     dy = grid[None, None, None, :, None] - xy[..., 1, None, None]  # (M, T, 17, H, 1)
-    heat = np.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)) * scores[..., None, None]  # (M, T, 17, H, W)
+    # A 2-D Gaussian is the product of two 1-D ones: exp over rows and columns, not pixels.
+    two_var = np.float32(2 * sigma * sigma)
+    heat = np.exp(-dy * dy / two_var) * (np.exp(-dx * dx / two_var) * scores[..., None, None])  # (M, T, 17, H, W)
     return heat.max(0).transpose(1, 0, 2, 3).astype(np.float32)  # (17, T, H, W)
 
 
@@ -68,15 +70,16 @@ def limb_volume(keypoints: np.ndarray, scores: np.ndarray, *, size: int = 48, si
     _check(keypoints, scores)
     xy = _to_heatmap(keypoints, scores, size)
     a, b = (np.array([bone[k] for bone in BONES]) for k in (0, 1))
-    pa, pb = xy[:, :, a], xy[:, :, b]  # (M, T, L, 2)
+    pa, seg = xy[:, :, a], xy[:, :, b] - xy[:, :, a]  # (M, T, L, 2): each bone's start and direction
     weight = np.minimum(scores[:, :, a], scores[:, :, b])  # (M, T, L)
-    grid = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)  # (H, W, 2)
-    seg = (pb - pa)[..., None, None, :]  # (M, T, L, 1, 1, 2)
-    rel = grid - pa[..., None, None, :]  # (M, T, L, H, W, 2)
-    length2 = (seg * seg).sum(-1)
-    along = np.clip((rel * seg).sum(-1) / np.maximum(length2, 1e-6), 0, 1)  # where the nearest point lies
-    d = rel - along[..., None] * seg
-    heat = np.exp(-(d * d).sum(-1) / (2 * sigma * sigma)) * weight[..., None, None]  # (M, T, L, H, W)
+    grid = np.arange(size, dtype=np.float32)
+    rel_x = grid - pa[..., 0, None, None]  # (M, T, L, 1, W)
+    rel_y = grid[:, None] - pa[..., 1, None, None]  # (M, T, L, H, 1)
+    sx, sy = seg[..., 0, None, None], seg[..., 1, None, None]
+    # Where along the bone (0 at its start, 1 at its end) each pixel's nearest point lies.
+    along = np.clip((rel_x * sx + rel_y * sy) / np.maximum(sx * sx + sy * sy, 1e-6), 0, 1)  # (M, T, L, H, W)
+    dx, dy = rel_x - along * sx, rel_y - along * sy
+    heat = np.exp(-(dx * dx + dy * dy) / np.float32(2 * sigma * sigma)) * weight[..., None, None]
     return heat.max(0).transpose(1, 0, 2, 3).astype(np.float32)  # (L, T, H, W)
 
 

@@ -86,3 +86,29 @@ def test_the_heatmap_model_refuses_bad_arguments():
         HEATMAP_MODELS["posec3d"](num_classes=3, blocks=(1, 1))
     with pytest.raises(ValueError, match="in_channels must be at least 1"):
         HEATMAP_MODELS["posec3d"](num_classes=3, in_channels=0)
+
+
+def test_the_volumes_are_the_per_pixel_formulas():
+    from finegym_ray.models.posec3d import _to_heatmap
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 500, (2, 2, JOINTS, 2)).astype(np.float32)
+    scores = rng.uniform(0, 1, (2, 2, JOINTS)).astype(np.float32)
+    size, sigma = 16, 0.8
+    at = _to_heatmap(xy, scores, size).astype(np.float64)
+    pixels = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).astype(np.float64)  # (H, W, (x, y))
+    joints, limbs = np.zeros((JOINTS, 2, size, size)), np.zeros((LIMBS, 2, size, size))
+    for m in range(2):
+        for t in range(2):
+            for k in range(JOINTS):
+                g = np.exp(-((pixels - at[m, t, k]) ** 2).sum(-1) / (2 * sigma ** 2)) * scores[m, t, k]
+                joints[k, t] = np.maximum(joints[k, t], g)
+            for j, (a, b) in enumerate(BONES):
+                d = at[m, t, b] - at[m, t, a]
+                u = np.clip((pixels - at[m, t, a]) @ d / max(d @ d, 1e-6), 0, 1)
+                nearest = at[m, t, a] + u[..., None] * d
+                g = np.exp(-((pixels - nearest) ** 2).sum(-1) / (2 * sigma ** 2)) * min(scores[m, t, a],
+                                                                                       scores[m, t, b])
+                limbs[j, t] = np.maximum(limbs[j, t], g)
+    np.testing.assert_allclose(keypoint_volume(xy, scores, size=size, sigma=sigma), joints, atol=1e-5)
+    np.testing.assert_allclose(limb_volume(xy, scores, size=size, sigma=sigma), limbs, atol=1e-5)
