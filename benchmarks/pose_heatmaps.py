@@ -1,4 +1,4 @@
-"""How fast one CPU draws PoseC3D's heatmap volumes (``models/posec3d.py``): keypoint
+"""How fast one CPU draws PoseC3D's heatmap volumes (``dataset/heatmaps.py``): keypoint
 and limb volumes per second for samples of ``--frames`` frames, ``--persons`` people and
 ``--size`` x ``--size`` heatmaps (PoseC3D's own: 48 frames at 56 x 56), in this process.
 
@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from finegym_ray.models.posec3d import keypoint_volume, limb_volume
-from finegym_ray.models.stgcn import JOINTS
+from finegym_ray.dataset.heatmaps import keypoint_volume, limb_volume
+from finegym_ray.dataset.poses import JOINTS
 
 
 def poses(persons: int, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,9 @@ COCO17 = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_should
           "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
           "right_ankle")
 JOINTS = len(COCO17)
+# COCO-17's bones: legs, arms, the trunk's four sides, and the face to the shoulders.
+BONES = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (9, 7), (7, 5), (10, 8),
+         (8, 6), (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6))
 # What pickled numpy arrays, dtypes and scalars name (numpy 1 and 2 spell the module
 # differently), and what protocol 2 builds bytes with; nothing of them runs code beyond
 # building an array from bytes.

@@ -20,12 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..dataset.poses import BONES, JOINTS
 from ..errors import InputError
 
-JOINTS = 17
-# COCO-17's bones: legs, arms, the trunk's four sides, and the face to the shoulders.
-BONES = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (9, 7), (7, 5), (10, 8),
-         (8, 6), (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6))
 CENTRE = 0  # the nose: every joint's distance to it orders the partition
 
 

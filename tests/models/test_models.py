@@ -216,3 +216,10 @@ def test_the_skeleton_graph_partitions_each_joints_bones():
     assert torch.equal(a[1] > 0, (a[2] > 0).T)
     with pytest.raises(ValueError, match="not connected"):
         spatial_partition(BONES[:-2])  # the face cut off from the shoulders
+
+
+def test_the_heatmap_model_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="blocks must be three counts"):
+        HEATMAP_MODELS["posec3d"](num_classes=3, blocks=(1, 1))
+    with pytest.raises(ValueError, match="in_channels must be at least 1"):
+        HEATMAP_MODELS["posec3d"](num_classes=3, in_channels=0)

@@ -1,14 +1,15 @@
-"""The PoseC3D-style recognizer: heatmap volumes drawn where the joints and bones are,
-within the compact box of the pose; its network's arguments checked (the model contract
-is test_models.py's)."""
+"""PoseC3D's heatmap volumes: drawn where the joints and bones are, within the compact
+box of the pose, as the per-pixel formulas say."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from finegym_ray.models.posec3d import HEATMAP_MODELS, LIMBS, keypoint_volume, limb_volume, pose_box
-from finegym_ray.models.stgcn import BONES, JOINTS
+from finegym_ray.dataset.heatmaps import keypoint_volume, limb_volume, pose_box
+from finegym_ray.dataset.poses import BONES, JOINTS
+
+LIMBS = len(BONES)
 
 
 def _pose(persons: int = 1, frames: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -81,15 +82,8 @@ def test_poses_of_another_shape_are_refused():
         limb_volume(xy, scores[:, :2])
 
 
-def test_the_heatmap_model_refuses_bad_arguments():
-    with pytest.raises(ValueError, match="blocks must be three counts"):
-        HEATMAP_MODELS["posec3d"](num_classes=3, blocks=(1, 1))
-    with pytest.raises(ValueError, match="in_channels must be at least 1"):
-        HEATMAP_MODELS["posec3d"](num_classes=3, in_channels=0)
-
-
 def test_the_volumes_are_the_per_pixel_formulas():
-    from finegym_ray.models.posec3d import _to_heatmap
+    from finegym_ray.dataset.heatmaps import _to_heatmap
 
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 500, (2, 2, JOINTS, 2)).astype(np.float32)
