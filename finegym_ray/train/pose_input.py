@@ -3,8 +3,9 @@ PoseRecord): a fixed number of frames sampled over the sub-action, a fixed numbe
 people, and either skeletons for ST-GCN or heatmap volumes for the PoseC3D-style model.
 Numpy only, so that data workers build them.
 
-Frames: PoseC3D's uniform sampling, the sub-action cut into ``frames`` equal spans and
-one frame taken from each (anywhere in it when training, its middle otherwise), so a
+Frames: PoseC3D's uniform sampling, which is TSN's segment sampling of one frame
+(``dataset/sampling.py`` SegmentSampler): the sub-action cut into ``frames`` equal spans
+and one frame taken from each (anywhere in it when training, its middle otherwise), so a
 short sub-action repeats frames and a long one is seen whole. People: the ``persons``
 with the highest mean joint score (the gymnast, before a coach or a judge), zeros
 where fewer were found. Skeletons are placed in the box of every joint seen in the
@@ -19,24 +20,11 @@ import numpy as np
 
 from ..dataset.heatmaps import keypoint_volume, limb_volume, pose_box
 from ..dataset.poses import COCO17, PoseRecord
-from ..errors import InputError
+from ..dataset.sampling import SegmentSampler
 
 # Each joint's mirror image: left <-> right.
 MIRROR = tuple(COCO17.index(n.replace("left_", "right_") if n.startswith("left_") else
                             n.replace("right_", "left_") if n.startswith("right_") else n) for n in COCO17)
-
-
-def sample_frames(total: int, frames: int, *, train: bool, rng: np.random.Generator | None = None) -> np.ndarray:
-    """``frames`` frame indices into a sub-action of ``total`` frames (see the module
-    docstring); ``rng`` draws them when ``train``."""
-    if total < 1 or frames < 1:
-        raise InputError(f"cannot sample {frames} frames from {total}")
-    edges = np.linspace(0, total, frames + 1)
-    if train:
-        picked = edges[:-1] + rng.random(frames) * (edges[1:] - edges[:-1])
-    else:
-        picked = (edges[:-1] + edges[1:]) / 2
-    return np.minimum(picked.astype(np.int64), total - 1)
 
 
 def select_persons(keypoint: np.ndarray, score: np.ndarray, persons: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +39,8 @@ def select_persons(keypoint: np.ndarray, score: np.ndarray, persons: int) -> tup
 
 def _sampled(record: PoseRecord, *, frames: int, persons: int, train: bool, flip: bool,
              rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    index = sample_frames(record.total_frames, frames, train=train, rng=rng)
+    sampler = SegmentSampler(frames)
+    index = (sampler.train(record.total_frames, rng) if train else sampler.test(record.total_frames))[:, 0]
     kp, sc = select_persons(record.keypoint[:, index], record.score[:, index], persons)
     if train and flip and rng.random() < 0.5:
         width = record.img_shape[1]

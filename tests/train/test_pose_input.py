@@ -5,10 +5,9 @@ heatmap volumes of the sampled frames."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from finegym_ray.dataset.poses import BONES, COCO17, JOINTS, PoseRecord
-from finegym_ray.train.pose_input import MIRROR, heatmap_input, sample_frames, select_persons, skeleton_input
+from finegym_ray.train.pose_input import MIRROR, heatmap_input, select_persons, skeleton_input
 
 
 def _record(persons: int = 2, frames: int = 30, width: int = 640) -> PoseRecord:
@@ -21,19 +20,17 @@ def _record(persons: int = 2, frames: int = 30, width: int = 640) -> PoseRecord:
                       total_frames=frames, keypoint=kp, score=score)
 
 
-@pytest.mark.parametrize("total, frames", [(30, 8), (5, 8), (8, 8), (1, 4)])
-def test_one_frame_from_each_equal_span_the_middle_at_test(total, frames):
-    at_test = sample_frames(total, frames, train=False)
-    edges = np.linspace(0, total, frames + 1)
-    assert len(at_test) == frames and np.all(np.diff(at_test) >= 0) and at_test.max() < total
-    assert np.all((at_test >= np.floor(edges[:-1])) & (at_test <= np.ceil(edges[1:])))
-    rng = np.random.default_rng(0)
-    drawn = [sample_frames(total, frames, train=True, rng=rng) for _ in range(50)]
-    assert all(np.all((d >= np.floor(edges[:-1])) & (d < np.maximum(np.ceil(edges[1:]), 1))) for d in drawn)
-    if total >= 2 * frames:  # spans of several frames: training sees more than one of each
-        assert len({tuple(d) for d in drawn}) > 1
-    with pytest.raises(ValueError, match="cannot sample"):
-        sample_frames(0, frames, train=False)
+def test_the_frames_are_one_from_each_equal_span_the_middle_at_test():
+    from finegym_ray.train.pose_input import _sampled
+
+    r = _record(persons=1, frames=30)
+    kp, _ = _sampled(r, frames=6, persons=1, train=False, flip=False, rng=None)
+    np.testing.assert_array_equal(kp[0], r.keypoint[0, [2, 7, 12, 17, 22, 27]])  # the middle of each 5 frames
+    drawn = [_sampled(r, frames=6, persons=1, train=True, flip=False, rng=np.random.default_rng(seed))[0][0]
+             for seed in range(10)]
+    index = [[int(np.flatnonzero((r.keypoint[0] == d[i]).all(axis=(1, 2)))[0]) for i in range(6)] for d in drawn]
+    assert all(5 * i <= j < 5 * (i + 1) for picked in index for i, j in enumerate(picked))
+    assert len({tuple(p) for p in index}) > 1  # training sees more than one frame of a span
 
 
 def test_the_best_scored_people_first_and_zeros_for_those_missing():
