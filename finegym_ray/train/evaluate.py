@@ -382,14 +382,18 @@ def _checked_weights(weights: tuple[float, float]) -> tuple[float, float]:
     return wa, wb
 
 
+def _accuracy(predicted: np.ndarray, truth: np.ndarray, ids: np.ndarray) -> dict:
+    """Top-1 and mean class accuracy of ``predicted`` class ids against ``truth``, both
+    among the sorted ``ids``."""
+    cm = confusion_matrix(np.eye(len(ids))[np.searchsorted(ids, predicted)], np.searchsorted(ids, truth))
+    return {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
+
+
 def level_metrics(scores: np.ndarray, labels: np.ndarray, coarse: tuple[int, ...]) -> dict:
     """Top-1 and mean class accuracy one level up (set or event): an element prediction
     counts as right when its set (event) is the true element's. ``coarse``: id per class."""
-    ids = sorted(set(coarse))
-    index = np.array([ids.index(c) for c in coarse])
-    onehot = np.eye(len(ids))[index[scores.argmax(1)]]  # the predicted coarse class, as scores
-    cm = confusion_matrix(onehot, index[labels])
-    return {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
+    coarse = np.asarray(coarse)
+    return _accuracy(coarse[scores.argmax(1)], coarse[labels], np.unique(coarse))
 
 
 def hierarchy_metrics(scores: np.ndarray, labels: np.ndarray, set_of: tuple[int, ...],
@@ -405,13 +409,8 @@ def hierarchy_metrics(scores: np.ndarray, labels: np.ndarray, set_of: tuple[int,
     set_scores = np.stack([scores[:, set_of == s].sum(1) for s in sets], 1)  # (N, sets)
     chosen = sets[np.where(set_event[None] == event[:, None], set_scores, -np.inf).argmax(1)]
     element = np.where(set_of[None] == chosen[:, None], scores, -np.inf).argmax(1)
-    out = {}
-    levels = (("event", event, event_of[labels], events), ("set", chosen, set_of[labels], sets),
-              ("element", element, labels, np.arange(len(set_of))))
-    for name, predicted, truth, ids in levels:
-        cm = confusion_matrix(np.eye(len(ids))[np.searchsorted(ids, predicted)], np.searchsorted(ids, truth))
-        out[name] = {"top1": confusion_top1(cm), "mean_class": confusion_mean_class(cm)}
-    return out
+    return {"event": _accuracy(event, event_of[labels], events), "set": _accuracy(chosen, set_of[labels], sets),
+            "element": _accuracy(element, labels, np.arange(len(set_of)))}
 
 
 def metrics_of(scores: np.ndarray, labels: np.ndarray, class_names: list[str],
