@@ -150,16 +150,18 @@ def _gpus_per_worker(config: Any, cluster_gpus: float) -> float:
     return float(getattr(config, "gpus_per_worker", None) or 1.0)
 
 
-def train_needs(config: Any, *, cluster_gpus: float | None = None) -> list[Need]:
-    """What a training run of TrainConfig ``config`` holds at once: its workers
-    (``cpus_per_worker`` CPUs each, a GPU each when it trains on GPUs) and one CPU for
-    its Ray Data input (Ray Train's controller and the split coordinator ask for none)."""
+def train_needs(config: Any, *, cluster_gpus: float | None = None, data_input: bool = True) -> list[Need]:
+    """What a training run of ``config`` (a TrainConfig, or a PoseConfig without
+    ``data_input``) holds at once: its workers (``cpus_per_worker`` CPUs each, a GPU each
+    when it trains on GPUs) and with ``data_input`` one CPU for its Ray Data input (Ray
+    Train's controller and the split coordinator ask for none)."""
     if cluster_gpus is None:
         import ray
 
         cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
     worker = {"CPU": float(config.cpus_per_worker), "GPU": _gpus_per_worker(config, cluster_gpus)}
-    return [Need("train workers", int(config.workers), worker), Need("Ray Data input", 1, dict(DATA_TASK))]
+    workers = Need("train workers", int(config.workers), worker)
+    return [workers, Need("Ray Data input", 1, dict(DATA_TASK))] if data_input else [workers]
 
 
 def sweep_needs(resources: Any) -> list[Need]:

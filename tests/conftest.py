@@ -197,6 +197,20 @@ def tiny_gym(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def pose_store(tiny_gym, tmp_path_factory) -> str:
+    """tiny_gym's poses imported into a store that holds its manifest (no clips)."""
+    from finegym_ray.dataset.manifest import build_manifest_from, write_manifest
+    from finegym_ray.dataset.pose_store import import_pose_pickle
+    from finegym_ray.store import manifest_dir
+    from finegym_ray.synth.generate import POSES
+
+    out = str(tmp_path_factory.mktemp("posestore"))
+    write_manifest(build_manifest_from(str(tiny_gym / "annotations")), manifest_dir(out))
+    import_pose_pickle(str(tiny_gym / "annotations" / POSES), out)
+    return out
+
+
 # ----------------------------------------------------------------------------------
 # Ray: one real local cluster for the session
 # ----------------------------------------------------------------------------------

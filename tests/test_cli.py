@@ -308,6 +308,7 @@ def test_no_help_text_shows_a_formatting_escape():
 def test_every_set_example_in_the_help_is_a_valid_setting():
     from finegym_ray.config import load_config
     from finegym_ray.localize.config import ExtractConfig, LocalizeConfig
+    from finegym_ray.pose.config import PoseConfig
     from finegym_ray.preprocess.config import PreprocessConfig
     from finegym_ray.synth.config import SynthConfig
     from finegym_ray.train.config import TrainConfig
@@ -320,6 +321,7 @@ def test_every_set_example_in_the_help_is_a_valid_setting():
              "demo": lambda o: load_config(SynthConfig, overrides=[o]),
              "preprocess": lambda o: load_config(PreprocessConfig, overrides=[o]),
              "train": lambda o: load_config(TrainConfig, overrides=[o]),
+             "train-poses": lambda o: load_config(PoseConfig, overrides=[o]),
              "tune": sweep, "study": sweep,
              "localize": lambda o: load_config(LocalizeConfig, overrides=[o]),
              "extract-features": lambda o: load_config(ExtractConfig, overrides=[o])}
@@ -340,13 +342,15 @@ def test_every_set_example_in_the_help_is_a_valid_setting():
     assert seen >= 8
 
 
-def test_train_help_lists_every_setting_with_its_default():
+@pytest.mark.parametrize("command", ["train", "train-poses"])
+def test_train_help_lists_every_setting_with_its_default(command):
     from dataclasses import MISSING, fields
 
+    from finegym_ray.pose.config import PoseConfig
     from finegym_ray.train.config import TrainConfig
 
-    text = " ".join(_subparsers()["train"].format_help().split())
-    for f in fields(TrainConfig):
+    text = " ".join(_subparsers()[command].format_help().split())
+    for f in fields({"train": TrainConfig, "train-poses": PoseConfig}[command]):
         default = f.default if f.default is not MISSING else f.default_factory()
         assert f"{f.name}=" in text, f.name
         if isinstance(default, (int, float, str)) and default != "" and not isinstance(default, bool):
@@ -362,13 +366,13 @@ def test_errors_folder_is_printed_only_when_it_exists(tmp_path):
     assert f"errors:  {out}/errors/" in preprocess_outputs(str(out))
 
 
-@pytest.mark.parametrize("command", ["train", "tune", "preprocess"])
+@pytest.mark.parametrize("command", ["train", "train_poses", "tune", "preprocess"])
 def test_ctrl_c_says_the_same_command_resumes(monkeypatch, capsys, command):
     def interrupted(_args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(importlib.import_module(f"finegym_ray.cli.{command}"), "run", interrupted)
-    assert cli_module.main([command]) == 130
+    assert cli_module.main([command.replace("_", "-")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted" in err[0] and "same command" in err[0], err
 

@@ -16,7 +16,7 @@ LOW_LAYERS = ["finegym_ray.dataset.manifest", "finegym_ray.dataset.labels", "fin
               "finegym_ray.localize.features", "finegym_ray.video.files", "finegym_ray.video.check",
               "finegym_ray.localize.metric", "finegym_ray.localize.formats", "finegym_ray.localize.score",
               "finegym_ray.download.failures", "finegym_ray.download.fetch", "finegym_ray.download.plan",
-              "finegym_ray.dataset.heatmaps", "finegym_ray.train.pose_input"]
+              "finegym_ray.dataset.heatmaps", "finegym_ray.pose.input"]
 # The step library is what Tune trials, feature extraction and benchmarks share.
 TORCH_ONLY = ["finegym_ray.models", "finegym_ray.train.steps"]
 # What Ray Data's sampling workers import: torch would add seconds to each process start.

@@ -41,6 +41,7 @@ from . import (
     submit,
     synth,
     train,
+    train_poses,
     tune,
 )
 from .options import add_verbose
@@ -49,8 +50,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 # In the order --help lists them.
-COMMANDS = (demo, synth, download, preprocess, import_mmaction2, train, evaluate, questions, extract_features, tune,
-            study, localize, submit, manifest, import_poses, check, score_detections, runs)
+COMMANDS = (demo, synth, download, preprocess, import_mmaction2, train, train_poses, evaluate, questions,
+            extract_features, tune, study, localize, submit, manifest, import_poses, check, score_detections, runs)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

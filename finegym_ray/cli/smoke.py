@@ -34,6 +34,11 @@ def train_settings(overrides: list[str], *, prefix: str = "") -> list[str]:
     return [f"{prefix}{o}" for o in TRAIN if resnet or o.partition("=")[0] not in ("depth", "base_width")]
 
 
+# Pose training: two epochs of a narrow ST-GCN on the tiny SynGym's poses; validated on
+# the training keys, as TRAIN.
+POSES = ["task=subaction_event", "model=stgcn", "model_kwargs={base_width: 8}", "frames=16", "epochs=2",
+         "batch_size=4", "lr=0.05", "test_views=2", "val_split=train"]
+
 # Sweep: two one-epoch trials of the smoke training, over the segments.
 SWEEP = ["space.segments.grid=[1, 2]", "resources.cpus_per_worker=1"]
 
@@ -78,6 +83,20 @@ def syngym() -> str:
     data = temp_folder("finegym_smoke_")
     generate(load_config(SynthConfig, overrides=SYNTH), data)
     return data
+
+
+def pose_store() -> str:
+    """The tiny SynGym's manifest and poses (no clips) in DATA/store beside it."""
+    from ..dataset.manifest import build_manifest_from, write_manifest
+    from ..dataset.pose_store import import_pose_pickle
+    from ..store import manifest_dir
+    from ..synth.generate import POSES as POSE_FILE
+
+    data = syngym()
+    folder = os.path.join(data, "store")
+    write_manifest(build_manifest_from(os.path.join(data, "annotations")), manifest_dir(folder))
+    import_pose_pickle(os.path.join(data, "annotations", POSE_FILE), folder)
+    return folder
 
 
 def mmaction2_rawframes() -> str:

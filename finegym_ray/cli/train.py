@@ -75,15 +75,18 @@ def run(args: argparse.Namespace) -> int:
 def train_settings_help() -> str:
     """Every TrainConfig field with its default (and its choices where the config module
     names them), generated from the dataclass so that ``train --help`` cannot drift."""
-    from dataclasses import MISSING, fields
-
     from ..dataset.labels import TASK_NAMES
     from ..train import config as train_config
 
-    choices = {"task": TASK_NAMES, "modality": train_config.MODALITIES, "model": train_config.MODELS,
-               "backbone": train_config.BACKBONES,
-               "class_balance": train_config.CLASS_BALANCE, "optimizer": train_config.OPTIMIZERS,
-               "depth": train_config.DEPTHS}
+    return settings_help(train_config.TrainConfig, {
+        "task": TASK_NAMES, "modality": train_config.MODALITIES, "model": train_config.MODELS,
+        "backbone": train_config.BACKBONES, "class_balance": train_config.CLASS_BALANCE,
+        "optimizer": train_config.OPTIMIZERS, "depth": train_config.DEPTHS})
+
+
+def settings_help(config_class: type, choices: dict[str, tuple]) -> str:
+    """``name=default (choice|choice)`` of every field of the dataclass ``config_class``."""
+    from dataclasses import MISSING, fields
 
     def shown(value) -> str:
         if value is None:
@@ -92,10 +95,12 @@ def train_settings_help() -> str:
             return str(value).lower()
         if isinstance(value, (list, tuple)):
             return "[" + ",".join(map(shown, value)) + "]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {shown(v)}" for k, v in value.items()) + "}"
         return "''" if value == "" else str(value)
 
     items = []
-    for f in fields(train_config.TrainConfig):
+    for f in fields(config_class):
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         more = f" ({'|'.join(map(str, choices[f.name]))})" if f.name in choices else ""
         items.append(f"{f.name}={shown(default)}{more}")

@@ -27,12 +27,9 @@ import pyarrow as pa
 
 from .. import storage
 from ..errors import InputError
-from ..store import manifest_dir, manifest_table, pose_shard_uri, poses_dir
-from .coverage import task_labels
+from ..store import pose_shard_uri, poses_dir
 from .errors import FormatError
 from .keys import parse_instance_key
-from .labels import label_view, task_kind
-from .manifest import categories_from_table
 from .poses import COCO17, JOINTS, PoseRecord, read_pose_pickle
 
 POSE_FORMAT = 1
@@ -53,19 +50,6 @@ class PosesWritten:
 
     def describe(self) -> str:
         return f"{self.records:,} sub-actions ({self.frames:,} frames) of {len(self.shards):,} videos"
-
-
-@dataclass(frozen=True)
-class TaskPoses:
-    """The poses of one task's split: ``records`` with ``label`` the task's class id (in
-    key order), the task's ``class_names``, and ``absent``: the split's labelled keys
-    without poses in the store."""
-
-    task: str
-    split: str
-    records: tuple[PoseRecord, ...]
-    class_names: tuple[str, ...]
-    absent: tuple[str, ...]
 
 
 def write_poses(store: str, records: Sequence[PoseRecord], *, source: str) -> PosesWritten:
@@ -158,32 +142,8 @@ def _read_shard(uri: str) -> list[PoseRecord]:
     return out
 
 
-def task_poses(store: str, task: str, split: str) -> TaskPoses:
-    """The poses of ``split`` of ``task``, labelled with the task's class ids as clips
-    are: the keys ``coverage.task_labels`` gives the split over ``store``/manifest.
-    InputError for the event task (poses are per sub-action, it classifies routines),
-    for a store without a manifest and for a split that labels nothing."""
-    if task_kind(task) == "event":
-        raise InputError(f"task {task!r} classifies whole routines, and poses are per sub-action: use "
-                         f"subaction_event for the event of each sub-action")
-    manifest = manifest_dir(store)
-    if not storage.exists(manifest_table(manifest, "categories")):
-        raise InputError(f"{store}: no manifest beside the poses ({manifest}): preprocess into it, or write "
-                         f"one with 'finegym-ray manifest --out {manifest}'")
-    categories = storage.read_parquet(manifest_table(manifest, "categories"))
-    view = label_view(task, *categories_from_table(categories))
-    try:
-        by_split = task_labels(task, subactions=storage.read_parquet(manifest_table(manifest, "subactions")),
-                               events=storage.read_parquet(manifest_table(manifest, "events")),
-                               categories=categories)
-    except InputError as e:
-        raise InputError(f"{manifest}: {e}") from None
-    labels = by_split.get(split, {})
-    if not labels:
-        raise InputError(f"{manifest}: no sub-action of split {split!r} has a label for task {task!r} "
-                         f"(splits: {', '.join(sorted(by_split)) or 'none'})")
-    found = read_poses(store, labels)
-    have = {r.key for r in found}
-    records = tuple(PoseRecord(key=r.key, label=labels[r.key], img_shape=r.img_shape, total_frames=r.total_frames,
-                               keypoint=r.keypoint, score=r.score) for r in found)
-    return TaskPoses(task, split, records, view.class_names, tuple(sorted(set(labels) - have)))
+def pose_keys(store: str) -> set[str]:
+    """The sub-action keys that have poses under ``store``/poses (only the shards' key
+    column is read); empty when there are none."""
+    return {k for uri in storage.list_uris(poses_dir(store), suffix=".parquet")
+            for k in storage.read_parquet(uri, columns=["key"]).column("key").to_pylist()}

@@ -130,6 +130,6 @@ def stgcn(*, num_classes: int, in_channels: int = 3, base_width: int = 64, tempo
                  temporal_kernel=temporal_kernel, dropout=dropout)
 
 
-# Name -> builder of the skeleton models: (N, M, T, 17, C) skeletons in, not yet trained
-# by the recognition engine (whose MODELS take frames).
+# Name -> builder of the skeleton models: (N, M, T, 17, C) skeletons in (pose/train.py
+# trains them; the recognition models of MODELS take frames).
 POSE_MODELS = {"stgcn": stgcn}

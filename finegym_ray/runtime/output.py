@@ -44,7 +44,7 @@ from .internals import session_logs_dir, worker_line_dispatcher
 VERBOSE_ENV = "FINEGYM_RAY_VERBOSE"
 # The prefixes of the lines that this project's code prints in Ray workers.
 PROJECT_PREFIXES = ("[train]", "[preprocess]", "[evaluate]", "[synth]", "[demo]", "[tune]", "[study]",
-                    "[localize]", "[check]")
+                    "[localize]", "[check]", "[train-poses]")
 DRIVER_LOG = "finegym_ray_driver.log"  # in the session's logs folder, beside Ray's own
 # A line of Ray's C++ logging below fatal (a fatal one, F, still shows), e.g.
 # "[2026-12-04 18:32:44,859 E 24019 24019] core_worker.cc:2465: ..."

@@ -219,7 +219,7 @@ class TrainConfig:
         problems.extend(_vlad_problems(self))
         if self.model in CLIP_MODELS and self.frames_per_segment != 1:
             problems.append(f"{self.model} samples dense clips: frames_per_segment must be 1")
-        problems.extend(_schedule_problems(self.lr_schedule, self.lr_steps, self.epochs))
+        problems.extend(schedule_problems(self.lr_schedule, self.lr_steps, self.epochs))
         if problems:
             raise InputError("train config: " + "; ".join(problems))
 
@@ -292,7 +292,7 @@ def _vlad_problems(c: TrainConfig) -> list[str]:
     return problems
 
 
-def _schedule_problems(schedule: str, lr_steps: list[int] | None, epochs: int) -> list[str]:
+def schedule_problems(schedule: str, lr_steps: list[int] | None, epochs: int) -> list[str]:
     """What is wrong with a learning-rate schedule: "step" needs increasing epochs
     within the run, "cosine" none."""
     if schedule not in LR_SCHEDULES:

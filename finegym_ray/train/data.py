@@ -83,6 +83,12 @@ def load_split_labels(data: str, task: str, split: str) -> SplitLabels:
     of clip the task classifies.
     """
     check_clip_kind(data, task)
+    return manifest_split_labels(data, task, split)
+
+
+def manifest_split_labels(data: str, task: str, split: str) -> SplitLabels:
+    """``load_split_labels`` without the clips' settings: the labels the manifest gives,
+    for input other than clips (poses)."""
     manifest = manifest_dir(data)
     categories = storage.read_parquet(manifest_table(manifest, "categories"))
     subsets, sets = categories_from_table(categories)

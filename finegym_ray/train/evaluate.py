@@ -59,8 +59,10 @@ FIXED_SEGMENT_MODELS = {"trn", "trn_multiscale"}
 
 # Two-stream fusion weights per modality: TSN's (Wang et al., ECCV 2016), which weights
 # the spatial (RGB) and temporal (flow) streams 1 : 1.5; an equal mean under-weights flow,
-# the stronger stream on FineGym's elements.
-TSN_FUSE_WEIGHTS = {"rgb": 1.0, "flow": 1.5}
+# the stronger stream on FineGym's elements. Pose runs (pose/): PoseC3D fuses its
+# keypoint and limb streams 1 : 1, and no published weight sets pose against RGB or
+# flow, so 1 (give --fuse-weights for another).
+TSN_FUSE_WEIGHTS = {"rgb": 1.0, "flow": 1.5, "keypoints": 1.0, "limbs": 1.0}
 
 # metrics.json's intervals: a percentile bootstrap over the clips (metrics.bootstrap).
 INTERVAL = {"level": 0.95, "method": "percentile bootstrap over clips", "samples": 1000, "seed": 0}
@@ -79,7 +81,11 @@ def variant_name(segments: int | None = None, shuffle_frames: bool = False, seed
 
 def config_at_test(config: TrainConfig, segments: int | None) -> TrainConfig:
     """``config`` with ``segments`` test segments (None: as trained), for both the sampler
-    and the model. Raises ValueError when the model's weights or input fix the count."""
+    and the model. Raises ValueError when the model's weights or input fix the count (a
+    pose run's PoseConfig: tested as trained)."""
+    if segments is not None and not isinstance(config, TrainConfig):
+        raise InputError(f"{config.model} on poses is tested with the {config.frames} frames it was trained on, "
+                         f"not --segments {segments}")
     if segments is None or segments == config.segments:
         return config
     if segments < 1:
@@ -107,11 +113,45 @@ def checkpoint_at_test(run: str, segments: int | None = None, *, say: Callable[[
         if not storage.list_uris(run):
             raise FileNotFoundError(f"{run}: no such run (nothing there; a run is RUNS/NAME, as train printed)")
         raise FileNotFoundError(f"{run}: no complete checkpoint (train the run first)")
-    config = checkpoint_config(checkpoint)
+    config = tested_config(checkpoint)
     if data is not None:
         config = replace(config, data=absolute_uri(data))
     check_data_hash(checkpoint, config.data, overridden=data is not None)
     return checkpoint, config_at_test(config, segments)
+
+
+def tested_config(checkpoint: checkpoints.Checkpoint):
+    """The config a checkpoint was trained with: a PoseConfig for a pose run's (its
+    meta.json's ``kind``), else a TrainConfig."""
+    from ..pose.train import KIND
+
+    if checkpoint.meta.get("kind") == KIND:
+        from ..pose.train import checkpoint_config as pose_config
+
+        return pose_config(checkpoint)
+    return checkpoint_config(checkpoint)
+
+
+def test_protocol(config) -> dict:
+    """``views``, ``crops`` and ``segments`` of the test protocol of a TrainConfig or a
+    pose run's PoseConfig, as metrics.json records them."""
+    if not isinstance(config, TrainConfig):
+        from ..pose.evaluate import test_protocol as pose_protocol
+
+        return pose_protocol(config)
+    return {"views": config.test_views, "crops": config.test_crops, "segments": config.segments}
+
+
+def validation_labels(config) -> SplitLabels:
+    """The labels of the validation keys that have the run's input: clips, or poses for
+    a pose run; the others in ``absent``, with why. Checks the clips' recorded settings
+    against the task and modality first."""
+    if not isinstance(config, TrainConfig):
+        from ..pose.data import pose_split_labels
+
+        return pose_split_labels(config.data, config.task, config.val_split)
+    check_data_settings(config.data, config.task, config.modality)
+    return present_split_labels(config.data, config.task, config.val_split)
 
 
 def check_data_hash(checkpoint: checkpoints.Checkpoint, data: str, *, overridden: bool) -> None:
@@ -297,32 +337,46 @@ class ScoreClips:
 
 def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: dict, split: SplitLabels, *,
               workers: int = 1, cpus_per_worker: int = 1, shuffle_frames: bool = False,
-              seed: int = 0) -> tuple[pa.Table, dict]:
+              seed: int = 0, say: Callable[[str], None] | None = None) -> tuple[pa.Table, dict]:
     """Score the clips of ``split`` (the validation split's that exist:
     ``data.present_split_labels``) with ``checkpoint``'s model ``weights`` (its state
     dict, loaded on the driver: ``Checkpoint.load_state``) and ``config``
-    (``checkpoint_at_test``: sampling and model take its segments). Returns the table
-    (key, label, scores) and what was evaluated (checkpoint, views, test options, and
-    the split's labelled keys without a clip: ``coverage_of``)."""
-    import ray.data
-
+    (``checkpoint_at_test``: sampling and model take its segments); a pose run's
+    PoseConfig scores its sub-actions' poses (``pose/evaluate.py``, ``say`` hears its
+    progress). Returns the table (key, label, scores) and what was evaluated
+    (checkpoint, views, test options, and the split's labelled keys without a clip:
+    ``coverage_of``)."""
     run = checkpoint.uri.rstrip("/").rsplit("/", 1)[0]
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    scored = sampled_clips(config, split, train=False).map_batches(
-        ScoreClips, fn_constructor_kwargs=dict(weights=ray.put(weights), classes=len(checkpoint.meta["class_names"]),
-                                               config=config, threads=cpus_per_worker,
-                                               shuffle_seed=seed if shuffle_frames else None),
-        batch_size=config.batch_size, batch_format="numpy", num_cpus=cpus_per_worker, num_gpus=gpus,
-        compute=ray.data.ActorPoolStrategy(size=workers))
-    rows = scored.to_arrow_refs()
-    table = pa.concat_tables(ray.get(rows)).select(["key", "label", "scores"]).sort_by("key")
+    classes = len(checkpoint.meta["class_names"])
+    if isinstance(config, TrainConfig):
+        table = _score_clips(config, weights, classes, split, workers=workers, cpus_per_worker=cpus_per_worker,
+                             shuffle_seed=seed if shuffle_frames else None)
+    else:
+        from ..pose.evaluate import score_poses
+
+        table = score_poses(config, weights, classes, split.labels, workers=workers,
+                            cpus_per_worker=cpus_per_worker, say=say)
     check_scored(table, split.labels, f"{run} ({config.val_split})")
     what = {"checkpoint": checkpoint.uri, "checkpoint_sha256": checkpoint.identity, "data": config.data,
             "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
-            "model": config.model, "split": config.val_split, "views": config.test_views,
-            "crops": config.test_crops, "segments": config.segments, "shuffle_frames": shuffle_frames,
-            "seed": seed, **coverage_of(split)}
+            "model": config.model, "split": config.val_split, **test_protocol(config),
+            "shuffle_frames": shuffle_frames, "seed": seed, **coverage_of(split)}
     return table, what
+
+
+def _score_clips(config: TrainConfig, weights: dict, classes: int, split: SplitLabels, *, workers: int,
+                 cpus_per_worker: int, shuffle_seed: int | None) -> pa.Table:
+    """(key, label, scores) of the clips of ``split``, by ScoreClips actors on Ray Data."""
+    import ray.data
+
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    scored = sampled_clips(config, split, train=False).map_batches(
+        ScoreClips, fn_constructor_kwargs=dict(weights=ray.put(weights), classes=classes, config=config,
+                                               threads=cpus_per_worker, shuffle_seed=shuffle_seed),
+        batch_size=config.batch_size, batch_format="numpy", num_cpus=cpus_per_worker, num_gpus=gpus,
+        compute=ray.data.ActorPoolStrategy(size=workers))
+    rows = scored.to_arrow_refs()
+    return pa.concat_tables(ray.get(rows)).select(["key", "label", "scores"]).sort_by("key")
 
 
 def coverage_of(split: SplitLabels) -> dict:
@@ -579,10 +633,9 @@ def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[fl
                       (tested["run"][1].meta["class_names"], tested["other"][1].meta["class_names"]), (run, fuse))
         fuse_weights = _checked_weights(fuse_weights or default_fuse_weights(tested["run"][2].modality,
                                                                              tested["other"][2].modality))
-    for _uri, _checkpoint, config in tested.values():
-        check_data_settings(config.data, config.task, config.modality)
-    splits = {name: present_split_labels(config.data, config.task, config.val_split)
-              for name, (_uri, _checkpoint, config) in tested.items()}
+    if shuffle_frames and any(not isinstance(config, TrainConfig) for _uri, _checkpoint, config in tested.values()):
+        raise InputError("--shuffle-frames tests clip models; a pose run is tested as trained")
+    splits = {name: validation_labels(config) for name, (_uri, _checkpoint, config) in tested.items()}
     if require_complete:
         for name, (uri, _checkpoint, config) in tested.items():
             check_complete(splits[name], f"{uri} ({config.task}, {config.val_split})")
@@ -593,8 +646,7 @@ def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[fl
         folder = eval_folder(chosen, variant, newest, root)  # join skips '' (the standard protocol)
         split = splits[name]
         want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
-                "split": config.val_split, "views": config.test_views, "crops": config.test_crops,
-                "segments": config.segments, "shuffle_frames": shuffle_frames, "seed": seed,
+                "split": config.val_split, **test_protocol(config), "shuffle_frames": shuffle_frames, "seed": seed,
                 "clips": len(split.labels), "labelled": split.labelled}
         earlier = None if rescore else reusable_scores(folder, want, set(split.labels))
         parts[name] = Part(uri, chosen, config, newest, folder, split, earlier, None)
@@ -635,7 +687,7 @@ def run_evaluation(plan: Plan, *, workers: int = 1, cpus_per_worker: int = 1,
         else:
             table, what = score_run(chosen, config, part.weights, part.split, workers=workers,
                                     cpus_per_worker=cpus_per_worker, shuffle_frames=plan.shuffle_frames,
-                                    seed=plan.seed)
+                                    seed=plan.seed, say=say)
             what["variant"] = plan.variant
             results[name] = write_report(part.out, table, part.split, what)
             say(f"{chosen.uri}: top-1 {_figure(results[name], 'top1')}, mean class "

@@ -1,5 +1,5 @@
 """The pose store: a pose pickle (SynGym's or mmaction2's) into STORE/poses, read back
-exactly, and read per task and split with the labels clips get from the manifest."""
+exactly; refusals of what is not poses."""
 
 import os
 import pickle
@@ -10,26 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from finegym_ray.cli import main
-from finegym_ray.dataset.coverage import task_labels
 from finegym_ray.dataset.errors import FormatError
-from finegym_ray.dataset.manifest import build_manifest_from, write_manifest
-from finegym_ray.dataset.pose_store import import_pose_pickle, read_poses, task_poses, write_poses
+from finegym_ray.dataset.pose_store import pose_keys, read_poses, write_poses
 from finegym_ray.dataset.poses import PoseRecord, read_pose_pickle
 from finegym_ray.errors import InputError
-from finegym_ray.storage import read_parquet
-from finegym_ray.store import manifest_dir, manifest_table, pose_shard_uri, poses_dir
+from finegym_ray.store import pose_shard_uri, poses_dir
 from finegym_ray.synth.generate import POSES
 
-TASKS = ("gym99", "gym288", "vt", "fx", "fx_s1", "ub_s1", "set", "subaction_event")
 
-
-@pytest.fixture(scope="module")
-def store(tiny_gym, tmp_path_factory) -> str:
-    """SynGym's poses imported into a store that holds its manifest."""
-    out = str(tmp_path_factory.mktemp("posestore"))
-    write_manifest(build_manifest_from(str(tiny_gym / "annotations")), manifest_dir(out))
-    import_pose_pickle(str(tiny_gym / "annotations" / POSES), out)
-    return out
+@pytest.fixture
+def store(pose_store) -> str:
+    return pose_store
 
 
 def test_the_store_holds_the_pickles_poses_exactly(tiny_gym, store):
@@ -47,40 +38,9 @@ def test_the_store_holds_the_pickles_poses_exactly(tiny_gym, store):
     assert {"key", "video_id", "event_id", "persons", "frames", "keypoint_score"} <= set(table.column_names)
 
 
-def _manifest_labels(store: str, task: str) -> dict[str, dict[str, int]]:
-    manifest = manifest_dir(store)
-    return task_labels(task, subactions=read_parquet(manifest_table(manifest, "subactions")),
-                       events=read_parquet(manifest_table(manifest, "events")),
-                       categories=read_parquet(manifest_table(manifest, "categories")))
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_every_task_selects_poses_with_the_labels_clips_get(store, task):
-    by_split = _manifest_labels(store, task)
-    for split in ("train", "val"):
-        labels = by_split.get(split)
-        if not labels:  # this tiny SynGym has no vault, and no UB-S1 element in val
-            with pytest.raises(InputError, match=f"no sub-action of split '{split}' has a label for task"):
-                task_poses(store, task, split)
-            continue
-        got = task_poses(store, task, split)
-        assert {r.key: r.label for r in got.records} == labels and got.absent == ()
-        assert max(labels.values()) < len(got.class_names)
-
-
-def test_keys_without_poses_are_named_and_the_event_task_refused(tiny_gym, store, tmp_path):
-    labels = _manifest_labels(store, "gym288")["train"]
-    video = sorted(labels)[0].split("_E_")[0]
-    partial = str(tmp_path / "partial")
-    write_manifest(build_manifest_from(str(tiny_gym / "annotations")), manifest_dir(partial))
-    write_poses(partial, [r for r in read_poses(store) if not r.key.startswith(video)], source="test")
-    got = task_poses(partial, "gym288", "train")
-    assert got.absent == tuple(sorted(k for k in labels if k.startswith(video))) and got.absent
-    assert len(got.records) == len(labels) - len(got.absent)
-    with pytest.raises(InputError, match="poses are per sub-action"):
-        task_poses(store, "event", "train")
-    with pytest.raises(InputError, match="no manifest beside the poses"):
-        task_poses(str(tmp_path / "bare"), "gym99", "train")
+def test_the_keys_with_poses_are_read_from_the_key_column(store, tmp_path):
+    assert pose_keys(store) == {r.key for r in read_poses(store)}
+    assert pose_keys(str(tmp_path)) == set()
 
 
 @pytest.mark.parametrize("keys, said", [(["abc_E_000001_000002_A_0000_0001", "not_a_key"],

@@ -168,6 +168,27 @@ def test_fusion_weighs_two_runs_trained_where_a_video_of_the_val_split_is_missin
 
 
 @pytest.mark.e2e
+def test_a_pose_run_fuses_with_a_clip_run_on_the_keys_both_scored(partial_store, still_flow_run, pose_store,
+                                                                   tmp_path):
+    from finegym_ray.pose.config import PoseConfig
+    from finegym_ray.pose.train import run_pose_training
+
+    data, _, gone = partial_store  # one video's clips missing; the pose store has every key's poses
+    poses = PoseConfig(data=pose_store, runs=str(tmp_path), task="subaction_event", model="stgcn",
+                       model_kwargs={"base_width": 8}, frames=8, epochs=1, batch_size=4, val_every=0,
+                       test_views=1, test_flip=False)
+    pose_run = run_pose_training(poses, say=quiet)["run"]
+    _, flow = still_flow_run
+    results = evaluate(flow["run"], fuse=pose_run, say=quiet)
+    val = load_split_labels(data, "subaction_event", "val").labels
+    lost = sum(k.startswith(gone + "_") for k in val)
+    fused = results["fused"]
+    assert fused["fuse_weights"] == [1.5, 1.0]  # flow's TSN weight against a pose stream's
+    assert results["other"]["clips"] == len(val) and fused["clips"] == results["run"]["clips"] == len(val) - lost
+    assert fused["fuse_dropped"] == {"run": 0, "other": lost} and lost
+
+
+@pytest.mark.e2e
 def test_resume_takes_the_newest_complete_checkpoint_and_refuses_other_data_or_epochs(tiny_store, tmp_path):
     data, _ = tiny_store
     # From pretrained weights, on the paper's step schedule: the run records the weights'

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from finegym_ray.dataset.poses import BONES, COCO17, JOINTS, PoseRecord
-from finegym_ray.train.pose_input import MIRROR, heatmap_input, select_persons, skeleton_input
+from finegym_ray.pose.input import MIRROR, heatmap_input, select_persons, skeleton_input
 
 
 def _record(persons: int = 2, frames: int = 30, width: int = 640) -> PoseRecord:
@@ -21,12 +21,15 @@ def _record(persons: int = 2, frames: int = 30, width: int = 640) -> PoseRecord:
 
 
 def test_the_frames_are_one_from_each_equal_span_the_middle_at_test():
-    from finegym_ray.train.pose_input import _sampled
+    from finegym_ray.pose.input import _sampled
 
     r = _record(persons=1, frames=30)
-    kp, _ = _sampled(r, frames=6, persons=1, train=False, flip=False, rng=None)
+    kp, _ = _sampled(r, frames=6, persons=1, rng=None, view=0, views=1, mirror=False)
     np.testing.assert_array_equal(kp[0], r.keypoint[0, [2, 7, 12, 17, 22, 27]])  # the middle of each 5 frames
-    drawn = [_sampled(r, frames=6, persons=1, train=True, flip=False, rng=np.random.default_rng(seed))[0][0]
+    first, last = (_sampled(r, frames=6, persons=1, rng=None, view=v, views=5, mirror=False)[0] for v in (0, 4))
+    np.testing.assert_array_equal(first[0], r.keypoint[0, [0, 5, 10, 15, 20, 25]])  # views spread over each span
+    np.testing.assert_array_equal(last[0], r.keypoint[0, [4, 9, 14, 19, 24, 29]])
+    drawn = [_sampled(r, frames=6, persons=1, rng=np.random.default_rng(seed), view=0, views=1, mirror=False)[0][0]
              for seed in range(10)]
     index = [[int(np.flatnonzero((r.keypoint[0] == d[i]).all(axis=(1, 2)))[0]) for i in range(6)] for d in drawn]
     assert all(5 * i <= j < 5 * (i + 1) for picked in index for i, j in enumerate(picked))
@@ -45,7 +48,7 @@ def test_the_best_scored_people_first_and_zeros_for_those_missing():
 def test_skeletons_lie_in_the_unit_box_with_their_scores():
     r = _record()
     r.score[0, :, 4] = 0  # an ear never seen
-    x = skeleton_input(r, frames=8, persons=2, train=False)
+    x = skeleton_input(r, frames=8, persons=2)
     assert x.shape == (2, 8, JOINTS, 3) and x.dtype == np.float32
     assert np.all(np.abs(x[..., :2]) <= 1) and np.abs(x[..., :2]).max() > 0.5
     assert not x[0, :, 4].any()  # not seen: zeros, score too
@@ -55,27 +58,22 @@ def test_skeletons_lie_in_the_unit_box_with_their_scores():
 
 
 def test_a_mirrored_sample_swaps_left_and_right():
-    from finegym_ray.train.pose_input import _sampled
+    from finegym_ray.pose.input import _sampled
 
     assert COCO17[MIRROR[COCO17.index("left_knee")]] == "right_knee" and MIRROR[0] == 0
     assert sorted(MIRROR) == list(range(JOINTS)) and all(MIRROR[MIRROR[j]] == j for j in range(JOINTS))
     r = _record(persons=1, frames=1, width=640)
     left, right = COCO17.index("left_wrist"), COCO17.index("right_wrist")
     r.keypoint[0, 0, left], r.keypoint[0, 0, right] = (100, 50), (500, 60)
-    runs = [_sampled(r, frames=1, persons=1, train=True, flip=True, rng=np.random.default_rng(seed))[0]
-            for seed in range(20)]
-    kept = [kp for kp in runs if kp[0, 0, left, 0] == 100]
-    mirrored = [kp for kp in runs if kp[0, 0, left, 0] != 100]
-    assert kept and mirrored and len(kept) + len(mirrored) == 20  # each way, as drawn
+    kept, mirrored = (_sampled(r, frames=1, persons=1, rng=None, view=0, views=1, mirror=m)[0] for m in (False, True))
+    assert tuple(kept[0, 0, left]) == (100, 50)
     # Mirrored: the right wrist seen from the other side is the left one, x from the right edge.
-    assert tuple(mirrored[0][0, 0, left]) == (640 - 500, 60) and tuple(mirrored[0][0, 0, right]) == (640 - 100, 50)
-    at_test = _sampled(r, frames=1, persons=1, train=False, flip=True, rng=None)[0]
-    assert tuple(at_test[0, 0, left]) == (100, 50)  # never at test
+    assert tuple(mirrored[0, 0, left]) == (640 - 500, 60) and tuple(mirrored[0, 0, right]) == (640 - 100, 50)
 
 
 def test_heatmap_volumes_of_the_sampled_frames():
     r = _record()
-    keypoints = heatmap_input(r, frames=6, persons=2, train=False, size=24)
-    limbs = heatmap_input(r, frames=6, persons=2, train=False, limbs=True, size=24)
+    keypoints = heatmap_input(r, frames=6, persons=2, size=24)
+    limbs = heatmap_input(r, frames=6, persons=2, limbs=True, size=24)
     assert keypoints.shape == (JOINTS, 6, 24, 24) and limbs.shape == (len(BONES), 6, 24, 24)
     assert 0.5 < keypoints.max() <= 0.9 + 1e-6 and limbs.max() <= 0.9 + 1e-6

@@ -6,11 +6,12 @@ Numpy only, so that data workers build them.
 Frames: PoseC3D's uniform sampling, which is TSN's segment sampling of one frame
 (``dataset/sampling.py`` SegmentSampler): the sub-action cut into ``frames`` equal spans
 and one frame taken from each (anywhere in it when training, its middle otherwise), so a
-short sub-action repeats frames and a long one is seen whole. People: the ``persons``
+short sub-action repeats frames and a long one is seen whole; at test, each of several
+views takes another point of every span. People: the ``persons``
 with the highest mean joint score (the gymnast, before a coach or a judge), zeros
 where fewer were found. Skeletons are placed in the box of every joint seen in the
 sample (``heatmaps.pose_box``), x and y in [-1, 1], the score as a third channel, zeros
-where a joint was not seen. Training may mirror a sample left to right (``flip``),
+where a joint was not seen. A sample may be mirrored left to right (``mirror``),
 swapping left and right joints, as a gymnast may turn either way.
 """
 
@@ -37,34 +38,44 @@ def select_persons(keypoint: np.ndarray, score: np.ndarray, persons: int) -> tup
     return kp, sc
 
 
-def _sampled(record: PoseRecord, *, frames: int, persons: int, train: bool, flip: bool,
-             rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+def frame_index(total_frames: int, frames: int, *, rng: np.random.Generator | None = None, view: int = 0,
+                views: int = 1) -> np.ndarray:
+    """(frames,) int64: one frame of each of ``frames`` equal spans of ``total_frames``,
+    anywhere in it with ``rng`` (training), else at (view + 0.5) / views of it (test
+    view ``view`` of ``views``; one view: the middle)."""
     sampler = SegmentSampler(frames)
-    index = (sampler.train(record.total_frames, rng) if train else sampler.test(record.total_frames))[:, 0]
+    return (sampler.train(total_frames, rng) if rng is not None else sampler.test(total_frames, view, views))[:, 0]
+
+
+def _sampled(record: PoseRecord, *, frames: int, persons: int, rng: np.random.Generator | None, view: int,
+             views: int, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+    index = frame_index(record.total_frames, frames, rng=rng, view=view, views=views)
     kp, sc = select_persons(record.keypoint[:, index], record.score[:, index], persons)
-    if train and flip and rng.random() < 0.5:
+    if mirror:
         width = record.img_shape[1]
         kp = kp[:, :, MIRROR] * np.array([-1, 1], np.float32) + np.array([width, 0], np.float32)
         sc = sc[:, :, MIRROR]
     return kp, sc
 
 
-def skeleton_input(record: PoseRecord, *, frames: int, persons: int, train: bool, flip: bool = True,
-                   rng: np.random.Generator | None = None) -> np.ndarray:
+def skeleton_input(record: PoseRecord, *, frames: int, persons: int, rng: np.random.Generator | None = None,
+                   view: int = 0, views: int = 1, mirror: bool = False) -> np.ndarray:
     """(persons, frames, 17, 3) float32: x, y in [-1, 1] of the sample's pose box and the
-    joint's score; ST-GCN's input (``in_channels=3``)."""
-    kp, sc = _sampled(record, frames=frames, persons=persons, train=train, flip=flip, rng=rng)
+    joint's score; ST-GCN's input (``in_channels=3``). Frames by :func:`frame_index`;
+    ``mirror``: left to right, left and right joints swapped."""
+    kp, sc = _sampled(record, frames=frames, persons=persons, rng=rng, view=view, views=views, mirror=mirror)
     x0, y0, side = pose_box(kp, sc)
     xy = (kp - np.array([x0, y0], np.float32)) * np.float32(2 / side) - 1
     seen = (sc > 0)[..., None]
     return np.concatenate([np.where(seen, xy, 0), sc[..., None]], axis=-1).astype(np.float32)
 
 
-def heatmap_input(record: PoseRecord, *, frames: int, persons: int, train: bool, limbs: bool = False,
-                  size: int = 56, sigma: float = 0.6, flip: bool = True,
-                  rng: np.random.Generator | None = None) -> np.ndarray:
+def heatmap_input(record: PoseRecord, *, frames: int, persons: int, limbs: bool = False, size: int = 56,
+                  sigma: float = 0.6, rng: np.random.Generator | None = None, view: int = 0, views: int = 1,
+                  mirror: bool = False) -> np.ndarray:
     """(K, frames, size, size) float32 heatmap volume: K = 17 joints, or the bones with
-    ``limbs``; the PoseC3D-style model's input."""
-    kp, sc = _sampled(record, frames=frames, persons=persons, train=train, flip=flip, rng=rng)
+    ``limbs``; the PoseC3D-style model's input. Frames and ``mirror`` as
+    :func:`skeleton_input`'s."""
+    kp, sc = _sampled(record, frames=frames, persons=persons, rng=rng, view=view, views=views, mirror=mirror)
     draw = limb_volume if limbs else keypoint_volume
     return draw(kp, sc, size=size, sigma=sigma)
