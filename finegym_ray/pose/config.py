@@ -148,12 +148,6 @@ class PoseConfig:
         """Whether the model reads heatmap volumes (else skeletons)."""
         return self.model in HEATMAP_MODELS
 
-    @property
-    def test_crops(self) -> int:
-        """Samples per view at test: the view and its mirror image with ``test_flip``
-        (what the clips' protocol calls crops)."""
-        return 2 if self.test_flip else 1
-
 
 def with_absolute_paths(config: PoseConfig) -> PoseConfig:
     """``config`` with ``data`` and ``runs`` absolute (``train.config.absolute_uri``):

@@ -24,7 +24,7 @@ from .data import pose_sample
 CHUNKS_PER_WORKER = 4  # chunks per scoring task slot: for the progress lines, and a fair share
 
 
-def test_protocol(config: PoseConfig) -> dict:
+def protocol_of(config: PoseConfig) -> dict:
     """What metrics.json records of the protocol: ``views``, ``crops`` (1, or 2 with the
     mirror image) and ``segments`` (the sampled frames)."""
     return {"views": config.test_views, "crops": 2 if config.test_flip else 1, "segments": config.frames}
@@ -49,7 +49,7 @@ def score_keys(weights, config: PoseConfig, num_classes: int, labels: dict[str, 
     model.load_state_dict(weights)
     model = model.eval().to(device)
     autocast = steps.autocast_for(device, config.bf16)
-    protocol = test_protocol(config)
+    protocol = protocol_of(config)
     keys, ys, scores = [], [], []
     for record, y in read_items(config.data, labels):
         x = np.stack([pose_sample(record, config, view=view, views=protocol["views"], mirror=mirror)

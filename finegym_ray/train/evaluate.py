@@ -132,13 +132,13 @@ def tested_config(checkpoint: checkpoints.Checkpoint):
     return checkpoint_config(checkpoint)
 
 
-def test_protocol(config) -> dict:
+def protocol_of(config) -> dict:
     """``views``, ``crops`` and ``segments`` of the test protocol of a TrainConfig or a
     pose run's PoseConfig, as metrics.json records them."""
     if not isinstance(config, TrainConfig):
-        from ..pose.evaluate import test_protocol as pose_protocol
+        from ..pose.evaluate import protocol_of as pose_protocol_of
 
-        return pose_protocol(config)
+        return pose_protocol_of(config)
     return {"views": config.test_views, "crops": config.test_crops, "segments": config.segments}
 
 
@@ -359,7 +359,7 @@ def score_run(checkpoint: checkpoints.Checkpoint, config: TrainConfig, weights: 
     check_scored(table, split.labels, f"{run} ({config.val_split})")
     what = {"checkpoint": checkpoint.uri, "checkpoint_sha256": checkpoint.identity, "data": config.data,
             "epoch": checkpoint.epoch, "task": config.task, "modality": config.modality,
-            "model": config.model, "split": config.val_split, **test_protocol(config),
+            "model": config.model, "split": config.val_split, **protocol_of(config),
             "shuffle_frames": shuffle_frames, "seed": seed, **coverage_of(split)}
     return table, what
 
@@ -646,7 +646,7 @@ def plan_evaluation(run: str, *, fuse: str | None = None, fuse_weights: tuple[fl
         folder = eval_folder(chosen, variant, newest, root)  # join skips '' (the standard protocol)
         split = splits[name]
         want = {"checkpoint_sha256": chosen.identity, "data": config.data, "task": config.task,
-                "split": config.val_split, **test_protocol(config), "shuffle_frames": shuffle_frames, "seed": seed,
+                "split": config.val_split, **protocol_of(config), "shuffle_frames": shuffle_frames, "seed": seed,
                 "clips": len(split.labels), "labelled": split.labelled}
         earlier = None if rescore else reusable_scores(folder, want, set(split.labels))
         parts[name] = Part(uri, chosen, config, newest, folder, split, earlier, None)
