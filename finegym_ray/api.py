@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from .localize.config import ExtractConfig, LocalizeConfig
     from .localize.metric import MapResult
+    from .pose.config import PoseConfig
     from .preprocess.config import PreprocessConfig
     from .train.config import TrainConfig
     from .tune.config import SweepConfig
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BadInput", "ConfigError", "EvaluateResult", "ExtractResult", "InputError", "LocalizeResult",
            "PreprocessResult", "Scores", "StudyResult", "TrainResult", "TuneResult", "evaluate",
-           "extract_features", "localize", "preprocess", "study", "train", "tune"]
+           "extract_features", "localize", "preprocess", "study", "train", "train_poses", "tune"]
 
 T = TypeVar("T")
 # ``--set`` strings (one or several), or a mapping of keys (dotted for nesting) to values.
@@ -344,6 +345,29 @@ def train(config: PathLike | TrainConfig | None = None, *, overrides: Overrides 
     say(f"{settings_line(settings, TRAIN_SETTINGS_SHOWN)}; all settings in {run_uri(settings)}/config.yaml")
     with _held(quiet):
         r = run_training(settings, break_lease=break_lease, say=say)
+    return TrainResult(r["run"], r["checkpoint"], storage.join(r["run"], "config.yaml"), r["history"],
+                       r["class_names"])
+
+
+def train_poses(config: PathLike | PoseConfig | None = None, *, overrides: Overrides = (),
+                data: PathLike | None = None, runs: PathLike | None = None, name: str | None = None,
+                break_lease: bool = False, address: str | None = None, quiet: bool = False) -> TrainResult:
+    """``finegym-ray train-poses``: ST-GCN or the PoseC3D-style model on the poses of the
+    store ``data`` (``import-poses``), checkpointed every epoch to ``runs``/``name``; a
+    second call with the same name resumes. :func:`evaluate` scores the run and fuses it
+    with another."""
+    from . import storage
+    from .pose.config import PoseConfig, with_absolute_paths
+    from .train.trackers import require as require_trackers
+
+    settings = with_absolute_paths(_load(PoseConfig, config, overrides, data=data, runs=runs, name=name))
+    require_trackers(settings)
+    say = _printer("train-poses", quiet)
+    _connect(address, quiet)
+    from .pose.train import run_pose_training
+
+    with _held(quiet):
+        r = run_pose_training(settings, break_lease=break_lease, say=say)
     return TrainResult(r["run"], r["checkpoint"], storage.join(r["run"], "config.yaml"), r["history"],
                        r["class_names"])
 

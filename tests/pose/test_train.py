@@ -12,11 +12,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import finegym_ray.api as fgr
 from finegym_ray.errors import InputError
 from finegym_ray.pose.config import PoseConfig
 from finegym_ray.pose.train import KIND, run_pose_training, training_labels, training_plan
 from finegym_ray.train import checkpoint as ckpt
 from finegym_ray.train.evaluate import evaluate
+from finegym_ray.train.runs import list_runs
 
 MODELS = {"stgcn": {"model": "stgcn", "model_kwargs": {"base_width": 8}},
           "posec3d": {"model": "posec3d", "model_kwargs": {"base_width": 8, "blocks": [1, 1, 1]},
@@ -91,6 +93,10 @@ def test_two_workers_train_a_pose_run_with_a_checkpoint_per_epoch(stgcn):
     assert result["history"][0]["train_samples"] == 2 * -(-len(train.labels) // 2)
     latest = ckpt.find_latest(result["run"])
     assert latest.epoch == 1 and latest.meta["kind"] == KIND and latest.meta["class_names"] == list(train.class_names)
+    (row,) = list_runs(config.runs)  # `finegym-ray runs` lists it as it lists clip runs
+    assert (row.name, row.model, row.input, row.task, row.epochs_done, row.epochs_planned) == (
+        "stgcn", "stgcn", "keypoints", "gym99", 2, 2)
+    assert row.best_mean_class == max(m["val_mean_class"] for m in result["history"])
 
 
 @pytest.mark.e2e
@@ -133,8 +139,9 @@ def test_a_pose_run_is_evaluated_with_the_clips_protocol_and_fused_with_another(
 
     limbs = replace(config, model="posec3d", modality="limbs", runs=str(tmp_path), name="limbs", epochs=1,
                     workers=1, cpus_per_worker=1.0, **{k: v for k, v in MODELS["posec3d"].items() if k != "model"})
-    run_pose_training(limbs, say=quiet)
-    fused = evaluate(result["run"], fuse=str(tmp_path / "limbs"), say=quiet)
+    trained = fgr.train_poses(limbs, quiet=True)  # the notebook's way: the API, on the connected Ray
+    assert trained.run == str(tmp_path / "limbs") and [m["epoch"] for m in trained.history] == [0]
+    fused = evaluate(result["run"], fuse=trained.run, say=quiet)
     assert fused["fused"]["fuse_weights"] == [1.0, 1.0]  # PoseC3D's keypoints : limbs
     assert fused["fused"]["clips"] == len(val.labels) and fused["other"]["modality"] == "limbs"
     a, b = (np.stack(pq.read_table(Path(r["out"]) / "scores.parquet").sort_by("key").column("scores").to_numpy(
