@@ -31,18 +31,14 @@ def protocol_of(config: PoseConfig) -> dict:
 
 
 def score_keys(weights, config: PoseConfig, num_classes: int, labels: dict[str, int], threads: int) -> dict:
-    """Scores of the keys of ``labels`` by the model of ``config`` with ``weights`` (a
-    state dict or its ObjectRef): ``key``, ``label``, ``scores`` (N, K) float32, softmax
-    averaged over the test samples. Runs where it is called (a Ray task)."""
+    """Scores of the keys of ``labels`` by the model of ``config`` with ``weights`` (its
+    state dict; a Ray task gets it from the ObjectRef it was called with): ``key``,
+    ``label``, ``scores`` (N, K) float32, softmax averaged over the test samples."""
     import torch
 
     from ..train import steps
     from .train import build_pose_model, read_items
 
-    if not isinstance(weights, dict):
-        import ray
-
-        weights = ray.get(weights)
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_pose_model(config, num_classes)
@@ -62,8 +58,8 @@ def score_keys(weights, config: PoseConfig, num_classes: int, labels: dict[str, 
 
 
 def chunks(keys: list[str], count: int) -> list[list[str]]:
-    """``keys`` cut into at most ``count`` runs of about equal size, never splitting a
-    video's keys."""
+    """``keys`` in key order, cut into runs of about len(keys) / ``count`` keys (more
+    runs where a video's keys would overflow one), never splitting a video's keys."""
     videos = [list(group) for _, group in groupby(sorted(keys), key=lambda k: parse_instance_key(k).video_id)]
     size = -(-len(keys) // max(count, 1))
     out: list[list[str]] = [[]]

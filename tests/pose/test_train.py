@@ -9,15 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import finegym_ray.api as fgr
 from finegym_ray.errors import InputError
 from finegym_ray.pose.config import PoseConfig
+from finegym_ray.pose.evaluate import score_keys
 from finegym_ray.pose.train import KIND, run_pose_training, training_labels, training_plan
 from finegym_ray.train import checkpoint as ckpt
-from finegym_ray.train.evaluate import evaluate
+from finegym_ray.train.evaluate import check_scored, evaluate, write_report
 from finegym_ray.train.runs import list_runs
 
 MODELS = {"stgcn": {"model": "stgcn", "model_kwargs": {"base_width": 8}},
@@ -40,7 +42,7 @@ def tiny(store: str, runs: str, model: str = "stgcn", **settings) -> PoseConfig:
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("task", ELEMENT_TASKS)
-def test_each_element_task_trains_and_validates_in_the_tasks_loop(pose_store, tmp_path, task, model):
+def test_each_element_task_trains_validates_and_is_scored_in_the_tasks_loop(pose_store, tmp_path, task, model):
     import torch
 
     from finegym_ray.train import steps
@@ -57,6 +59,13 @@ def test_each_element_task_trains_and_validates_in_the_tasks_loop(pose_store, tm
     assert metrics["train_samples"] == len(train.labels) and np.isfinite(metrics["train_loss"])
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it learnt
     assert task_.validate(net)["val_samples"] == len(val.labels)
+    # Scored with the test protocol (what a scoring task runs) and reported as clip runs are.
+    scored = score_keys(net.state_dict(), config, train.num_classes, val.labels, threads=1)
+    table = pa.table({"key": scored["key"], "label": scored["label"], "scores": scored["scores"]})
+    check_scored(table, val.labels, task)
+    report = write_report(str(tmp_path / "eval"), table, val, {"task": task, "model": model})
+    assert report["clips"] == len(val.labels) and 0 <= report["mean_class_lo"] <= report["mean_class_hi"] <= 1
+    assert "hierarchy" in report if task != "set" else "levels" not in report
 
 
 def test_an_epoch_draws_the_same_samples_with_input_processes(pose_store, tmp_path):
