@@ -117,7 +117,7 @@ def test_a_pose_run_resumes_after_its_newest_complete_checkpoint(stgcn):
     assert any("has trained all 2 epochs" in s for s in said)
     (run / ckpt.dir_name(1) / "manifest.json").unlink()  # as a kill mid-write leaves it
     said.clear()
-    again = run_pose_training(config, say=said.append)
+    again = run_pose_training(replace(config, workers=1, cpus_per_worker=1.0), say=said.append)  # another scale
     assert any("resuming" in s and ckpt.dir_name(0) in s for s in said), said
     assert [m["epoch"] for m in again["history"]] == [0, 1]
     with pytest.raises(InputError, match="other settings.*frames"):
