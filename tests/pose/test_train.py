@@ -146,10 +146,14 @@ def test_a_pose_run_is_evaluated_with_the_clips_protocol_and_fused_with_another(
     with pytest.raises(InputError, match="tested with the 8 frames"):
         evaluate(result["run"], segments=4, say=quiet)
 
-    limbs = replace(config, model="posec3d", modality="limbs", runs=str(tmp_path), name="limbs", epochs=1,
-                    workers=1, cpus_per_worker=1.0, **{k: v for k, v in MODELS["posec3d"].items() if k != "model"})
+    limbs = replace(config, model="posec3d", modality="limbs", runs=str(tmp_path), name="limbs", workers=1,
+                    cpus_per_worker=1.0, **{k: v for k, v in MODELS["posec3d"].items() if k != "model"})
     trained = fgr.train_poses(limbs, quiet=True)  # the notebook's way: the API, on the connected Ray
-    assert trained.run == str(tmp_path / "limbs") and [m["epoch"] for m in trained.history] == [0]
+    assert trained.run == str(tmp_path / "limbs") and [m["epoch"] for m in trained.history] == [0, 1]
+    (tmp_path / "limbs" / ckpt.dir_name(1) / "manifest.json").unlink()  # the heatmap model resumes too
+    said.clear()
+    assert [m["epoch"] for m in run_pose_training(limbs, say=said.append)["history"]] == [0, 1]
+    assert any("resuming" in s and ckpt.dir_name(0) in s for s in said), said
     fused = evaluate(result["run"], fuse=trained.run, say=quiet)
     assert fused["fused"]["fuse_weights"] == [1.0, 1.0]  # PoseC3D's keypoints : limbs
     assert fused["fused"]["clips"] == len(val.labels) and fused["other"]["modality"] == "limbs"
