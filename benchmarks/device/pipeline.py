@@ -15,7 +15,8 @@ the GPU), with its exit status, seconds and last lines in one JSON file:
 
 ``--quick``: the small SynGym preset, DIS flow, fewer epochs (the CPU rehearsal here:
 ``python benchmarks/device/pipeline.py --quick --out /tmp/pipeline.json``). A step that
-fails is recorded and the next one runs; exit status 1 when any failed.
+fails or outlives its limit is recorded and the next one runs; the JSON is written after
+every step; exit status 1 when any failed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def command(*args: str) -> list[str]:
 
 
 def run_step(name: str, argv: list[str], results: dict, timeout_s: float) -> bool:
+    """Run ``argv`` from the repo root; its record into ``results`` and the results file
+    written at once (a call killed at its time limit keeps the steps before)."""
     t0 = time.time()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
@@ -53,6 +56,7 @@ def run_step(name: str, argv: list[str], results: dict, timeout_s: float) -> boo
         out = out.decode(errors="replace") if isinstance(out, bytes) else out
     results["steps"].append({"step": name, "rc": rc, "seconds": round(time.time() - t0, 1),
                              "tail": out.splitlines()[-25:]})
+    Path(results["out"]).write_text(json.dumps(results, indent=1) + "\n")
     print(f"{name}: rc {rc} in {time.time() - t0:.0f} s", flush=True)
     return rc == 0
 
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="working folder (default: a temp folder)")
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="finegym_device_"))
-    results = {"device": device(), "quick": args.quick, "steps": []}
+    results = {"device": device(), "quick": args.quick, "out": args.out, "steps": []}
     gpu = results["device"]["gpu"] is not None
     address = f"127.0.0.1:{PORT}"
     # A head of this machine only, for this script's commands (the device reaches no
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         run_step("demo", command(
             "demo", "--out", str(demo), "--runs", str(runs), *at, "--preset", "small" if args.quick else "demo",
             "--preprocess-set", "flow=dis" if args.quick else "flow=tvl1", "--train-set", f"epochs={epochs}",
-            "--train-set", f"use_gpu={str(gpu).lower()}"), results, 1200)
+            "--train-set", f"use_gpu={str(gpu).lower()}"), results, 420)
         # PoseC3D's own sample (48 frames of 56 x 56 heatmaps) on the GPU; a tiny one on CPUs.
         pose = ["task=set", f"epochs={epochs}", f"use_gpu={str(gpu).lower()}"] + (
             ["input_workers=1", "cpus_per_worker=1", "frames=16", "heatmap_size=32",
@@ -99,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             "import-poses", "--pickle", str(demo / "syngym" / "annotations" / "gym_2d.pkl"), "--out", str(store)),
             results, 300) and run_step("train-poses", command(
                 "train-poses", "--config", "configs/pose/posec3d_keypoints_gym99.yaml", "--data", str(store),
-                "--runs", str(runs), *at, *[a for o in pose for a in ("--set", o)]), results, 1200) \
+                "--runs", str(runs), *at, *[a for o in pose for a in ("--set", o)]), results, 300) \
             and run_step("evaluate-poses", command("evaluate", "--run", str(runs / "posec3d_keypoints_set"), *at),
-                         results, 600)
+                         results, 180)
         meta = sorted((runs / "posec3d_keypoints_set").glob("epoch_*/meta.json"))
         if meta:
             history = json.loads(meta[-1].read_text())["history"]
@@ -113,14 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             "train": {"data": str(store), "runs": str(runs), "epochs": int(epochs), "val_every": 1},
             "space": {"lr": {"grid": [0.001, 0.003, 0.01, 0.03]}}, "metric": "val_mean_class", "mode": "max",
             "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
-            # 4 at once take 8 CPUs (a worker and its Ray Data input each): 1 on 2 cores.
+            # A trial holds its worker's CPUs and one for its Ray Data input: 4 at once
+            # need 12 of the device's 16; on 2 cores, one at a time.
             "max_concurrent_trials": 1 if args.quick else 4,
             "sweeps": str(work / "sweeps"),
             "resources": {"workers": 1, "cpus_per_worker": 1 if args.quick else 2,
                           "gpus_per_worker": 0.25 if gpu else 0}}))
-        run_step("tune", command("tune", "--config", str(sweep), *at), results, 1200)
+        run_step("tune", command("tune", "--config", str(sweep), *at), results, 420)
         run_step("localize", command("localize", "demo", "--out", str(demo), "--set", f"runs={runs}", *at), results,
-                 1200)
+                 420)
     finally:
         subprocess.run([ray_cli(), "stop", "--force"], capture_output=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
