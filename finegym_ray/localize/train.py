@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import from_dict, parse_recorded_yaml
+from ..config import from_dict
 from ..errors import InputError
 from ..progress import duration
 from ..train import checkpoint as checkpoints
-from ..train.engine import Plan, check_same_settings, history_table, run_uri, train_held
+from ..train.engine import Plan, check_same_settings, history_table, run_uri, saved_settings, train_held
 from .config import LocalizeConfig
 from .data import Dataset, GroundTruth, load_dataset
 
@@ -87,16 +87,6 @@ def training_plan(config: LocalizeConfig, data: Dataset) -> Plan:
                      ground_truth=data.ground_truth, feature_dim=data.feature_dim, data_hash=data.settings_hash)
     return Plan(config, task, lambda resumed: _check_same(uri, config, resumed, data), hand_over_state=True,
                 record_failures=False)
-
-
-def saved_settings(checkpoint: checkpoints.Checkpoint) -> dict:
-    """The settings in a checkpoint's config.yaml, read as data from others is
-    (``config.parse_recorded_yaml``); InputError naming it when it is not a YAML mapping."""
-    where = f"{checkpoint.uri}/config.yaml"
-    saved = parse_recorded_yaml(checkpoint.config_yaml, where)
-    if not isinstance(saved, dict):
-        raise InputError(f"{where}: not a mapping of settings")
-    return saved
 
 
 def _check_same(uri: str, config: LocalizeConfig, checkpoint: checkpoints.Checkpoint, data: Dataset) -> None:

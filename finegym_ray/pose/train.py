@@ -19,12 +19,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..config import from_dict, parse_recorded_yaml
+from ..config import from_dict
 from ..errors import InputError
 from ..train import checkpoint as checkpoints
 from ..train.config import recorded_config
 from ..train.data import SplitLabels
-from ..train.engine import Plan, check_same_settings, run_uri, train_held
+from ..train.engine import Plan, check_same_settings, run_uri, saved_settings, train_held
 from ..train.run import split_coverage
 from .config import PoseConfig, with_absolute_paths
 from .data import in_channels, pose_sample, pose_split_labels
@@ -82,25 +82,22 @@ def training_plan(config: PoseConfig, train: SplitLabels, val: SplitLabels | Non
                 gpus_per_worker=config.gpus_per_worker)
 
 
-def saved_settings(checkpoint: checkpoints.Checkpoint) -> dict:
-    """The settings in a checkpoint's config.yaml, read as data from others is."""
-    where = f"{checkpoint.uri}/config.yaml"
-    saved = parse_recorded_yaml(checkpoint.config_yaml, where)
-    if not isinstance(saved, dict):
-        raise InputError(f"{where}: not a mapping of settings")
-    return recorded_config(saved, where)
+def recorded_settings(checkpoint: checkpoints.Checkpoint) -> dict:
+    """The settings a pose checkpoint recorded, once their task names mean today's
+    (``train.config.recorded_config``)."""
+    return recorded_config(saved_settings(checkpoint), f"{checkpoint.uri}/config.yaml")
 
 
 def checkpoint_config(checkpoint: checkpoints.Checkpoint) -> PoseConfig:
     """The PoseConfig a pose checkpoint was written with."""
-    return from_dict(PoseConfig, saved_settings(checkpoint), f"{checkpoint.uri}/config.yaml")
+    return from_dict(PoseConfig, recorded_settings(checkpoint), f"{checkpoint.uri}/config.yaml")
 
 
 def _check_same(uri: str, config: PoseConfig, checkpoint: checkpoints.Checkpoint, class_names: list[str]) -> None:
     """Refuse to resume with settings that change the model or its input."""
     if checkpoint.meta.get("kind") != KIND:
         raise InputError(f"{uri} holds a run of another kind than a pose model's: use another name")
-    check_same_settings(uri, config, saved_settings(checkpoint), mutable=MUTABLE)
+    check_same_settings(uri, config, recorded_settings(checkpoint), mutable=MUTABLE)
     if checkpoint.meta.get("class_names") != class_names:
         raise InputError(f"{checkpoint.uri} was trained on other classes than {config.data} gives task "
                          f"{config.task} now: use another name")

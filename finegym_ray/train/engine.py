@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
 from .. import storage
-from ..config import to_yaml
+from ..config import parse_recorded_yaml, to_yaml
 from ..errors import InputError
 from ..lease import writer_lease
 from . import checkpoint as checkpoints, trackers
@@ -196,6 +196,16 @@ def fit(plan: Plan, *, callbacks: tuple = (), say: Say = print, scope: trackers.
 def _result(uri: str, checkpoint: checkpoints.Checkpoint) -> dict:
     return {"run": uri, "checkpoint": checkpoint.uri, "history": checkpoint.meta["history"],
             "class_names": checkpoint.meta["class_names"]}
+
+
+def saved_settings(checkpoint: checkpoints.Checkpoint) -> dict:
+    """The settings in a checkpoint's config.yaml, read as data from others is
+    (``config.parse_recorded_yaml``); InputError naming it when it is not a YAML mapping."""
+    where = f"{checkpoint.uri}/config.yaml"
+    saved = parse_recorded_yaml(checkpoint.config_yaml, where)
+    if not isinstance(saved, dict):
+        raise InputError(f"{where}: not a mapping of settings")
+    return saved
 
 
 def check_same_settings(uri: str, config: Any, saved: dict, *, mutable: set[str]) -> None:
