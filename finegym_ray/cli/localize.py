@@ -29,16 +29,17 @@ def add_parser(sub) -> None:
                "workers, cpus_per_worker, use_gpu, max_failures, runs, name. "
                "Example: finegym-ray localize train --config configs/localize/syngym_action.yaml")
     p.add_argument("action", choices=("train", "evaluate", "demo"),
-                   help="train (or resume) the run, evaluate it, or demo: both levels on the main demo's SynGym "
-                        "and run (after 'finegym-ray demo'; features to OUT/localize/, runs beside the demo's "
-                        "run in RUNS, default ./finegym_runs)")
+                   help="train (or resume) the run, evaluate it, or demo: both levels on 64 SynGym videos of its "
+                        "own (OUT/localize/syngym) with features from the main demo's run (after 'finegym-ray "
+                        "demo'; features to OUT/localize/features, runs beside the demo's run in RUNS, default "
+                        "./finegym_runs; about 15 min on 2 cores)")
     p.add_argument("--out", metavar="DIR", help="demo: the main demo's folder (default ./finegym_demo)")
     p.add_argument("--level", choices=("action", "subaction"), help="demo: one level only (default both)")
     p.add_argument("--config", metavar="YAML", help="localize config file (configs/localize/*.yaml)")
     add_overrides(p, "override one setting, e.g. --set epochs=5 (repeatable)")
     p.add_argument("--smoke-test", action="store_true",
                    help="a few epochs of a tiny detector on toy feature sequences (evaluate: train, then evaluate)")
-    add_ray_options(p, lease="RUNS/NAME")
+    add_ray_options(p, lease="RUNS/NAME (demo: OUT/localize)")
     p.set_defaults(func=run, resumable=True)
 
 
@@ -110,10 +111,11 @@ def demo(args: argparse.Namespace) -> int:
     connect.init_ray(args.address)
     t0 = time.time()
     done = run_localize_demo(out, levels=(args.level,) if args.level else LEVELS, overrides=list(args.overrides),
-                             say=lambda m: print(m, flush=True))
+                             break_lease=args.break_lease, say=lambda m: print(m, flush=True))
     for d in done.values():
         seconds = ", ".join(f"{k} {v:.1f} s" for k, v in d["seconds"].items())
-        print(f"\n{format_results(d['results'])}\n({seconds})")
+        print(f"\n{format_results(d['results'])}\n(trained {len(d['history'])} epochs, {d['iterations']} "
+              f"iterations; {seconds})")
     print(f"\nlocalization demo finished in {time.time() - t0:.1f} s")
     print(runs_hint(runs))
     return 0

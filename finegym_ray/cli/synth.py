@@ -15,7 +15,8 @@ def add_synth_options(p: argparse.ArgumentParser, default_preset: str = "small")
     p.add_argument("--preset", default=default_preset,
                    help=f"size preset (default {default_preset}): small (4 videos, ~4 min of 640x360, ~20 s to "
                         "make on 2 cores), demo (16 videos, ~33 min of 320x180, ~540 sub-actions, ~45 s), "
-                        "medium (24 videos, ~1.8 h), competition (2 videos of ~20 min at 720p, for benchmarks)")
+                        "localize (the localization demo's: 64 demo-like videos, seed 1), medium (24 videos, "
+                        "~1.8 h), competition (2 videos of ~20 min at 720p, for benchmarks)")
     p.add_argument("--videos", type=int, help="number of competition videos (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed: the same seed gives the same files (default 0)")
     p.add_argument("--fps", type=float, choices=[25.0, 29.97, 30.0],

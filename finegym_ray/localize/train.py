@@ -118,7 +118,8 @@ def build_detector(config: LocalizeConfig, *, in_channels: int, num_classes: int
 def format_history(history: list[dict]) -> str:
     """The losses of each epoch as a table."""
     cols = [("epoch", "epoch", "{:d}"), ("train_loss", "loss", "{:.4f}"), ("train_cls", "cls", "{:.4f}"),
-            ("train_reg", "reg", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"), ("epoch_s", "s", "{:.1f}")]
+            ("train_reg", "reg", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"), ("iterations", "iters", "{:d}"),
+            ("epoch_s", "s", "{:.1f}")]
     return history_table(history, cols, width=9)
 
 
@@ -176,11 +177,14 @@ class Detection:
     def train_metrics(self, means: dict[str, float]) -> dict:
         import torch
 
+        means = dict(means)
+        iterations = means.pop("batches")  # the same on every worker (equal shards)
         mean = torch.tensor(list(means.values()), device=self.device)
         if self.world > 1:
             torch.distributed.all_reduce(mean)
             mean /= self.world
-        return {f"train_{k}": round(float(v), 5) for k, v in zip(means, mean.tolist())}
+        return {**{f"train_{k}": round(float(v), 5) for k, v in zip(means, mean.tolist())},
+                "iterations": int(iterations)}
 
     def input_wait_s(self, means: dict[str, float]) -> None:
         return None  # the sequences are in memory
@@ -205,7 +209,8 @@ def train_epoch(model, loss_fn, optimizer, examples: list, *, batch_size: int, m
     """One pass over ``examples`` (data.Example) in an order drawn from ``rng``, each
     cropped to ``max_steps`` (0: whole); ``loss_fn(output, targets)`` is the detector's
     ``loss`` (the bare module's under DDP). Returns the mean ``loss``, ``cls``, ``reg``
-    over the batches. Torch only: the Ray Train loop and benchmarks/detector.py call it."""
+    over the batches, and ``batches`` (optimizer steps taken). Torch only: the Ray Train
+    loop and benchmarks/detector.py call it."""
     import torch
 
     from .data import collate, crop
@@ -225,7 +230,7 @@ def train_epoch(model, loss_fn, optimizer, examples: list, *, batch_size: int, m
         for k in sums:
             sums[k] += float(losses[k].detach())
         batches += 1
-    return {k: v / max(batches, 1) for k, v in sums.items()}
+    return {**{k: v / max(batches, 1) for k, v in sums.items()}, "batches": batches}
 
 
 def _to_device(batch, device):

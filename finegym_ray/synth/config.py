@@ -158,6 +158,12 @@ PRESETS = {
     # make on 2 cores), routines back to back so that most of the footage is labelled.
     "demo": SynthConfig(videos=16, width=320, height=180, events_per_video=[5, 7], subactions_per_event=[6, 10],
                         idle_range_s=[1.0, 3.0], mens_event_fraction=0.0, camera_jitter=1.5, clutter=15),
+    # The localization demo's videos: the demo's kind of footage, 4x as many (a quarter,
+    # 16 videos and ~90 routines, to validate on) and another seed, so that the backbone
+    # the demo trained never saw them.
+    "localize": SynthConfig(videos=64, seed=1, width=320, height=180, events_per_video=[5, 7],
+                            subactions_per_event=[6, 10], idle_range_s=[1.0, 3.0], mens_event_fraction=0.0,
+                            camera_jitter=1.5, clutter=15),
     # Enough instances of the head classes to train on: ~1 h of 640x360 video.
     "medium": SynthConfig(videos=24, events_per_video=[8, 12], subactions_per_event=[6, 12]),
     # Competition-like records for benchmarks: 720p, ~20 min each, routines spread out.

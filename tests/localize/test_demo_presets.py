@@ -1,6 +1,6 @@
 """The localization demo's presets: the files under configs/localize/, which the demo
-trains with its paths under its --out; it refuses to start without the main demo's
-outputs."""
+trains with its paths under its --out, on SynGym videos of its own; it refuses to start
+without the main demo's run."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 
 from finegym_ray.config import RUNS_FOLDER, load_config
 from finegym_ray.localize.config import LocalizeConfig
-from finegym_ray.localize.demo import check_demo_inputs, demo_paths, localize_config
+from finegym_ray.localize.demo import SYNTH_PRESET, check_demo_inputs, demo_paths, localize_config
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "localize"
 
@@ -31,3 +31,15 @@ def test_the_config_files_train_where_the_demo_does_by_default(level, monkeypatc
 def test_the_demo_needs_the_main_demos_run(tmp_path):
     with pytest.raises(ValueError, match="run 'finegym-ray demo --out"):
         check_demo_inputs(str(tmp_path), str(tmp_path / "runs"))
+
+
+def test_the_demos_videos_are_its_own_and_its_validation_is_16_videos():
+    # Not the main demo's 16 videos (the backbone trained on those): 64 others, a quarter
+    # of them in the detector's val split.
+    from finegym_ray.synth.config import preset
+
+    mine, main = preset(SYNTH_PRESET), preset("demo")
+    assert mine.videos == 64 and mine.seed != main.seed
+    assert demo_paths("o")["videos"].startswith(demo_paths("o")["folder"])
+    for level in ("action", "subaction"):
+        assert localize_config("o", level).val_fraction * mine.videos == 16

@@ -53,6 +53,9 @@ def test_two_workers_train_a_checkpoint_per_epoch(trained):
     config, result = trained
     assert [m["epoch"] for m in result["history"]] == [0, 1, 2]
     assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["val_loss"]) for m in result["history"])
+    # The training budget in optimizer steps: each worker's equal shard, in batches.
+    per_worker = -(-len(prepare(config, say=quiet).train) // config.workers)
+    assert [m["iterations"] for m in result["history"]] == [-(-per_worker // config.batch_size)] * 3
     latest = ckpt.find_latest(result["run"])
     assert latest.epoch == 2 and latest.meta["class_names"] == ["BB", "FX", "UB", "VT"]
     # keep_checkpoints=2: the oldest one pruned.
