@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
         epilog="SWEEP.yaml: name (default: the file's stem), base (a train config file), train (training values "
                "on top of it), space (KEY: {grid|choice: [...]} or {uniform|loguniform|randint: [lo, hi]}), "
                "num_samples=1, metric=val_mean_class|val_top1|val_loss|train_*, mode=max|min, scheduler=none|asha, "
-               "grace_period=1 (epochs), reduction_factor=2, max_concurrent_trials=0 (as many as fit), resources "
+               "grace_period=1 (epochs), reduction_factor=2, max_concurrent_trials=0 (as many as fit; never "
+               "more without an autoscaler), resources "
                "(workers=1, cpus_per_worker=1, gpus_per_worker=0), sweeps=./finegym_sweeps. Overrides: --set "
                "num_samples=4, --set train.epochs=2, --set space.lr.loguniform=[0.001,0.1]. Exit status: 0, 1 if a "
                "trial errored, 2 for bad input. Example: finegym-ray tune --config configs/sweeps/tsm_rgb_gym99.yaml")

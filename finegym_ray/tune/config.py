@@ -71,7 +71,7 @@ class SweepConfig:
     scheduler: str = "none"
     grace_period: int = 1
     reduction_factor: float = 2.0
-    max_concurrent_trials: int = 0  # 0: as many as the cluster holds
+    max_concurrent_trials: int = 0  # 0: as many as the cluster holds; never more on a fixed cluster
     resources: TrialResources = field(default_factory=TrialResources)
     # Where sweeps live (folder or s3://); this one lives at ``sweeps/name``.
     sweeps: str = "./finegym_sweeps"

@@ -31,7 +31,7 @@ from ..lease import writer_lease
 from ..runtime.internals import dashboard_running
 from ..train import trackers
 from ..train.config import TrainConfig, recorded_config, with_absolute_paths
-from .config import OWNED, SweepConfig, check_one_seed, trial_config, trial_count
+from .config import OWNED, SweepConfig, TrialResources, check_one_seed, trial_config, trial_count
 from .results import TrialRecord, format_table, results_table, write_results
 from .state import SignedTuneState
 
@@ -52,16 +52,29 @@ def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {key: make[kind](args) for key, spec in space.items() for kind, args in spec.items()}
 
 
-def concurrent_trials(sweep: SweepConfig, resources: dict[str, float]) -> int:
-    """``max_concurrent_trials``, or (0) as many trials as ``resources`` (the cluster's)
-    hold: each takes its workers' CPUs (and GPUs) plus one CPU for its input pipeline."""
-    if sweep.max_concurrent_trials:
-        return sweep.max_concurrent_trials
-    r = sweep.resources
-    fit = int(resources.get("CPU", 0) // (r.workers * r.cpus_per_worker + 1))
-    if r.gpus_per_worker > 0:
-        fit = min(fit, int(resources.get("GPU", 0) // (r.workers * r.gpus_per_worker)))
+def trials_that_fit(trial: TrialResources, resources: dict[str, float]) -> int:
+    """How many trials ``resources`` (the cluster's) hold at once, at least one: each
+    takes its workers' CPUs (and GPUs) plus one CPU for its input pipeline."""
+    fit = int(resources.get("CPU", 0) // (trial.workers * trial.cpus_per_worker + 1))
+    if trial.gpus_per_worker > 0:
+        fit = min(fit, int(resources.get("GPU", 0) // (trial.workers * trial.gpus_per_worker)))
     return max(fit, 1)
+
+
+def _trial_size(trial: TrialResources) -> str:
+    gpus = f" + {trial.workers * trial.gpus_per_worker:g} GPU" if trial.gpus_per_worker else ""
+    return f"{trial.workers * trial.cpus_per_worker + 1:g} CPU{gpus}"
+
+
+def concurrent_trials(sweep: SweepConfig, resources: dict[str, float], *, autoscaling: bool = False) -> int:
+    """As many trials at once as ``resources`` (the cluster's) hold, or fewer when
+    ``max_concurrent_trials`` says so. More than fit would deadlock on a fixed cluster:
+    Tune starts every trial, their workers take the CPUs, and no trial's input pipeline
+    finds one. An ``autoscaling`` cluster adds nodes for them, so it gets what was asked."""
+    fit = trials_that_fit(sweep.resources, resources)
+    if not sweep.max_concurrent_trials:
+        return fit
+    return sweep.max_concurrent_trials if autoscaling else min(sweep.max_concurrent_trials, fit)
 
 
 def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = False,
@@ -76,7 +89,7 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
         raise InputError("scheduler asha needs the Ray dashboard on the cluster: a trial that ASHA stops gets its "
                          "CPUs back through the dashboard's State API, and without it the next trials wait "
                          "forever (start Ray with the dashboard, which ray[default] brings, or use scheduler none)")
-    from ..capacity import StallWatchdog, check_capacity, sweep_needs
+    from ..capacity import StallWatchdog, autoscales, check_capacity, sweep_needs
 
     check_capacity(sweep_needs(sweep.resources), what=f"tune {sweep.name} (one trial)")
     folder = _absolute(sweep.folder)
@@ -118,8 +131,11 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, *, break_lease: bool = Fals
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                            storage_filesystem=fs)
             else:
-                concurrent = concurrent_trials(sweep, ray.cluster_resources())
-                say(f"{trial_count(sweep)} trials, {concurrent} at a time, into {folder}")
+                asked = sweep.max_concurrent_trials
+                concurrent = concurrent_trials(sweep, ray.cluster_resources(), autoscaling=bool(asked) and autoscales())
+                capped = (f" (not max_concurrent_trials {asked}: this cluster holds {concurrent} trial(s) of "
+                          f"{_trial_size(sweep.resources)} at once)") if asked and concurrent < asked else ""
+                say(f"{trial_count(sweep)} trials, {concurrent} at a time{capped}, into {folder}")
                 tuner = tune.Tuner(
                     trainable, param_space=search_space(sweep.space),
                     tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
@@ -204,7 +220,6 @@ def _trial(params: dict[str, Any], *, base: dict, runs: str, resources: dict, sc
     from ..config import from_dict
     from ..train.engine import fit, line_writer
     from ..train.run import training_labels, training_plan
-    from .config import TrialResources
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(from_dict(TrainConfig, base), _plain(params), runs=runs, name=trial_id,
