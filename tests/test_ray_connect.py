@@ -129,6 +129,31 @@ def test_workers_of_a_joined_cluster_find_that_cluster_with_other_rays_on_the_ho
     assert said[3] == f"[ray] joining the Ray cluster at {ray_cluster.address} ($RAY_ADDRESS {ray_cluster.address})"
 
 
+RAYLET_CODE = """
+import time, ray
+from ray._private.utils import push_error_to_driver
+from finegym_ray.runtime.connect import init_ray
+from finegym_ray.runtime.internals import session_logs_dir
+init_ray({address!r})
+# What a raylet pushes to the drivers, as its worker pool does when many workers start.
+worker = ray._private.worker.global_worker
+push_error_to_driver(worker, "worker_pool_large", "WARNING: 8 PYTHON worker processes have been started (test)",
+                     job_id=worker.current_job_id)
+time.sleep(3)  # the driver's error thread prints it within a second
+print("logs", session_logs_dir())
+"""
+
+
+def test_what_a_raylet_pushes_to_a_driver_that_joined_stays_in_rays_log(ray_cluster, tmp_path):
+    r = subprocess.run([sys.executable, "-c", RAYLET_CODE.format(address=ray_cluster.address)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "PYTHON worker processes" not in r.stdout + r.stderr
+    logs = r.stdout.split("logs ")[-1].strip()
+    with open(os.path.join(logs, "finegym_ray_driver.log")) as f:
+        assert "(raylet) WARNING: 8 PYTHON worker processes have been started (test)" in f.read()
+
+
 STARTED_CODE = """
 import ray
 from finegym_ray.runtime.connect import init_ray

@@ -55,6 +55,26 @@ def worker_line_dispatcher():
     return global_worker_stdstream_dispatcher
 
 
+def route_raylet_messages(write) -> None:
+    """Send what raylets push to this driver (worker-pool warnings and the like), which
+    Ray's error thread prints itself (``print_to_stdstream`` with pid "raylet", not
+    through the worker line dispatcher), to ``write(text)`` instead."""
+    from ray._private import worker as ray_worker
+
+    printer = ray_worker.print_to_stdstream
+    if getattr(printer, "routed", False):
+        return
+
+    def print_to_stdstream(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            write("".join(f"(raylet) {line}\n" for line in data.get("lines", ())))
+        else:
+            printer(data, ignore_prefix)
+
+    print_to_stdstream.routed = True
+    ray_worker.print_to_stdstream = print_to_stdstream
+
+
 def autoscaler_report() -> dict:
     """The autoscaler's last status report in the GCS ({} when there is none)."""
     import json

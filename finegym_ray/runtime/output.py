@@ -17,7 +17,9 @@ Four kinds of noise reach a terminal, each stopped where it starts:
 - Ray's Python loggers in the driver (the token-authentication notice, Ray Data's
   execution plans and progress blocks): the ``ray`` logger and Ray Data's logging
   config write to files under the session's logs folder instead of the console.
-- warnings (``RayDeprecationWarning`` from Ray's own code) go to the same file.
+- warnings (``RayDeprecationWarning`` from Ray's own code) go to the same file, and so
+  do the messages raylets push to the driver (a worker pool's "N PYTHON worker processes
+  have been started"), which Ray's error thread would print.
 - error-level lines of Ray's C++ core worker in the driver (``core_worker.cc``: an
   actor with ``max_restarts`` and arguments in the object store, said of Ray Data's own
   actors): written to file descriptor 2 below Python. That descriptor is routed through
@@ -39,7 +41,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 
-from .internals import session_logs_dir, worker_line_dispatcher
+from .internals import route_raylet_messages, session_logs_dir, worker_line_dispatcher
 
 VERBOSE_ENV = "FINEGYM_RAY_VERBOSE"
 # The prefixes of the lines that this project's code prints in Ray workers.
@@ -170,6 +172,7 @@ def after_init() -> None:
         _attach()
         if logs:
             _handler.open(os.path.join(logs, DRIVER_LOG))
+        route_raylet_messages(_handler.write)
     # Ray registers its printer under this name when log_to_driver is on (worker.connect).
     dispatcher = worker_line_dispatcher()
     if any(name == "ray_print_logs" for name, _ in dispatcher.handlers):
