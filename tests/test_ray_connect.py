@@ -11,7 +11,6 @@ import tempfile
 import pytest
 
 from finegym_ray.runtime.connect import IDLE_WORKER_ENV, IDLE_WORKER_MS
-from tests.support.rays import notebook_ray, run_driver
 
 CODE = """
 import os, ray
@@ -152,31 +151,6 @@ def test_what_a_raylet_pushes_to_a_driver_that_joined_stays_in_rays_log(ray_clus
     logs = r.stdout.split("logs ")[-1].strip()
     with open(os.path.join(logs, "finegym_ray_driver.log")) as f:
         assert "(raylet) WARNING: 8 PYTHON worker processes have been started (test)" in f.read()
-
-
-STARTED_CODE = """
-import ray
-from finegym_ray.runtime.connect import init_ray
-init_ray(None, num_cpus=1, log_to_driver=False)
-
-@ray.remote
-def nodes_seen_by_the_state_api():
-    from ray.util.state import list_nodes  # as Ray Train's placement group cleaner asks
-    return [n.node_id for n in list_nodes()]
-
-print(ray.get(nodes_seen_by_the_state_api.remote()) == [ray.get_runtime_context().get_node_id()])
-"""
-
-
-@pytest.mark.cluster
-def test_workers_of_a_ray_it_starts_find_that_ray_with_a_notebooks_ray_on_the_host():
-    """A Ray that init_ray starts (nothing recorded to join) beside another user's Ray:
-    its workers' State API, through which Ray Train frees a stopped trial's CPUs, asks
-    that Ray, not "Found multiple active Ray instances"."""
-    with notebook_ray():
-        r = run_driver([sys.executable, "-c", STARTED_CODE], timeout_s=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split()[-1] == "True"
 
 
 def test_an_address_ray_cannot_join_is_one_line_that_says_what_to_give():
