@@ -21,7 +21,7 @@ from .. import storage
 from ..errors import InputError
 from ..train import checkpoint as checkpoints
 from .config import LocalizeConfig
-from .data import Example, load_examples, steps_to_seconds
+from .data import Example, load_examples, steps_to_seconds, video_of
 from .metric import TIOU_THRESHOLDS, MapResult, detection_map, table4
 from .train import build_detector, prepare, run_uri
 
@@ -53,20 +53,27 @@ def detect(model, examples: list[Example], class_names: list[str], config: Local
     return out
 
 
-def bootstrap_map(ground_truth: dict, detections: dict, *, samples: int = BOOTSTRAP_SAMPLES,
-                  seed: int = 0) -> dict[str, list]:
+def bootstrap_map(ground_truth: dict, detections: dict, *, groups: dict[str, str] | None = None,
+                  samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict[str, list]:
     """95 % percentile intervals of the mAP per threshold and of the average, resampling
-    the videos with replacement (a video drawn twice counts twice)."""
-    videos = sorted(ground_truth)
+    with replacement the groups of sequences (``groups``: sequence id -> its group, the
+    video; None: each sequence its own), a group drawn twice counting twice. Sequences of
+    one video (a video's routines) share its athletes and camera: resampled one by one,
+    they would make the interval narrower than the videos warrant."""
+    groups = groups or {k: k for k in ground_truth}
+    members: dict[str, list[str]] = {}
+    for k in sorted(ground_truth):
+        members.setdefault(groups[k], []).append(k)
+    names = sorted(members)
     rng = np.random.default_rng(seed)
     maps, averages = [], []
     for _ in range(samples):
-        pick = rng.integers(0, len(videos), len(videos))
+        pick = rng.integers(0, len(names), len(names))
         gt, det = {}, {}
         for n, i in enumerate(pick):
-            name = f"{videos[i]}#{n}"
-            gt[name] = ground_truth[videos[i]]
-            det[name] = detections.get(videos[i], [])
+            for k in members[names[i]]:
+                gt[f"{k}#{n}"] = ground_truth[k]
+                det[f"{k}#{n}"] = detections.get(k, [])
         if not any(gt.values()):
             continue  # no ground truth drawn: no mAP to take
         result = detection_map(gt, det)
@@ -109,12 +116,14 @@ def evaluate_run(config: LocalizeConfig, *, say: Callable[[str], None] = print) 
     detections = detect(model, examples, data.class_names, config, device=device)
     ground_truth = {ex.video_id: data.ground_truth[ex.video_id] for ex in examples}
     result = detection_map(ground_truth, detections, TIOU_THRESHOLDS)
-    intervals = bootstrap_map(ground_truth, detections, seed=config.seed)
+    groups = {k: video_of(k, config.level) for k in ground_truth}
+    intervals = bootstrap_map(ground_truth, detections, groups=groups, seed=config.seed)
 
     out = storage.join(uri, "eval")
     metrics = {**result.to_json(), "interval_95": intervals,
                "checkpoint": checkpoint.uri, "epoch": checkpoint.epoch, "level": config.level, "task": config.task,
-               "videos": len(examples), "labelled": len(examples) + len(data.missing.get("val", {})),
+               "videos": len(examples), "val_videos": len(set(groups.values())),
+               "labelled": len(examples) + len(data.missing.get("val", {})),
                "without_features": len(data.missing.get("val", {})), "without_features_why": data.missing_why("val"),
                "segments": sum(len(v) for v in ground_truth.values()),
                "detections": sum(len(v) for v in detections.values()),
@@ -161,8 +170,13 @@ def format_results(results: dict) -> str:
     avg = results["intervals"].get("average_map")
     if avg:
         lines.append(f"average mAP {100 * result.average_map:.1f} %, 95 % interval [{100 * avg[0]:.1f}, "
-                     f"{100 * avg[1]:.1f}] (bootstrap over the {results['metrics']['videos']} val sequences)")
+                     f"{100 * avg[1]:.1f}] (bootstrap over the {_over(results['metrics'])})")
     if results["metrics"].get("without_features"):
         lines.append(f"mAP {coverage_note(results['metrics'])}")
     lines += [f"{name + ':':<12}{loc}" for name, loc in results["outputs"].items()]
     return "\n".join(lines)
+
+
+def _over(metrics: dict) -> str:
+    videos, sequences = metrics.get("val_videos", metrics["videos"]), metrics["videos"]
+    return f"{videos} val videos" + (f", {sequences} sequences" if sequences != videos else "")
