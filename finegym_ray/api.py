@@ -258,9 +258,10 @@ class ExtractResult:
 @dataclass(frozen=True, repr=False)
 class LocalizeResult:
     """A detector run of :func:`localize` and, when evaluated, its mAP on the validation
-    sequences. ``history``: one dict per epoch (``epoch`` from 0, losses, ``epoch_s`` in
-    seconds); ``map``: mAP per tIoU threshold (fractions), ``average_map_interval`` its
-    average's 95 % interval (a bootstrap over the sequences); ``outputs``: metrics,
+    sequences. ``history``: one dict per epoch (``epoch`` from 0, losses, ``iterations``,
+    ``epoch_s`` in seconds); ``map``: mAP per tIoU threshold (fractions),
+    ``average_map_interval`` its average's 95 % interval (a bootstrap over the validation
+    videos); ``outputs``: metrics,
     detections, timeline (RUN/eval/)."""
 
     run: str
