@@ -90,3 +90,30 @@ def run_driver(args: list[str], *, timeout_s: float, cwd: str | None = None) -> 
         stop_group(proc)  # what its Ray left running
         shutil.rmtree(root, ignore_errors=True)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def free_placement_groups_of_ended_jobs(address: str, timeout_s: float = 30) -> list[str]:
+    """Remove the placement groups that a driver killed outright left on the cluster at
+    ``address`` (this process connected to it); returns their ids. Ray 2.60 now and then keeps one of them
+    (Ray Train's worker group of a trial or run under way at the SIGKILL) CREATED after
+    the job and every actor of it are dead, holding its CPUs: the session's later tests
+    would wait for those forever. Ray is given ``timeout_s`` seconds to remove them
+    itself first."""
+    import time
+
+    import ray
+    from ray.util.placement_group import PlacementGroup
+    from ray.util.state import list_jobs, list_placement_groups
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = {j.job_id for j in list_jobs(address=address, limit=10000) if str(j.status).endswith("RUNNING")}
+        left = [p.placement_group_id for p in list_placement_groups(address=address, limit=10000,
+                                                                    filters=[("state", "=", "CREATED")])
+                if p.creator_job_id not in running]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for pg_id in left:
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(pg_id)))
+    return left

@@ -33,6 +33,7 @@ from finegym_ray.train.runs import list_runs
 from tests.support.clips import TINY_PREPROCESS
 from tests.support.output import assert_no_ray_internals, assert_progress_with_rate, assert_some_ray_internals
 from tests.support.processes import own_pids_with
+from tests.support.rays import free_placement_groups_of_ended_jobs
 from tests.support.s3 import restart_when
 
 # A tiny TSM on the subaction_event task; two workers of half a CPU leave one CPU to Ray Data.
@@ -292,6 +293,7 @@ def test_a_driver_stopped_by_ctrl_c_or_killed_resumes_with_the_same_command(ray_
     assert f"all settings in {runs / 'resume' / 'config.yaml'}" in rerun.stdout
     assert_progress_with_rate(rerun.stdout, "train") and "[train] epoch 4/4: " in rerun.stdout
     assert _epochs(str(runs / "resume")) == [0, 1, 2, 3]  # each epoch once, in order
+    free_placement_groups_of_ended_jobs(ray_cluster.address)  # what the killed driver's run may have left
 
 
 @pytest.mark.e2e

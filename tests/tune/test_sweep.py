@@ -26,7 +26,7 @@ from finegym_ray.train.config import TrainConfig
 from finegym_ray.tune.config import load_sweep
 from finegym_ray.tune.state import SNAPSHOT, state_key
 from finegym_ray.tune.sweep import run_sweep
-from tests.support.rays import notebook_ray, run_driver
+from tests.support.rays import free_placement_groups_of_ended_jobs, notebook_ray, run_driver
 
 # Sweeps of real trials on Ray Tune.
 pytestmark = pytest.mark.e2e
@@ -98,6 +98,7 @@ def test_a_killed_sweep_resumes_without_rerunning_or_restarting_trials(tiny_stor
     sweep, base = load_sweep(str(path), ["space.seed.grid=[0, 1, 2]"])
     with pytest.raises(ValueError, match="with other settings \\(space\\)"):
         run_sweep(sweep, base, say=lambda m: None)
+    free_placement_groups_of_ended_jobs(ray_cluster.address)  # what the killed driver's trial may have left
 
 
 
