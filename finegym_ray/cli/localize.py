@@ -101,7 +101,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    """``localize demo``: both levels on the main demo's SynGym and run (localize/demo.py)."""
+    """``localize demo``: both levels on SynGym videos of its own with the main demo's run (localize/demo.py)."""
     from ..localize.demo import LEVELS, check_demo_inputs, localize_config, run_localize_demo
     from ..localize.evaluate import format_results
 
