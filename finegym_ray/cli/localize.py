@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
                    help="train (or resume) the run, evaluate it, or demo: both levels on 64 SynGym videos of its "
                         "own (OUT/localize/syngym) with features from the main demo's run (after 'finegym-ray "
                         "demo'; features to OUT/localize/features, runs beside the demo's run in RUNS, default "
-                        "./finegym_runs; under half an hour on 2 cores, a rerun reuses videos and features)")
+                        "./finegym_runs; about 14 min on 2 cores, a rerun reuses videos and features)")
     p.add_argument("--out", metavar="DIR", help="demo: the main demo's folder (default ./finegym_demo)")
     p.add_argument("--level", choices=("action", "subaction"), help="demo: one level only (default both)")
     p.add_argument("--config", metavar="YAML", help="localize config file (configs/localize/*.yaml)")
