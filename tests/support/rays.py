@@ -94,11 +94,11 @@ def run_driver(args: list[str], *, timeout_s: float, cwd: str | None = None) -> 
 
 def free_placement_groups_of_ended_jobs(address: str, timeout_s: float = 30) -> list[str]:
     """Remove the placement groups that a driver killed outright left on the cluster at
-    ``address`` (this process connected to it); returns their ids. Ray 2.60 now and then keeps one of them
-    (Ray Train's worker group of a trial or run under way at the SIGKILL) CREATED after
-    the job and every actor of it are dead, holding its CPUs: the session's later tests
-    would wait for those forever. Ray is given ``timeout_s`` seconds to remove them
-    itself first."""
+    ``address`` (this process connected to it); returns their ids. Ray 2.60 now and then
+    keeps one of them (Ray Train's worker group of a trial or run under way at the
+    SIGKILL) CREATED after the job and every actor of it are dead, holding its CPUs: the
+    session's later tests would wait for those forever. Ray is given ``timeout_s``
+    seconds to remove them itself first."""
     import time
 
     import ray
