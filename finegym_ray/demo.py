@@ -67,13 +67,6 @@ def _say(stage: str, message: str) -> None:
     print(f"[{stage}] {message}", flush=True)
 
 
-def _progress(stage: str, unit: str) -> Callable[[int, int], None]:
-    from .progress import rate_eta
-
-    t0 = time.time()
-    return lambda done, total: _say(stage, rate_eta(done, total, time.time() - t0, unit))
-
-
 MARKER = "demo.yaml"
 MADE_BY = "finegym-ray demo"
 
@@ -232,6 +225,25 @@ def synth_is_current(out: str, config: SynthConfig) -> bool:
     return isinstance(recorded, dict) and not changed_settings(recorded, asdict(config), asdict(SynthConfig()))
 
 
+def make_syngym(folder: str, config: SynthConfig, *, say: Callable[[str], None]) -> None:
+    """SynGym of ``config`` in the local ``folder``, its videos rendered as Ray tasks, with
+    progress (the rate after every eighth of the videos); a folder that holds exactly that
+    already is reused. Both said."""
+    from .progress import rate_eta
+
+    if synth_is_current(folder, config):
+        say(f"reusing {folder} (same settings)")
+        return
+    say(f"rendering SynGym into {folder} as Ray tasks ({config.videos} videos; once: a rerun reuses them)")
+    t0, every = time.monotonic(), max(1, config.videos // 8)
+
+    def progress(done: int, total: int) -> None:
+        if done % every == 0 or done == total:
+            say(rate_eta(done, total, time.monotonic() - t0, "videos"))
+
+    say(generate(config, folder, map_fn=lambda fn, *it: ray_map(fn, *it, progress=progress)).describe())
+
+
 @contextlib.contextmanager
 def holding_demo_folders(out: str, store: str, *, break_lease: bool = False,
                          say: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -299,14 +311,9 @@ def run_demo(plan: dict[str, Any]) -> dict[str, Any]:
         from .capacity import check_capacity, train_needs
 
         check_capacity(train_needs(train), what="the demo's training")
-    if synth_is_current(data_dir, synth):
-        _say("synth", f"reusing {data_dir} (same settings)")
-    else:
-        # The same settings make the same videos (SynGym is deterministic per seed):
-        # clips the store holds from them stay valid.
-        summary = generate(synth, data_dir,
-                           map_fn=lambda fn, *it: ray_map(fn, *it, progress=_progress("synth", "videos")))
-        _say("synth", summary.describe())
+    # The same settings make the same videos (SynGym is deterministic per seed): clips
+    # the store holds from them stay valid.
+    make_syngym(data_dir, synth, say=lambda m: _say("synth", m))
     # Preprocessing writes the manifest too (store/manifest), beside the clips it indexes.
     # prune: shards of an earlier plan in the demo's own store are the demo's.
     cut = run_preprocess(preprocess, where["annotations"], where["videos"], store, prune=True,

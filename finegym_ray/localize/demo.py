@@ -59,35 +59,15 @@ def check_demo_inputs(out: str, runs: str) -> None:
                          f"localization demo extracts its features with that run)")
 
 
-def make_videos(out: str, *, say: Callable[[str], None] = print) -> None:
-    """The demo's SynGym under ``out``/localize/syngym (the synth preset "localize"),
-    rendered as Ray tasks; reused when it is already there with the same settings."""
-    from ..demo import ray_map, synth_is_current
-    from ..progress import rate_eta
-    from ..synth.config import preset
-    from ..synth.generate import generate
-
-    folder, config = demo_paths(out)["syngym"], preset(SYNTH_PRESET)
-    if synth_is_current(folder, config):
-        say(f"[synth] reusing {folder} (same settings)")
-        return
-    t0 = time.time()
-
-    def progress(done: int, total: int) -> None:
-        if done % 8 == 0 or done == total:
-            say(f"[synth] {rate_eta(done, total, time.time() - t0, 'videos')}")
-
-    summary = generate(config, folder, map_fn=lambda fn, *it: ray_map(fn, *it, progress=progress))
-    say(f"[synth] {summary.describe()}")
-
-
 def run_localize_demo(out: str, *, levels: tuple[str, ...] = LEVELS, overrides: list[str] = (),
                       break_lease: bool = False, say: Callable[[str], None] = print) -> dict:
     """Make the videos, then extract, train and evaluate each level on the Ray cluster
     this process is connected to, holding the lease of ``out``/localize. Returns per
     level the evaluation (evaluate_run's), the training history, the training budget in
     ``iterations`` (optimizer steps) and the seconds of each stage."""
+    from ..demo import make_syngym
     from ..lease import writer_lease
+    from ..synth.config import preset
     from .config import ExtractConfig
     from .evaluate import evaluate_run
     from .extract import run_extract
@@ -96,7 +76,7 @@ def run_localize_demo(out: str, *, levels: tuple[str, ...] = LEVELS, overrides: 
     paths = demo_paths(out)
     done = {}
     with writer_lease(paths["folder"], what="localize demo", break_lease=break_lease, say=say):
-        make_videos(out, say=say)
+        make_syngym(paths["syngym"], preset(SYNTH_PRESET), say=lambda m: say(f"[synth] {m}"))
         for level in levels:
             config = localize_config(out, level, list(overrides))
             check_demo_inputs(out, config.runs)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
@@ -519,10 +518,8 @@ def make_study_store(store: str, synth: SynthConfig, preprocess: PreprocessConfi
     STORE/../syngym (videos rendered as Ray tasks), clips in ``store`` (a local folder),
     marked with STORE_MARKER. Refuses (ValueError) a non-empty ``store`` without the
     mark, or one made with other settings, which the studies' runs were trained on."""
-    from ..demo import ray_map, synth_is_current
+    from ..demo import make_syngym
     from ..preprocess.pipeline import run_preprocess
-    from ..progress import rate_eta
-    from ..synth.generate import generate
 
     mine = {"made_by": STORE_MADE_BY, "synth": asdict(synth), "preprocess": asdict(preprocess)}
     marker = storage.join(store, STORE_MARKER)
@@ -541,15 +538,7 @@ def make_study_store(store: str, synth: SynthConfig, preprocess: PreprocessConfi
         return store
     data = os.path.join(os.path.dirname(os.path.abspath(store)), "syngym")
     storage.write_text(marker, yaml.safe_dump(mine, sort_keys=False))
-    if not synth_is_current(data, synth):
-        # Minutes at the syngym preset on 2 cores: said, with progress, not silent.
-        say(f"rendering SynGym into {data} as Ray tasks ({synth.videos} videos; once: later studies reuse it)")
-        t0 = time.monotonic()
-
-        def progress(done: int, total: int) -> None:
-            say(rate_eta(done, total, time.monotonic() - t0, "videos"))
-
-        say(generate(synth, data, map_fn=lambda fn, *it: ray_map(fn, *it, progress=progress)).describe())
+    make_syngym(data, synth, say=say)  # minutes at the syngym preset on 2 cores: said, with progress
     say(f"cutting clips into {store}")
     run_preprocess(preprocess, os.path.join(data, "annotations"), os.path.join(data, "videos"), store, prune=True,
                    say=say)
