@@ -54,16 +54,17 @@ def search_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def trials_that_fit(trial: TrialResources, resources: dict[str, float]) -> int:
     """How many trials ``resources`` (the cluster's) hold at once, at least one: each
-    takes its workers' CPUs (and GPUs) plus one CPU for its input pipeline."""
-    fit = int(resources.get("CPU", 0) // (trial.workers * trial.cpus_per_worker + 1))
-    if trial.gpus_per_worker > 0:
-        fit = min(fit, int(resources.get("GPU", 0) // (trial.workers * trial.gpus_per_worker)))
-    return max(fit, 1)
+    holds what ``capacity.sweep_needs`` counts (its workers, one CPU for its input)."""
+    from ..capacity import sweep_needs, totals
+
+    one = totals(sweep_needs(trial))
+    return max(1, min(int(resources.get(kind, 0) // amount) for kind, amount in one.items()))
 
 
 def _trial_size(trial: TrialResources) -> str:
-    gpus = f" + {trial.workers * trial.gpus_per_worker:g} GPU" if trial.gpus_per_worker else ""
-    return f"{trial.workers * trial.cpus_per_worker + 1:g} CPU{gpus}"
+    from ..capacity import sweep_needs, totals
+
+    return " + ".join(f"{amount:g} {kind}" for kind, amount in totals(sweep_needs(trial)).items())
 
 
 def concurrent_trials(sweep: SweepConfig, resources: dict[str, float], *, autoscaling: bool = False) -> int:
